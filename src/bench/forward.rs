@@ -1,0 +1,64 @@
+//! `greentrainer bench forward`: tokens/s of a forward pass and of forward+backward (every
+//! parameter trained) on each available backend.
+
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use super::{guarded, median_time};
+use crate::device::ComputeDevice;
+use crate::model::{Llama, attention_mask, loss::causal_lm_loss, params::with_trainable};
+
+pub struct ForwardRow {
+    pub device: String,
+    pub forward_tokens_per_s: Result<f64, String>,
+    pub train_tokens_per_s: Result<f64, String>,
+}
+
+/// Benchmarks `model` (already on `dev`) with random tokens `[batch, seq]`.
+pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, iters: usize) -> ForwardRow {
+    let device = &dev.device;
+    let mut rng = StdRng::seed_from_u64(0);
+    let vocab = model.config.vocab_size as i64;
+    let ids: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
+    let labels = ids.clone();
+    let tokens = (batch * seq) as f64;
+    let input = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), device);
+    let mask = attention_mask(None, batch, seq, 0, device);
+    if let Some(limit) = dev.max_buffer_binding {
+        let logits_bytes = (batch * seq * model.config.vocab_size * 4) as u64;
+        if logits_bytes > limit {
+            let msg = format!("skipped: logits need {} MiB, adapter binds at most {} MiB", logits_bytes >> 20, limit >> 20);
+            return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(msg.clone()), train_tokens_per_s: Err(msg) };
+        }
+    }
+    let forward = guarded(|| {
+        let t = median_time(iters, || {
+            let logits = model.forward(input(), Some(&mask), None);
+            let _: f32 = logits.sum().into_scalar();
+        });
+        tokens / t.as_secs_f64()
+    });
+    let trainable = with_trainable(model, |_| true);
+    let train = guarded(|| {
+        let t = median_time(iters, || {
+            let (loss, _) = causal_lm_loss(trainable.forward(input(), Some(&mask), None), &labels);
+            let grads = loss.backward();
+            let _ = device.sync();
+            drop(grads);
+        });
+        tokens / t.as_secs_f64()
+    });
+    ForwardRow { device: dev.name.clone(), forward_tokens_per_s: forward, train_tokens_per_s: train }
+}
+
+pub fn table(rows: &[ForwardRow], batch: usize, seq: usize) -> String {
+    let cell = |r: &Result<f64, String>| match r {
+        Ok(v) => format!("{v:.0}"),
+        Err(e) => e.clone(),
+    };
+    let mut out = format!("| device | forward tok/s | forward+backward tok/s |\n|---|---|---|\n");
+    for r in rows {
+        out += &format!("| {} | {} | {} |\n", r.device, cell(&r.forward_tokens_per_s), cell(&r.train_tokens_per_s));
+    }
+    out + &format!("\nbatch {batch} x {seq} tokens; median of timed iterations after one warm-up\n")
+}

@@ -1,0 +1,30 @@
+//! Benchmarks behind `greentrainer bench ...`: each prints a markdown table (and may write JSON).
+//! Ratios are what to compare; absolute numbers depend on the machine's load.
+
+pub mod forward;
+pub mod select;
+pub mod train;
+
+use std::time::{Duration, Instant};
+
+/// Runs `f` once to warm up (shader compilation, autotune), then `iters` times; returns the median.
+pub fn median_time(iters: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    let mut times: Vec<Duration> = (0..iters.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Runs a benchmark body that may fail on a device (e.g. a tensor larger than the adapter can
+/// bind), turning a panic inside the backend into a message for the table.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "backend error".into())
+    })
+}

@@ -1,0 +1,174 @@
+//! `greentrainer bench train`: per-step time, tokens/s, predicted FLOPs ratio and measured time
+//! ratio against full fine-tuning, and memory, for GreenTrainer at several rho, FT-top-2 and full
+//! fine-tuning, measured in one process on one device.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+
+use super::guarded;
+use crate::device::ComputeDevice;
+use crate::importance;
+use crate::model::{Llama, Parameters};
+use crate::profile::{BatchShape, Profile, profile};
+use crate::select::{SelectConfig, select};
+use crate::train::batch::DeviceBatch;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::forward_backward;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainRow {
+    pub device: String,
+    pub method: String,
+    pub tensors: usize,
+    pub step_s: f64,
+    pub tokens_per_s: f64,
+    /// Predicted by the FLOPs model: (T_fp + bp(m)) / T_full.
+    pub flops_ratio: f64,
+    /// Measured: step time / full fine-tuning step time.
+    pub time_ratio: f64,
+    pub weights_mib: f64,
+    pub grads_mib: f64,
+    pub optimizer_mib: f64,
+    /// Resident memory added while the step's autodiff graph is alive (Linux; activations and
+    /// gradients), when measurable.
+    pub step_rss_mib: Option<f64>,
+}
+
+struct Method {
+    name: String,
+    trainable: BTreeSet<String>,
+}
+
+/// Runs the comparison on `dev`; `steps` timed steps per method after one warm-up step.
+pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize) -> Result<Vec<TrainRow>, String> {
+    let device = &dev.device;
+    let mut rng = StdRng::seed_from_u64(1);
+    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.config.vocab_size as u32)).collect();
+    let host = crate::data::Batch {
+        labels: ids.iter().map(|&t| t as i64).collect(),
+        attention_mask: vec![1; batch * seq],
+        input_ids: ids,
+        batch,
+        seq,
+        real_tokens: batch * seq,
+        target_tokens: batch * seq,
+    };
+    let b = DeviceBatch::new(&host, device);
+    let p = profile(&model.op_graph(), BatchShape { batch, seq }, false).map_err(|e| e.to_string())?;
+    let methods = methods(model, &p, &b)?;
+    let mut rows: Vec<TrainRow> = Vec::new();
+    let mut full_time = None;
+    for m in &methods {
+        let mut working = model.clone();
+        let mut optimizer = AdamW::new(AdamWConfig::default());
+        let timed = guarded(|| {
+            let mut times = Vec::new();
+            let mut rss = None;
+            for i in 0..=steps {
+                let start = Instant::now();
+                let before = resident_mib();
+                let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b);
+                let during = resident_mib();
+                optimizer.step(&mut working, &pass.grads, 1e-5);
+                let _ = device.sync();
+                if i > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                    if let (Some(a), Some(z)) = (before, during) {
+                        rss = Some(rss.unwrap_or(0.0f64).max(z - a));
+                    }
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            (times[times.len() / 2], rss)
+        })?;
+        let (step_s, rss) = timed;
+        if m.name == "full" {
+            full_time = Some(step_s);
+        }
+        let numel: usize = {
+            let mut n = 0;
+            working.visit(&mut |name, p| {
+                if m.trainable.contains(name) {
+                    n += p.numel();
+                }
+            });
+            n
+        };
+        let selected: Vec<usize> =
+            p.nodes.iter().enumerate().filter(|(_, n)| n.selectable && m.trainable.contains(&n.name)).map(|(i, _)| i).collect();
+        let flops_ratio = p.selection_cost(&selected, crate::select::CostRule::Exact).map_err(|e| e.to_string())? / p.t_full();
+        let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+        rows.push(TrainRow {
+            device: dev.name.clone(),
+            method: m.name.clone(),
+            tensors: m.trainable.len(),
+            step_s,
+            tokens_per_s: (batch * seq) as f64 / step_s,
+            flops_ratio,
+            time_ratio: 0.0,
+            weights_mib: mib(model.num_params() * 4),
+            grads_mib: mib(numel * 4),
+            optimizer_mib: mib(optimizer.state_bytes()),
+            step_rss_mib: rss,
+        });
+    }
+    let full = full_time.ok_or("full fine-tuning did not run")?;
+    for r in &mut rows {
+        r.time_ratio = r.step_s / full;
+    }
+    Ok(rows)
+}
+
+/// Full first (the reference), then GreenTrainer at rho 0.4/0.5/0.7 (importance scored once on the
+/// batch) and FT-top-2.
+fn methods(model: &Llama, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, String> {
+    let mut out = vec![Method { name: "full".into(), trainable: model.param_names().into_iter().collect() }];
+    let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true);
+    let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
+    let candidates = p.candidates(&per_node).map_err(|e| e.to_string())?;
+    for rho in [0.4, 0.5, 0.7] {
+        let chosen = select(&candidates, p.t_fp(), &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
+        let exec = p.selected_nodes(&chosen).map_err(|e| e.to_string())?;
+        out.push(Method { name: format!("GreenTrainer rho={rho}"), trainable: exec.iter().map(|&i| p.nodes[i].name.clone()).collect() });
+    }
+    let first = model.layers.len().saturating_sub(2);
+    let top2 = model
+        .param_names()
+        .into_iter()
+        .filter(|n| n == "model.norm.weight" || (first..model.layers.len()).any(|i| n.starts_with(&format!("model.layers.{i}."))))
+        .collect();
+    out.push(Method { name: "FT-top-2".into(), trainable: top2 });
+    Ok(out)
+}
+
+fn resident_mib() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096.0 / (1 << 20) as f64)
+}
+
+pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
+    let mut out = String::from(
+        "| device | method | tensors | step s | tok/s | FLOPs ratio | time ratio | weights MiB | grads MiB | optimizer MiB | step RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {} |\n",
+            r.device,
+            r.method,
+            r.tensors,
+            r.step_s,
+            r.tokens_per_s,
+            r.flops_ratio,
+            r.time_ratio,
+            r.weights_mib,
+            r.grads_mib,
+            r.optimizer_mib,
+            r.step_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into())
+        );
+    }
+    out + &format!("\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step\n")
+}

@@ -1,0 +1,204 @@
+//! Prompt templates and the encoder that turns a mapped row into token ids for causal-LM
+//! training: `{source} TL;DR: {target}` followed by EOS, with the loss on the target only.
+//!
+//! The pieces (template text, source, target) are encoded separately, without special tokens,
+//! and their ids concatenated. Cutting the source is then exact (drop source ids, no
+//! re-tokenisation that could shift the boundary) and the prompt/target boundary always
+//! falls between tokens. The whitespace that precedes `{target}` in the template is encoded
+//! with the target (" summary"), as byte-level BPE tokenises it in running text. For the
+//! byte-level BPE tokenizers of OPT, BLOOM, GPT-2 and SmolLM2 this gives the ids of the joint
+//! string except, rarely, at a piece boundary; a SentencePiece tokenizer that marks the start of
+//! every encoded text adds a word-start marker to each piece.
+
+use tokenizers::Tokenizer;
+
+use super::error::{DataError, RowPosition};
+use super::mapping::{MappedRow, Mapping};
+
+/// The label that tells the loss to ignore a position (prompt and padding).
+pub const IGNORE_INDEX: i64 = -100;
+
+const SOURCE: &str = "{source}";
+const TARGET: &str = "{target}";
+
+/// A template with one `{source}` and, after it, one `{target}`; EOS follows the target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptTemplate {
+    text: String,
+    before_source: String,
+    /// Text between source and target, trailing whitespace removed (it goes with the target).
+    between: String,
+    target_prefix: String,
+    after_target: String,
+}
+
+impl PromptTemplate {
+    /// The paper's prompt.
+    pub const SUMMARY: &'static str = "{source} TL;DR: {target}";
+    /// For chat data, whose rendered source already ends with the assistant cue.
+    pub const CHAT: &'static str = "{source}{target}";
+
+    pub fn parse(text: &str) -> Result<PromptTemplate, DataError> {
+        let invalid =
+            |why: &str| DataError::InvalidOption(format!("prompt template {text:?}: {why}"));
+        if text.matches(SOURCE).count() != 1 || text.matches(TARGET).count() != 1 {
+            return Err(invalid("needs exactly one {source} and one {target}"));
+        }
+        let (before_source, rest) = text
+            .split_once(SOURCE)
+            .ok_or_else(|| invalid("no {source}"))?;
+        let (middle, after_target) = rest
+            .split_once(TARGET)
+            .ok_or_else(|| invalid("{target} must come after {source}"))?;
+        let between = middle.trim_end();
+        Ok(PromptTemplate {
+            text: text.to_owned(),
+            before_source: before_source.to_owned(),
+            between: between.to_owned(),
+            target_prefix: middle[between.len()..].to_owned(),
+            after_target: after_target.to_owned(),
+        })
+    }
+
+    /// `SUMMARY`, or `CHAT` for conversations.
+    pub fn default_for(mapping: &Mapping) -> PromptTemplate {
+        let text = if mapping.is_chat() {
+            Self::CHAT
+        } else {
+            Self::SUMMARY
+        };
+        Self::parse(text).unwrap_or_else(|_| unreachable!("built-in templates parse"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// One tokenized training (or prediction) example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    /// Prompt ids, then target ids and EOS (none for a prediction-only row).
+    pub input_ids: Vec<u32>,
+    /// `input_ids[..prompt_len]` is the prompt: the generation input at evaluation time. A
+    /// prediction-only prompt may fill `max_len`, so load such files with `max_len` set to the
+    /// context length minus the tokens to generate.
+    pub prompt_len: usize,
+    /// Reference summaries for evaluation; `references[0]` is the training target.
+    pub references: Vec<String>,
+    pub at: RowPosition,
+    /// Length the example would have without truncation.
+    pub untruncated_len: usize,
+    pub source_truncated: bool,
+    /// The target alone did not fit: its tail and the EOS were cut.
+    pub target_truncated: bool,
+}
+
+impl Example {
+    pub fn seq_len(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    pub fn prompt_ids(&self) -> &[u32] {
+        &self.input_ids[..self.prompt_len]
+    }
+
+    /// Labels aligned with `input_ids` (not shifted: the loss shifts, as in Hugging Face):
+    /// the token id on target positions, `IGNORE_INDEX` on the prompt.
+    pub fn labels(&self) -> Vec<i64> {
+        let (prompt, target) = self.input_ids.split_at(self.prompt_len);
+        prompt
+            .iter()
+            .map(|_| IGNORE_INDEX)
+            .chain(target.iter().map(|&id| i64::from(id)))
+            .collect()
+    }
+}
+
+/// Encodes mapped rows with one template, length limit and EOS id.
+pub struct Encoder<'t> {
+    tokenizer: &'t Tokenizer,
+    before_source: Vec<u32>,
+    between: Vec<u32>,
+    template: PromptTemplate,
+    max_len: usize,
+    eos_id: u32,
+}
+
+impl<'t> Encoder<'t> {
+    pub fn new(
+        tokenizer: &'t Tokenizer,
+        template: &PromptTemplate,
+        max_len: usize,
+        eos_id: u32,
+    ) -> Result<Encoder<'t>, DataError> {
+        let before_source = encode(tokenizer, &template.before_source)?;
+        let between = encode(tokenizer, &template.between)?;
+        let fixed = before_source.len() + between.len();
+        if max_len <= fixed {
+            return Err(DataError::InvalidOption(format!(
+                "max_len {max_len} leaves no room for a target after the template's {fixed} tokens"
+            )));
+        }
+        Ok(Encoder {
+            tokenizer,
+            before_source,
+            between,
+            template: template.clone(),
+            max_len,
+            eos_id,
+        })
+    }
+
+    /// Cuts the source's tail so the whole example fits `max_len`; only when the target and EOS
+    /// alone do not fit is the source dropped and the target's tail cut (without EOS, since
+    /// the text does not end there). Rows are never dropped.
+    pub fn encode(&self, row: &MappedRow) -> Result<Example, DataError> {
+        let source = encode(self.tokenizer, &row.source)?;
+        let fixed = self.before_source.len() + self.between.len();
+        let mut target = match &row.target {
+            Some(text) => {
+                let t = &self.template;
+                let text = format!("{}{text}{}", t.target_prefix, t.after_target);
+                let mut ids = encode(self.tokenizer, &text)?;
+                ids.push(self.eos_id);
+                ids
+            }
+            None => Vec::new(),
+        };
+        let untruncated_len = fixed + source.len() + target.len();
+        let target_fits = fixed + target.len() <= self.max_len;
+        let source_room = if target_fits {
+            self.max_len - fixed - target.len()
+        } else {
+            0
+        };
+        let kept_source = source.len().min(source_room);
+        if !target_fits {
+            target.truncate(self.max_len - fixed);
+        }
+
+        let mut input_ids = Vec::with_capacity(fixed + kept_source + target.len());
+        input_ids.extend_from_slice(&self.before_source);
+        input_ids.extend_from_slice(&source[..kept_source]);
+        input_ids.extend_from_slice(&self.between);
+        let prompt_len = input_ids.len();
+        input_ids.extend_from_slice(&target);
+        Ok(Example {
+            input_ids,
+            prompt_len,
+            references: row.references.clone(),
+            at: row.at,
+            untruncated_len,
+            source_truncated: kept_source < source.len(),
+            target_truncated: !target_fits,
+        })
+    }
+}
+
+fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, DataError> {
+    let encoding = tokenizer
+        .encode(text, false)
+        .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+    Ok(encoding.get_ids().to_vec())
+}

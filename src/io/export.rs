@@ -1,0 +1,57 @@
+//! Saving a model as an HF folder that transformers loads as is.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::LoadedModel;
+use super::atomic;
+use super::safetensors_file;
+use crate::error::{Error, Result};
+use crate::model::Parameters;
+
+/// Writes model.safetensors (HF names, f32), config.json, tokenizer.json, tokenizer_config.json
+/// and generation_config.json into `dir`, atomically. `metadata` goes into the safetensors header.
+pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let mut tensors = Vec::new();
+    loaded.model.visit(&mut |name, p| tensors.push((name.to_string(), p.shape(), p.to_vec())));
+    let config = hf_config(&loaded.model.config.raw);
+    let tokenizer_json = loaded.tokenizer.to_string(true).map_err(|e| Error::Other(format!("cannot serialise tokenizer: {e}")))?;
+    let generation = loaded.generation_config.clone().unwrap_or_else(|| {
+        let c = &loaded.model.config;
+        json!({ "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_ids, "pad_token_id": c.pad_token_id })
+    });
+    atomic::write_dir(dir, |tmp| {
+        let mut metadata = metadata.unwrap_or_default();
+        metadata.insert("format".into(), "pt".into());
+        safetensors_file::write_f32(&tmp.join("model.safetensors"), &tensors, Some(metadata))?;
+        write_json(&tmp.join("config.json"), &config)?;
+        write_text(&tmp.join("tokenizer.json"), &tokenizer_json)?;
+        if let Some(tc) = &loaded.tokenizer_config {
+            write_json(&tmp.join("tokenizer_config.json"), tc)?;
+        }
+        write_json(&tmp.join("generation_config.json"), &generation)
+    })
+}
+
+/// The user's config with the dtype we write (f32) stated.
+fn hf_config(raw: &Value) -> Value {
+    let mut config = raw.clone();
+    if let Some(obj) = config.as_object_mut() {
+        obj.insert("torch_dtype".into(), json!("float32"));
+        if obj.contains_key("dtype") {
+            obj.insert("dtype".into(), json!("float32"));
+        }
+    }
+    config
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::invalid(path, e.to_string()))?;
+    write_text(path, &text)
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,48 @@
+//! Hugging Face model folders: config.json, (sharded) safetensors, tokenizer.json,
+//! tokenizer_config.json and generation_config.json.
+
+use std::path::Path;
+
+use burn::tensor::Device;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::safetensors_file::SafetensorsFiles;
+use super::{LoadedModel, ModelSource};
+use crate::error::{Error, Result};
+use crate::model::{Llama, LlamaConfig};
+
+pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config = LlamaConfig::from_json_str(&text, &config_path.display().to_string())?;
+    let files = SafetensorsFiles::open_dir(dir)?;
+    let model = Llama::load(config, device, &mut |name, shape| {
+        let path = files.path_of(name).unwrap_or(dir).to_path_buf();
+        if !files.contains(name) {
+            return Err(Error::MissingTensor { path, tensor: name.into() });
+        }
+        let (found, values) = files.read_f32(name)?;
+        if found != shape {
+            return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with config.json, which implies {shape:?}")));
+        }
+        Ok(values)
+    })?;
+    let tokenizer_path = dir.join("tokenizer.json");
+    let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::invalid(&tokenizer_path, format!("cannot load tokenizer: {e}")))?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        tokenizer_config: read_optional_json(&dir.join("tokenizer_config.json"))?,
+        generation_config: read_optional_json(&dir.join("generation_config.json"))?,
+        source: ModelSource::HfFolder(dir.to_path_buf()),
+    })
+}
+
+fn read_optional_json(path: &Path) -> Result<Option<Value>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::invalid(path, format!("not valid JSON: {e}")))
+}

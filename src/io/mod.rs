@@ -1,0 +1,93 @@
+//! Model files in and out: HF folders, GGUF files, and HF folders written back atomically.
+
+pub mod atomic;
+pub mod export;
+pub mod gguf;
+pub mod hf;
+pub mod safetensors_file;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+use crate::model::Llama;
+
+/// Where a model came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    HfFolder(PathBuf),
+    Gguf(PathBuf),
+}
+
+/// A model with everything needed to train, generate and save it as an HF folder.
+#[derive(Clone)]
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    /// tokenizer_config.json (chat template, special tokens) when known.
+    pub tokenizer_config: Option<Value>,
+    pub generation_config: Option<Value>,
+    pub source: ModelSource,
+}
+
+impl LoadedModel {
+    /// The chat template from tokenizer_config.json (HF) or the GGUF metadata.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.tokenizer_config.as_ref()?.get("chat_template")?.as_str()
+    }
+
+    /// Token ids that end generation: generation_config.json's, else config.json's.
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        let from_generation = self.generation_config.as_ref().and_then(|g| g.get("eos_token_id")).map(|v| match v {
+            Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|i| i as u32).collect(),
+            v => v.as_u64().map(|i| i as u32).into_iter().collect::<Vec<_>>(),
+        });
+        from_generation.filter(|ids| !ids.is_empty()).unwrap_or_else(|| self.model.config.eos_token_ids.clone())
+    }
+}
+
+/// Loads an HF folder (a directory) or a GGUF file.
+pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
+    if path.is_dir() {
+        hf::load_folder(path, device)
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        load_gguf(path, device)
+    } else if path.exists() {
+        Err(Error::Unsupported {
+            path: path.into(),
+            what: "model file".into(),
+            supported: "an HF folder (config.json + safetensors + tokenizer.json) or a .gguf file".into(),
+        })
+    } else {
+        Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")))
+    }
+}
+
+/// Loads a GGUF file (dequantized to f32, q/k permutation undone, tokenizer rebuilt from metadata).
+pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let gguf = gguf::GgufModel::open(path)?;
+    let config = crate::model::LlamaConfig::from_value(gguf.config_json(), &path.display().to_string())?;
+    let model = Llama::load(config, device, &mut |name, shape| {
+        let (found, values) = gguf.load_tensor(name)?;
+        if found != shape {
+            return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with the metadata, which implies {shape:?}")));
+        }
+        Ok(values)
+    })?;
+    let tokenizer = gguf.tokenizer()?;
+    let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+    let mut tokenizer_config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": model.config.max_position_embeddings,
+        "bos_token": token(gguf.bos_token_id()),
+        "eos_token": token(gguf.eos_token_id()),
+        "pad_token": token(model.config.pad_token_id),
+    });
+    if let Some(template) = gguf.chat_template() {
+        tokenizer_config["chat_template"] = Value::String(template.to_string());
+    }
+    Ok(LoadedModel { model, tokenizer, tokenizer_config: Some(tokenizer_config), generation_config: None, source: ModelSource::Gguf(path.to_path_buf()) })
+}

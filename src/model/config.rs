@@ -1,0 +1,239 @@
+//! `config.json` of the Llama family (Llama 2/3, SmolLM2, TinyLlama, Qwen2), as HF transformers writes it.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Architectures this build can run, by `model_type`.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "qwen2"];
+
+/// The fields of a Llama-family `config.json` the engine needs; `raw` keeps the whole file so a
+/// saved model carries every field the user's file had.
+#[derive(Debug, Clone)]
+pub struct LlamaConfig {
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f64,
+    pub rope: RopeConfig,
+    pub tie_word_embeddings: bool,
+    /// q/k/v projections carry a bias (Qwen2 always; Llama when `attention_bias`).
+    pub qkv_bias: bool,
+    /// o_proj carries a bias (Llama `attention_bias` only).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    pub raw: Value,
+}
+
+/// Rotary embedding parameters, including Llama 3's frequency-dependent scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RopeConfig {
+    pub theta: f64,
+    pub scaling: RopeScaling,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (rope_type "linear").
+    Linear { factor: f64 },
+    /// rope_type "llama3".
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: usize },
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    max_position_embeddings: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<Value>,
+    rope_parameters: Option<Value>,
+    tie_word_embeddings: Option<bool>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    hidden_act: Option<String>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+    pad_token_id: Option<Value>,
+}
+
+impl LlamaConfig {
+    /// Parses a config.json text; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        let raw: Value = serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))?;
+        Self::from_value(raw, origin)
+    }
+
+    pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
+        let c: RawConfig = serde_json::from_value(raw.clone())
+            .map_err(|e| Error::invalid(origin, format!("not a Llama-family config.json: {e}")))?;
+        let model_type = c
+            .model_type
+            .clone()
+            .or_else(|| c.architectures.as_ref().and_then(|a| a.first()).map(|a| arch_to_model_type(a)))
+            .unwrap_or_default();
+        if !SUPPORTED_MODEL_TYPES.contains(&model_type.as_str()) {
+            return Err(Error::Unsupported {
+                path: origin.into(),
+                what: format!("model_type {model_type:?}"),
+                supported: SUPPORTED_MODEL_TYPES.join(", "),
+            });
+        }
+        if let Some(act) = c.hidden_act.as_deref()
+            && act != "silu"
+        {
+            return Err(Error::Unsupported { path: origin.into(), what: format!("hidden_act {act:?}"), supported: "silu".into() });
+        }
+        if c.num_attention_heads == 0 || c.hidden_size == 0 || c.num_hidden_layers == 0 || c.vocab_size == 0 {
+            return Err(Error::invalid(origin, "hidden_size, num_attention_heads, num_hidden_layers and vocab_size must be > 0"));
+        }
+        let kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
+        if kv_heads == 0 || c.num_attention_heads % kv_heads != 0 {
+            return Err(Error::invalid(
+                origin,
+                format!("num_attention_heads {} is not a multiple of num_key_value_heads {kv_heads}", c.num_attention_heads),
+            ));
+        }
+        let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads);
+        if head_dim == 0 || head_dim % 2 != 0 {
+            return Err(Error::invalid(origin, format!("head_dim {head_dim} must be even and > 0 for rotary embeddings")));
+        }
+        let is_qwen2 = model_type == "qwen2";
+        let attention_bias = c.attention_bias.unwrap_or(false);
+        let rope = parse_rope(&c, origin)?;
+        Ok(Self {
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            num_key_value_heads: kv_heads,
+            head_dim,
+            vocab_size: c.vocab_size,
+            max_position_embeddings: c.max_position_embeddings.unwrap_or(2048),
+            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            rope,
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
+            qkv_bias: is_qwen2 || attention_bias,
+            o_bias: !is_qwen2 && attention_bias,
+            mlp_bias: c.mlp_bias.unwrap_or(false),
+            bos_token_id: c.bos_token_id.as_ref().and_then(first_id),
+            eos_token_ids: c.eos_token_id.as_ref().map(all_ids).unwrap_or_default(),
+            pad_token_id: c.pad_token_id.as_ref().and_then(first_id),
+            model_type,
+            raw,
+        })
+    }
+
+    pub fn n_rep(&self) -> usize {
+        self.num_attention_heads / self.num_key_value_heads
+    }
+
+    pub fn q_dim(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+}
+
+fn arch_to_model_type(arch: &str) -> String {
+    match arch {
+        "LlamaForCausalLM" => "llama".into(),
+        "Qwen2ForCausalLM" => "qwen2".into(),
+        other => other.to_string(),
+    }
+}
+
+fn first_id(v: &Value) -> Option<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| n as u32),
+        Value::Array(a) => a.first().and_then(first_id),
+        _ => None,
+    }
+}
+
+fn all_ids(v: &Value) -> Vec<u32> {
+    match v {
+        Value::Array(a) => a.iter().filter_map(first_id).collect(),
+        other => first_id(other).into_iter().collect(),
+    }
+}
+
+/// transformers 5 writes `rope_parameters`; older files use `rope_theta` + `rope_scaling`.
+fn parse_rope(c: &RawConfig, origin: &str) -> Result<RopeConfig> {
+    let params = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref()).filter(|v| !v.is_null());
+    let get = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_f64);
+    let theta = get("rope_theta").or(c.rope_theta).unwrap_or(10_000.0);
+    let rope_type = params
+        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let scaling = match rope_type {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: get("factor").unwrap_or(1.0) },
+        "llama3" => RopeScaling::Llama3 {
+            factor: get("factor").unwrap_or(8.0),
+            low_freq_factor: get("low_freq_factor").unwrap_or(1.0),
+            high_freq_factor: get("high_freq_factor").unwrap_or(4.0),
+            original_max_position: get("original_max_position_embeddings").unwrap_or(8192.0) as usize,
+        },
+        other => {
+            return Err(Error::Unsupported {
+                path: origin.into(),
+                what: format!("rope_type {other:?}"),
+                supported: "default, linear, llama3".into(),
+            });
+        }
+    };
+    Ok(RopeConfig { theta, scaling })
+}
+
+impl RopeConfig {
+    /// Inverse frequencies per rotary pair, as transformers' `_compute_*_parameters`.
+    pub fn inv_freq(&self, head_dim: usize) -> Vec<f64> {
+        let base: Vec<f64> =
+            (0..head_dim / 2).map(|i| 1.0 / self.theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        match self.scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+                let old = original_max_position as f64;
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                base.into_iter()
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}

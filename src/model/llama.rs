@@ -1,0 +1,404 @@
+//! The Llama family (Llama 2/3, SmolLM2, TinyLlama, Qwen2) as in HF transformers' `modeling_llama`:
+//! RMSNorm, rotary embeddings (rotate-half layout), grouped-query attention, SwiGLU MLP.
+//!
+//! Weights keep HF's layout (`[out, in]`), so names, shapes and the row blocks that partial
+//! selection works on are the same as in the user's files. A parameter that is a plain tensor is
+//! frozen; one wrapped with `.autodiff().require_grad()` is trained, and autodiff records nothing
+//! below the deepest such tensor.
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::config::LlamaConfig;
+use crate::profile::{OpKind, OpSpec, TensorRole};
+use super::params::{ParamMut, ParamRef, Parameters};
+use crate::error::Result;
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[out, in]`, as in HF checkpoints.
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, s, d_in] = x.dims();
+        let d_out = self.weight.dims()[0];
+        let y = x.reshape([b * s, d_in]).matmul(self.weight.clone().transpose());
+        let y = match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, s, d_out])
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub weight: Tensor<1>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let inv_rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
+        x * inv_rms * self.weight.clone().unsqueeze::<3>()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+}
+
+/// Keys and values of the positions seen so far, per layer, for incremental decoding.
+#[derive(Clone, Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        Self { layers: vec![None; n_layers] }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the given batch rows (beam search reorders hypotheses between steps).
+    pub fn select_rows(&mut self, rows: Tensor<1, Int>) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.clone().select(0, rows.clone());
+            *v = v.clone().select(0, rows.clone());
+        }
+    }
+}
+
+/// cos/sin tables for a run of positions, shaped `[1, 1, S, head_dim]`.
+#[derive(Clone, Debug)]
+pub struct Rotary {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+impl Rotary {
+    /// Computed like transformers: f32 inverse frequencies times f32 positions, then cos/sin.
+    pub fn new(config: &LlamaConfig, start: usize, len: usize, device: &Device) -> Self {
+        let hd = config.head_dim;
+        let inv_freq: Vec<f32> = config.rope.inv_freq(hd).into_iter().map(|f| f as f32).collect();
+        let mut cos = Vec::with_capacity(len * hd);
+        let mut sin = Vec::with_capacity(len * hd);
+        for pos in start..start + len {
+            let angles: Vec<f32> = inv_freq.iter().map(|f| pos as f32 * f).collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let make = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, hd]), device);
+        Self { cos: make(cos), sin: make(sin) }
+    }
+
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+impl Attention {
+    fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: Option<&Tensor<4>>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, self.head_dim]).swap_dims(1, 2);
+        let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.n_heads));
+        let mut k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads));
+        let mut v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        if let Some(mask) = mask {
+            scores = scores + mask.clone();
+        }
+        let out = softmax(scores, 3).matmul(v);
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]))
+    }
+
+    /// Grouped-query attention: query head h reads key/value head h / n_rep, as `repeat_kv`.
+    fn repeat_kv(&self, t: Tensor<4>) -> Tensor<4> {
+        let n_rep = self.n_heads / self.n_kv_heads;
+        if n_rep == 1 {
+            return t;
+        }
+        let [b, h, s, d] = t.dims();
+        t.unsqueeze_dim::<5>(2).repeat_dim(2, n_rep).reshape([b, h * n_rep, s, d])
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+#[derive(Clone, Debug)]
+pub struct Llama {
+    pub config: LlamaConfig,
+    pub embed_tokens: Tensor<2>,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor<2>>,
+}
+
+/// Supplies each parameter's values (f32, row-major, HF shape) by HF name; the loader validates
+/// the shape it is asked for against its file.
+pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
+
+impl Llama {
+    /// Builds the model, asking `source` for every parameter in HF order.
+    pub fn load(config: LlamaConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        let c = &config;
+        let mut matrix = |name: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
+            Ok(Tensor::from_data(TensorData::new(source(name, &shape)?, shape), device))
+        };
+        let embed_tokens = matrix("model.embed_tokens.weight", [c.vocab_size, c.hidden_size])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut get = |name: &str, shape: &[usize]| source(&format!("{p}.{name}"), shape);
+            let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
+            let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear> {
+                let weight = Tensor::from_data(TensorData::new(get(&format!("{name}.weight"), &[d_out, d_in])?, [d_out, d_in]), device);
+                let bias = if bias { Some(vector(get(&format!("{name}.bias"), &[d_out])?)) } else { None };
+                Ok(Linear { weight, bias })
+            };
+            let (d, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+            let q_proj = linear("self_attn.q_proj", q, d, c.qkv_bias)?;
+            let k_proj = linear("self_attn.k_proj", kv, d, c.qkv_bias)?;
+            let v_proj = linear("self_attn.v_proj", kv, d, c.qkv_bias)?;
+            let o_proj = linear("self_attn.o_proj", d, q, c.o_bias)?;
+            let gate_proj = linear("mlp.gate_proj", f, d, c.mlp_bias)?;
+            let up_proj = linear("mlp.up_proj", f, d, c.mlp_bias)?;
+            let down_proj = linear("mlp.down_proj", d, f, c.mlp_bias)?;
+            let norm = |w: Vec<f32>| RmsNorm { weight: vector(w), eps: c.rms_norm_eps };
+            let input_layernorm = norm(source(&format!("{p}.input_layernorm.weight"), &[d])?);
+            let post_attention_layernorm = norm(source(&format!("{p}.post_attention_layernorm.weight"), &[d])?);
+            layers.push(Block {
+                input_layernorm,
+                self_attn: Attention {
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    o_proj,
+                    n_heads: c.num_attention_heads,
+                    n_kv_heads: c.num_key_value_heads,
+                    head_dim: c.head_dim,
+                },
+                post_attention_layernorm,
+                mlp: Mlp { gate_proj, up_proj, down_proj },
+            });
+        }
+        let final_norm = source("model.norm.weight", &[c.hidden_size])?;
+        let norm = RmsNorm { weight: Tensor::from_data(TensorData::new(final_norm, [c.hidden_size]), device), eps: c.rms_norm_eps };
+        let lm_head = if c.tie_word_embeddings {
+            None
+        } else {
+            let shape = [c.vocab_size, c.hidden_size];
+            Some(Tensor::from_data(TensorData::new(source("lm_head.weight", &shape)?, shape), device))
+        };
+        Ok(Self { config, embed_tokens, layers, norm, lm_head })
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
+    /// [`attention_mask`]; with a cache, positions continue after the cached ones.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, s] = ids.dims();
+        let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let device = ids.device();
+        let rotary = Rotary::new(&self.config, start, s, &device);
+        let mut x = embedding(self.embed_tokens.clone(), ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| {
+                if c.layers.len() != self.layers.len() {
+                    c.layers = vec![None; self.layers.len()];
+                }
+                &mut c.layers[i]
+            });
+            let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rotary, mask, slot);
+            x = x + h;
+            x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
+        }
+        let x = self.norm.forward(x);
+        let [b, s, d] = x.dims();
+        let head = self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone());
+        let vocab = head.dims()[0];
+        x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+    }
+}
+
+/// Additive mask `[B, 1, S, past + S]`: 0 where query i may attend key j (causal, key not padding),
+/// f32::MIN elsewhere, as transformers' eager attention. `padding` is `[B, past + S]`, 1 = real token.
+pub fn attention_mask(padding: Option<&[u32]>, batch: usize, seq: usize, past: usize, device: &Device) -> Tensor<4> {
+    let total = past + seq;
+    let mut m = vec![0f32; batch * seq * total];
+    for b in 0..batch {
+        for i in 0..seq {
+            for j in 0..total {
+                let causal_ok = j <= past + i;
+                let key_real = padding.is_none_or(|p| p[b * total + j] != 0);
+                if !(causal_ok && key_real) {
+                    m[(b * seq + i) * total + j] = f32::MIN;
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [batch, 1, seq, total]), device)
+}
+
+impl Parameters for Llama {
+    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        f("model.embed_tokens.weight", ParamRef::Matrix(&self.embed_tokens));
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            f(&format!("{p}.input_layernorm.weight"), ParamRef::Vector(&l.input_layernorm.weight));
+            let (a, m) = (&l.self_attn, &l.mlp);
+            for (name, lin) in [("self_attn.q_proj", &a.q_proj), ("self_attn.k_proj", &a.k_proj), ("self_attn.v_proj", &a.v_proj), ("self_attn.o_proj", &a.o_proj)] {
+                visit_linear(f, &format!("{p}.{name}"), lin);
+            }
+            f(&format!("{p}.post_attention_layernorm.weight"), ParamRef::Vector(&l.post_attention_layernorm.weight));
+            for (name, lin) in [("mlp.gate_proj", &m.gate_proj), ("mlp.up_proj", &m.up_proj), ("mlp.down_proj", &m.down_proj)] {
+                visit_linear(f, &format!("{p}.{name}"), lin);
+            }
+        }
+        f("model.norm.weight", ParamRef::Vector(&self.norm.weight));
+        if let Some(head) = &self.lm_head {
+            f("lm_head.weight", ParamRef::Matrix(head));
+        }
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f("model.embed_tokens.weight", ParamMut::Matrix(&mut self.embed_tokens));
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            f(&format!("{p}.input_layernorm.weight"), ParamMut::Vector(&mut l.input_layernorm.weight));
+            let a = &mut l.self_attn;
+            for (name, lin) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+            ] {
+                visit_linear_mut(f, &format!("{p}.{name}"), lin);
+            }
+            f(&format!("{p}.post_attention_layernorm.weight"), ParamMut::Vector(&mut l.post_attention_layernorm.weight));
+            let m = &mut l.mlp;
+            for (name, lin) in [("mlp.gate_proj", &mut m.gate_proj), ("mlp.up_proj", &mut m.up_proj), ("mlp.down_proj", &mut m.down_proj)] {
+                visit_linear_mut(f, &format!("{p}.{name}"), lin);
+            }
+        }
+        f("model.norm.weight", ParamMut::Vector(&mut self.norm.weight));
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head.weight", ParamMut::Matrix(head));
+        }
+    }
+}
+
+fn visit_linear(f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str, lin: &Linear) {
+    f(&format!("{prefix}.weight"), ParamRef::Matrix(&lin.weight));
+    if let Some(bias) = &lin.bias {
+        f(&format!("{prefix}.bias"), ParamRef::Vector(bias));
+    }
+}
+
+fn visit_linear_mut(f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str, lin: &mut Linear) {
+    f(&format!("{prefix}.weight"), ParamMut::Matrix(&mut lin.weight));
+    if let Some(bias) = &mut lin.bias {
+        f(&format!("{prefix}.bias"), ParamMut::Vector(bias));
+    }
+}
+
+impl Llama {
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, read off the
+    /// model's own tensors: their shapes, which biases exist, whether the head is tied.
+    pub fn op_graph(&self) -> Vec<OpSpec> {
+        let mut ops = Vec::new();
+        let [vocab, dim] = self.embed_tokens.dims();
+        ops.push(OpSpec { name: "model.embed_tokens.weight".into(), kind: OpKind::Embedding { vocab, dim }, layer: None, role: TensorRole::Embedding });
+        let norm = |ops: &mut Vec<OpSpec>, name: String, w: &Tensor<1>, layer| {
+            ops.push(OpSpec { name, kind: OpKind::Norm { dim: w.dims()[0] }, layer: Some(layer), role: TensorRole::Norm });
+        };
+        let linear = |ops: &mut Vec<OpSpec>, prefix: String, lin: &Linear, layer, role: TensorRole| {
+            let [d_out, d_in] = lin.weight.dims();
+            ops.push(OpSpec { name: format!("{prefix}.weight"), kind: OpKind::Linear { d_in, d_out }, layer: Some(layer), role });
+            if lin.bias.is_some() {
+                ops.push(OpSpec { name: format!("{prefix}.bias"), kind: OpKind::Bias { dim: d_out }, layer: Some(layer), role });
+            }
+        };
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            let a = &l.self_attn;
+            norm(&mut ops, format!("{p}.input_layernorm.weight"), &l.input_layernorm.weight, i);
+            linear(&mut ops, format!("{p}.self_attn.q_proj"), &a.q_proj, i, TensorRole::Q);
+            linear(&mut ops, format!("{p}.self_attn.k_proj"), &a.k_proj, i, TensorRole::K);
+            linear(&mut ops, format!("{p}.self_attn.v_proj"), &a.v_proj, i, TensorRole::V);
+            ops.push(OpSpec {
+                name: format!("{p}.self_attn.core"),
+                kind: OpKind::AttentionCore { n_heads: a.n_heads, head_dim: a.head_dim, causal: true },
+                layer: Some(i),
+                role: TensorRole::Other,
+            });
+            linear(&mut ops, format!("{p}.self_attn.o_proj"), &a.o_proj, i, TensorRole::O);
+            norm(&mut ops, format!("{p}.post_attention_layernorm.weight"), &l.post_attention_layernorm.weight, i);
+            linear(&mut ops, format!("{p}.mlp.gate_proj"), &l.mlp.gate_proj, i, TensorRole::Gate);
+            linear(&mut ops, format!("{p}.mlp.up_proj"), &l.mlp.up_proj, i, TensorRole::Up);
+            linear(&mut ops, format!("{p}.mlp.down_proj"), &l.mlp.down_proj, i, TensorRole::Down);
+        }
+        ops.push(OpSpec { name: "model.norm.weight".into(), kind: OpKind::Norm { dim }, layer: None, role: TensorRole::Norm });
+        let tied = self.lm_head.is_none();
+        let name = if tied { "lm_head (tied to model.embed_tokens.weight)" } else { "lm_head.weight" };
+        ops.push(OpSpec { name: name.into(), kind: OpKind::LmHead { vocab, dim, tied }, layer: None, role: TensorRole::LmHead });
+        ops
+    }
+}

@@ -1,0 +1,68 @@
+//! A one-screen description of a loaded model, for `greentrainer inspect` and the app.
+
+use serde::Serialize;
+
+use super::Parameters;
+use crate::io::{LoadedModel, ModelSource};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub source: String,
+    pub format: &'static str,
+    pub architecture: String,
+    pub parameters: usize,
+    pub tensors: usize,
+    pub layers: usize,
+    pub hidden_size: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab_size: usize,
+    pub context_length: usize,
+    pub tied_embeddings: bool,
+    pub tokenizer: String,
+    pub has_chat_template: bool,
+}
+
+impl ModelSummary {
+    pub fn of(loaded: &LoadedModel) -> Self {
+        let c = &loaded.model.config;
+        let (source, format) = match &loaded.source {
+            ModelSource::HfFolder(p) => (p.display().to_string(), "HF folder"),
+            ModelSource::Gguf(p) => (p.display().to_string(), "GGUF"),
+        };
+        let tokenizer_model = match loaded.tokenizer.get_model() {
+            tokenizers::ModelWrapper::BPE(_) => "BPE",
+            tokenizers::ModelWrapper::WordPiece(_) => "WordPiece",
+            tokenizers::ModelWrapper::Unigram(_) => "Unigram",
+            tokenizers::ModelWrapper::WordLevel(_) => "WordLevel",
+        };
+        Self {
+            source,
+            format,
+            architecture: c.model_type.clone(),
+            parameters: loaded.model.num_params(),
+            tensors: loaded.model.param_names().len(),
+            layers: c.num_hidden_layers,
+            hidden_size: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            vocab_size: c.vocab_size,
+            context_length: c.max_position_embeddings,
+            tied_embeddings: c.tie_word_embeddings,
+            tokenizer: format!("{tokenizer_model}, {} tokens", loaded.tokenizer.get_vocab_size(true)),
+            has_chat_template: loaded.chat_template().is_some(),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "model        {} ({})", self.source, self.format)?;
+        writeln!(f, "architecture {}", self.architecture)?;
+        writeln!(f, "parameters   {:.1} M in {} tensors", self.parameters as f64 / 1e6, self.tensors)?;
+        writeln!(f, "layers       {} (hidden {}, {} heads, {} kv heads)", self.layers, self.hidden_size, self.heads, self.kv_heads)?;
+        writeln!(f, "vocabulary   {} (embeddings {})", self.vocab_size, if self.tied_embeddings { "tied" } else { "untied" })?;
+        writeln!(f, "context      {}", self.context_length)?;
+        write!(f, "tokenizer    {}{}", self.tokenizer, if self.has_chat_template { ", chat template" } else { "" })
+    }
+}

@@ -1,0 +1,285 @@
+//! The FLOPs model (spec sections 2-4): an architecture lists its ops in execution order
+//! (input -> output) and [`profile`] turns them into nodes with `t_fp`, `t_dy`, `t_dw` in
+//! multiply-accumulates for one batch.
+//!
+//! The backward pass is modelled as one chain in execution order: training a tensor means
+//! propagating activation gradients through every node between it and the loss. Parallel branches
+//! (q/k/v, gate/up) are charged as if chained, which can only over-estimate a selection's cost.
+
+mod cost;
+mod flops;
+
+pub use flops::FlopsConvention;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::select::{self, Candidate, CostRule, SelectError, Selection};
+
+/// What a tensor is, for the app's tensor map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TensorRole {
+    Embedding,
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+    Norm,
+    LmHead,
+    Fc1,
+    Fc2,
+    Qkv,
+    Other,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OpKind {
+    /// Token (or learned position) embedding lookup; a parameter.
+    Embedding { vocab: usize, dim: usize },
+    /// A linear layer's weight; a parameter.
+    Linear { d_in: usize, d_out: usize },
+    /// The bias of the preceding linear; a parameter.
+    Bias { dim: usize },
+    /// RMSNorm/LayerNorm weight; a parameter.
+    Norm { dim: usize },
+    /// LayerNorm bias; a parameter.
+    NormBias { dim: usize },
+    /// Weightless `softmax(QK^T)V`; a chain node.
+    AttentionCore {
+        n_heads: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+    /// Untied: a parameter. Tied: a chain node whose weight gradient is charged to the embedding
+    /// with the same `vocab` and `dim`.
+    LmHead {
+        vocab: usize,
+        dim: usize,
+        tied: bool,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpSpec {
+    /// The HF parameter name, or a label for chain nodes.
+    pub name: String,
+    pub kind: OpKind,
+    pub layer: Option<usize>,
+    pub role: TensorRole,
+}
+
+/// The batch the costs are computed for.
+///
+/// Every per-token term uses `batch * seq`. Callers that know the real (unpadded) token count may pass
+/// `seq` = mean real length per sequence: the linear terms are then exact, and the attention term
+/// (`S^2` per sequence) slightly under-estimates a batch of unequal lengths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchShape {
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl BatchShape {
+    pub fn tokens(self) -> usize {
+        self.batch * self.seq
+    }
+}
+
+/// One node of the execution-ordered graph, costs in MACs for one batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub layer: Option<usize>,
+    pub role: TensorRole,
+    pub t_fp: f64,
+    pub t_dy: f64,
+    pub t_dw: f64,
+    /// False for chain nodes (attention core, tied head).
+    pub selectable: bool,
+    /// Elements of the parameter (0 for chain nodes; a tied weight counts at the embedding).
+    pub param_numel: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    pub shape: BatchShape,
+    /// Whether causal attention was charged half its `S^2` terms.
+    pub causal_half: bool,
+    /// In execution order, input -> output.
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Clone, Debug, PartialEq, Error)]
+pub enum ProfileError {
+    #[error("tied head `{head}` has no earlier embedding with vocab {vocab} and dim {dim}")]
+    TiedHeadWithoutEmbedding {
+        head: String,
+        vocab: usize,
+        dim: usize,
+    },
+    #[error("{got} importances given for {expected} nodes")]
+    ImportanceLength { expected: usize, got: usize },
+    #[error("node index {index} is out of range for {len} nodes")]
+    NodeOutOfRange { index: usize, len: usize },
+    #[error("node {index} (`{name}`) is a chain node and cannot be selected")]
+    NotSelectable { index: usize, name: String },
+    #[error("the selection does not belong to this profile: {0}")]
+    ForeignSelection(String),
+    #[error(transparent)]
+    Select(#[from] SelectError),
+}
+
+/// Costs `ops` (execution order) for one batch of `shape`. With `causal_half`, causal attention cores
+/// are charged half their `S^2` terms; use the same setting for full and selective runs.
+pub fn profile(
+    ops: &[OpSpec],
+    shape: BatchShape,
+    causal_half: bool,
+) -> Result<Profile, ProfileError> {
+    let mut nodes: Vec<Node> = Vec::with_capacity(ops.len());
+    for op in ops {
+        let cost = cost::op_cost(&op.kind, shape, causal_half);
+        let (selectable, param_numel, t_dw) = match op.kind {
+            OpKind::Embedding { vocab, dim } => (true, vocab * dim, cost.t_dw),
+            OpKind::Linear { d_in, d_out } => (true, d_in * d_out, cost.t_dw),
+            OpKind::Bias { dim } | OpKind::Norm { dim } | OpKind::NormBias { dim } => {
+                (true, dim, cost.t_dw)
+            }
+            OpKind::AttentionCore { .. } => (false, 0, 0.0),
+            OpKind::LmHead {
+                vocab,
+                dim,
+                tied: false,
+            } => (true, vocab * dim, cost.t_dw),
+            OpKind::LmHead {
+                vocab,
+                dim,
+                tied: true,
+            } => {
+                // The shared weight sits at the input, so training it needs the full backward pass.
+                let embedding = nodes
+                    .iter_mut()
+                    .zip(ops)
+                    .find(|(_, spec)| spec.kind == (OpKind::Embedding { vocab, dim }))
+                    .map(|(node, _)| node)
+                    .ok_or_else(|| ProfileError::TiedHeadWithoutEmbedding {
+                        head: op.name.clone(),
+                        vocab,
+                        dim,
+                    })?;
+                embedding.t_dw += cost.t_dw;
+                (false, 0, 0.0)
+            }
+        };
+        nodes.push(Node {
+            name: op.name.clone(),
+            layer: op.layer,
+            role: op.role,
+            t_fp: cost.t_fp,
+            t_dy: cost.t_dy,
+            t_dw,
+            selectable,
+            param_numel,
+        });
+    }
+    Ok(Profile {
+        shape,
+        causal_half,
+        nodes,
+    })
+}
+
+impl Profile {
+    /// Forward MACs of one step.
+    pub fn t_fp(&self) -> f64 {
+        self.nodes.iter().map(|n| n.t_fp).sum()
+    }
+
+    /// Backward MACs of full fine-tuning: every `t_dy` and every `t_dw`.
+    pub fn t_bp_full(&self) -> f64 {
+        self.nodes.iter().map(|n| n.t_dy + n.t_dw).sum()
+    }
+
+    /// Per-step MACs of full fine-tuning, forward included.
+    pub fn t_full(&self) -> f64 {
+        self.t_fp() + self.t_bp_full()
+    }
+
+    /// The smallest feasible rho: the forward pass alone.
+    pub fn min_rho(&self) -> f64 {
+        self.t_fp() / self.t_full()
+    }
+
+    /// Execution index of the node at position `from_output` in output order (0 = nearest the loss).
+    pub fn execution_index(&self, from_output: usize) -> Option<usize> {
+        (from_output < self.nodes.len()).then(|| self.nodes.len() - 1 - from_output)
+    }
+
+    /// Candidates for [`select::select`], ordered from the output. `importance` is per node in
+    /// execution order (values of chain nodes are ignored).
+    pub fn candidates(&self, importance: &[f64]) -> Result<Vec<Candidate>, ProfileError> {
+        if importance.len() != self.nodes.len() {
+            return Err(ProfileError::ImportanceLength {
+                expected: self.nodes.len(),
+                got: importance.len(),
+            });
+        }
+        Ok(self
+            .nodes
+            .iter()
+            .zip(importance)
+            .rev()
+            .map(|(node, &importance)| Candidate {
+                t_dy: node.t_dy,
+                t_dw: node.t_dw,
+                importance: if node.selectable { importance } else { 0.0 },
+                selectable: node.selectable,
+            })
+            .collect())
+    }
+
+    /// Execution indices (ascending) of the nodes a selection over [`Profile::candidates`] chose.
+    pub fn selected_nodes(&self, selection: &Selection) -> Result<Vec<usize>, ProfileError> {
+        let mut nodes = selection
+            .selected
+            .iter()
+            .map(|&j| {
+                self.execution_index(j)
+                    .filter(|&i| self.nodes[i].selectable)
+                    .ok_or_else(|| {
+                        ProfileError::ForeignSelection(format!(
+                            "candidate {j} is not selectable here"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        nodes.sort_unstable();
+        Ok(nodes)
+    }
+
+    /// Per-step MACs `t_fp + bp(m)` of training the nodes `selected` (execution indices, a set).
+    pub fn selection_cost(&self, selected: &[usize], rule: CostRule) -> Result<f64, ProfileError> {
+        let len = self.nodes.len();
+        let from_output = selected
+            .iter()
+            .map(|&index| match self.nodes.get(index) {
+                None => Err(ProfileError::NodeOutOfRange { index, len }),
+                Some(node) if !node.selectable => Err(ProfileError::NotSelectable {
+                    index,
+                    name: node.name.clone(),
+                }),
+                Some(_) => Ok(len - 1 - index),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let candidates = self.candidates(&vec![0.0; len])?;
+        Ok(select::selection_cost(
+            &candidates,
+            self.t_fp(),
+            &from_output,
+            rule,
+        )?)
+    }
+}

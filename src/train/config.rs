@@ -1,0 +1,138 @@
+//! A run's settings: one TOML file (`greentrainer train --config run.toml`), every field also a flag.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::error::{Error, Result};
+use crate::select::CostRule;
+
+/// How to choose what to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodKind {
+    /// Adaptive backpropagation: the most important tensors within rho x full FLOPs.
+    #[default]
+    Greentrainer,
+    /// Every tensor.
+    Full,
+    /// The last `top_k` transformer blocks and the final norm.
+    TopK,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// HF folder or GGUF file.
+    pub model: PathBuf,
+    /// Training data file (JSONL, JSON, CSV, Parquet).
+    pub data: PathBuf,
+    /// Run folder: events.jsonl, checkpoint/, and the fine-tuned model in model/.
+    pub output: PathBuf,
+    pub device: DeviceChoice,
+    pub method: MethodKind,
+    /// Training FLOPs budget as a fraction of full fine-tuning (GreenTrainer).
+    pub rho: f64,
+    pub top_k: usize,
+    /// Re-score importance and re-select every N optimizer steps (0: only at the start)...
+    pub reselect_every_steps: usize,
+    /// ...or every N epochs (0: off). The paper re-selects every 2 epochs.
+    pub reselect_every_epochs: usize,
+    /// Resolution of the DP's cost axis.
+    pub dp_capacity: usize,
+    pub cost_rule: CostRule,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (0: run all epochs).
+    pub max_steps: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub max_len: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Clip the global gradient norm (0: off).
+    pub clip_norm: f64,
+    pub seed: u64,
+    /// Write a checkpoint every N steps (0: only at cancel and at the end).
+    pub checkpoint_every: usize,
+    pub group_by_length: bool,
+    /// Save the fine-tuned model as an HF folder in `<output>/model` at the end.
+    pub save_model: bool,
+}
+
+impl Default for TrainConfig {
+    /// The paper's settings (AdamW 2e-5, weight decay 0.01, batch 4, 5 epochs, rho 0.5) with a
+    /// shorter max length for laptops.
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from(crate::cli::DEFAULT_MODEL),
+            data: PathBuf::from("assets/demo/dialogsum.train.jsonl"),
+            output: PathBuf::from("runs/latest"),
+            device: DeviceChoice::Wgpu,
+            method: MethodKind::Greentrainer,
+            rho: 0.5,
+            top_k: 2,
+            reselect_every_steps: 0,
+            reselect_every_epochs: 2,
+            dp_capacity: crate::select::DEFAULT_CAPACITY,
+            cost_rule: CostRule::Exact,
+            epochs: 5,
+            max_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            max_len: 512,
+            lr: 2e-5,
+            warmup_steps: 0,
+            weight_decay: 0.01,
+            clip_norm: 0.0,
+            seed: 42,
+            checkpoint_every: 0,
+            group_by_length: true,
+            save_model: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::invalid(path, e.to_string()))
+    }
+
+    /// Refuses settings no run can use, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str| Err(Error::Other(format!("invalid setting: {what}")));
+        if !(self.rho > 0.0 && self.rho <= 1.0) {
+            return bad("rho must be in (0, 1]");
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be at least 1");
+        }
+        if self.max_len < 8 {
+            return bad("max_len must be at least 8 tokens");
+        }
+        if !(self.lr.is_finite() && self.lr >= 0.0) {
+            return bad("lr must be a non-negative number");
+        }
+        if self.epochs == 0 && self.max_steps == 0 {
+            return bad("set epochs or max_steps");
+        }
+        if self.method == MethodKind::TopK && self.top_k == 0 {
+            return bad("top_k must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.output.join("events.jsonl")
+    }
+
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.output.join("checkpoint")
+    }
+
+    pub fn model_dir(&self) -> PathBuf {
+        self.output.join("model")
+    }
+}

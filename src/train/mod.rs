@@ -1,0 +1,15 @@
+//! Fine-tuning: methods (GreenTrainer, full, FT-top-k), the loop, optimizer, checkpoints, events.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod events;
+pub mod optim;
+pub mod overrides;
+pub mod progress;
+pub mod step;
+pub mod trainer;
+
+pub use config::{MethodKind, TrainConfig};
+pub use events::{Event, EventSink, JsonlLog};
+pub use trainer::{RunOutcome, Trainer};

@@ -1,0 +1,116 @@
+//! AdamW (PyTorch semantics, as HF's Trainer uses) with state only for tensors that received a
+//! gradient: frozen tensors cost no optimizer memory. State is plain tensors keyed by parameter
+//! name, so it can be snapshotted (importance scoring) and checkpointed exactly.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ParamMut, Parameters};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// The paper's (and HF's) defaults with weight decay 0.01.
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 }
+    }
+}
+
+/// Moments of one parameter, flattened to 1-D.
+#[derive(Clone, Debug)]
+pub struct Moments {
+    pub m: Tensor<1>,
+    pub v: Tensor<1>,
+    /// Updates this tensor has received (bias correction is per tensor, since selection changes).
+    pub step: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdamW {
+    pub config: AdamWConfig,
+    pub state: BTreeMap<String, Moments>,
+}
+
+impl AdamW {
+    pub fn new(config: AdamWConfig) -> Self {
+        Self { config, state: BTreeMap::new() }
+    }
+
+    /// Bytes of optimizer state held (two f32 moments per trained element).
+    pub fn state_bytes(&self) -> usize {
+        self.state.values().map(|s| s.m.dims()[0] * 8).sum()
+    }
+
+    /// Applies one update with learning rate `lr` to every parameter that has a gradient in
+    /// `grads` (flattened f32 tensors keyed by name); the others are untouched.
+    pub fn step<M: Parameters>(&mut self, model: &mut M, grads: &BTreeMap<String, Tensor<1>>, lr: f64) {
+        let c = self.config;
+        model.visit_mut(&mut |name, p| {
+            let Some(g) = grads.get(name) else { return };
+            let n = g.dims()[0];
+            let s = self.state.entry(name.to_string()).or_insert_with(|| Moments {
+                m: Tensor::zeros([n], &g.device()),
+                v: Tensor::zeros([n], &g.device()),
+                step: 0,
+            });
+            s.step += 1;
+            s.m = s.m.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
+            s.v = s.v.clone().mul_scalar(c.beta2) + g.clone().square().mul_scalar(1.0 - c.beta2);
+            let bc1 = 1.0 - c.beta1.powi(s.step as i32);
+            let bc2 = 1.0 - c.beta2.powi(s.step as i32);
+            let denom = s.v.clone().div_scalar(bc2).sqrt().add_scalar(c.eps);
+            let update = s.m.clone().div_scalar(bc1) / denom;
+            let apply = |w: Tensor<1>| w.clone().mul_scalar(1.0 - lr * c.weight_decay) - update.clone().mul_scalar(lr);
+            match p {
+                ParamMut::Vector(w) => *w = apply(w.clone()),
+                ParamMut::Matrix(w) => {
+                    let dims = w.dims();
+                    *w = apply(w.clone().reshape([n])).reshape(dims);
+                }
+            }
+        });
+    }
+}
+
+/// Linear warmup from 0 then linear decay to 0 at `total_steps` (HF's `linear` schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LinearSchedule {
+    pub peak_lr: f64,
+    pub warmup_steps: usize,
+    pub total_steps: usize,
+}
+
+impl LinearSchedule {
+    /// Learning rate for the update that follows `step` completed updates.
+    pub fn lr(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.peak_lr * step as f64 / self.warmup_steps.max(1) as f64;
+        }
+        let remaining = self.total_steps.saturating_sub(step) as f64;
+        let span = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        self.peak_lr * (remaining / span).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let s = LinearSchedule { peak_lr: 1.0, warmup_steps: 2, total_steps: 10 };
+        assert_eq!(s.lr(0), 0.0);
+        assert_eq!(s.lr(1), 0.5);
+        assert_eq!(s.lr(2), 1.0);
+        assert_eq!(s.lr(6), 0.5);
+        assert_eq!(s.lr(10), 0.0);
+    }
+}

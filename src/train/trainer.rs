@@ -1,0 +1,325 @@
+//! The training loop shared by every method: select what to train, step, account FLOPs, emit
+//! events, checkpoint, cancel, resume.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::batch::DeviceBatch;
+use super::checkpoint::{self, RunState};
+use super::config::{MethodKind, TrainConfig};
+use super::events::{Event, EventSink};
+use super::optim::{AdamW, AdamWConfig, LinearSchedule};
+use super::step::{clip_grad_norm, forward_backward};
+use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions, LoadReport, load_dataset};
+use crate::device::ComputeDevice;
+use crate::error::{Error, Result};
+use crate::importance;
+use crate::io::{LoadedModel, export::save_hf_folder, load_model};
+use crate::model::{Llama, Parameters};
+use crate::profile::{Profile, profile};
+use crate::select::{SelectConfig, select};
+
+/// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
+const FLOPS_PER_MAC: f64 = 2.0;
+
+/// A loaded model and dataset, ready to train.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub device: ComputeDevice,
+    pub loaded: LoadedModel,
+    pub examples: Vec<Example>,
+    pub data_report: LoadReport,
+    pad_id: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub steps: usize,
+    pub losses: Vec<f64>,
+    pub flops_spent: f64,
+    pub flops_full: f64,
+    pub cancelled: bool,
+}
+
+/// The tensors one step trains, and when they were chosen.
+struct Selection {
+    names: BTreeSet<String>,
+    at_step: usize,
+    at_epoch: u64,
+}
+
+impl Trainer {
+    pub fn prepare(config: TrainConfig, device: ComputeDevice) -> Result<Self> {
+        config.validate()?;
+        let loaded = load_model(&config.model, &device.device)?;
+        let eos = *loaded.eos_token_ids().first().ok_or_else(|| {
+            Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with")
+        })?;
+        let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
+        let opts = LoadOptions::new(config.max_len, eos);
+        let dataset = load_dataset(&config.data, &loaded.tokenizer, &opts)?;
+        dataset.require_targets()?;
+        if dataset.examples.is_empty() {
+            return Err(Error::invalid(&config.data, "no training examples"));
+        }
+        Ok(Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id })
+    }
+
+    fn plan(&self) -> BatchPlan {
+        BatchPlan { batch_size: self.config.batch_size, group_by_length: self.config.group_by_length, drop_last: false, seed: self.config.seed }
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.examples.len().div_ceil(self.config.batch_size).div_ceil(self.config.grad_accum)
+    }
+
+    pub fn total_steps(&self) -> usize {
+        let c = &self.config;
+        let by_epochs = c.epochs * self.steps_per_epoch();
+        match (c.epochs, c.max_steps) {
+            (0, m) => m,
+            (_, 0) => by_epochs,
+            (_, m) => m.min(by_epochs),
+        }
+    }
+
+    /// Trains; with `resume`, continues from `<output>/checkpoint` when there is one.
+    pub fn run(&mut self, sink: &mut dyn EventSink, cancel: &AtomicBool, resume: bool) -> Result<RunOutcome> {
+        let started = Instant::now();
+        let c = self.config.clone();
+        let total_steps = self.total_steps();
+        let schedule = LinearSchedule { peak_lr: c.lr, warmup_steps: c.warmup_steps, total_steps };
+        let mut optimizer = AdamW::new(AdamWConfig { weight_decay: c.weight_decay, ..AdamWConfig::default() });
+        let mut model = self.loaded.model.clone();
+        let mut state = RunState {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+            selection: Vec::new(),
+            selected_at: None,
+            optimizer_steps: Default::default(),
+            flops_spent: 0.0,
+            flops_full: 0.0,
+        };
+        let checkpoint_dir = c.checkpoint_dir();
+        let resumed = resume && checkpoint_dir.join("state.json").exists();
+        if resumed {
+            state = checkpoint::load(&checkpoint_dir, &mut model, &mut optimizer)?;
+        }
+        let mut selection = state.selected_at.map(|at| Selection {
+            names: state.selection.iter().cloned().collect(),
+            at_step: at,
+            at_epoch: (at / self.steps_per_epoch().max(1)) as u64,
+        });
+        let ops = model.op_graph();
+        let full_shape = crate::profile::BatchShape { batch: c.batch_size, seq: c.max_len };
+        let full_profile = profile(&ops, full_shape, false).map_err(|e| Error::Other(e.to_string()))?;
+        sink.emit(&Event::Started {
+            method: method_label(&c),
+            model: c.model.display().to_string(),
+            device: self.device.name.clone(),
+            parameters: model.num_params(),
+            train_examples: self.examples.len(),
+            total_steps,
+            truncated_rows: self.data_report.counts.truncated_source + self.data_report.counts.truncated_target,
+            full_step_flops: full_profile.t_full() * FLOPS_PER_MAC,
+            resumed_from_step: resumed.then_some(state.step),
+        });
+
+        let batcher = Batcher::new(&self.examples, self.plan(), self.pad_id)?;
+        let mut losses = Vec::new();
+        let mut position = state.position();
+        let mut micro: Vec<(DataPosition, Batch)> = Vec::new();
+        'epochs: while state.step < total_steps {
+            let epoch_start = position;
+            for (pos, batch) in batcher.batches_from(epoch_start) {
+                micro.push((pos, batch));
+                let epoch_done = pos.batch + 1 == batcher.batches_per_epoch();
+                if micro.len() < c.grad_accum && !epoch_done {
+                    continue;
+                }
+                let step_started = Instant::now();
+                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &self.device.device)).collect();
+                let lr = schedule.lr(state.step);
+                if self.reselect_due(&selection, state.step, pos.epoch) {
+                    let (names, selection_flops) = self.choose(&model, &optimizer, &batches[0], lr, state.step, selection.as_ref(), sink)?;
+                    state.flops_spent += selection_flops;
+                    state.flops_full += selection_flops;
+                    selection = Some(Selection { names, at_step: state.step, at_epoch: pos.epoch });
+                }
+                let trainable = &selection.as_ref().expect("selected above").names;
+                let mut loss_sum = 0.0;
+                let mut grads = std::collections::BTreeMap::new();
+                for b in &batches {
+                    let pass = forward_backward(&model, &|n| trainable.contains(n), b);
+                    loss_sum += pass.loss;
+                    for (name, g) in pass.grads {
+                        let g = g.div_scalar(batches.len() as f64);
+                        grads.entry(name).and_modify(|acc: &mut burn::tensor::Tensor<1>| *acc = acc.clone() + g.clone()).or_insert(g);
+                    }
+                    let p = profile(&ops, b.shape, false).map_err(|e| Error::Other(e.to_string()))?;
+                    state.flops_spent += step_cost(&p, trainable) * FLOPS_PER_MAC;
+                    state.flops_full += p.t_full() * FLOPS_PER_MAC;
+                }
+                if c.clip_norm > 0.0 {
+                    clip_grad_norm(&mut grads, c.clip_norm);
+                }
+                optimizer.step(&mut model, &grads, lr);
+                state.step += 1;
+                let loss = loss_sum / batches.len() as f64;
+                losses.push(loss);
+                position = DataPosition { epoch: pos.epoch, batch: pos.batch + 1 };
+                if epoch_done {
+                    position = DataPosition { epoch: pos.epoch + 1, batch: 0 };
+                }
+                sink.emit(&Event::Step {
+                    step: state.step,
+                    epoch: pos.epoch,
+                    loss,
+                    lr,
+                    tokens: batches.iter().map(|b| b.real_tokens).sum(),
+                    step_time_s: step_started.elapsed().as_secs_f64(),
+                    flops_spent: state.flops_spent,
+                    flops_full: state.flops_full,
+                });
+                let snapshot = |state: &mut RunState| {
+                    state.epoch = position.epoch;
+                    state.batch = position.batch;
+                    state.selection = trainable.iter().cloned().collect();
+                    state.selected_at = selection.as_ref().map(|s| s.at_step);
+                    state.optimizer_steps = optimizer.state.iter().map(|(k, m)| (k.clone(), m.step)).collect();
+                };
+                if cancel.load(Ordering::Relaxed) {
+                    snapshot(&mut state);
+                    checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
+                    sink.emit(&Event::Cancelled { step: state.step, checkpoint: checkpoint_dir.clone() });
+                    return Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: true });
+                }
+                if c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0 {
+                    snapshot(&mut state);
+                    checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
+                    sink.emit(&Event::Checkpoint { step: state.step, path: checkpoint_dir.clone() });
+                }
+                if state.step >= total_steps {
+                    break 'epochs;
+                }
+            }
+            position = DataPosition { epoch: epoch_start.epoch + 1, batch: 0 };
+        }
+
+        let output = if c.save_model {
+            let out = c.model_dir();
+            let finetuned = LoadedModel { model: model.clone(), ..self.loaded.clone() };
+            save_hf_folder(&finetuned, &out, Some(run_metadata(&c, selection.as_ref())))?;
+            Some(out)
+        } else {
+            None
+        };
+        self.loaded.model = model;
+        sink.emit(&Event::Finished {
+            steps: state.step,
+            flops_spent: state.flops_spent,
+            flops_full: state.flops_full,
+            wall_time_s: started.elapsed().as_secs_f64(),
+            final_loss: losses.last().copied(),
+            optimizer_state_bytes: optimizer.state_bytes(),
+            output,
+        });
+        Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: false })
+    }
+
+    fn reselect_due(&self, current: &Option<Selection>, step: usize, epoch: u64) -> bool {
+        let Some(s) = current else { return true };
+        let c = &self.config;
+        if c.method != MethodKind::Greentrainer {
+            return false;
+        }
+        (c.reselect_every_steps > 0 && step >= s.at_step + c.reselect_every_steps)
+            || (c.reselect_every_epochs > 0 && step > s.at_step && epoch >= s.at_epoch + c.reselect_every_epochs as u64)
+    }
+
+    /// Picks the trainable tensors for the coming steps; returns them and the FLOPs spent choosing.
+    fn choose(
+        &self,
+        model: &Llama,
+        optimizer: &AdamW,
+        batch: &DeviceBatch,
+        lr: f64,
+        step: usize,
+        previous: Option<&Selection>,
+        sink: &mut dyn EventSink,
+    ) -> Result<(BTreeSet<String>, f64)> {
+        let c = &self.config;
+        let p = profile(&model.op_graph(), batch.shape, false).map_err(|e| Error::Other(e.to_string()))?;
+        let (names, importance, flops, deepest) = match c.method {
+            MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
+            MethodKind::TopK => (top_k_names(model, c.top_k), Vec::new(), 0.0, None),
+            MethodKind::Greentrainer => {
+                // With warmup the first lr is 0, which would make every importance 0.
+                let scoring_lr = if lr > 0.0 { lr } else { c.lr };
+                let imp = importance::score(model, optimizer, batch, scoring_lr, &|_| true);
+                let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
+                let candidates = p.candidates(&per_node).map_err(|e| Error::Other(e.to_string()))?;
+                let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
+                let chosen = select(&candidates, p.t_fp(), &config).map_err(|e| Error::Other(e.to_string()))?;
+                let exec = p.selected_nodes(&chosen).map_err(|e| Error::Other(e.to_string()))?;
+                let names: BTreeSet<String> = exec.iter().map(|&i| p.nodes[i].name.clone()).collect();
+                let deepest = exec.iter().min().map(|&i| p.nodes[i].name.clone());
+                // Two forward+backward passes over every tensor.
+                let flops = 2.0 * p.t_full() * FLOPS_PER_MAC;
+                (names, imp.scores.into_iter().collect(), flops, deepest)
+            }
+        };
+        let before: BTreeSet<String> = previous.map(|s| s.names.clone()).unwrap_or_default();
+        let realised = step_cost(&p, &names) / p.t_full();
+        sink.emit(&Event::Selection {
+            step,
+            selected: names.iter().cloned().collect(),
+            deepest: deepest.or_else(|| p.nodes.iter().find(|n| names.contains(&n.name)).map(|n| n.name.clone())),
+            realised_rho: realised,
+            importance,
+            importance_flops: flops,
+            added: names.difference(&before).cloned().collect(),
+            removed: before.difference(&names).cloned().collect(),
+        });
+        Ok((names, flops))
+    }
+}
+
+/// MACs of one step that trains `names` (forward + backward to the deepest trained tensor).
+fn step_cost(p: &Profile, names: &BTreeSet<String>) -> f64 {
+    let selected: Vec<usize> = p.nodes.iter().enumerate().filter(|(_, n)| n.selectable && names.contains(&n.name)).map(|(i, _)| i).collect();
+    p.selection_cost(&selected, crate::select::CostRule::Exact).unwrap_or_else(|_| p.t_full())
+}
+
+/// FT-top-k: the last k blocks, the final norm and an untied head.
+fn top_k_names(model: &Llama, k: usize) -> BTreeSet<String> {
+    let first = model.layers.len().saturating_sub(k);
+    model
+        .param_names()
+        .into_iter()
+        .filter(|n| {
+            n == "model.norm.weight"
+                || n == "lm_head.weight"
+                || n.strip_prefix("model.layers.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i >= first)
+        })
+        .collect()
+}
+
+fn method_label(c: &TrainConfig) -> String {
+    match c.method {
+        MethodKind::Greentrainer => format!("GreenTrainer (rho {})", c.rho),
+        MethodKind::Full => "full fine-tuning".into(),
+        MethodKind::TopK => format!("FT-top-{}", c.top_k),
+    }
+}
+
+fn run_metadata(c: &TrainConfig, selection: Option<&Selection>) -> std::collections::HashMap<String, String> {
+    let mut m = std::collections::HashMap::new();
+    m.insert("greentrainer.method".into(), method_label(c));
+    if let Some(s) = selection {
+        m.insert("greentrainer.selection".into(), s.names.iter().cloned().collect::<Vec<_>>().join(","));
+    }
+    m
+}

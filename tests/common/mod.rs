@@ -1,0 +1,57 @@
+//! Shared helpers for integration tests: fixture paths, devices, numeric comparisons.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+
+use greentrainer::device::{BackendKind, ComputeDevice, DeviceChoice};
+
+pub fn shared() -> PathBuf {
+    std::env::var_os("GREENTRAINER_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    shared().join("fixtures").join(name)
+}
+
+/// The CPU, plus wgpu when an adapter exists. In CI (lavapipe installed) wgpu must be there, so
+/// the GPU code path is always exercised.
+pub fn devices() -> Vec<ComputeDevice> {
+    let mut out = vec![ComputeDevice::cpu()];
+    let gpu = ComputeDevice::open(DeviceChoice::Wgpu);
+    if gpu.backend == BackendKind::Wgpu {
+        out.push(gpu);
+    } else if std::env::var_os("CI").is_some() {
+        panic!("CI must run the wgpu path (install mesa-vulkan-drivers): {:?}", gpu.fallback_reason);
+    } else {
+        eprintln!("!!! wgpu unavailable, testing the CPU only: {:?}", gpu.fallback_reason);
+    }
+    out
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn rel_l2(actual: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(actual.len(), expected.len(), "length mismatch");
+    let num: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
+    let den: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// The real SmolLM2 GGUF fetched by scripts/fetch-model.sh; `None` (with a loud message) when
+/// absent outside CI.
+pub fn smollm2_gguf() -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing: .ci/run must fetch it with scripts/fetch-model.sh", path.display());
+    }
+    eprintln!("!!! SKIPPING: {} not found; run scripts/fetch-model.sh", path.display());
+    None
+}

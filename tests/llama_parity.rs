@@ -1,0 +1,72 @@
+//! The Llama implementation against HF transformers (tiny-llama fixture): logits, loss, every
+//! parameter's gradient, and greedy generation, on the CPU and on wgpu.
+
+mod common;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use greentrainer::io::{load_model, safetensors_file::SafetensorsFiles};
+use greentrainer::model::{Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
+
+fn ints(files: &SafetensorsFiles, name: &str) -> (Vec<usize>, Vec<i64>) {
+    files.read_i64(name).unwrap()
+}
+
+#[test]
+fn tiny_llama_matches_transformers() {
+    let dir = common::fixture("tiny-llama");
+    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
+    let (shape, ids) = ints(&expected, "input_ids");
+    let (_, mask) = ints(&expected, "attention_mask");
+    let (_, labels) = ints(&expected, "labels");
+    let (b, s) = (shape[0], shape[1]);
+    let (_, want_logits) = expected.read_f32("logits").unwrap();
+    let want_loss = expected.read_f32("loss").unwrap().1[0];
+
+    for dev in common::devices() {
+        let loaded = load_model(&dir, &dev.device).unwrap();
+        let model = with_trainable(&loaded.model, |_| true);
+        let device = dev.device.clone();
+        let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, s]), &device);
+        let padding: Vec<u32> = mask.iter().map(|&m| m as u32).collect();
+        let mask_t = attention_mask(Some(&padding), b, s, 0, &device);
+        let logits = model.forward(ids_t, Some(&mask_t), None);
+        let got_logits: Vec<f32> = logits.clone().inner().try_into_vec_as::<f32>().unwrap();
+        let err = common::max_abs_diff(&got_logits, &want_logits);
+        assert!(err <= 1e-4, "{}: logits max abs error {err}", dev.name);
+
+        let (loss, _) = causal_lm_loss(logits, &labels);
+        let got_loss: f32 = loss.clone().inner().into_scalar();
+        let rel = ((got_loss - want_loss) / want_loss).abs();
+        assert!(rel <= 1e-5, "{}: loss {got_loss} vs {want_loss} (relative {rel})", dev.name);
+
+        let grads = loss.backward();
+        let mut checked = 0;
+        model.visit(&mut |name, p| {
+            let grad = p.grad_flat(&grads).unwrap_or_else(|| panic!("{}: no gradient for {name}", dev.name));
+            let got: Vec<f32> = grad.try_into_vec_as::<f32>().unwrap();
+            let (_, want) = expected.read_f32(&format!("grad.{name}")).unwrap();
+            let e = common::rel_l2(&got, &want);
+            assert!(e <= 1e-3, "{}: gradient of {name}: relative L2 error {e}", dev.name);
+            checked += 1;
+        });
+        assert_eq!(checked, loaded.model.param_names().len());
+        eprintln!("{}: logits err {err:.2e}, loss {got_loss} (want {want_loss}), {checked} gradients ok", dev.name);
+    }
+}
+
+#[test]
+fn tiny_llama_greedy_generation_matches_transformers() {
+    use greentrainer::eval::generate::{GenerateOptions, generate};
+    let dir = common::fixture("tiny-llama");
+    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
+    let prompt: Vec<u32> = ints(&expected, "gen.prompt").1.iter().map(|&t| t as u32).collect();
+    let want: Vec<u32> = ints(&expected, "gen.greedy").1.iter().map(|&t| t as u32).collect();
+    for dev in common::devices() {
+        let loaded = load_model(&dir, &dev.device).unwrap();
+        for use_cache in [true, false] {
+            let opts = GenerateOptions { use_cache, ..GenerateOptions::greedy(want.len() - prompt.len()) };
+            let out = generate(&loaded.model, &prompt, &opts);
+            assert_eq!(out, want[prompt.len()..], "{} (cache {use_cache})", dev.name);
+        }
+    }
+}
