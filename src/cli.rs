@@ -254,7 +254,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("benchmarking training on {} ...", dev.name);
                 let loaded = load_model(&model, &dev.device)?;
                 match crate::bench::train::run(&loaded.model, &dev, batch, seq, steps) {
-                    Ok(r) => rows.extend(r),
+                    Ok(r) => {
+                        eprintln!("{}", crate::bench::train::table(&r, batch, seq));
+                        rows.extend(r);
+                    }
                     Err(e) => eprintln!("{}: {e}", dev.name),
                 }
             }

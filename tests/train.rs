@@ -132,3 +132,38 @@ fn resume_reproduces_the_uninterrupted_run() {
     let resumed: Vec<f64> = first.into_iter().chain(rest).collect();
     assert_eq!(resumed, straight, "losses after resume must equal the uninterrupted run");
 }
+
+#[test]
+fn lora_trains_adapters_only_and_exports_merged_weights() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(MethodKind::Lora, dir.path());
+    cfg.save_model = true;
+    cfg.lora_dropout = 0.0;
+    let before = snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
+    let (trainer, _, losses) = run(cfg, false, None);
+    assert_eq!(losses.len(), 4);
+    let after = snapshot(&trainer.loaded.model);
+    for (name, values) in &before {
+        assert_eq!(after[name], *values, "base weight {name} changed under LoRA");
+    }
+    let adapters: Vec<&String> = after.keys().filter(|n| n.contains(".lora_")).collect();
+    assert_eq!(adapters.len(), 2 * 2 * 2, "q and v of 2 layers, A and B each");
+    assert!(adapters.iter().filter(|n| n.contains("lora_B")).all(|n| after[*n].iter().any(|v| *v != 0.0)), "B trained away from zero");
+
+    // The exported folder holds merged weights: same logits as the adapted model, no adapter tensors.
+    let device = ComputeDevice::cpu().device;
+    let exported = greentrainer::io::load_model(&dir.path().join("model"), &device).unwrap();
+    assert!(exported.model.param_names().iter().all(|n| !n.contains("lora")));
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 9, 42, 7, 300, 11], [1, 6]), &device);
+    let mask = greentrainer::model::attention_mask(None, 1, 6, 0, &device);
+    let a: Vec<f32> = trainer.loaded.model.forward(ids.clone(), Some(&mask), None).try_into_vec_as::<f32>().unwrap();
+    let b: Vec<f32> = exported.model.forward(ids, Some(&mask), None).try_into_vec_as::<f32>().unwrap();
+    assert!(common::max_abs_diff(&a, &b) < 1e-4);
+    // ...and the PEFT adapter sits beside it.
+    let adapter = dir.path().join("adapter");
+    assert!(adapter.join("adapter_model.safetensors").exists());
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 8);
+}

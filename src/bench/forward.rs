@@ -24,12 +24,8 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, iters: 
     let tokens = (batch * seq) as f64;
     let input = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), device);
     let mask = attention_mask(None, batch, seq, 0, device);
-    if let Some(limit) = dev.max_buffer_binding {
-        let logits_bytes = (batch * seq * model.config.vocab_size * 4) as u64;
-        if logits_bytes > limit {
-            let msg = format!("skipped: logits need {} MiB, adapter binds at most {} MiB", logits_bytes >> 20, limit >> 20);
-            return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(msg.clone()), train_tokens_per_s: Err(msg) };
-        }
+    if let Err(msg) = super::check_fits(dev, batch, seq, model.config.vocab_size) {
+        return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(msg.clone()), train_tokens_per_s: Err(msg) };
     }
     let forward = guarded(|| {
         let t = median_time(iters, || {

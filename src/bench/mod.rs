@@ -28,3 +28,15 @@ pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
         e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "backend error".into())
     })
 }
+
+/// Refuses a run whose logits tensor exceeds what the adapter can bind in one buffer (lavapipe and
+/// default wgpu limits: 128 MiB), instead of failing deep inside the backend.
+pub fn check_fits(dev: &crate::device::ComputeDevice, batch: usize, seq: usize, vocab: usize) -> Result<(), String> {
+    let logits_bytes = (batch * seq * vocab * 4) as u64;
+    match dev.max_buffer_binding {
+        Some(limit) if logits_bytes > limit => {
+            Err(format!("skipped: logits need {} MiB, the adapter binds at most {} MiB", logits_bytes >> 20, limit >> 20))
+        }
+        _ => Ok(()),
+    }
+}

@@ -9,6 +9,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
 use super::guarded;
+use crate::model::lora::LoraConfig;
+use crate::train::cost::step_macs;
 use crate::device::ComputeDevice;
 use crate::importance;
 use crate::model::{Llama, Parameters};
@@ -39,12 +41,15 @@ pub struct TrainRow {
 
 struct Method {
     name: String,
+    /// The model as this method trains it (LoRA adds adapters).
+    model: Llama,
     trainable: BTreeSet<String>,
 }
 
 /// Runs the comparison on `dev`; `steps` timed steps per method after one warm-up step.
 pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize) -> Result<Vec<TrainRow>, String> {
     let device = &dev.device;
+    super::check_fits(dev, batch, seq, model.config.vocab_size)?;
     let mut rng = StdRng::seed_from_u64(1);
     let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.config.vocab_size as u32)).collect();
     let host = crate::data::Batch {
@@ -62,7 +67,7 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
     let mut rows: Vec<TrainRow> = Vec::new();
     let mut full_time = None;
     for m in &methods {
-        let mut working = model.clone();
+        let mut working = m.model.clone();
         let mut optimizer = AdamW::new(AdamWConfig::default());
         let timed = guarded(|| {
             let mut times = Vec::new();
@@ -97,9 +102,7 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             });
             n
         };
-        let selected: Vec<usize> =
-            p.nodes.iter().enumerate().filter(|(_, n)| n.selectable && m.trainable.contains(&n.name)).map(|(i, _)| i).collect();
-        let flops_ratio = p.selection_cost(&selected, crate::select::CostRule::Exact).map_err(|e| e.to_string())? / p.t_full();
+        let flops_ratio = step_macs(&p, &m.model, &m.trainable) / p.t_full();
         let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
         rows.push(TrainRow {
             device: dev.name.clone(),
@@ -123,16 +126,17 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
 }
 
 /// Full first (the reference), then GreenTrainer at rho 0.4/0.5/0.7 (importance scored once on the
-/// batch) and FT-top-2.
+/// batch), FT-top-2 and LoRA.
 fn methods(model: &Llama, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, String> {
-    let mut out = vec![Method { name: "full".into(), trainable: model.param_names().into_iter().collect() }];
+    let method = |name: String, trainable: BTreeSet<String>| Method { name, model: model.clone(), trainable };
+    let mut out = vec![method("full".into(), model.param_names().into_iter().collect())];
     let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true);
     let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
     let candidates = p.candidates(&per_node).map_err(|e| e.to_string())?;
     for rho in [0.4, 0.5, 0.7] {
         let chosen = select(&candidates, p.t_fp(), &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
         let exec = p.selected_nodes(&chosen).map_err(|e| e.to_string())?;
-        out.push(Method { name: format!("GreenTrainer rho={rho}"), trainable: exec.iter().map(|&i| p.nodes[i].name.clone()).collect() });
+        out.push(method(format!("GreenTrainer rho={rho}"), exec.iter().map(|&i| p.nodes[i].name.clone()).collect()));
     }
     let first = model.layers.len().saturating_sub(2);
     let top2 = model
@@ -140,7 +144,11 @@ fn methods(model: &Llama, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, S
         .into_iter()
         .filter(|n| n == "model.norm.weight" || (first..model.layers.len()).any(|i| n.starts_with(&format!("model.layers.{i}."))))
         .collect();
-    out.push(Method { name: "FT-top-2".into(), trainable: top2 });
+    out.push(method("FT-top-2".into(), top2));
+    let mut adapted = model.clone();
+    let lora = LoraConfig::default();
+    let names = adapted.attach_lora(&lora);
+    out.push(Method { name: format!("LoRA r={} on q,v", lora.rank), model: adapted, trainable: names.into_iter().collect() });
     Ok(out)
 }
 

@@ -9,13 +9,14 @@ use super::LoadedModel;
 use super::atomic;
 use super::safetensors_file;
 use crate::error::{Error, Result};
-use crate::model::Parameters;
+use crate::model::lora::LoraConfig;
+use crate::model::{Llama, Parameters};
 
 /// Writes model.safetensors (HF names, f32), config.json, tokenizer.json, tokenizer_config.json
 /// and generation_config.json into `dir`, atomically. `metadata` goes into the safetensors header.
 pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
     let mut tensors = Vec::new();
-    loaded.model.visit(&mut |name, p| tensors.push((name.to_string(), p.shape(), p.to_vec())));
+    loaded.model.merged().visit(&mut |name, p| tensors.push((name.to_string(), p.shape(), p.to_vec())));
     let config = hf_config(&loaded.model.config.raw);
     let tokenizer_json = loaded.tokenizer.to_string(true).map_err(|e| Error::Other(format!("cannot serialise tokenizer: {e}")))?;
     let generation = loaded.generation_config.clone().unwrap_or_else(|| {
@@ -54,4 +55,31 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Saves only the LoRA adapters as a PEFT folder (adapter_model.safetensors + adapter_config.json)
+/// that `peft.PeftModel.from_pretrained(base, dir)` loads.
+pub fn save_peft_adapter(model: &Llama, config: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
+    let mut tensors = Vec::new();
+    model.visit(&mut |name, p| {
+        if name.contains(".lora_") {
+            tensors.push((format!("base_model.model.{name}"), p.shape(), p.to_vec()));
+        }
+    });
+    let adapter_config = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model,
+        "r": config.rank,
+        "lora_alpha": config.alpha,
+        "lora_dropout": config.dropout,
+        "target_modules": config.targets,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+    });
+    atomic::write_dir(dir, |tmp| {
+        safetensors_file::write_f32(&tmp.join("adapter_model.safetensors"), &tensors, Some(HashMap::from([("format".into(), "pt".into())])))?;
+        write_json(&tmp.join("adapter_config.json"), &adapter_config)
+    })
 }

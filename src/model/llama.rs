@@ -11,6 +11,7 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
+use super::lora::{LoraAdapter, LoraConfig};
 use crate::profile::{OpKind, OpSpec, TensorRole};
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
@@ -20,13 +21,18 @@ pub struct Linear {
     /// `[out, in]`, as in HF checkpoints.
     pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, s, d_in] = x.dims();
         let d_out = self.weight.dims()[0];
-        let y = x.reshape([b * s, d_in]).matmul(self.weight.clone().transpose());
+        let x = x.reshape([b * s, d_in]);
+        let mut y = x.clone().matmul(self.weight.clone().transpose());
+        if let Some(lora) = &self.lora {
+            y = y + lora.forward(x);
+        }
         let y = match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<2>(),
             None => y,
@@ -208,7 +214,7 @@ impl Llama {
             let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear> {
                 let weight = Tensor::from_data(TensorData::new(get(&format!("{name}.weight"), &[d_out, d_in])?, [d_out, d_in]), device);
                 let bias = if bias { Some(vector(get(&format!("{name}.bias"), &[d_out])?)) } else { None };
-                Ok(Linear { weight, bias })
+                Ok(Linear { weight, bias, lora: None })
             };
             let (d, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
             let q_proj = linear("self_attn.q_proj", q, d, c.qkv_bias)?;
@@ -350,12 +356,20 @@ fn visit_linear(f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str, lin: &Linea
     if let Some(bias) = &lin.bias {
         f(&format!("{prefix}.bias"), ParamRef::Vector(bias));
     }
+    if let Some(lora) = &lin.lora {
+        f(&format!("{prefix}.lora_A.weight"), ParamRef::Matrix(&lora.a));
+        f(&format!("{prefix}.lora_B.weight"), ParamRef::Matrix(&lora.b));
+    }
 }
 
 fn visit_linear_mut(f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str, lin: &mut Linear) {
     f(&format!("{prefix}.weight"), ParamMut::Matrix(&mut lin.weight));
     if let Some(bias) = &mut lin.bias {
         f(&format!("{prefix}.bias"), ParamMut::Vector(bias));
+    }
+    if let Some(lora) = &mut lin.lora {
+        f(&format!("{prefix}.lora_A.weight"), ParamMut::Matrix(&mut lora.a));
+        f(&format!("{prefix}.lora_B.weight"), ParamMut::Matrix(&mut lora.b));
     }
 }
 
@@ -400,5 +414,55 @@ impl Llama {
         let name = if tied { "lm_head (tied to model.embed_tokens.weight)" } else { "lm_head.weight" };
         ops.push(OpSpec { name: name.into(), kind: OpKind::LmHead { vocab, dim, tied }, layer: None, role: TensorRole::LmHead });
         ops
+    }
+}
+
+impl Llama {
+    /// The linear layers with their HF name prefixes, in execution order.
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            let a = &mut l.self_attn;
+            let m = &mut l.mlp;
+            for (name, lin) in [
+                ("self_attn.q_proj", &mut a.q_proj),
+                ("self_attn.k_proj", &mut a.k_proj),
+                ("self_attn.v_proj", &mut a.v_proj),
+                ("self_attn.o_proj", &mut a.o_proj),
+                ("mlp.gate_proj", &mut m.gate_proj),
+                ("mlp.up_proj", &mut m.up_proj),
+                ("mlp.down_proj", &mut m.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Attaches fresh LoRA adapters to the target linears; returns the adapter parameter names.
+    pub fn attach_lora(&mut self, config: &LoraConfig) -> Vec<String> {
+        let device = self.device();
+        let mut names = Vec::new();
+        for (prefix, lin) in self.linears_mut() {
+            if config.targets.iter().any(|t| prefix.ends_with(&format!(".{t}"))) {
+                let [d_out, d_in] = lin.weight.dims();
+                lin.lora = Some(LoraAdapter::new(d_in, d_out, config, &device));
+                names.push(format!("{prefix}.lora_A.weight"));
+                names.push(format!("{prefix}.lora_B.weight"));
+            }
+        }
+        names
+    }
+
+    /// A copy with every adapter merged into its weight (`W + s B A`) and removed: a plain model
+    /// that HF transformers loads.
+    pub fn merged(&self) -> Self {
+        let mut out = self.clone();
+        for (_, lin) in out.linears_mut() {
+            if let Some(lora) = lin.lora.take() {
+                lin.weight = lin.weight.clone() + lora.delta();
+            }
+        }
+        out
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod llama;
+pub mod lora;
 pub mod loss;
 pub mod params;
 pub mod summary;

@@ -19,6 +19,8 @@ pub enum MethodKind {
     Full,
     /// The last `top_k` transformer blocks and the final norm.
     TopK,
+    /// Low-rank adapters on `lora_targets` (merged into the weights on export).
+    Lora,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +37,11 @@ pub struct TrainConfig {
     /// Training FLOPs budget as a fraction of full fine-tuning (GreenTrainer).
     pub rho: f64,
     pub top_k: usize,
+    pub lora_rank: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    /// Linear layers LoRA adapts, e.g. ["q_proj", "v_proj"].
+    pub lora_targets: Vec<String>,
     /// Re-score importance and re-select every N optimizer steps (0: only at the start)...
     pub reselect_every_steps: usize,
     /// ...or every N epochs (0: off). The paper re-selects every 2 epochs.
@@ -73,6 +80,10 @@ impl Default for TrainConfig {
             method: MethodKind::Greentrainer,
             rho: 0.5,
             top_k: 2,
+            lora_rank: 8,
+            lora_alpha: 32.0,
+            lora_dropout: 0.1,
+            lora_targets: vec!["q_proj".into(), "v_proj".into()],
             reselect_every_steps: 0,
             reselect_every_epochs: 2,
             dp_capacity: crate::select::DEFAULT_CAPACITY,
@@ -121,7 +132,19 @@ impl TrainConfig {
         if self.method == MethodKind::TopK && self.top_k == 0 {
             return bad("top_k must be at least 1");
         }
+        if self.method == MethodKind::Lora && (self.lora_rank == 0 || self.lora_targets.is_empty() || !(0.0..1.0).contains(&self.lora_dropout)) {
+            return bad("LoRA needs lora_rank >= 1, at least one of lora_targets, and lora_dropout in [0, 1)");
+        }
         Ok(())
+    }
+
+    pub fn lora_config(&self) -> crate::model::lora::LoraConfig {
+        crate::model::lora::LoraConfig {
+            rank: self.lora_rank,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            targets: self.lora_targets.clone(),
+        }
     }
 
     pub fn events_path(&self) -> PathBuf {

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod cost;
 pub mod events;
 pub mod optim;
 pub mod overrides;

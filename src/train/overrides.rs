@@ -28,6 +28,15 @@ pub struct TrainOverrides {
     #[arg(long)]
     pub top_k: Option<usize>,
     #[arg(long)]
+    pub lora_rank: Option<usize>,
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    #[arg(long)]
+    pub lora_dropout: Option<f64>,
+    /// Comma-separated, e.g. q_proj,v_proj.
+    #[arg(long, value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
+    #[arg(long)]
     pub reselect_every_steps: Option<usize>,
     #[arg(long)]
     pub reselect_every_epochs: Option<usize>,

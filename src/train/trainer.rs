@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::batch::DeviceBatch;
 use super::checkpoint::{self, RunState};
 use super::config::{MethodKind, TrainConfig};
+use super::cost::step_macs;
 use super::events::{Event, EventSink};
 use super::optim::{AdamW, AdamWConfig, LinearSchedule};
 use super::step::{clip_grad_norm, forward_backward};
@@ -15,9 +16,9 @@ use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions,
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::importance;
-use crate::io::{LoadedModel, export::save_hf_folder, load_model};
+use crate::io::{LoadedModel, export::{save_hf_folder, save_peft_adapter}, load_model};
 use crate::model::{Llama, Parameters};
-use crate::profile::{Profile, profile};
+use crate::profile::profile;
 use crate::select::{SelectConfig, select};
 
 /// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
@@ -92,6 +93,11 @@ impl Trainer {
         let schedule = LinearSchedule { peak_lr: c.lr, warmup_steps: c.warmup_steps, total_steps };
         let mut optimizer = AdamW::new(AdamWConfig { weight_decay: c.weight_decay, ..AdamWConfig::default() });
         let mut model = self.loaded.model.clone();
+        if c.method == MethodKind::Lora {
+            // Adapter initialisation is seeded so a resumed run rebuilds the same structure.
+            self.device.device.seed(c.seed);
+            model.attach_lora(&c.lora_config());
+        }
         let mut state = RunState {
             step: 0,
             epoch: 0,
@@ -159,7 +165,7 @@ impl Trainer {
                         grads.entry(name).and_modify(|acc: &mut burn::tensor::Tensor<1>| *acc = acc.clone() + g.clone()).or_insert(g);
                     }
                     let p = profile(&ops, b.shape, false).map_err(|e| Error::Other(e.to_string()))?;
-                    state.flops_spent += step_cost(&p, trainable) * FLOPS_PER_MAC;
+                    state.flops_spent += step_macs(&p, &model, trainable) * FLOPS_PER_MAC;
                     state.flops_full += p.t_full() * FLOPS_PER_MAC;
                 }
                 if c.clip_norm > 0.0 {
@@ -212,6 +218,9 @@ impl Trainer {
             let out = c.model_dir();
             let finetuned = LoadedModel { model: model.clone(), ..self.loaded.clone() };
             save_hf_folder(&finetuned, &out, Some(run_metadata(&c, selection.as_ref())))?;
+            if c.method == MethodKind::Lora {
+                save_peft_adapter(&model, &c.lora_config(), &c.model.display().to_string(), &c.output.join("adapter"))?;
+            }
             Some(out)
         } else {
             None
@@ -255,6 +264,7 @@ impl Trainer {
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
             MethodKind::TopK => (top_k_names(model, c.top_k), Vec::new(), 0.0, None),
+            MethodKind::Lora => (model.param_names().into_iter().filter(|n| n.contains(".lora_")).collect(), Vec::new(), 0.0, None),
             MethodKind::Greentrainer => {
                 // With warmup the first lr is 0, which would make every importance 0.
                 let scoring_lr = if lr > 0.0 { lr } else { c.lr };
@@ -272,7 +282,7 @@ impl Trainer {
             }
         };
         let before: BTreeSet<String> = previous.map(|s| s.names.clone()).unwrap_or_default();
-        let realised = step_cost(&p, &names) / p.t_full();
+        let realised = step_macs(&p, model, &names) / p.t_full();
         sink.emit(&Event::Selection {
             step,
             selected: names.iter().cloned().collect(),
@@ -285,12 +295,6 @@ impl Trainer {
         });
         Ok((names, flops))
     }
-}
-
-/// MACs of one step that trains `names` (forward + backward to the deepest trained tensor).
-fn step_cost(p: &Profile, names: &BTreeSet<String>) -> f64 {
-    let selected: Vec<usize> = p.nodes.iter().enumerate().filter(|(_, n)| n.selectable && names.contains(&n.name)).map(|(i, _)| i).collect();
-    p.selection_cost(&selected, crate::select::CostRule::Exact).unwrap_or_else(|_| p.t_full())
 }
 
 /// FT-top-k: the last k blocks, the final norm and an untied head.
@@ -312,6 +316,7 @@ fn method_label(c: &TrainConfig) -> String {
         MethodKind::Greentrainer => format!("GreenTrainer (rho {})", c.rho),
         MethodKind::Full => "full fine-tuning".into(),
         MethodKind::TopK => format!("FT-top-{}", c.top_k),
+        MethodKind::Lora => format!("LoRA (r {}, alpha {}, on {})", c.lora_rank, c.lora_alpha, c.lora_targets.join(", ")),
     }
 }
 

@@ -1,0 +1,47 @@
+//! FLOPs of one training step for a set of trainable tensors, from the profile: forward, activation
+//! gradients down to the deepest trained tensor, and the weight gradients of the trained tensors.
+//! LoRA adapters are not profile nodes: an adapted weight needs the backward pass to reach it but
+//! no weight gradient of its own, and each adapter adds its small low-rank products.
+
+use std::collections::BTreeSet;
+
+use crate::model::{Llama, ParamRef, Parameters};
+use crate::profile::Profile;
+use crate::select::CostRule;
+
+/// Multiply-accumulates of one step (exact chain rule).
+pub fn step_macs(p: &Profile, model: &Llama, trainable: &BTreeSet<String>) -> f64 {
+    let mut adapters: Vec<(String, usize, usize)> = Vec::new();
+    model.visit(&mut |name, t| {
+        if let (Some(base), ParamRef::Matrix(a)) = (name.strip_suffix(".lora_A.weight"), t)
+            && trainable.contains(name)
+        {
+            let [rank, d_in] = a.dims();
+            adapters.push((format!("{base}.weight"), rank, d_in));
+        }
+    });
+    let mut selected = Vec::new();
+    let mut dw_not_trained = 0.0;
+    for (i, n) in p.nodes.iter().enumerate() {
+        if !n.selectable {
+            continue;
+        }
+        if trainable.contains(&n.name) {
+            selected.push(i);
+        } else if adapters.iter().any(|a| a.0 == n.name) {
+            selected.push(i);
+            dw_not_trained += n.t_dw;
+        }
+    }
+    let base = p.selection_cost(&selected, CostRule::Exact).unwrap_or_else(|_| p.t_full());
+    let tokens = p.shape.tokens() as f64;
+    // Per adapter: forward (x A^T, then B), activation and weight gradients of both factors.
+    let adapter_macs: f64 = adapters
+        .iter()
+        .map(|(name, rank, d_in)| {
+            let d_out = p.nodes.iter().find(|n| &n.name == name).map(|n| n.t_fp / (tokens * *d_in as f64)).unwrap_or(0.0);
+            3.0 * tokens * *rank as f64 * (*d_in as f64 + d_out)
+        })
+        .sum();
+    base - dw_not_trained + adapter_macs
+}
