@@ -124,9 +124,9 @@ pub struct EvalArgs {
     pub max_rows: Option<usize>,
     #[arg(long, default_value_t = 4)]
     pub beams: usize,
-    /// New tokens at most (the paper: 128 for DialogSum, 64 for SciTLDR).
-    #[arg(long, default_value_t = 128)]
-    pub max_new_tokens: usize,
+    /// New tokens at most (default as the paper: 64 for SciTLDR, 128 otherwise).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
     #[arg(long, default_value_t = 2.5)]
     pub repetition_penalty: f32,
     /// Longest prompt + target, as in training (the source is cut to fit).
@@ -169,6 +169,15 @@ pub enum BenchCommand {
         /// Where to write the JSON rows.
         #[arg(long, default_value = "runs/bench-train.json")]
         json: PathBuf,
+    },
+    /// Greedy decoding speed with and without the KV cache.
+    Generate {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
     /// The selection DP on random instances (N tensors, C capacity units).
     Select {
@@ -269,6 +278,16 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::io::atomic::write_file(&json, text.as_bytes())?;
             eprintln!("rows written to {}", json.display());
         }
+        Command::Bench(BenchCommand::Generate { model, new_tokens, device }) => {
+            let dev = device.open();
+            let loaded = load_model(&model, &dev.device)?;
+            // A real prompt: the first bundled DialogSum dialogue with the summary cue.
+            let first = crate::data::DEMO_TEST_JSONL.lines().next().unwrap_or_default();
+            let dialogue = serde_json::from_str::<serde_json::Value>(first)?["dialogue"].as_str().unwrap_or_default().to_string();
+            let prompt = loaded.tokenizer.encode(format!("{dialogue} TL;DR:"), false).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rows = crate::bench::generate::run(&loaded.model, prompt.get_ids(), new_tokens);
+            println!("{}", crate::bench::generate::table(&dev.name, prompt.get_ids().len(), &rows));
+        }
         Command::Bench(BenchCommand::Select { tensors, capacity }) => {
             println!("{}", crate::bench::select::run(tensors, capacity));
         }
@@ -321,7 +340,10 @@ fn eval(args: EvalArgs) -> Result<()> {
     data.examples.truncate(args.max_rows.unwrap_or(usize::MAX));
     let generation = GenerateOptions {
         strategy: if args.beams > 1 { Strategy::Beam { num_beams: args.beams, length_penalty: 1.0 } } else { Strategy::Greedy },
-        max_new_tokens: args.max_new_tokens,
+        max_new_tokens: args.max_new_tokens.unwrap_or(match data.report.info.preset {
+            crate::data::Preset::SciTldr => 64,
+            _ => 128,
+        }),
         repetition_penalty: args.repetition_penalty,
         eos_token_ids: eos,
         use_cache: true,

@@ -14,6 +14,7 @@ pub mod error;
 pub mod eval;
 pub mod importance;
 pub mod io;
+pub mod kernels;
 pub mod model;
 pub mod profile;
 pub mod select;

@@ -136,3 +136,59 @@ fn wrong_kinds_of_path_are_refused() {
     assert!(load_err(dir.path()).contains("config.json"));
     assert!(matches!(load_model(dir.path(), &ComputeDevice::cpu().device), Err(Error::Io { .. } | Error::Invalid { .. })));
 }
+
+#[test]
+fn sharded_half_precision_checkpoints_load_into_f32() {
+    use safetensors::{Dtype, tensor::TensorView};
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let st = SafetensorsFiles::open_files(&[dir.path().join("model.safetensors")]).unwrap();
+    let all: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .names()
+        .map(|n| {
+            let (shape, v) = st.read_f32(n).unwrap();
+            (n.to_string(), shape, v)
+        })
+        .collect();
+    drop(st);
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    // Shard 1 in bf16, shard 2 in f16, with the index transformers writes.
+    let (first, second) = all.split_at(all.len() / 2);
+    let encode = |part: &[(String, Vec<usize>, Vec<f32>)], dtype: Dtype| -> Vec<(String, Vec<usize>, Vec<u8>)> {
+        part.iter()
+            .map(|(n, s, v)| {
+                let bytes = v
+                    .iter()
+                    .flat_map(|x| match dtype {
+                        Dtype::BF16 => half::bf16::from_f32(*x).to_le_bytes(),
+                        _ => half::f16::from_f32(*x).to_le_bytes(),
+                    })
+                    .collect();
+                (n.clone(), s.clone(), bytes)
+            })
+            .collect()
+    };
+    let mut weight_map = serde_json::Map::new();
+    for (file, part, dtype) in [("model-00001-of-00002.safetensors", first, Dtype::BF16), ("model-00002-of-00002.safetensors", second, Dtype::F16)] {
+        let encoded = encode(part, dtype);
+        let views: Vec<(String, TensorView<'_>)> = encoded.iter().map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, &dir.path().join(file)).unwrap();
+        for (n, _, _) in part {
+            weight_map.insert(n.clone(), serde_json::json!(file));
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let loaded = load_model(dir.path(), &ComputeDevice::cpu().device).unwrap();
+    let got = tensors(&loaded.model);
+    for (name, shape, values) in &got {
+        let (_, want_shape, want) = all.iter().find(|(n, _, _)| n == name).unwrap();
+        assert_eq!(shape, want_shape);
+        let in_first = first.iter().any(|(n, _, _)| n == name);
+        let tol = if in_first { 1.0 / 128.0 } else { 1.0 / 1024.0 }; // bf16 / f16 relative precision
+        for (g, w) in values.iter().zip(want) {
+            assert!((g - w).abs() <= tol * w.abs().max(1e-3), "{name}: {g} vs {w}");
+        }
+    }
+}

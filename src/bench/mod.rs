@@ -2,6 +2,7 @@
 //! Ratios are what to compare; absolute numbers depend on the machine's load.
 
 pub mod forward;
+pub mod generate;
 pub mod select;
 pub mod train;
 

@@ -26,16 +26,20 @@ pub struct TrainRow {
     pub method: String,
     pub tensors: usize,
     pub step_s: f64,
+    /// Forward + backward only (what the FLOPs model predicts), without the optimizer update.
+    pub fwd_bwd_s: f64,
     pub tokens_per_s: f64,
     /// Predicted by the FLOPs model: (T_fp + bp(m)) / T_full.
     pub flops_ratio: f64,
     /// Measured: step time / full fine-tuning step time.
     pub time_ratio: f64,
+    /// Measured: forward+backward time / that of full fine-tuning.
+    pub fwd_bwd_ratio: f64,
     pub weights_mib: f64,
     pub grads_mib: f64,
     pub optimizer_mib: f64,
-    /// Resident memory added while the step's autodiff graph is alive (Linux; activations and
-    /// gradients), when measurable.
+    /// Peak resident memory added by forward+backward (activations kept for backward, gradients,
+    /// temporaries), measured on Linux with the kernel's peak-RSS mark.
     pub step_rss_mib: Option<f64>,
 }
 
@@ -66,32 +70,37 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
     let methods = methods(model, &p, &b)?;
     let mut rows: Vec<TrainRow> = Vec::new();
     let mut full_time = None;
+    let mut full_fb = None;
     for m in &methods {
         let mut working = m.model.clone();
         let mut optimizer = AdamW::new(AdamWConfig::default());
         let timed = guarded(|| {
             let mut times = Vec::new();
+            let mut fb_times = Vec::new();
             let mut rss = None;
             for i in 0..=steps {
+                let before = reset_peak_rss();
                 let start = Instant::now();
-                let before = resident_mib();
                 let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b);
-                let during = resident_mib();
+                let _ = device.sync();
+                let fb = start.elapsed().as_secs_f64();
+                let during = peak_rss();
                 optimizer.step(&mut working, &pass.grads, 1e-5);
                 let _ = device.sync();
                 if i > 0 {
                     times.push(start.elapsed().as_secs_f64());
+                    fb_times.push(fb);
                     if let (Some(a), Some(z)) = (before, during) {
                         rss = Some(rss.unwrap_or(0.0f64).max(z - a));
                     }
                 }
             }
-            times.sort_by(f64::total_cmp);
-            (times[times.len() / 2], rss)
+            (median(times), median(fb_times), rss)
         })?;
-        let (step_s, rss) = timed;
+        let (step_s, fwd_bwd_s, rss) = timed;
         if m.name == "full" {
             full_time = Some(step_s);
+            full_fb = Some(fwd_bwd_s);
         }
         let numel: usize = {
             let mut n = 0;
@@ -109,18 +118,21 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             method: m.name.clone(),
             tensors: m.trainable.len(),
             step_s,
+            fwd_bwd_s,
             tokens_per_s: (batch * seq) as f64 / step_s,
             flops_ratio,
             time_ratio: 0.0,
+            fwd_bwd_ratio: 0.0,
             weights_mib: mib(model.num_params() * 4),
             grads_mib: mib(numel * 4),
             optimizer_mib: mib(optimizer.state_bytes()),
             step_rss_mib: rss,
         });
     }
-    let full = full_time.ok_or("full fine-tuning did not run")?;
+    let (full, full_fb) = full_time.zip(full_fb).ok_or("full fine-tuning did not run")?;
     for r in &mut rows {
         r.time_ratio = r.step_s / full;
+        r.fwd_bwd_ratio = r.fwd_bwd_s / full_fb;
     }
     Ok(rows)
 }
@@ -152,25 +164,42 @@ fn methods(model: &Llama, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, S
     Ok(out)
 }
 
-fn resident_mib() -> Option<f64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096.0 / (1 << 20) as f64)
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Resets the kernel's peak-RSS mark (Linux `clear_refs` 5) and returns the current RSS in MiB.
+fn reset_peak_rss() -> Option<f64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_mib("VmRSS:")
+}
+
+/// Peak RSS in MiB since the last reset.
+fn peak_rss() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+fn status_mib(key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
     let mut out = String::from(
-        "| device | method | tensors | step s | tok/s | FLOPs ratio | time ratio | weights MiB | grads MiB | optimizer MiB | step RSS MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| device | method | tensors | step s | tok/s | FLOPs ratio (model) | fwd+bwd time ratio | step time ratio | weights MiB | grads MiB | optimizer MiB | fwd+bwd peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {} |\n",
             r.device,
             r.method,
             r.tensors,
             r.step_s,
             r.tokens_per_s,
             r.flops_ratio,
+            r.fwd_bwd_ratio,
             r.time_ratio,
             r.weights_mib,
             r.grads_mib,
@@ -178,5 +207,5 @@ pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
             r.step_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into())
         );
     }
-    out + &format!("\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step\n")
+    out + &format!("\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio\n")
 }

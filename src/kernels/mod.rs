@@ -1,0 +1,65 @@
+//! Partial selection inside a weight matrix: gradients and AdamW updates for selected output rows
+//! only (an attention head, or N rows), with raw WGSL kernels on wgpu (shaders/) and an equivalent
+//! tensor-op path on the CPU, behind one backend extension so the same engine code runs on both.
+//!
+//! A partially trained linear layer keeps its full weight `W` frozen and takes a compact leaf
+//! `W[rows]` that tracks gradients: [`masked_linear`] computes `x W^T` with `W`, and its backward
+//! sends `dY^T X` for the listed rows (and nothing else) to the compact leaf.
+
+mod autodiff;
+mod cpu;
+mod wgsl;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, backend_extension};
+use burn::tensor::{Shape, Tensor};
+
+pub use wgsl::AdamWHyper;
+
+#[backend_extension(Cube, Flex, Fusion, Autodiff)]
+pub trait MaskedGradOps: Backend {
+    /// `dy[:, rows]^T x`: the weight gradient of the listed output rows, `[rows.len(), d_in]`.
+    #[fusion(dtype = x, shape = Shape::new([rows.len(), x[1]]))]
+    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self>;
+
+    /// `x W^T` (`x [n, d_in]`, `w [d_out, d_in]`) whose weight gradient flows, for `rows` only,
+    /// into `w_rows` (`[rows.len(), d_in]`, equal to `W[rows]`).
+    #[fusion(dtype = x, shape = Shape::new([x[0], w[0]]))]
+    fn masked_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, w_rows: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self>;
+}
+
+#[backend_extension(Cube, Fusion)]
+pub trait MaskedAdamWOps: Backend {
+    /// Fused AdamW on the listed rows of `w` with compact `grad`, `m`, `v` (`[rows.len(), d_in]`);
+    /// returns the updated `(w, m, v)`, written in place where the buffers are not shared.
+    #[fusion(meta = |w, _grad, m, v, _rows, _hp| (w.clone(), m.clone(), v.clone()))]
+    fn masked_adamw(
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        rows: Vec<u32>,
+        hp: AdamWHyper,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// `dy[:, rows]^T x` on any device.
+pub fn masked_dw(dy: Tensor<2>, x: Tensor<2>, rows: &[u32]) -> Tensor<2> {
+    Tensor::from_dispatch(burn::backend::Dispatch::masked_dw(dy.into_dispatch(), x.into_dispatch(), rows.to_vec()))
+}
+
+/// `x W^T` training only `w_rows = W[rows]` (see the module docs).
+pub fn masked_linear(x: Tensor<2>, w: Tensor<2>, w_rows: Tensor<2>, rows: &[u32]) -> Tensor<2> {
+    Tensor::from_dispatch(burn::backend::Dispatch::masked_linear(x.into_dispatch(), w.into_dispatch(), w_rows.into_dispatch(), rows.to_vec()))
+}
+
+/// Fused masked AdamW; wgpu devices only (see [`has_fused_adamw`]), the CPU path uses tensor ops.
+pub fn masked_adamw(w: Tensor<2>, grad: Tensor<2>, m: Tensor<2>, v: Tensor<2>, rows: &[u32], hp: AdamWHyper) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let (w, m, v) = burn::backend::Dispatch::masked_adamw(w.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), rows.to_vec(), hp);
+    (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
+}
+
+/// Whether `device` runs the WGSL kernels (wgpu), rather than the CPU tensor-op path.
+pub fn has_fused_adamw(device: &burn::tensor::Device) -> bool {
+    !matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
+}

@@ -1,0 +1,153 @@
+//! The wgpu side: raw WGSL kernels from shaders/ launched on burn's cubecl runtime.
+
+use burn::backend::ops::FloatTensorOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous, kernel_source};
+use burn::cubecl::server::KernelArguments;
+use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId};
+use burn::tensor::{DType, Shape};
+use derive_new::new;
+
+use super::{MaskedAdamWOps, MaskedGradOps};
+
+kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
+kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
+
+const TILE: u32 = 16;
+const ADAMW_WORKGROUP: u32 = 256;
+/// Workgroups per grid row for element-wise kernels (each grid dimension is capped at 65535).
+const GRID_ROW: u32 = 4096;
+
+/// The per-step AdamW settings the fused kernel needs (bias corrections are per tensor).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+}
+
+struct MaskedDw {
+    dtype: DType,
+}
+
+impl KernelSource for MaskedDw {
+    fn source(&self) -> SourceTemplate {
+        MaskedDwSource::new()
+            .source()
+            .register("tile", TILE.to_string())
+            .register("tile_area", (TILE * TILE).to_string())
+            .register("elem", self.dtype.name())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((TILE, self.dtype.name()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct MaskedAdamW {
+    dtype: DType,
+}
+
+impl KernelSource for MaskedAdamW {
+    fn source(&self) -> SourceTemplate {
+        MaskedAdamWSource::new().source().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((ADAMW_WORKGROUP, self.dtype.name()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn u32_buffer(like: &CubeTensor, values: &[u32]) -> burn::cubecl::server::Handle {
+    like.client.create_from_slice(bytemuck::cast_slice(values))
+}
+
+/// A tensor this kernel may write into: the same buffer when nobody else holds it, else a copy.
+fn writable(t: CubeTensor) -> CubeTensor {
+    let t = into_contiguous(t);
+    if t.can_mut() { t } else { into_contiguous(CubeBackend::float_add_scalar(t, 0.0.into())) }
+}
+
+impl MaskedGradOps for CubeBackend {
+    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self> {
+        let (dy, x) = (into_contiguous(dy), into_contiguous(x));
+        let (n, d_out) = (dy.meta.shape()[0], dy.meta.shape()[1]);
+        let d_in = x.meta.shape()[1];
+        let r = rows.len();
+        let shape = Shape::new([r, d_in]);
+        let out = CubeTensor::new_contiguous(x.client.clone(), x.device.clone(), shape, x.client.empty((r * d_in).max(1) * x.dtype.size()), x.dtype);
+        if r == 0 {
+            return out;
+        }
+        let rows_buf = u32_buffer(&x, &rows);
+        let info = u32_buffer(&x, &[n as u32, d_out as u32, d_in as u32, r as u32]);
+        let cube_dim = CubeDim::new_2d(TILE, TILE);
+        let count = CubeCount::Static((d_in as u32).div_ceil(TILE), (r as u32).div_ceil(TILE), 1);
+        x.client.launch(
+            Box::new(SourceKernel::new(MaskedDw { dtype: x.dtype }, cube_dim)),
+            count,
+            KernelArguments::new().with_buffers(vec![
+                dy.handle.binding(),
+                x.handle.clone().binding(),
+                rows_buf.binding(),
+                out.handle.clone().binding(),
+                info.binding(),
+            ]),
+        );
+        out
+    }
+
+    fn masked_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, _w_rows: FloatTensor<Self>, _rows: Vec<u32>) -> FloatTensor<Self> {
+        Self::float_matmul(x, Self::float_transpose(w))
+    }
+}
+
+impl MaskedAdamWOps for CubeBackend {
+    fn masked_adamw(
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        rows: Vec<u32>,
+        hp: AdamWHyper,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (w, m, v, grad) = (writable(w), writable(m), writable(v), into_contiguous(grad));
+        let d_in = w.meta.shape()[1];
+        let total = (rows.len() * d_in) as u32;
+        if total == 0 {
+            return (w, m, v);
+        }
+        let rows_buf = u32_buffer(&w, &rows);
+        let params = [hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.bias_correction1, hp.bias_correction2];
+        let params = w.client.create_from_slice(bytemuck::cast_slice(&params));
+        let groups = total.div_ceil(ADAMW_WORKGROUP);
+        let (gx, gy) = (groups.min(GRID_ROW), groups.div_ceil(GRID_ROW));
+        let info = u32_buffer(&w, &[d_in as u32, rows.len() as u32, gx * ADAMW_WORKGROUP]);
+        w.client.launch(
+            Box::new(SourceKernel::new(MaskedAdamW { dtype: w.dtype }, CubeDim::new_1d(ADAMW_WORKGROUP))),
+            CubeCount::Static(gx, gy, 1),
+            KernelArguments::new().with_buffers(vec![
+                w.handle.clone().binding(),
+                grad.handle.binding(),
+                m.handle.clone().binding(),
+                v.handle.clone().binding(),
+                rows_buf.binding(),
+                params.binding(),
+                info.binding(),
+            ]),
+        );
+        (w, m, v)
+    }
+}
