@@ -179,6 +179,13 @@ pub enum BenchCommand {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// The masked weight-gradient kernel at 12.5/25/50/100% of row blocks vs the dense gradient.
+    MaskedDw {
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+    },
     /// The selection DP on random instances (N tensors, C capacity units).
     Select {
         #[arg(long, default_value_t = 1000)]
@@ -230,14 +237,14 @@ pub fn run(cli: Cli) -> Result<()> {
             train(settings.apply(base)?, resume)?;
         }
         Command::Demo { output, device } => {
-            let dev = device.open();
-            let on_gpu = dev.backend == crate::device::BackendKind::Wgpu && !dev.software;
+            let probe = ComputeDevice::open(device.device);
+            let on_gpu = probe.backend == crate::device::BackendKind::Wgpu && !probe.software;
             if !on_gpu {
-                eprintln!("no hardware GPU: the demo runs on the CPU and is kept short (12 steps)");
+                eprintln!("no hardware GPU ({}): the demo runs on the CPU and is kept short (12 steps)", probe.name);
             }
             let config = TrainConfig {
                 output,
-                device: device.device,
+                device: if on_gpu { device.device } else { DeviceChoice::Cpu },
                 epochs: 1,
                 max_steps: if on_gpu { 150 } else { 12 },
                 max_len: 256,
@@ -287,6 +294,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let prompt = loaded.tokenizer.encode(format!("{dialogue} TL;DR:"), false).map_err(|e| anyhow::anyhow!("{e}"))?;
             let rows = crate::bench::generate::run(&loaded.model, prompt.get_ids(), new_tokens);
             println!("{}", crate::bench::generate::table(&dev.name, prompt.get_ids().len(), &rows));
+        }
+        Command::Bench(BenchCommand::MaskedDw { tokens, iters }) => {
+            for dev in bench_devices() {
+                eprintln!("benchmarking masked dW on {} ...", dev.name);
+                println!("{}", crate::bench::masked::run(&dev, tokens, iters));
+            }
         }
         Command::Bench(BenchCommand::Select { tensors, capacity }) => {
             println!("{}", crate::bench::select::run(tensors, capacity));
