@@ -1,23 +1,175 @@
-//! The desktop app: a thin egui client of the engine (full panels come with the app issue).
+//! The desktop app: a thin egui client of the engine. `worker` owns the engine on its own
+//! thread; each panel file draws one tab and turns clicks into worker commands.
+
+mod data;
+mod evaluate;
+mod method;
+mod model;
+mod save;
+mod state;
+mod tensors;
+mod train;
+mod widgets;
+mod worker;
+
+use eframe::egui;
+
+pub use state::Settings;
+use worker::{Output, Reply, Worker};
 
 /// Opens the main window and blocks until it is closed.
 pub fn run() -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
-        viewport: eframe::egui::ViewportBuilder::default().with_title("GreenTrainer Studio").with_inner_size([960.0, 640.0]),
+        viewport: egui::ViewportBuilder::default().with_title("GreenTrainer Studio").with_inner_size([1180.0, 760.0]),
+        renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };
-    eframe::run_native("GreenTrainer Studio", options, Box::new(|_cc| Ok(Box::new(StudioApp))))
-        .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+    eframe::run_native(
+        "GreenTrainer Studio",
+        options,
+        Box::new(|cc| {
+            let settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
+            Ok(Box::new(StudioApp::new(cc.egui_ctx.clone(), settings)))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
 }
 
-struct StudioApp;
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Tab {
+    Model,
+    Data,
+    Method,
+    Train,
+    Tensors,
+    Evaluate,
+    Save,
+}
+
+impl Tab {
+    const ALL: [Tab; 7] = [Tab::Model, Tab::Data, Tab::Method, Tab::Train, Tab::Tensors, Tab::Evaluate, Tab::Save];
+}
+
+pub struct StudioApp {
+    settings: Settings,
+    tab: Tab,
+    worker: Worker,
+    model: model::ModelView,
+    data: data::DataView,
+    run: train::RunView,
+    eval: evaluate::EvalView,
+    save: save::SaveView,
+    /// The last failure, shown until dismissed.
+    error: Option<String>,
+}
+
+impl StudioApp {
+    /// Starts the engine thread; `settings` are the persisted ones, or a test's.
+    pub fn new(ctx: egui::Context, settings: Settings) -> Self {
+        Self {
+            settings,
+            tab: Tab::Model,
+            worker: Worker::spawn(ctx),
+            model: Default::default(),
+            data: Default::default(),
+            run: Default::default(),
+            eval: Default::default(),
+            save: Default::default(),
+            error: None,
+        }
+    }
+
+    pub fn tab(&self) -> Tab {
+        self.tab
+    }
+
+    /// Whether the engine thread has work in hand (tests wait on this).
+    pub fn busy(&self) -> bool {
+        self.worker.busy().is_some()
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    fn handle(&mut self, reply: Reply) {
+        match reply {
+            Reply::TrainEvent(event) => self.run.on_event(event),
+            Reply::EvalProgress { done, total } => self.eval.progress = Some((done, total)),
+            Reply::Done { task, result: Err(e) } => {
+                self.error = Some(format!("{task} failed: {e}"));
+                if task == worker::TRAINING {
+                    self.run.running = false;
+                }
+            }
+            Reply::Done { result: Ok(output), .. } => match output {
+                Output::Model { summary, ops, device, note } => self.model.loaded(summary, ops, device, note),
+                Output::Preview(p) => self.data.loaded(p),
+                Output::Trained(outcome) => self.run.finished(outcome),
+                Output::Evaluated(e) => self.eval.result = Some(e),
+                Output::Generated(text) => self.eval.generated = Some(text),
+                Output::Saved(dir) => self.save.saved = Some(dir),
+                Output::Run { log, events } => self.run.reopened(log, events),
+            },
+        }
+    }
+
+    fn tabs(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.heading("GreenTrainer Studio");
+            ui.separator();
+            for tab in Tab::ALL {
+                ui.selectable_value(&mut self.tab, tab, format!("{tab:?}"));
+            }
+        });
+    }
+
+    fn status_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            match self.worker.busy() {
+                Some(task) => {
+                    ui.spinner();
+                    ui.label(format!("Engine: {task}…"));
+                }
+                None => {
+                    ui.label("Engine: idle");
+                }
+            }
+            ui.separator();
+            ui.label(self.model.status());
+        });
+        if let Some(e) = self.error.clone() {
+            ui.horizontal(|ui| {
+                ui.colored_label(ui.visuals().error_fg_color, format!("Error: {e}"));
+                if ui.button("Dismiss").clicked() {
+                    self.error = None;
+                }
+            });
+        }
+    }
+}
 
 impl eframe::App for StudioApp {
-    fn ui(&mut self, ui: &mut eframe::egui::Ui, _frame: &mut eframe::Frame) {
-        eframe::egui::CentralPanel::default().show(ui, |ui| {
-            ui.heading("GreenTrainer Studio");
-            ui.label("Fine-tune an LLM within a FLOPs budget. The training panels are on their way;");
-            ui.label("meanwhile the engine runs headless: greentrainer --help");
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        for reply in self.worker.poll() {
+            self.handle(reply);
+        }
+        egui::Panel::top("tabs").show(ui, |ui| self.tabs(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| match self.tab {
+                Tab::Model => model::show(self, ui),
+                Tab::Data => data::show(self, ui),
+                Tab::Method => method::show(self, ui),
+                Tab::Train => train::show(self, ui),
+                Tab::Tensors => tensors::show(self, ui),
+                Tab::Evaluate => evaluate::show(self, ui),
+                Tab::Save => save::show(self, ui),
+            });
         });
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, eframe::APP_KEY, &self.settings);
     }
 }

@@ -1,0 +1,188 @@
+//! Method tab: what to train and within which FLOPs budget, with the cost of a step, an epoch and
+//! the memory estimated live from the model's profile before anything runs.
+
+use eframe::egui;
+
+use super::StudioApp;
+use super::widgets::{bytes, flops, number};
+use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
+use crate::select::{CostRule, SelectConfig, select};
+use crate::train::{MethodKind, TrainConfig};
+
+/// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
+const FLOPS_PER_MAC: f64 = 2.0;
+/// Weights, gradients and AdamW's two moments are f32.
+const F32: f64 = 4.0;
+
+/// What one configuration costs, before training.
+pub struct Estimate {
+    pub step_flops: f64,
+    pub full_step_flops: f64,
+    /// Training tensors' parameters (LoRA: the adapters').
+    pub trainable: usize,
+    pub total: usize,
+    pub min_rho: f64,
+    /// Tensors trained, when known before training.
+    pub tensors: Option<usize>,
+}
+
+impl Estimate {
+    pub fn feasible(&self, method: MethodKind, rho: f64) -> bool {
+        method != MethodKind::Greentrainer || rho >= self.min_rho
+    }
+}
+
+/// Costs `method` on the padded batch shape the trainer charges (batch x max_len).
+pub fn estimate(ops: &[OpSpec], method: MethodKind, rho: f64, top_k: usize, lora_rank: usize, shape: BatchShape) -> Result<Estimate, String> {
+    let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
+    let total = p.nodes.iter().map(|n| n.param_numel).sum();
+    let selectable: Vec<usize> = (0..p.nodes.len()).filter(|&i| p.nodes[i].selectable).collect();
+    let numel = |idx: &[usize]| idx.iter().map(|&i| p.nodes[i].param_numel).sum::<usize>();
+    let cost = |idx: &[usize]| p.selection_cost(idx, CostRule::Exact).map_err(|e| e.to_string());
+    let (macs, trainable, tensors) = match method {
+        MethodKind::Full => (p.t_full(), total, Some(selectable.len())),
+        MethodKind::TopK => {
+            let idx = top_k_nodes(&p, top_k);
+            (cost(&idx)?, numel(&idx), Some(idx.len()))
+        }
+        MethodKind::Greentrainer => {
+            if rho < p.min_rho() {
+                (rho * p.t_full(), 0, None)
+            } else {
+                // Importance is only measured once training starts; parameter counts stand in
+                // for it so the memory estimate has a plausible selection to size.
+                let proxy: Vec<f64> = p.nodes.iter().map(|n| n.param_numel as f64).collect();
+                let candidates = p.candidates(&proxy).map_err(|e| e.to_string())?;
+                let chosen = select(&candidates, p.t_fp(), &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
+                let idx = p.selected_nodes(&chosen).map_err(|e| e.to_string())?;
+                (rho * p.t_full(), numel(&idx), None)
+            }
+        }
+        MethodKind::Lora => {
+            let targets = TrainConfig::default().lora_targets;
+            let idx: Vec<usize> = selectable.iter().copied().filter(|&i| targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
+            let tokens = shape.tokens() as f64;
+            let (mut adapter_macs, mut adapter_params) = (0.0, 0);
+            for &i in &idx {
+                if let Some(OpKind::Linear { d_in, d_out }) = ops.iter().find(|o| o.name == p.nodes[i].name).map(|o| o.kind) {
+                    adapter_macs += 3.0 * tokens * (lora_rank * (d_in + d_out)) as f64;
+                    adapter_params += lora_rank * (d_in + d_out);
+                }
+            }
+            // The adapted weights need the backward pass to reach them but no weight gradient.
+            let dw: f64 = idx.iter().map(|&i| p.nodes[i].t_dw).sum();
+            (cost(&idx)? - dw + adapter_macs, adapter_params, Some(idx.len()))
+        }
+    };
+    Ok(Estimate {
+        step_flops: macs * FLOPS_PER_MAC,
+        full_step_flops: p.t_full() * FLOPS_PER_MAC,
+        trainable,
+        total,
+        min_rho: p.min_rho(),
+        tensors,
+    })
+}
+
+/// FT-top-k: the last k blocks, the final norm and an untied head (as the trainer chooses).
+fn top_k_nodes(p: &Profile, k: usize) -> Vec<usize> {
+    let layers = p.nodes.iter().filter_map(|n| n.layer).max().map_or(0, |l| l + 1);
+    let first = layers.saturating_sub(k);
+    (0..p.nodes.len())
+        .filter(|&i| {
+            let n = &p.nodes[i];
+            n.selectable && (n.layer.is_some_and(|l| l >= first) || n.name == "model.norm.weight" || n.name == "lm_head.weight")
+        })
+        .collect()
+}
+
+/// The estimate for the app's current settings, if a model is loaded.
+pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
+    let s = &app.settings;
+    (!app.model.ops.is_empty()).then(|| {
+        estimate(&app.model.ops, s.method, s.rho, s.top_k, s.lora_rank, BatchShape { batch: s.batch_size.max(1), seq: s.max_len.max(1) })
+    })
+}
+
+pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let s = &mut app.settings;
+    ui.horizontal(|ui| {
+        ui.label("Training method");
+        ui.radio_value(&mut s.method, MethodKind::Greentrainer, "GreenTrainer");
+        ui.radio_value(&mut s.method, MethodKind::Full, "Full fine-tuning");
+        ui.radio_value(&mut s.method, MethodKind::Lora, "LoRA");
+        ui.radio_value(&mut s.method, MethodKind::TopK, "FT-top-k");
+    });
+    match s.method {
+        MethodKind::Greentrainer => {
+            ui.add(egui::Slider::new(&mut s.rho, 0.05..=1.0).fixed_decimals(2).text("rho (share of full fine-tuning FLOPs)"));
+        }
+        MethodKind::TopK => {
+            ui.horizontal(|ui| number(ui, "Blocks trained (k)", &mut s.top_k, 1..=256, 0.1));
+        }
+        MethodKind::Lora => {
+            ui.horizontal(|ui| number(ui, "LoRA rank", &mut s.lora_rank, 1..=256, 0.2));
+        }
+        MethodKind::Full => {}
+    }
+    ui.horizontal(|ui| {
+        number(ui, "Batch size", &mut s.batch_size, 1..=256, 0.1);
+        number(ui, "Epochs", &mut s.epochs, 0..=100, 0.1);
+        number(ui, "Max steps (0: all)", &mut s.max_steps, 0..=1_000_000, 1.0);
+        let name = ui.label("Learning rate");
+        ui.add(egui::DragValue::new(&mut s.lr).range(0.0..=1.0).speed(1e-5).max_decimals(6)).labelled_by(name.id);
+    });
+    ui.separator();
+    match current(app) {
+        None => {
+            ui.label("Load a model to see the cost of a step.");
+        }
+        Some(Err(e)) => {
+            ui.colored_label(ui.visuals().error_fg_color, format!("Cannot cost this model: {e}"));
+        }
+        Some(Ok(e)) => cost_table(app, ui, &e),
+    }
+}
+
+fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
+    let s = &app.settings;
+    if !e.feasible(s.method, s.rho) {
+        ui.colored_label(
+            ui.visuals().error_fg_color,
+            format!(
+                "rho {:.2} is infeasible: the forward pass alone costs {:.3} of full fine-tuning, so no selection fits. Choose rho >= {:.3}.",
+                s.rho,
+                e.min_rho,
+                e.min_rho
+            ),
+        );
+        return;
+    }
+    let steps_per_epoch = app.data.train_rows(s.validation_fraction).map(|rows| rows.div_ceil(s.batch_size.max(1)));
+    egui::Grid::new("cost").num_columns(2).striped(true).show(ui, |ui| {
+        ui.label("FLOPs per step");
+        ui.label(format!("{} (full fine-tuning {})", flops(e.step_flops), flops(e.full_step_flops)));
+        ui.end_row();
+        ui.label("Saving vs full");
+        ui.strong(format!("{:.1}%", 100.0 * (1.0 - e.step_flops / e.full_step_flops)));
+        ui.end_row();
+        ui.label("FLOPs per epoch");
+        ui.label(match steps_per_epoch {
+            Some(n) => format!("{} ({n} steps; full {})", flops(e.step_flops * n as f64), flops(e.full_step_flops * n as f64)),
+            None => "preview the data to count steps".into(),
+        });
+        ui.end_row();
+        ui.label("Smallest feasible rho");
+        ui.label(format!("{:.3} (the forward pass)", e.min_rho));
+        ui.end_row();
+        ui.label("Trainable parameters");
+        let which = if s.method == MethodKind::Greentrainer { " (estimate: the selection follows importance measured at the start)" } else { "" };
+        let tensors = e.tensors.map(|t| format!(" in {t} tensors")).unwrap_or_default();
+        ui.label(format!("{:.2} M of {:.2} M{tensors}{which}", e.trainable as f64 / 1e6, e.total as f64 / 1e6));
+        ui.end_row();
+        let (w, g, o) = (e.total as f64 * F32, e.trainable as f64 * F32, e.trainable as f64 * 2.0 * F32);
+        ui.label("Memory (rough)");
+        ui.label(format!("{} = weights {} + gradients {} + AdamW state {} (activations not counted)", bytes(w + g + o), bytes(w), bytes(g), bytes(o)));
+        ui.end_row();
+    });
+}

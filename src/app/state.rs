@@ -1,0 +1,102 @@
+//! What the user chose, kept between sessions in eframe's storage (and injectable by tests).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::train::{MethodKind, TrainConfig};
+
+/// Recent-file lists keep this many entries.
+const RECENT: usize = 8;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// HF folder or .gguf file.
+    pub model_path: String,
+    pub data_path: String,
+    /// Run folder: events.jsonl, checkpoint/, model/.
+    pub output_dir: String,
+    /// Where the Save panel writes the (fine-tuned) model.
+    pub save_dir: String,
+    /// A past run's events.jsonl to reopen.
+    pub run_log: String,
+    pub device: DeviceChoice,
+    pub method: MethodKind,
+    pub rho: f64,
+    pub top_k: usize,
+    pub lora_rank: usize,
+    pub max_len: usize,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// 0: run all epochs.
+    pub max_steps: usize,
+    pub lr: f64,
+    /// Share of the data file held out for the Evaluate panel.
+    pub validation_fraction: f64,
+    pub eval_rows: usize,
+    pub max_new_tokens: usize,
+    pub recent_models: Vec<String>,
+    pub recent_data: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let train = TrainConfig::default();
+        Self {
+            model_path: crate::cli::DEFAULT_MODEL.into(),
+            data_path: train.data.display().to_string(),
+            output_dir: "runs/app".into(),
+            save_dir: "runs/app/saved-model".into(),
+            run_log: "runs/app/events.jsonl".into(),
+            device: DeviceChoice::Wgpu,
+            method: MethodKind::Greentrainer,
+            rho: train.rho,
+            top_k: train.top_k,
+            lora_rank: train.lora_rank,
+            // Shorter than the engine's default so a laptop run shows progress within minutes.
+            max_len: 256,
+            batch_size: train.batch_size,
+            epochs: 1,
+            max_steps: 50,
+            lr: 1e-4,
+            validation_fraction: 0.1,
+            eval_rows: 4,
+            max_new_tokens: 48,
+            recent_models: Vec::new(),
+            recent_data: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// The run these settings describe; the app saves the model from the Save panel, not here.
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            model: PathBuf::from(&self.model_path),
+            data: PathBuf::from(&self.data_path),
+            output: PathBuf::from(&self.output_dir),
+            device: self.device,
+            method: self.method,
+            rho: self.rho,
+            top_k: self.top_k,
+            lora_rank: self.lora_rank,
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            batch_size: self.batch_size,
+            max_len: self.max_len,
+            lr: self.lr,
+            reselect_every_epochs: 0,
+            save_model: false,
+            ..TrainConfig::default()
+        }
+    }
+}
+
+/// Puts `path` first in `list`, without duplicates.
+pub fn remember(list: &mut Vec<String>, path: &str) {
+    list.retain(|p| p != path);
+    list.insert(0, path.to_owned());
+    list.truncate(RECENT);
+}

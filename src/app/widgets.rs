@@ -1,0 +1,74 @@
+//! Small widgets the panels share.
+
+use eframe::egui;
+
+/// What a "Browse…" button asks the system dialog for.
+#[derive(Clone, Copy)]
+pub enum Pick {
+    /// A model: an HF folder, or a file (.gguf) when `file` is set.
+    Model { file: bool },
+    /// A data file.
+    Data,
+    /// A folder to write into.
+    Folder,
+    /// A run's events.jsonl.
+    Log,
+}
+
+/// A labelled path field with Browse… and, when `action` is given, a button for it. Typing a path
+/// works as well as the dialog (and is what tests do). Returns true when the action was asked for:
+/// the button, Enter in the field, or a path picked in the dialog.
+pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, action: Option<&str>, enabled: bool) -> bool {
+    let mut go = false;
+    ui.horizontal(|ui| {
+        let name = ui.label(label);
+        let field = ui.add(egui::TextEdit::singleline(path).desired_width(ui.available_width() - 190.0)).labelled_by(name.id);
+        go |= field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if ui.button("Browse…").clicked()
+            && let Some(p) = browse(pick)
+        {
+            *path = p.display().to_string();
+            go = true;
+        }
+        if let Some(action) = action {
+            go |= ui.add_enabled(enabled, egui::Button::new(action)).clicked();
+        }
+    });
+    go && action.is_some() && enabled && !path.trim().is_empty()
+}
+
+fn browse(pick: Pick) -> Option<std::path::PathBuf> {
+    let dialog = rfd::FileDialog::new();
+    match pick {
+        Pick::Model { file: false } | Pick::Folder => dialog.pick_folder(),
+        Pick::Model { file: true } => dialog.add_filter("GGUF model", &["gguf"]).pick_file(),
+        Pick::Data => dialog.add_filter("Data", &["jsonl", "json", "csv", "parquet"]).pick_file(),
+        Pick::Log => dialog.add_filter("Run events", &["jsonl"]).pick_file(),
+    }
+}
+
+/// A label and a drag value named by it (so screen readers and tests can find it).
+pub fn number<N: egui::emath::Numeric>(ui: &mut egui::Ui, label: &str, value: &mut N, range: std::ops::RangeInclusive<N>, speed: f64) -> egui::Response {
+    let name = ui.label(label);
+    ui.add(egui::DragValue::new(value).range(range).speed(speed)).labelled_by(name.id)
+}
+
+/// "1.23 TFLOPs" and the like.
+pub fn flops(v: f64) -> String {
+    let (scale, unit) = flops_unit(v);
+    format!("{:.2} {unit}", v / scale)
+}
+
+/// The scale and name of the largest FLOPs unit not above `v`.
+pub fn flops_unit(v: f64) -> (f64, &'static str) {
+    [(1e15, "PFLOPs"), (1e12, "TFLOPs"), (1e9, "GFLOPs"), (1e6, "MFLOPs")].into_iter().find(|(s, _)| v >= *s).unwrap_or((1.0, "FLOPs"))
+}
+
+/// "12.3 MiB" and the like.
+pub fn bytes(v: f64) -> String {
+    let (scale, unit) = [(1024f64.powi(3), "GiB"), (1024f64.powi(2), "MiB"), (1024.0, "KiB")]
+        .into_iter()
+        .find(|(s, _)| v >= *s)
+        .unwrap_or((1.0, "B"));
+    format!("{:.1} {unit}", v / scale)
+}

@@ -1,0 +1,172 @@
+//! The app driven through its widgets, rendered with wgpu (lavapipe without a GPU): it starts,
+//! loads the tiny Llama and the bundled DialogSum sample, checks rho, trains a few steps on the
+//! CPU, shows the tensor map, evaluates, saves a folder that reloads, and reopens the run's log.
+//!
+//! Each tab is snapshotted under tests/snapshots/. Paths, timings and fonts differ between
+//! machines, so the comparison tolerates 0.5% of the pixels (about 4700) differing: it catches a
+//! broken layout, not a changed number. Refresh the images with UPDATE_SNAPSHOTS=force.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use eframe::egui;
+use egui::accesskit::Role;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+use greentrainer::app::{Settings, StudioApp};
+use greentrainer::device::DeviceChoice;
+
+const SIZE: egui::Vec2 = egui::vec2(1180.0, 800.0);
+
+fn harness(settings: Settings) -> Harness<'static, StudioApp> {
+    Harness::builder().with_size(SIZE).wgpu().build_eframe(move |cc| StudioApp::new(cc.egui_ctx.clone(), settings))
+}
+
+/// Empty paths (the test types them) and a run small enough for the CPU in seconds.
+fn settings(dir: &Path) -> Settings {
+    Settings {
+        model_path: String::new(),
+        data_path: String::new(),
+        output_dir: dir.join("run").display().to_string(),
+        save_dir: String::new(),
+        run_log: String::new(),
+        device: DeviceChoice::Cpu,
+        max_len: 48,
+        batch_size: 2,
+        epochs: 0,
+        max_steps: 3,
+        lr: 1e-3,
+        eval_rows: 2,
+        max_new_tokens: 8,
+        ..Settings::default()
+    }
+}
+
+/// Steps the UI until a label containing `text` shows, failing on an error or after a minute.
+fn wait_for(harness: &mut Harness<'_, StudioApp>, text: &str) {
+    let start = Instant::now();
+    loop {
+        harness.step();
+        if harness.query_by_label_contains(text).is_some() && !harness.state().busy() {
+            break;
+        }
+        if let Some(e) = harness.state().error() {
+            panic!("waiting for {text:?}: {e}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    harness.run_ok();
+}
+
+fn type_into(harness: &mut Harness<'_, StudioApp>, field: &str, text: &str) {
+    harness.get_by_role_and_label(Role::TextInput, field).set_text_value_accesskit(text);
+    harness.run_ok();
+}
+
+fn click(harness: &mut Harness<'_, StudioApp>, label: &str) {
+    harness.get_by_label(label).click();
+    harness.run_ok();
+}
+
+/// Tolerates 0.5% of the pixels differing (see the module comment).
+fn snapshot(harness: &mut Harness<'_, StudioApp>, name: &str) {
+    let options = SnapshotOptions::new().threshold(2.0).max_failed_pixels((SIZE.x * SIZE.y * 0.005) as usize);
+    harness.snapshot_options(name, &options);
+}
+
+#[test]
+fn app_starts_on_the_model_tab() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(settings(dir.path()));
+    harness.get_by_label("No model loaded yet.");
+    harness.get_by_label("Load model");
+    for tab in ["Model", "Data", "Method", "Train", "Tensors", "Evaluate", "Save"] {
+        harness.get_by_label(tab);
+    }
+    snapshot(&mut harness, "start");
+}
+
+#[test]
+fn a_bad_model_path_is_an_error_in_the_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(settings(dir.path()));
+    type_into(&mut harness, "Model path", "/no/such/model");
+    click(&mut harness, "Load model");
+    let start = Instant::now();
+    while harness.state().error().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "no error shown");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    harness.run_ok();
+    harness.get_by_label_contains("loading the model failed");
+    harness.get_by_label("No model loaded yet.");
+}
+
+#[test]
+fn load_train_inspect_evaluate_save_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(settings(dir.path()));
+
+    type_into(&mut harness, "Model path", &common::fixture("tiny-llama").display().to_string());
+    click(&mut harness, "Load model");
+    wait_for(&mut harness, "Model loaded");
+    harness.get_by_label_contains("architecture");
+    snapshot(&mut harness, "model");
+
+    click(&mut harness, "Data");
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl");
+    type_into(&mut harness, "Data file", &data.display().to_string());
+    click(&mut harness, "Preview data");
+    wait_for(&mut harness, "for training");
+    harness.get_by_label_contains("DialogSum");
+    snapshot(&mut harness, "data");
+
+    click(&mut harness, "Method");
+    let rho = "rho (share of full fine-tuning FLOPs)";
+    harness.get_by_role_and_label(Role::Slider, rho).set_value_accesskit(0.1);
+    harness.run_ok();
+    harness.get_by_label_contains("is infeasible");
+    harness.get_by_role_and_label(Role::Slider, rho).set_value_accesskit(0.6);
+    harness.run_ok();
+    assert!(harness.query_by_label_contains("is infeasible").is_none());
+    harness.get_by_label_contains("Saving vs full");
+    snapshot(&mut harness, "method");
+
+    click(&mut harness, "Train");
+    click(&mut harness, "Start training");
+    wait_for(&mut harness, "Training finished: 3 steps");
+    harness.get_by_label_contains("step 3 of 3");
+    snapshot(&mut harness, "train");
+
+    click(&mut harness, "Tensors");
+    harness.get_by_label_contains("realised rho");
+    snapshot(&mut harness, "tensors");
+
+    click(&mut harness, "Evaluate");
+    click(&mut harness, "Run evaluation");
+    wait_for(&mut harness, "ROUGE-1");
+    harness.get_by_role_and_label(Role::MultilineTextInput, "Prompt").set_text_value_accesskit("Summarize: hello");
+    harness.run_ok();
+    click(&mut harness, "Generate");
+    wait_for(&mut harness, "Output:");
+    snapshot(&mut harness, "evaluate");
+
+    click(&mut harness, "Save");
+    let saved = dir.path().join("saved");
+    type_into(&mut harness, "Save folder", &saved.display().to_string());
+    click(&mut harness, "Save model");
+    wait_for(&mut harness, "reloaded it as a check");
+    greentrainer::io::load_model(&saved, &greentrainer::device::ComputeDevice::cpu().device).expect("the saved folder loads");
+    snapshot(&mut harness, "save");
+
+    click(&mut harness, "Train");
+    let log = dir.path().join("run/events.jsonl");
+    type_into(&mut harness, "Past run log", &log.display().to_string());
+    click(&mut harness, "Open run");
+    wait_for(&mut harness, "Showing the past run");
+    harness.get_by_label_contains("step 3 of 3");
+}
