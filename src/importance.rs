@@ -14,6 +14,10 @@ use crate::train::step::forward_backward;
 pub struct Importance {
     /// Normalised importance per scored tensor, in [-1, 1].
     pub scores: BTreeMap<String, f64>,
+    /// Unnormalised importance per scored tensor.
+    pub raw: BTreeMap<String, f64>,
+    /// Unnormalised importance per output row of each scored matrix (for block granularity).
+    pub rows: BTreeMap<String, Vec<f64>>,
     pub loss: f64,
 }
 
@@ -30,13 +34,19 @@ pub fn score(model: &Llama, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, can
         }
     });
     let mut raw = BTreeMap::new();
+    let mut rows = BTreeMap::new();
     stepped.visit(&mut |name, after| {
         let (Some(g1), Some(w0)) = (second.grads.get(name), before.get(name)) else { return };
-        let delta = after.flat() - w0.clone();
-        let i: f32 = (g1.clone() * delta).sum().neg().into_scalar();
+        let contribution = (g1.clone() * (after.flat() - w0.clone())).neg();
+        if let crate::model::ParamRef::Matrix(t) = after {
+            let [d_out, d_in] = t.dims();
+            let per_row = contribution.clone().reshape([d_out, d_in]).sum_dim(1).reshape([d_out]);
+            rows.insert(name.to_string(), per_row.try_into_vec_as::<f32>().unwrap_or_default().into_iter().map(f64::from).collect::<Vec<_>>());
+        }
+        let i: f32 = contribution.sum().into_scalar();
         raw.insert(name.to_string(), i as f64);
     });
     let max = raw.values().fold(0.0f64, |m, v| m.max(v.abs()));
-    let scores = raw.into_iter().map(|(k, v)| (k, if max > 0.0 { v / max } else { 0.0 })).collect();
-    Importance { scores, loss: first.loss }
+    let scores = raw.iter().map(|(k, v)| (k.clone(), if max > 0.0 { v / max } else { 0.0 })).collect();
+    Importance { scores, raw, rows, loss: first.loss }
 }

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
 use super::lora::{LoraAdapter, LoraConfig};
+use crate::kernels::masked_linear;
 use crate::profile::{OpKind, OpSpec, TensorRole};
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
@@ -22,6 +23,16 @@ pub struct Linear {
     pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
     pub lora: Option<LoraAdapter>,
+    /// Set while only some output rows of `weight` are trained (block granularity).
+    pub partial: Option<PartialRows>,
+}
+
+/// The trained rows of a partially selected weight: a compact leaf equal to `weight[rows]` that
+/// receives the gradient of those rows alone (see `kernels::masked_linear`).
+#[derive(Clone, Debug)]
+pub struct PartialRows {
+    pub rows: Vec<u32>,
+    pub leaf: Tensor<2>,
 }
 
 impl Linear {
@@ -29,7 +40,10 @@ impl Linear {
         let [b, s, d_in] = x.dims();
         let d_out = self.weight.dims()[0];
         let x = x.reshape([b * s, d_in]);
-        let mut y = x.clone().matmul(self.weight.clone().transpose());
+        let mut y = match &self.partial {
+            Some(p) => masked_linear(x.clone(), self.weight.clone(), p.leaf.clone(), &p.rows),
+            None => x.clone().matmul(self.weight.clone().transpose()),
+        };
         if let Some(lora) = &self.lora {
             y = y + lora.forward(x);
         }
@@ -214,7 +228,7 @@ impl Llama {
             let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear> {
                 let weight = Tensor::from_data(TensorData::new(get(&format!("{name}.weight"), &[d_out, d_in])?, [d_out, d_in]), device);
                 let bias = if bias { Some(vector(get(&format!("{name}.bias"), &[d_out])?)) } else { None };
-                Ok(Linear { weight, bias, lora: None })
+                Ok(Linear { weight, bias, lora: None, partial: None })
             };
             let (d, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
             let q_proj = linear("self_attn.q_proj", q, d, c.qkv_bias)?;
@@ -452,6 +466,41 @@ impl Llama {
             }
         }
         names
+    }
+
+    /// A copy whose listed weights train only the given output rows (compact autodiff leaves).
+    pub fn with_partial_rows(&self, rows: &std::collections::BTreeMap<String, Vec<u32>>) -> Self {
+        let mut out = self.clone();
+        for (prefix, lin) in out.linears_mut() {
+            let Some(r) = rows.get(&format!("{prefix}.weight")) else { continue };
+            let device = lin.weight.device();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(r.iter().map(|&i| i as i64).collect::<Vec<_>>(), [r.len()]), &device);
+            let leaf = lin.weight.clone().select(0, idx).autodiff().require_grad();
+            lin.partial = Some(PartialRows { rows: r.clone(), leaf });
+        }
+        out
+    }
+
+    /// The compact leaves of partially trained weights, keyed by the weight's name.
+    pub fn partial_leaves(&self) -> Vec<(String, &PartialRows)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let (a, m) = (&l.self_attn, &l.mlp);
+            for (name, lin) in [
+                ("self_attn.q_proj", &a.q_proj),
+                ("self_attn.k_proj", &a.k_proj),
+                ("self_attn.v_proj", &a.v_proj),
+                ("self_attn.o_proj", &a.o_proj),
+                ("mlp.gate_proj", &m.gate_proj),
+                ("mlp.up_proj", &m.up_proj),
+                ("mlp.down_proj", &m.down_proj),
+            ] {
+                if let Some(p) = &lin.partial {
+                    out.push((format!("model.layers.{i}.{name}.weight"), p));
+                }
+            }
+        }
+        out
     }
 
     /// A copy with every adapter merged into its weight (`W + s B A`) and removed: a plain model

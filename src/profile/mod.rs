@@ -6,6 +6,7 @@
 //! propagating activation gradients through every node between it and the loss. Parallel branches
 //! (q/k/v, gate/up) are charged as if chained, which can only over-estimate a selection's cost.
 
+pub mod blocks;
 mod cost;
 mod flops;
 

@@ -25,6 +25,9 @@ pub struct RunState {
     /// Step at which the selection was made.
     pub selected_at: Option<usize>,
     pub optimizer_steps: BTreeMap<String, u64>,
+    /// Rows of row-partial optimizer state (block granularity).
+    #[serde(default)]
+    pub optimizer_rows: BTreeMap<String, Vec<u32>>,
     pub flops_spent: f64,
     pub flops_full: f64,
 }
@@ -84,7 +87,7 @@ pub fn load(dir: &Path, model: &mut Llama, optimizer: &mut AdamW) -> Result<RunS
             let (shape, v) = moments.read_f32(&format!("{name}.{suffix}"))?;
             Ok(Tensor::from_data(TensorData::new(v, shape), &device))
         };
-        optimizer.state.insert(name.clone(), Moments { m: read("exp_avg")?, v: read("exp_avg_sq")?, step });
+        optimizer.state.insert(name.clone(), Moments { m: read("exp_avg")?, v: read("exp_avg_sq")?, step, rows: state.optimizer_rows.get(name).cloned() });
     }
     Ok(state)
 }

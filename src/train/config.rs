@@ -23,6 +23,18 @@ pub enum MethodKind {
     Lora,
 }
 
+/// What GreenTrainer selects: whole tensors, or blocks of output rows of linear weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Granularity {
+    #[default]
+    Tensor,
+    /// One attention head's rows (head_dim) per block.
+    Head,
+    /// `block_rows` rows per block.
+    Rows,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -46,6 +58,11 @@ pub struct TrainConfig {
     pub reselect_every_steps: usize,
     /// ...or every N epochs (0: off). The paper re-selects every 2 epochs.
     pub reselect_every_epochs: usize,
+    /// Selection unit for GreenTrainer (block granularity trains parts of weight matrices with the
+    /// masked WGSL kernels).
+    pub granularity: Granularity,
+    /// Rows per block for `granularity = "rows"`.
+    pub block_rows: usize,
     /// Resolution of the DP's cost axis.
     pub dp_capacity: usize,
     pub cost_rule: CostRule,
@@ -86,6 +103,8 @@ impl Default for TrainConfig {
             lora_targets: vec!["q_proj".into(), "v_proj".into()],
             reselect_every_steps: 0,
             reselect_every_epochs: 2,
+            granularity: Granularity::Tensor,
+            block_rows: 64,
             dp_capacity: crate::select::DEFAULT_CAPACITY,
             cost_rule: CostRule::Exact,
             epochs: 5,
@@ -128,6 +147,9 @@ impl TrainConfig {
         }
         if self.epochs == 0 && self.max_steps == 0 {
             return bad("set epochs or max_steps");
+        }
+        if self.granularity == Granularity::Rows && self.block_rows == 0 {
+            return bad("block_rows must be at least 1");
         }
         if self.method == MethodKind::TopK && self.top_k == 0 {
             return bad("top_k must be at least 1");

@@ -11,6 +11,6 @@ pub mod progress;
 pub mod step;
 pub mod trainer;
 
-pub use config::{MethodKind, TrainConfig};
+pub use config::{Granularity, MethodKind, TrainConfig};
 pub use events::{Event, EventSink, JsonlLog};
 pub use trainer::{RunOutcome, Trainer};

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ParamMut, Parameters};
+use burn::tensor::{IndexingUpdateOp, Int, TensorData};
+
+use crate::kernels::{AdamWHyper, has_fused_adamw, masked_adamw};
+use crate::model::{Llama, ParamMut, Parameters};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -24,13 +27,15 @@ impl Default for AdamWConfig {
     }
 }
 
-/// Moments of one parameter, flattened to 1-D.
+/// Moments of one parameter, flattened to 1-D (for row-partial weights: of the trained rows).
 #[derive(Clone, Debug)]
 pub struct Moments {
     pub m: Tensor<1>,
     pub v: Tensor<1>,
     /// Updates this tensor has received (bias correction is per tensor, since selection changes).
     pub step: u64,
+    /// For row-partial state: the rows it belongs to (a new row set starts fresh moments).
+    pub rows: Option<Vec<u32>>,
 }
 
 #[derive(Clone, Debug)]
@@ -60,6 +65,7 @@ impl AdamW {
                 m: Tensor::zeros([n], &g.device()),
                 v: Tensor::zeros([n], &g.device()),
                 step: 0,
+                rows: None,
             });
             s.step += 1;
             s.m = s.m.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
@@ -78,6 +84,56 @@ impl AdamW {
             }
         });
     }
+}
+
+impl AdamW {
+    /// Updates only the given output rows of weights, from compact `[rows, d_in]` gradients: the
+    /// fused WGSL kernel on wgpu, gathered tensor ops on the CPU. State is kept under `name#rows`.
+    pub fn step_rows(&mut self, model: &mut Llama, grads: &BTreeMap<String, Tensor<2>>, rows: &BTreeMap<String, Vec<u32>>, lr: f64) {
+        let c = self.config;
+        model.visit_mut(&mut |name, p| {
+            let (Some(g), Some(r), ParamMut::Matrix(w)) = (grads.get(name), rows.get(name), p) else { return };
+            let [n_rows, d_in] = g.dims();
+            let key = format!("{name}#rows");
+            let fresh = self.state.get(&key).is_none_or(|s| s.rows.as_ref() != Some(r));
+            if fresh {
+                let zeros = Tensor::zeros([n_rows * d_in], &g.device());
+                self.state.insert(key.clone(), Moments { m: zeros.clone(), v: zeros, step: 0, rows: Some(r.clone()) });
+            }
+            let s = self.state.get_mut(&key).expect("inserted above");
+            s.step += 1;
+            let hp = AdamWHyper {
+                lr: lr as f32,
+                beta1: c.beta1 as f32,
+                beta2: c.beta2 as f32,
+                eps: c.eps as f32,
+                weight_decay: c.weight_decay as f32,
+                bias_correction1: 1.0 - (c.beta1 as f32).powi(s.step as i32),
+                bias_correction2: 1.0 - (c.beta2 as f32).powi(s.step as i32),
+            };
+            let (m, v) = (s.m.extract().reshape([n_rows, d_in]), s.v.extract().reshape([n_rows, d_in]));
+            let (new_w, new_m, new_v) = if has_fused_adamw(&w.device()) {
+                masked_adamw(w.extract(), g.clone(), m, v, r, hp)
+            } else {
+                adamw_rows_reference(w.extract(), g.clone(), m, v, r, hp)
+            };
+            *w = new_w;
+            s.m = new_m.reshape([n_rows * d_in]);
+            s.v = new_v.reshape([n_rows * d_in]);
+        });
+    }
+}
+
+/// The CPU path of the masked update: gather the rows, AdamW, scatter the change back.
+fn adamw_rows_reference(w: Tensor<2>, g: Tensor<2>, m: Tensor<2>, v: Tensor<2>, rows: &[u32], hp: AdamWHyper) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let device = w.device();
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), &device);
+    let old = w.clone().select(0, idx.clone());
+    let m = m.mul_scalar(hp.beta1) + g.clone().mul_scalar(1.0 - hp.beta1);
+    let v = v.mul_scalar(hp.beta2) + g.square().mul_scalar(1.0 - hp.beta2);
+    let update = m.clone().div_scalar(hp.bias_correction1) / v.clone().div_scalar(hp.bias_correction2).sqrt().add_scalar(hp.eps);
+    let new = old.clone().mul_scalar(1.0 - hp.lr * hp.weight_decay) - update.mul_scalar(hp.lr);
+    (w.select_assign(0, idx, new - old, IndexingUpdateOp::Add), m, v)
 }
 
 /// Linear warmup from 0 then linear decay to 0 at `total_steps` (HF's `linear` schedule).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::config::{MethodKind, TrainConfig};
+use super::config::{Granularity, MethodKind, TrainConfig};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::select::CostRule;
@@ -40,6 +40,10 @@ pub struct TrainOverrides {
     pub reselect_every_steps: Option<usize>,
     #[arg(long)]
     pub reselect_every_epochs: Option<usize>,
+    #[arg(long, value_enum)]
+    pub granularity: Option<Granularity>,
+    #[arg(long)]
+    pub block_rows: Option<usize>,
     #[arg(long)]
     pub dp_capacity: Option<usize>,
     #[arg(long, value_enum)]

@@ -3,6 +3,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::events::{Event, EventSink};
+use crate::profile::FlopsConvention;
 
 #[derive(Default)]
 pub struct ProgressPrinter {
@@ -41,11 +42,12 @@ impl EventSink for ProgressPrinter {
             }
             Event::Finished { steps, flops_spent, flops_full, wall_time_s, final_loss, output, .. } => {
                 self.finish();
+                let flops = |f: f64| FlopsConvention::Flops.format(f / 2.0);
                 eprintln!(
-                    "done: {steps} steps in {wall_time_s:.1} s, final loss {}, {:.3} PFLOPs spent vs {:.3} for full fine-tuning ({:.1}% saved){}",
+                    "done: {steps} steps in {wall_time_s:.1} s, final loss {}, {} spent vs {} for full fine-tuning ({:.1}% saved, importance scoring included){}",
                     final_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "-".into()),
-                    flops_spent / 1e15,
-                    flops_full / 1e15,
+                    flops(*flops_spent),
+                    flops(*flops_full),
                     saved_percent(*flops_spent, *flops_full),
                     output.as_ref().map(|o| format!("; model saved to {}", o.display())).unwrap_or_default()
                 );
@@ -57,8 +59,8 @@ impl EventSink for ProgressPrinter {
 impl ProgressPrinter {
     fn println(&self, line: String) {
         match &self.bar {
-            Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 

@@ -11,15 +11,23 @@ pub struct Pass {
     pub loss: f64,
     /// Flattened gradients of exactly the trainable tensors.
     pub grads: BTreeMap<String, Tensor<1>>,
+    /// Compact `[rows, d_in]` gradients of partially trained weights, by weight name.
+    pub row_grads: BTreeMap<String, Tensor<2>>,
 }
 
 /// Loss on `batch`, and the gradients of the tensors `trainable` names. Frozen tensors stay plain
 /// tensors, so autodiff neither records nor differentiates anything below the deepest trainable one.
 pub fn forward_backward(model: &Llama, trainable: &dyn Fn(&str) -> bool, batch: &DeviceBatch) -> Pass {
-    let model = with_trainable(model, trainable);
+    forward_backward_rows(model, trainable, &BTreeMap::new(), batch)
+}
+
+/// As [`forward_backward`], with some weights trained on the listed output rows only.
+pub fn forward_backward_rows(model: &Llama, trainable: &dyn Fn(&str) -> bool, rows: &BTreeMap<String, Vec<u32>>, batch: &DeviceBatch) -> Pass {
+    let model = with_trainable(&model.with_partial_rows(rows), trainable);
     let logits = model.forward(batch.ids.clone(), Some(&batch.mask), None);
     let (loss, _) = causal_lm_loss(logits, &batch.labels);
     let mut grads = BTreeMap::new();
+    let mut row_grads = BTreeMap::new();
     if loss.is_tracked() {
         let g = loss.backward();
         model.visit(&mut |name, p| {
@@ -27,9 +35,14 @@ pub fn forward_backward(model: &Llama, trainable: &dyn Fn(&str) -> bool, batch: 
                 grads.insert(name.to_string(), t);
             }
         });
+        for (name, partial) in model.partial_leaves() {
+            if let Some(t) = partial.leaf.grad(&g) {
+                row_grads.insert(name, t);
+            }
+        }
     }
     let loss: f32 = loss.inner().into_scalar();
-    Pass { loss: loss as f64, grads }
+    Pass { loss: loss as f64, grads, row_grads }
 }
 
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.

@@ -1,24 +1,25 @@
 //! The training loop shared by every method: select what to train, step, account FLOPs, emit
 //! events, checkpoint, cancel, resume.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::batch::DeviceBatch;
 use super::checkpoint::{self, RunState};
-use super::config::{MethodKind, TrainConfig};
+use super::config::{Granularity, MethodKind, TrainConfig};
 use super::cost::step_macs;
 use super::events::{Event, EventSink};
 use super::optim::{AdamW, AdamWConfig, LinearSchedule};
-use super::step::{clip_grad_norm, forward_backward};
+use super::step::{clip_grad_norm, forward_backward_rows};
 use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions, LoadReport, load_dataset};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::importance;
 use crate::io::{LoadedModel, export::{save_hf_folder, save_peft_adapter}, load_model};
 use crate::model::{Llama, Parameters};
-use crate::profile::profile;
+use crate::profile::blocks::{parse_block, split_rows};
+use crate::profile::{BatchShape, OpKind, Profile, profile};
 use crate::select::{SelectConfig, select};
 
 /// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
@@ -105,6 +106,7 @@ impl Trainer {
             selection: Vec::new(),
             selected_at: None,
             optimizer_steps: Default::default(),
+            optimizer_rows: Default::default(),
             flops_spent: 0.0,
             flops_full: 0.0,
         };
@@ -128,7 +130,7 @@ impl Trainer {
             parameters: model.num_params(),
             train_examples: self.examples.len(),
             total_steps,
-            truncated_rows: self.data_report.counts.truncated_source + self.data_report.counts.truncated_target,
+            truncated_rows: self.examples.iter().filter(|e| e.source_truncated || e.target_truncated).count(),
             full_step_flops: full_profile.t_full() * FLOPS_PER_MAC,
             resumed_from_step: resumed.then_some(state.step),
         });
@@ -155,16 +157,17 @@ impl Trainer {
                     selection = Some(Selection { names, at_step: state.step, at_epoch: pos.epoch });
                 }
                 let trainable = &selection.as_ref().expect("selected above").names;
+                let (full, rows) = split_selection(trainable);
                 let mut loss_sum = 0.0;
-                let mut grads = std::collections::BTreeMap::new();
+                let mut grads = BTreeMap::new();
+                let mut row_grads = BTreeMap::new();
                 for b in &batches {
-                    let pass = forward_backward(&model, &|n| trainable.contains(n), b);
+                    let pass = forward_backward_rows(&model, &|n| full.contains(n), &rows, b);
                     loss_sum += pass.loss;
-                    for (name, g) in pass.grads {
-                        let g = g.div_scalar(batches.len() as f64);
-                        grads.entry(name).and_modify(|acc: &mut burn::tensor::Tensor<1>| *acc = acc.clone() + g.clone()).or_insert(g);
-                    }
-                    let p = profile(&ops, b.shape, false).map_err(|e| Error::Other(e.to_string()))?;
+                    let scale = 1.0 / batches.len() as f64;
+                    accumulate(&mut grads, pass.grads, scale);
+                    accumulate(&mut row_grads, pass.row_grads, scale);
+                    let p = self.profile_for(&model, b.shape)?;
                     state.flops_spent += step_macs(&p, &model, trainable) * FLOPS_PER_MAC;
                     state.flops_full += p.t_full() * FLOPS_PER_MAC;
                 }
@@ -172,6 +175,7 @@ impl Trainer {
                     clip_grad_norm(&mut grads, c.clip_norm);
                 }
                 optimizer.step(&mut model, &grads, lr);
+                optimizer.step_rows(&mut model, &row_grads, &rows, lr);
                 state.step += 1;
                 let loss = loss_sum / batches.len() as f64;
                 losses.push(loss);
@@ -195,6 +199,7 @@ impl Trainer {
                     state.selection = trainable.iter().cloned().collect();
                     state.selected_at = selection.as_ref().map(|s| s.at_step);
                     state.optimizer_steps = optimizer.state.iter().map(|(k, m)| (k.clone(), m.step)).collect();
+                    state.optimizer_rows = optimizer.state.iter().filter_map(|(k, m)| Some((k.clone(), m.rows.clone()?))).collect();
                 };
                 if cancel.load(Ordering::Relaxed) {
                     snapshot(&mut state);
@@ -238,6 +243,19 @@ impl Trainer {
         Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: false })
     }
 
+    /// The profile GreenTrainer selects over: per tensor, or split into row blocks.
+    fn profile_for(&self, model: &Llama, shape: BatchShape) -> Result<Profile> {
+        let ops = model.op_graph();
+        let p = profile(&ops, shape, false).map_err(|e| Error::Other(e.to_string()))?;
+        let c = &self.config;
+        let rows = match (c.method, c.granularity) {
+            (MethodKind::Greentrainer, Granularity::Head) => model.config.head_dim,
+            (MethodKind::Greentrainer, Granularity::Rows) => c.block_rows,
+            _ => return Ok(p),
+        };
+        Ok(split_rows(&p, &ops, &|op| matches!(op.kind, OpKind::Linear { .. }).then_some(rows)))
+    }
+
     fn reselect_due(&self, current: &Option<Selection>, step: usize, epoch: u64) -> bool {
         let Some(s) = current else { return true };
         let c = &self.config;
@@ -260,7 +278,7 @@ impl Trainer {
         sink: &mut dyn EventSink,
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
-        let p = profile(&model.op_graph(), batch.shape, false).map_err(|e| Error::Other(e.to_string()))?;
+        let p = self.profile_for(model, batch.shape)?;
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
             MethodKind::TopK => (top_k_names(model, c.top_k), Vec::new(), 0.0, None),
@@ -269,7 +287,7 @@ impl Trainer {
                 // With warmup the first lr is 0, which would make every importance 0.
                 let scoring_lr = if lr > 0.0 { lr } else { c.lr };
                 let imp = importance::score(model, optimizer, batch, scoring_lr, &|_| true);
-                let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
+                let per_node = node_importance(&p, &imp);
                 let candidates = p.candidates(&per_node).map_err(|e| Error::Other(e.to_string()))?;
                 let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
                 let chosen = select(&candidates, p.t_fp(), &config).map_err(|e| Error::Other(e.to_string()))?;
@@ -294,6 +312,49 @@ impl Trainer {
             removed: before.difference(&names).cloned().collect(),
         });
         Ok((names, flops))
+    }
+}
+
+/// Per-node importance in execution order: a row block scores the sum of its rows' contributions;
+/// everything is normalised by the largest magnitude.
+fn node_importance(p: &Profile, imp: &importance::Importance) -> Vec<f64> {
+    let raw: Vec<f64> = p
+        .nodes
+        .iter()
+        .map(|n| match parse_block(&n.name) {
+            Some((tensor, range)) => imp.rows.get(tensor).map(|r| r[range].iter().sum()).unwrap_or(0.0),
+            None => imp.raw.get(&n.name).copied().unwrap_or(0.0),
+        })
+        .collect();
+    let max = raw.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    raw.into_iter().map(|v| if max > 0.0 { v / max } else { 0.0 }).collect()
+}
+
+/// Whole tensors, and the trained rows of tensors selected by blocks.
+fn split_selection(names: &BTreeSet<String>) -> (BTreeSet<String>, BTreeMap<String, Vec<u32>>) {
+    let mut full = BTreeSet::new();
+    let mut rows: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for name in names {
+        match parse_block(name) {
+            Some((tensor, range)) => rows.entry(tensor.to_string()).or_default().extend(range.map(|r| r as u32)),
+            None => {
+                full.insert(name.clone());
+            }
+        }
+    }
+    for r in rows.values_mut() {
+        r.sort_unstable();
+    }
+    (full, rows)
+}
+
+fn accumulate<const D: usize>(into: &mut BTreeMap<String, burn::tensor::Tensor<D>>, grads: BTreeMap<String, burn::tensor::Tensor<D>>, scale: f64) {
+    for (name, g) in grads {
+        let g = g.mul_scalar(scale);
+        match into.remove(&name) {
+            Some(acc) => into.insert(name, acc + g),
+            None => into.insert(name, g),
+        };
     }
 }
 
