@@ -8,6 +8,7 @@ use eframe::egui;
 
 use super::StudioApp;
 use super::widgets::flops;
+use crate::profile::blocks::parse_block;
 use crate::profile::{BatchShape, Node, profile};
 use crate::train::Event;
 
@@ -47,12 +48,14 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     let importance: HashMap<&str, f64> = importance.iter().map(|(n, v)| (n.as_str(), *v)).collect();
     let max = importance.values().copied().fold(0.0, f64::max);
     ui.horizontal(|ui| {
-        swatch(ui, egui::Color32::from_gray(60), false);
+        swatch(ui, egui::Color32::from_gray(60), Mark::None);
         ui.label("low importance");
-        swatch(ui, colour(1.0), false);
+        swatch(ui, colour(1.0), Mark::None);
         ui.label("high importance");
-        swatch(ui, egui::Color32::from_gray(60), true);
+        swatch(ui, egui::Color32::from_gray(60), Mark::Whole);
         ui.label("selected");
+        swatch(ui, egui::Color32::from_gray(60), Mark::Rows);
+        ui.label("some rows selected");
     });
     // Columns: the per-layer tensor kinds in execution order; the first row holds the rest.
     let nodes: Vec<&Node> = p.nodes.iter().filter(|n| n.selectable).collect();
@@ -72,14 +75,21 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             _ => egui::Color32::from_gray(60),
         };
         let chosen = selected.iter().any(|s| s == &n.name);
-        swatch(ui, fill, chosen).on_hover_text(format!(
+        // Block granularity selects row ranges of a weight: count the rows trained.
+        let partial_rows: usize = selected.iter().filter_map(|s| parse_block(s)).filter(|(t, _)| *t == n.name).map(|(_, r)| r.len()).sum();
+        let mark = if chosen { Mark::Whole } else if partial_rows > 0 { Mark::Rows } else { Mark::None };
+        swatch(ui, fill, mark).on_hover_text(format!(
             "{}\nt_dy {}   t_dw {}  (per step)\nimportance {}\n{:.3} M parameters{}",
             n.name,
             flops(2.0 * n.t_dy),
             flops(2.0 * n.t_dw),
             imp.map_or("-".into(), |v| format!("{v:.4}")),
             n.param_numel as f64 / 1e6,
-            if chosen { "\nselected" } else { "" }
+            match mark {
+                Mark::Whole => "\nselected".to_string(),
+                Mark::Rows => format!("\n{partial_rows} rows selected (block granularity)"),
+                Mark::None => String::new(),
+            }
         ));
     };
     egui::ScrollArea::horizontal().show(ui, |ui| {
@@ -134,12 +144,29 @@ fn colour(t: f64) -> egui::Color32 {
     egui::Color32::from_rgb((40.0 + 20.0 * t) as u8, (60.0 + 160.0 * t) as u8, (50.0 + 30.0 * t) as u8)
 }
 
-fn swatch(ui: &mut egui::Ui, fill: egui::Color32, selected: bool) -> egui::Response {
+/// How much of a tensor is trained.
+#[derive(Clone, Copy, PartialEq)]
+enum Mark {
+    None,
+    Whole,
+    /// Some output rows (block granularity): outlined, with a hollow dot.
+    Rows,
+}
+
+fn swatch(ui: &mut egui::Ui, fill: egui::Color32, mark: Mark) -> egui::Response {
     let (rect, response) = ui.allocate_exact_size(CELL, egui::Sense::hover());
     ui.painter().rect_filled(rect, 3.0, fill);
-    if selected {
+    if mark != Mark::None {
         ui.painter().rect_stroke(rect.shrink(1.0), 3.0, egui::Stroke::new(2.0, egui::Color32::WHITE), egui::StrokeKind::Inside);
-        ui.painter().circle_filled(rect.center(), 4.0, egui::Color32::WHITE);
+    }
+    match mark {
+        Mark::Whole => {
+            ui.painter().circle_filled(rect.center(), 4.0, egui::Color32::WHITE);
+        }
+        Mark::Rows => {
+            ui.painter().circle_stroke(rect.center(), 4.0, egui::Stroke::new(1.5, egui::Color32::WHITE));
+        }
+        Mark::None => {}
     }
     response
 }

@@ -13,7 +13,9 @@ use super::{MaskedAdamWOps, MaskedGradOps};
 kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
 kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
 
-const TILE: u32 = 16;
+/// The masked dW kernel's workgroup: 16 x 16 threads computing a 64 x 64 output block.
+const DW_THREADS: u32 = 16;
+const DW_BLOCK: u32 = 64;
 const ADAMW_WORKGROUP: u32 = 256;
 /// Workgroups per grid row for element-wise kernels (each grid dimension is capped at 65535).
 const GRID_ROW: u32 = 4096;
@@ -36,15 +38,11 @@ struct MaskedDw {
 
 impl KernelSource for MaskedDw {
     fn source(&self) -> SourceTemplate {
-        MaskedDwSource::new()
-            .source()
-            .register("tile", TILE.to_string())
-            .register("tile_area", (TILE * TILE).to_string())
-            .register("elem", self.dtype.name())
+        MaskedDwSource::new().source().register("elem", self.dtype.name())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((TILE, self.dtype.name()))
+        KernelId::new::<Self>().info(self.dtype.name())
     }
 
     fn lang(&self) -> &'static str {
@@ -93,8 +91,8 @@ impl MaskedGradOps for CubeBackend {
         }
         let rows_buf = u32_buffer(&x, &rows);
         let info = u32_buffer(&x, &[n as u32, d_out as u32, d_in as u32, r as u32]);
-        let cube_dim = CubeDim::new_2d(TILE, TILE);
-        let count = CubeCount::Static((d_in as u32).div_ceil(TILE), (r as u32).div_ceil(TILE), 1);
+        let cube_dim = CubeDim::new_2d(DW_THREADS, DW_THREADS);
+        let count = CubeCount::Static((d_in as u32).div_ceil(DW_BLOCK), (r as u32).div_ceil(DW_BLOCK), 1);
         x.client.launch(
             Box::new(SourceKernel::new(MaskedDw { dtype: x.dtype }, cube_dim)),
             count,

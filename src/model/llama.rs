@@ -317,18 +317,43 @@ pub fn attention_mask(padding: Option<&[u32]>, batch: usize, seq: usize, past: u
     Tensor::from_data(TensorData::new(m, [batch, 1, seq, total]), device)
 }
 
+impl Block {
+    /// The seven linear layers with their names inside the block, in execution order.
+    fn linears(&self) -> [(&'static str, &Linear); 7] {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.o_proj", &a.o_proj),
+            ("mlp.gate_proj", &m.gate_proj),
+            ("mlp.up_proj", &m.up_proj),
+            ("mlp.down_proj", &m.down_proj),
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.o_proj", &mut a.o_proj),
+            ("mlp.gate_proj", &mut m.gate_proj),
+            ("mlp.up_proj", &mut m.up_proj),
+            ("mlp.down_proj", &mut m.down_proj),
+        ]
+    }
+}
+
 impl Parameters for Llama {
     fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
         f("model.embed_tokens.weight", ParamRef::Matrix(&self.embed_tokens));
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             f(&format!("{p}.input_layernorm.weight"), ParamRef::Vector(&l.input_layernorm.weight));
-            let (a, m) = (&l.self_attn, &l.mlp);
-            for (name, lin) in [("self_attn.q_proj", &a.q_proj), ("self_attn.k_proj", &a.k_proj), ("self_attn.v_proj", &a.v_proj), ("self_attn.o_proj", &a.o_proj)] {
-                visit_linear(f, &format!("{p}.{name}"), lin);
-            }
             f(&format!("{p}.post_attention_layernorm.weight"), ParamRef::Vector(&l.post_attention_layernorm.weight));
-            for (name, lin) in [("mlp.gate_proj", &m.gate_proj), ("mlp.up_proj", &m.up_proj), ("mlp.down_proj", &m.down_proj)] {
+            for (name, lin) in l.linears() {
                 visit_linear(f, &format!("{p}.{name}"), lin);
             }
         }
@@ -343,18 +368,8 @@ impl Parameters for Llama {
         for (i, l) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
             f(&format!("{p}.input_layernorm.weight"), ParamMut::Vector(&mut l.input_layernorm.weight));
-            let a = &mut l.self_attn;
-            for (name, lin) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-            ] {
-                visit_linear_mut(f, &format!("{p}.{name}"), lin);
-            }
             f(&format!("{p}.post_attention_layernorm.weight"), ParamMut::Vector(&mut l.post_attention_layernorm.weight));
-            let m = &mut l.mlp;
-            for (name, lin) in [("mlp.gate_proj", &mut m.gate_proj), ("mlp.up_proj", &mut m.up_proj), ("mlp.down_proj", &mut m.down_proj)] {
+            for (name, lin) in l.linears_mut() {
                 visit_linear_mut(f, &format!("{p}.{name}"), lin);
             }
         }
@@ -436,17 +451,7 @@ impl Llama {
     fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
-            let a = &mut l.self_attn;
-            let m = &mut l.mlp;
-            for (name, lin) in [
-                ("self_attn.q_proj", &mut a.q_proj),
-                ("self_attn.k_proj", &mut a.k_proj),
-                ("self_attn.v_proj", &mut a.v_proj),
-                ("self_attn.o_proj", &mut a.o_proj),
-                ("mlp.gate_proj", &mut m.gate_proj),
-                ("mlp.up_proj", &mut m.up_proj),
-                ("mlp.down_proj", &mut m.down_proj),
-            ] {
+            for (name, lin) in l.linears_mut() {
                 out.push((format!("model.layers.{i}.{name}"), lin));
             }
         }
@@ -485,16 +490,7 @@ impl Llama {
     pub fn partial_leaves(&self) -> Vec<(String, &PartialRows)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            let (a, m) = (&l.self_attn, &l.mlp);
-            for (name, lin) in [
-                ("self_attn.q_proj", &a.q_proj),
-                ("self_attn.k_proj", &a.k_proj),
-                ("self_attn.v_proj", &a.v_proj),
-                ("self_attn.o_proj", &a.o_proj),
-                ("mlp.gate_proj", &m.gate_proj),
-                ("mlp.up_proj", &m.up_proj),
-                ("mlp.down_proj", &m.down_proj),
-            ] {
+            for (name, lin) in l.linears() {
                 if let Some(p) = &lin.partial {
                     out.push((format!("model.layers.{i}.{name}.weight"), p));
                 }
