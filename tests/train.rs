@@ -167,3 +167,20 @@ fn lora_trains_adapters_only_and_exports_merged_weights() {
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], 8);
 }
+
+#[test]
+fn a_file_of_unknown_layout_trains_once_its_columns_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("notes.jsonl");
+    let rows: String = (0..6).map(|i| format!("{{\"article\": \"text number {i} about cats\", \"tldr\": \"cats {i}\"}}\n")).collect();
+    std::fs::write(&data, rows).unwrap();
+    let mut cfg = config(MethodKind::Full, dir.path());
+    cfg.data = data.clone();
+    let err = Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).err().expect("no preset fits").to_string();
+    assert!(err.contains("notes.jsonl") && err.contains("article") && err.contains("tldr"), "{err}");
+    cfg.source_field = Some("article".into());
+    cfg.target_fields = vec!["tldr".into()];
+    let trainer = Trainer::prepare(cfg, ComputeDevice::cpu()).unwrap();
+    assert_eq!(trainer.examples.len(), 6);
+    assert_eq!(trainer.examples[0].references, vec!["cats 0".to_string()]);
+}

@@ -113,8 +113,13 @@ fn start(app: &mut StudioApp, resume: bool) {
     app.run.outcome = None;
     app.error = None;
     app.settings.run_log = PathBuf::from(&s.output_dir).join("events.jsonl").display().to_string();
+    let mut config = app.settings.train_config();
+    if let Some(crate::data::Mapping::Columns { source, targets }) = &app.data.mapping {
+        config.source_field = Some(source.clone());
+        config.target_fields = targets.clone();
+    }
     let command = Command::Train {
-        config: app.settings.train_config(),
+        config,
         mapping: app.data.mapping.clone(),
         validation_fraction: app.settings.validation_fraction,
         resume,

@@ -42,6 +42,10 @@ pub struct TrainConfig {
     pub model: PathBuf,
     /// Training data file (JSONL, JSON, CSV, Parquet).
     pub data: PathBuf,
+    /// Field holding the source text; unset: detected from the file (DialogSum, SciTLDR, ...).
+    pub source_field: Option<String>,
+    /// Field(s) holding the target; the first trains, all are ROUGE references.
+    pub target_fields: Vec<String>,
     /// Run folder: events.jsonl, checkpoint/, and the fine-tuned model in model/.
     pub output: PathBuf,
     pub device: DeviceChoice,
@@ -92,6 +96,8 @@ impl Default for TrainConfig {
         Self {
             model: PathBuf::from(crate::cli::DEFAULT_MODEL),
             data: PathBuf::from("assets/demo/dialogsum.train.jsonl"),
+            source_field: None,
+            target_fields: Vec::new(),
             output: PathBuf::from("runs/latest"),
             device: DeviceChoice::Wgpu,
             method: MethodKind::Greentrainer,
@@ -158,6 +164,13 @@ impl TrainConfig {
             return bad("LoRA needs lora_rank >= 1, at least one of lora_targets, and lora_dropout in [0, 1)");
         }
         Ok(())
+    }
+
+    /// The column mapping the user set, if any.
+    pub fn mapping(&self) -> Option<crate::data::Mapping> {
+        let source = self.source_field.as_deref()?;
+        let targets: Vec<&str> = self.target_fields.iter().map(String::as_str).collect();
+        Some(crate::data::Mapping::columns(source, &targets))
     }
 
     pub fn lora_config(&self) -> crate::model::lora::LoraConfig {

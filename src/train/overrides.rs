@@ -18,6 +18,11 @@ pub struct TrainOverrides {
     #[arg(long)]
     pub data: Option<PathBuf>,
     #[arg(long)]
+    pub source_field: Option<String>,
+    /// Comma-separated target field(s).
+    #[arg(long, value_delimiter = ',')]
+    pub target_fields: Option<Vec<String>>,
+    #[arg(long)]
     pub output: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub device: Option<DeviceChoice>,

@@ -59,7 +59,7 @@ impl Trainer {
             Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with")
         })?;
         let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
-        let opts = LoadOptions::new(config.max_len, eos);
+        let opts = LoadOptions { mapping: config.mapping(), ..LoadOptions::new(config.max_len, eos) };
         let dataset = load_dataset(&config.data, &loaded.tokenizer, &opts)?;
         dataset.require_targets()?;
         if dataset.examples.is_empty() {
