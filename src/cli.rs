@@ -186,6 +186,17 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         iters: usize,
     },
+    /// GreenTrainer with whole-tensor vs head-block selection at the same rho: FLOPs and losses.
+    Granularity {
+        #[arg(long, default_value = DEFAULT_MODEL)]
+        model: PathBuf,
+        #[arg(long, default_value_t = 0.5)]
+        rho: f64,
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        #[arg(long, default_value_t = 128)]
+        max_len: usize,
+    },
     /// The selection DP on random instances (N tensors, C capacity units).
     Select {
         #[arg(long, default_value_t = 1000)]
@@ -300,6 +311,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("benchmarking masked dW on {} ...", dev.name);
                 println!("{}", crate::bench::masked::run(&dev, tokens, iters));
             }
+        }
+        Command::Bench(BenchCommand::Granularity { model, rho, steps, max_len }) => {
+            let (train, held_out) = crate::bench::granularity::demo_files();
+            let rows = crate::bench::granularity::run(&model, &train, &held_out, &ComputeDevice::cpu(), rho, steps, max_len)?;
+            println!("{}", crate::bench::granularity::table(&rows, rho, steps));
         }
         Command::Bench(BenchCommand::Select { tensors, capacity }) => {
             println!("{}", crate::bench::select::run(tensors, capacity));

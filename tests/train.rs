@@ -184,3 +184,20 @@ fn a_file_of_unknown_layout_trains_once_its_columns_are_named() {
     assert_eq!(trainer.examples.len(), 6);
     assert_eq!(trainer.examples[0].references, vec!["cats 0".to_string()]);
 }
+
+#[test]
+fn gradient_accumulation_takes_one_step_per_group_of_batches() {
+    let step_tokens = |accum: usize, steps: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(MethodKind::Full, dir.path());
+        cfg.grad_accum = accum;
+        cfg.max_steps = steps;
+        let (_, events, losses) = run(cfg, false, None);
+        assert_eq!(losses.len(), steps);
+        events.iter().filter_map(|e| if let Event::Step { tokens, .. } = e { Some(*tokens) } else { None }).collect::<Vec<_>>()
+    };
+    // One step over three micro-batches sees exactly the tokens of three plain steps.
+    let single = step_tokens(1, 3);
+    let accumulated = step_tokens(3, 1);
+    assert_eq!(accumulated, vec![single.iter().sum::<usize>()]);
+}

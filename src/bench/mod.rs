@@ -3,6 +3,7 @@
 
 pub mod forward;
 pub mod generate;
+pub mod granularity;
 pub mod masked;
 pub mod select;
 pub mod train;

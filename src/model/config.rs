@@ -237,3 +237,43 @@ impl RopeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_follows_the_three_frequency_bands() {
+        // Llama 3.1: theta 500000, factor 8, low/high frequency factors 1 and 4, original 8192.
+        let rope = RopeConfig {
+            theta: 500_000.0,
+            scaling: RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192 },
+        };
+        let f = rope.inv_freq(128);
+        let base = |i: usize| 1.0 / 500_000f64.powf(2.0 * i as f64 / 128.0);
+        // Short wavelengths (< 8192/4) are kept, long ones (> 8192) divided by the factor.
+        assert_eq!(f[0], 1.0);
+        assert!((f[63] - base(63) / 8.0).abs() < 1e-15);
+        // In between, a linear blend by smooth = (8192/wavelen - 1) / (4 - 1).
+        let i = (0..64).find(|&i| {
+            let w = 2.0 * std::f64::consts::PI / base(i);
+            w > 2048.0 && w < 8192.0
+        });
+        let i = i.expect("a band-pass frequency exists");
+        let w = 2.0 * std::f64::consts::PI / base(i);
+        let smooth = (8192.0 / w - 1.0) / 3.0;
+        assert!((f[i] - ((1.0 - smooth) * base(i) / 8.0 + smooth * base(i))).abs() < 1e-12);
+    }
+
+    #[test]
+    fn transformers_4_and_5_rope_fields_parse_alike() {
+        let old = serde_json::json!({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "vocab_size": 10, "rope_theta": 1000.0, "rope_scaling": {"rope_type": "linear", "factor": 2.0}});
+        let new = serde_json::json!({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "vocab_size": 10, "rope_parameters": {"rope_theta": 1000.0, "rope_type": "linear", "factor": 2.0}});
+        let a = LlamaConfig::from_value(old, "old").unwrap();
+        let b = LlamaConfig::from_value(new, "new").unwrap();
+        assert_eq!(a.rope, b.rope);
+        assert_eq!(a.rope, RopeConfig { theta: 1000.0, scaling: RopeScaling::Linear { factor: 2.0 } });
+    }
+}
