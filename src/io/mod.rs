@@ -39,6 +39,18 @@ impl LoadedModel {
         self.tokenizer_config.as_ref()?.get("chat_template")?.as_str()
     }
 
+    /// The model's chat template ready to render conversations, when it has one this engine can
+    /// render (a warning says why not otherwise).
+    pub fn chat_renderer(&self) -> Option<crate::data::JinjaChatTemplate> {
+        let source = self.chat_template()?;
+        let special = |key: &str| {
+            let v = self.tokenizer_config.as_ref()?.get(key)?;
+            v.as_str().or_else(|| v.get("content")?.as_str()).map(String::from)
+        };
+        let (bos, eos) = (special("bos_token").unwrap_or_default(), special("eos_token").unwrap_or_default());
+        crate::data::JinjaChatTemplate::new(source, &bos, &eos).map_err(|e| tracing::warn!("{e}; conversations use ChatML")).ok()
+    }
+
     /// Token ids that end generation: generation_config.json's, else config.json's.
     pub fn eos_token_ids(&self) -> Vec<u32> {
         let from_generation = self.generation_config.as_ref().and_then(|g| g.get("eos_token_id")).map(|v| match v {

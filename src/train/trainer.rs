@@ -59,7 +59,8 @@ impl Trainer {
             Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with")
         })?;
         let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
-        let opts = LoadOptions { mapping: config.mapping(), ..LoadOptions::new(config.max_len, eos) };
+        let chat_template = loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
+        let opts = LoadOptions { mapping: config.mapping(), chat_template, ..LoadOptions::new(config.max_len, eos) };
         let dataset = load_dataset(&config.data, &loaded.tokenizer, &opts)?;
         dataset.require_targets()?;
         if dataset.examples.is_empty() {
