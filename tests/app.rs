@@ -134,10 +134,24 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     harness.run_ok();
     assert!(harness.query_by_label_contains("is infeasible").is_none());
     harness.get_by_label_contains("Saving vs full");
+    click(&mut harness, "Calibrate");
+    wait_for(&mut harness, "Time per step (estimated)");
+    harness.get_by_label_contains("in total; the estimated");
     snapshot(&mut harness, "method");
 
     click(&mut harness, "Train");
     click(&mut harness, "Start training");
+    // Paused before its first step ends, the run waits after step 1 until Continue.
+    click(&mut harness, "Pause");
+    let paused_at = Instant::now();
+    while paused_at.elapsed() < Duration::from_millis(1500) {
+        harness.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    harness.get_by_label("Paused");
+    assert!(harness.state().busy(), "a paused run is still running");
+    assert!(harness.query_by_label_contains("Training finished").is_none(), "the run went on while paused");
+    click(&mut harness, "Continue");
     wait_for(&mut harness, "Training finished: 3 steps");
     harness.get_by_label_contains("step 3 of 3");
     snapshot(&mut harness, "train");
@@ -148,7 +162,10 @@ fn load_train_inspect_evaluate_save_and_reopen() {
 
     click(&mut harness, "Evaluate");
     click(&mut harness, "Run evaluation");
-    wait_for(&mut harness, "ROUGE-1");
+    wait_for(&mut harness, "Fine-tuned: ROUGE-1");
+    // After training, the base model's predictions stand beside the fine-tuned ones.
+    harness.get_by_label("Prediction (base)");
+    harness.get_by_label_contains("Base (as loaded)");
     harness.get_by_role_and_label(Role::MultilineTextInput, "Prompt").set_text_value_accesskit("Summarize: hello");
     harness.run_ok();
     click(&mut harness, "Generate");
@@ -158,9 +175,21 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     click(&mut harness, "Save");
     let saved = dir.path().join("saved");
     type_into(&mut harness, "Save folder", &saved.display().to_string());
+    harness.get_by_label_contains("Also write delta.safetensors").click();
+    harness.run_ok();
     click(&mut harness, "Save model");
     wait_for(&mut harness, "reloaded it as a check");
     greentrainer::io::load_model(&saved, &greentrainer::device::ComputeDevice::cpu().device).expect("the saved folder loads");
+    harness.get_by_label_contains("changed tensors in");
+    let model = std::fs::read(saved.join("model.safetensors")).unwrap();
+    let delta = std::fs::read(dir.path().join("delta.safetensors")).expect("the delta is written beside the folder");
+    let delta_names = safetensors::SafeTensors::deserialize(&delta).unwrap().names().len();
+    assert!(delta_names > 0 && delta_names < safetensors::SafeTensors::deserialize(&model).unwrap().names().len(), "{delta_names} tensors in the delta");
+    let (_, header) = safetensors::SafeTensors::read_metadata(&delta).unwrap();
+    let metadata = header.metadata().clone().expect("the delta has metadata");
+    assert_eq!(metadata["method"], "greentrainer");
+    assert_eq!(metadata["rho"], "0.6");
+    assert!(metadata["selection"].starts_with('['), "{metadata:?}");
     snapshot(&mut harness, "save");
 
     click(&mut harness, "Train");

@@ -1,4 +1,4 @@
-//! Evaluate tab: ROUGE on a few held-out rows, with progress, and a prompt box.
+//! Evaluate tab: ROUGE on a few held-out rows (after training, the base model beside the fine-tuned one), with progress, and a prompt box.
 
 use std::path::PathBuf;
 
@@ -12,7 +12,8 @@ use crate::eval::runner::Evaluation;
 #[derive(Default)]
 pub struct EvalView {
     pub progress: Option<(usize, usize)>,
-    pub result: Option<Evaluation>,
+    /// The fine-tuned model's evaluation, and the base model's on the same rows once trained.
+    pub result: Option<(Evaluation, Option<Evaluation>)>,
     prompt: String,
     /// The prompt box's last continuation.
     pub generated: Option<String>,
@@ -40,33 +41,42 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             });
         }
     });
-    ui.label("Greedy summaries of the validation rows of the Data tab's file, scored against their references.");
+    ui.label("Greedy summaries of the first validation rows of the Data tab's file, scored against their references; after training, the base model's beside the fine-tuned one's.");
     if let Some((done, total)) = app.eval.progress
         && app.eval.result.is_none()
     {
         ui.add(egui::ProgressBar::new(done as f32 / total.max(1) as f32).text(format!("{done} of {total} rows")));
     }
-    if let Some(e) = &app.eval.result {
-        let r = &e.rouge;
-        ui.strong(format!(
-            "ROUGE-1 {:.2}   ROUGE-2 {:.2}   ROUGE-L {:.2}   ROUGE-Lsum {:.2}   ({} rows, F1 x 100)",
-            100.0 * r.rouge1,
-            100.0 * r.rouge2,
-            100.0 * r.rouge_l,
-            100.0 * r.rouge_lsum,
-            r.count
-        ));
-        egui::Grid::new("predictions").striped(true).num_columns(4).show(ui, |ui| {
+    if let Some((tuned, base)) = &app.eval.result {
+        let which = if base.is_some() { "Fine-tuned: " } else { "" };
+        ui.strong(format!("{which}{}", scores(tuned)));
+        if let Some(b) = base {
+            ui.label(format!("Base (as loaded): {}", scores(b)));
+        }
+        // With a base model the cells are narrower, so three texts fit side by side.
+        let width = if base.is_some() { 300.0 } else { 460.0 };
+        let columns = if base.is_some() { 5 } else { 4 };
+        egui::Grid::new("predictions").striped(true).num_columns(columns).show(ui, |ui| {
             ui.strong("Row");
-            ui.strong("Prediction");
+            if base.is_some() {
+                ui.strong("Prediction (base)");
+            }
+            ui.strong(if base.is_some() { "Prediction (fine-tuned)" } else { "Prediction" });
             ui.strong("Reference");
-            ui.strong("ROUGE-L");
+            ui.strong(if base.is_some() { "ROUGE-L base / tuned" } else { "ROUGE-L" });
             ui.end_row();
-            for p in &e.predictions {
+            for (i, p) in tuned.predictions.iter().enumerate() {
+                let b = base.as_ref().and_then(|b| b.predictions.get(i));
                 ui.label(&p.at);
-                wrapped(ui, &p.prediction);
-                wrapped(ui, p.references.first().map_or("", String::as_str));
-                ui.label(format!("{:.2}", 100.0 * p.rouge_l));
+                if let Some(b) = b {
+                    wrapped(ui, &b.prediction, width);
+                }
+                wrapped(ui, &p.prediction, width);
+                wrapped(ui, p.references.first().map_or("", String::as_str), width);
+                ui.label(match b {
+                    Some(b) => format!("{:.2} / {:.2}", 100.0 * b.rouge_l, 100.0 * p.rouge_l),
+                    None => format!("{:.2}", 100.0 * p.rouge_l),
+                });
                 ui.end_row();
             }
         });
@@ -89,10 +99,22 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     }
 }
 
+fn scores(e: &Evaluation) -> String {
+    let r = &e.rouge;
+    format!(
+        "ROUGE-1 {:.2}   ROUGE-2 {:.2}   ROUGE-L {:.2}   ROUGE-Lsum {:.2}   ({} rows, F1 x 100)",
+        100.0 * r.rouge1,
+        100.0 * r.rouge2,
+        100.0 * r.rouge_l,
+        100.0 * r.rouge_lsum,
+        r.count
+    )
+}
+
 /// A table cell of fixed width: a grid column otherwise shrinks wrapped text to a word per line.
-fn wrapped(ui: &mut egui::Ui, text: &str) {
-    ui.allocate_ui(egui::vec2(460.0, 0.0), |ui| {
-        ui.set_min_width(460.0);
+fn wrapped(ui: &mut egui::Ui, text: &str, width: f32) {
+    ui.allocate_ui(egui::vec2(width, 0.0), |ui| {
+        ui.set_min_width(width);
         ui.add(egui::Label::new(text).wrap());
     });
 }

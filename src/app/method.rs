@@ -1,10 +1,12 @@
 //! Method tab: what to train and within which FLOPs budget, with the cost of a step, an epoch and
 //! the memory estimated live from the model's profile before anything runs.
+//! Calibrate times a pass on the device to turn FLOPs into estimated seconds.
 
 use eframe::egui;
 
 use super::StudioApp;
-use super::widgets::{bytes, flops, number};
+use super::widgets::{bytes, flops, number, seconds};
+use super::worker::{Calibration, Command};
 use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
 use crate::select::{CostRule, SelectConfig, select};
 use crate::train::{MethodKind, TrainConfig};
@@ -13,6 +15,12 @@ use crate::train::{MethodKind, TrainConfig};
 const FLOPS_PER_MAC: f64 = 2.0;
 /// Weights, gradients and AdamW's two moments are f32.
 const F32: f64 = 4.0;
+
+#[derive(Default)]
+pub struct MethodView {
+    /// The last calibration on the loaded model and device.
+    pub calibration: Option<Calibration>,
+}
 
 /// What one configuration costs, before training.
 pub struct Estimate {
@@ -29,6 +37,11 @@ pub struct Estimate {
 impl Estimate {
     pub fn feasible(&self, method: MethodKind, rho: f64) -> bool {
         method != MethodKind::Greentrainer || rho >= self.min_rho
+    }
+
+    /// Bytes of (weights, gradients, AdamW state); activations are not counted.
+    fn memory(&self) -> (f64, f64, f64) {
+        (self.total as f64 * F32, self.trainable as f64 * F32, self.trainable as f64 * 2.0 * F32)
     }
 }
 
@@ -140,7 +153,10 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         Some(Err(e)) => {
             ui.colored_label(ui.visuals().error_fg_color, format!("Cannot cost this model: {e}"));
         }
-        Some(Ok(e)) => cost_table(app, ui, &e),
+        Some(Ok(e)) => {
+            cost_table(app, ui, &e);
+            calibration(app, ui, &e);
+        }
     }
 }
 
@@ -180,9 +196,54 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         let tensors = e.tensors.map(|t| format!(" in {t} tensors")).unwrap_or_default();
         ui.label(format!("{:.2} M of {:.2} M{tensors}{which}", e.trainable as f64 / 1e6, e.total as f64 / 1e6));
         ui.end_row();
-        let (w, g, o) = (e.total as f64 * F32, e.trainable as f64 * F32, e.trainable as f64 * 2.0 * F32);
+        let (w, g, o) = e.memory();
         ui.label("Memory (rough)");
         ui.label(format!("{} = weights {} + gradients {} + AdamW state {} (activations not counted)", bytes(w + g + o), bytes(w), bytes(g), bytes(o)));
+        ui.end_row();
+    });
+}
+
+/// Time estimates from a timed pass on the device, and the memory estimate against the device.
+fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
+    let ready = app.worker.busy().is_none();
+    ui.horizontal(|ui| {
+        let hint = "Times one forward+backward pass of full fine-tuning on a small random batch on the chosen device";
+        if ui.add_enabled(ready, egui::Button::new("Calibrate")).on_hover_text(hint).clicked() {
+            app.worker.send(Command::Calibrate { max_len: app.settings.max_len });
+        }
+        if app.method.calibration.is_none() {
+            ui.label("Calibrate to estimate the time per step and check the memory against the device.");
+        }
+    });
+    let Some(c) = &app.method.calibration else { return };
+    let s = &app.settings;
+    let step = e.step_flops * c.seconds_per_flop;
+    let steps_per_epoch = app.data.train_rows(s.validation_fraction).map(|rows| rows.div_ceil(s.batch_size.max(1)));
+    let (w, g, o) = e.memory();
+    let memory = w + g + o;
+    egui::Grid::new("timing").num_columns(2).striped(true).show(ui, |ui| {
+        ui.label("Time per step (estimated)");
+        ui.label(format!("{} ({:.3} ns per FLOP measured on a 1-row batch; longer rows and batches often run more efficiently)", seconds(step), c.seconds_per_flop * 1e9));
+        ui.end_row();
+        ui.label("Time per epoch (estimated)");
+        ui.label(match steps_per_epoch {
+            Some(n) => seconds(step * n as f64),
+            None => "preview the data to count steps".into(),
+        });
+        ui.end_row();
+        ui.label("Device memory");
+        match c.device_memory {
+            Some(total) if memory > total as f64 => {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("{} in total: the estimated {} may not fit", bytes(total as f64), bytes(memory)));
+            }
+            Some(total) => {
+                ui.label(format!("{} in total; the estimated {} fits (activations not counted)", bytes(total as f64), bytes(memory)));
+            }
+            None => {
+                let pool = c.pool_reserved.map(|b| format!("; the engine held {} after the timed pass", bytes(b as f64))).unwrap_or_default();
+                ui.label(format!("unknown: the backend does not report it, so the estimated {} cannot be checked{pool}", bytes(memory)));
+            }
+        }
         ui.end_row();
     });
 }

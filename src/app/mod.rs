@@ -56,6 +56,7 @@ pub struct StudioApp {
     worker: Worker,
     model: model::ModelView,
     data: data::DataView,
+    method: method::MethodView,
     run: train::RunView,
     eval: evaluate::EvalView,
     save: save::SaveView,
@@ -72,6 +73,7 @@ impl StudioApp {
             worker: Worker::spawn(ctx),
             model: Default::default(),
             data: Default::default(),
+            method: Default::default(),
             run: Default::default(),
             eval: Default::default(),
             save: Default::default(),
@@ -103,13 +105,18 @@ impl StudioApp {
                 }
             }
             Reply::Done { result: Ok(output), .. } => match output {
-                Output::Model { summary, ops, device, note } => self.model.loaded(summary, ops, device, note),
+                Output::Model { summary, ops, device, note } => {
+                    self.model.loaded(summary, ops, device, note);
+                    // Timings belong to the previous model and device.
+                    self.method.calibration = None;
+                }
                 Output::Preview(p) => self.data.loaded(p),
                 Output::Trained(outcome) => self.run.finished(outcome),
-                Output::Evaluated(e) => self.eval.result = Some(e),
+                Output::Evaluated { tuned, base } => self.eval.result = Some((tuned, base)),
                 Output::Generated(text) => self.eval.generated = Some(text),
-                Output::Saved(dir) => self.save.saved = Some(dir),
+                Output::Saved { dir, delta } => self.save.saved = Some((dir, delta)),
                 Output::Run { log, events } => self.run.reopened(log, events),
+                Output::Calibrated(c) => self.method.calibration = Some(c),
             },
         }
     }

@@ -20,6 +20,8 @@ pub struct Settings {
     pub output_dir: String,
     /// Where the Save panel writes the (fine-tuned) model.
     pub save_dir: String,
+    /// Also write delta.safetensors (the changed tensors only) beside the saved folder.
+    pub save_delta: bool,
     /// A past run's events.jsonl to reopen.
     pub run_log: String,
     pub device: DeviceChoice,
@@ -49,6 +51,7 @@ impl Default for Settings {
             data_path: train.data.display().to_string(),
             output_dir: "runs/app".into(),
             save_dir: "runs/app/saved-model".into(),
+            save_delta: false,
             run_log: "runs/app/events.jsonl".into(),
             device: DeviceChoice::Wgpu,
             method: MethodKind::Greentrainer,

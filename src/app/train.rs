@@ -1,7 +1,8 @@
-//! Train tab: start, cancel (a checkpoint is kept) and resume a run; live progress and plots from
+//! Train tab: start, pause in place, cancel (a checkpoint is kept) and resume a run; live progress and plots from
 //! the engine's event stream; reopen a past run from its events.jsonl.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
@@ -82,9 +83,18 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         if ui.add_enabled(can_start && has_checkpoint, egui::Button::new("Resume")).on_hover_text("Continue from the run folder's checkpoint").clicked() {
             start(app, true);
         }
-        let cancelling = app.worker.cancel.load(std::sync::atomic::Ordering::Relaxed);
+        let cancelling = app.worker.cancel.load(Ordering::Relaxed);
         if ui.add_enabled(training && !cancelling, egui::Button::new("Cancel")).on_hover_text("Stops after the current step and keeps a checkpoint").clicked() {
-            app.worker.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            app.worker.cancel.store(true, Ordering::Relaxed);
+        }
+        let paused = app.worker.paused.load(Ordering::Relaxed);
+        if training && paused && !cancelling {
+            ui.strong("Paused");
+            if ui.button("Continue").clicked() {
+                app.worker.paused.store(false, Ordering::Relaxed);
+            }
+        } else if ui.add_enabled(training && !cancelling, egui::Button::new("Pause")).on_hover_text("Waits after the current step, keeping everything in memory").clicked() {
+            app.worker.paused.store(true, Ordering::Relaxed);
         }
         if let Some(b) = &blocker {
             ui.label(b);

@@ -72,3 +72,17 @@ pub fn bytes(v: f64) -> String {
         .unwrap_or((1.0, "B"));
     format!("{:.1} {unit}", v / scale)
 }
+
+/// "850 ms", "12.3 s", "4m05s", "2h10m".
+pub fn seconds(v: f64) -> String {
+    let s = v.max(0.0);
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1e3)
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", s as u64 / 60, s as u64 % 60)
+    } else {
+        format!("{}h{:02}m", s as u64 / 3600, s as u64 / 60 % 60)
+    }
+}

@@ -1,28 +1,40 @@
 //! The one thread that owns the compute device and the loaded model. The UI sends commands and
 //! polls replies each frame, so no frame ever waits on the engine.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use crate::data::{Example, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
-use crate::device::{ComputeDevice, DeviceChoice};
+use crate::data::{Batch, Example, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
+use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
 use crate::eval::generate::{GenerateOptions, Strategy, generate};
 use crate::eval::rouge::RougeOptions;
 use crate::eval::runner::{Evaluation, evaluate};
-use crate::io::{LoadedModel, export::save_hf_folder, load_model};
+use crate::io::{LoadedModel, export::save_hf_folder, load_model, safetensors_file::write_f32};
+use crate::model::Parameters;
 use crate::model::summary::ModelSummary;
-use crate::profile::OpSpec;
+use crate::profile::{BatchShape, OpSpec, profile};
+use crate::train::batch::DeviceBatch;
 use crate::train::events::read_log;
+use crate::train::step::forward_backward;
 use crate::train::{Event, JsonlLog, RunOutcome, TrainConfig, Trainer};
 
 /// Preview rows and histogram bins the Data panel shows.
 const PREVIEW_ROWS: usize = 8;
 const HISTOGRAM_BINS: usize = 24;
+/// Tokens in the calibration batch: enough to occupy the device, small enough to be quick on a CPU.
+const CALIBRATION_SEQ: usize = 64;
+/// The delta file written beside a saved folder.
+pub const DELTA_FILE: &str = "delta.safetensors";
+
+/// A tensor as written to safetensors: name, shape, row-major values.
+type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 pub enum Command {
     LoadModel { path: PathBuf, device: DeviceChoice },
@@ -30,8 +42,10 @@ pub enum Command {
     Train { config: TrainConfig, mapping: Option<Mapping>, validation_fraction: f64, resume: bool },
     Evaluate { data: PathBuf, max_len: usize, mapping: Option<Mapping>, validation_fraction: f64, rows: usize, max_new_tokens: usize },
     Generate { prompt: String, max_new_tokens: usize },
-    Save { dir: PathBuf },
+    /// `delta`: also write the changed tensors beside `dir`, with this safetensors metadata.
+    Save { dir: PathBuf, delta: Option<HashMap<String, String>> },
     OpenRun { log: PathBuf },
+    Calibrate { max_len: usize },
 }
 
 impl Command {
@@ -44,6 +58,7 @@ impl Command {
             Command::Generate { .. } => "generating",
             Command::Save { .. } => "saving",
             Command::OpenRun { .. } => "opening the run",
+            Command::Calibrate { .. } => "calibrating",
         }
     }
 }
@@ -53,10 +68,21 @@ pub enum Output {
     Model { summary: ModelSummary, ops: Vec<OpSpec>, device: String, note: Option<String> },
     Preview(Preview),
     Trained(RunOutcome),
-    Evaluated(Evaluation),
+    /// `base`: the same rows on the model as loaded, once training changed it.
+    Evaluated { tuned: Evaluation, base: Option<Evaluation> },
     Generated(String),
-    Saved(PathBuf),
+    Saved { dir: PathBuf, delta: Option<(PathBuf, usize)> },
     Run { log: PathBuf, events: Vec<Event> },
+    Calibrated(Calibration),
+}
+
+/// One timed full fine-tuning pass, and what is known of the device's memory.
+pub struct Calibration {
+    pub seconds_per_flop: f64,
+    /// Total memory of the device, when the backend can tell.
+    pub device_memory: Option<u64>,
+    /// What the engine's memory pool held after the pass (wgpu only).
+    pub pool_reserved: Option<u64>,
 }
 
 pub enum Reply {
@@ -72,6 +98,8 @@ pub struct Worker {
     rx: Receiver<Reply>,
     /// Set by the Cancel button; the trainer checks it after every step.
     pub cancel: Arc<AtomicBool>,
+    /// Set by the Pause button; training waits after its current step while set.
+    pub paused: Arc<AtomicBool>,
     /// Commands sent and not yet done, oldest first.
     pending: Vec<&'static str>,
 }
@@ -81,17 +109,16 @@ impl Worker {
         let (tx, commands) = channel();
         let (replies, rx) = channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let flag = cancel.clone();
-        std::thread::Builder::new()
-            .name("engine".into())
-            .spawn(move || Engine { device: None, loaded: None, replies, ctx, cancel: flag }.serve(commands))
-            .expect("cannot start the engine thread");
-        Self { tx, rx, cancel, pending: Vec::new() }
+        let paused = Arc::new(AtomicBool::new(false));
+        let engine = Engine { device: None, loaded: None, base: None, replies, ctx, cancel: cancel.clone(), paused: paused.clone() };
+        std::thread::Builder::new().name("engine".into()).spawn(move || engine.serve(commands)).expect("cannot start the engine thread");
+        Self { tx, rx, cancel, paused, pending: Vec::new() }
     }
 
     pub fn send(&mut self, command: Command) {
         if matches!(command, Command::Train { .. }) {
             self.cancel.store(false, Ordering::Relaxed);
+            self.paused.store(false, Ordering::Relaxed);
         }
         self.pending.push(command.label());
         // The thread lives as long as the sender, so sending cannot fail.
@@ -128,9 +155,13 @@ struct Engine {
     device: Option<ComputeDevice>,
     /// The loaded model; after training, the fine-tuned one.
     loaded: Option<LoadedModel>,
+    /// The model as loaded, kept once training replaced `loaded`: the baseline for Evaluate and
+    /// the delta (a second copy of the weights in memory).
+    base: Option<LoadedModel>,
     replies: Sender<Reply>,
     ctx: egui::Context,
     cancel: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -168,6 +199,7 @@ impl Engine {
                 };
                 self.device = Some(device);
                 self.loaded = Some(loaded);
+                self.base = None;
                 Ok(out)
             }
             Command::Preview { path, max_len, mapping } => {
@@ -186,11 +218,22 @@ impl Engine {
                 let generation = GenerateOptions { eos_token_ids: loaded.eos_token_ids(), ..GenerateOptions::greedy(max_new_tokens) };
                 let replies = self.replies.clone();
                 let ctx = self.ctx.clone();
-                let mut progress = |done, total| {
-                    let _ = replies.send(Reply::EvalProgress { done, total });
-                    ctx.request_repaint();
+                // With a base model each row is generated twice; progress counts both passes.
+                let passes = if self.base.is_some() { 2 } else { 1 };
+                let progress = |offset: usize| {
+                    let (replies, ctx) = (replies.clone(), ctx.clone());
+                    move |done: usize, total: usize| {
+                        let _ = replies.send(Reply::EvalProgress { done: offset + done, total: total * passes });
+                        ctx.request_repaint();
+                    }
                 };
-                evaluate(loaded, &validation, &generation, &RougeOptions::default(), &mut progress).map(Output::Evaluated).map_err(|e| e.to_string())
+                let rouge = RougeOptions::default();
+                let tuned = evaluate(loaded, &validation, &generation, &rouge, &mut progress(0)).map_err(|e| e.to_string())?;
+                let base = match &self.base {
+                    Some(base) => Some(evaluate(base, &validation, &generation, &rouge, &mut progress(validation.len())).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                Ok(Output::Evaluated { tuned, base })
             }
             Command::Generate { prompt, max_new_tokens } => {
                 let loaded = self.model()?;
@@ -202,13 +245,22 @@ impl Engine {
                 let out = generate(&loaded.model, ids.get_ids(), &opts);
                 loaded.tokenizer.decode(&out, true).map(Output::Generated).map_err(|e| format!("cannot decode: {e}"))
             }
-            Command::Save { dir } => {
+            Command::Save { dir, delta } => {
                 let loaded = self.model()?;
+                // Computed first, so a delta that cannot be written leaves nothing half done.
+                let changed = match &delta {
+                    Some(_) => Some(self.changed_tensors()?),
+                    None => None,
+                };
                 save_hf_folder(loaded, &dir, None).map_err(|e| e.to_string())?;
                 // The self-check: what was written must load again.
                 let device = self.device.as_ref().map(|d| d.device.clone()).ok_or("no device")?;
                 load_model(&dir, &device).map_err(|e| format!("saved, but reloading failed: {e}"))?;
-                Ok(Output::Saved(dir))
+                let delta = match (changed, delta) {
+                    (Some(tensors), Some(metadata)) => Some(write_delta(&dir, &tensors, metadata)?),
+                    _ => None,
+                };
+                Ok(Output::Saved { dir, delta })
             }
             Command::OpenRun { log } => {
                 let events = read_log(&log).map_err(|e| e.to_string())?;
@@ -217,7 +269,74 @@ impl Engine {
                 }
                 Ok(Output::Run { log, events })
             }
+            Command::Calibrate { max_len } => self.calibrate(max_len).map(Output::Calibrated),
         }
+    }
+
+    /// Times one forward+backward pass of full fine-tuning on a random batch and divides by its
+    /// FLOPs. A warm-up pass first, so kernel compilation and allocation are not timed.
+    fn calibrate(&self, max_len: usize) -> Result<Calibration, String> {
+        let loaded = self.model()?;
+        let device = self.device.as_ref().ok_or("load a model first (Model panel)")?;
+        let seq = max_len.clamp(2, CALIBRATION_SEQ);
+        let vocab = loaded.model.config.vocab_size as u64;
+        // A fixed LCG: any tokens cost the same, and the pass stays reproducible.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let input_ids: Vec<u32> = (0..seq)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) % vocab) as u32
+            })
+            .collect();
+        let batch = Batch {
+            labels: input_ids.iter().map(|&t| t as i64).collect(),
+            attention_mask: vec![1; seq],
+            input_ids,
+            batch: 1,
+            seq,
+            real_tokens: seq,
+            target_tokens: seq,
+        };
+        let on_device = DeviceBatch::new(&batch, &device.device);
+        let pass = || {
+            forward_backward(&loaded.model, &|_| true, &on_device);
+            device.device.sync().map_err(|e| format!("the device failed: {e:?}"))
+        };
+        pass()?;
+        let start = Instant::now();
+        pass()?;
+        let seconds = start.elapsed().as_secs_f64();
+        let shape = BatchShape { batch: 1, seq };
+        let flops = 2.0 * profile(&loaded.model.op_graph(), shape, false).map_err(|e| e.to_string())?.t_full();
+        Ok(Calibration {
+            seconds_per_flop: seconds / flops.max(1.0),
+            device_memory: match device.backend {
+                BackendKind::Cpu => system_memory(),
+                // wgpu does not report an adapter's memory size.
+                BackendKind::Wgpu => None,
+            },
+            pool_reserved: device.device.memory_pool_usage().map(|u| u.bytes_reserved),
+        })
+    }
+
+    /// The fine-tuned tensors (HF names, merged) that differ from the base model's.
+    fn changed_tensors(&self) -> Result<Vec<NamedTensor>, String> {
+        let base = self.base.as_ref().ok_or("nothing to write as a delta: no training has changed the model yet")?;
+        let mut before = HashMap::new();
+        base.model.merged().visit(&mut |name, p| {
+            before.insert(name.to_string(), p.to_vec());
+        });
+        let mut changed = Vec::new();
+        self.model()?.model.merged().visit(&mut |name, p| {
+            let values = p.to_vec();
+            if before.get(name) != Some(&values) {
+                changed.push((name.to_string(), p.shape(), values));
+            }
+        });
+        if changed.is_empty() {
+            return Err("nothing to write as a delta: no tensor differs from the base model".into());
+        }
+        Ok(changed)
     }
 
     fn train(&mut self, config: TrainConfig, mapping: Option<Mapping>, validation_fraction: f64, resume: bool) -> Result<Output, String> {
@@ -237,16 +356,46 @@ impl Engine {
         let mut log = JsonlLog::append(&events_path).map_err(|e| e.to_string())?;
         let replies = self.replies.clone();
         let ctx = self.ctx.clone();
+        let (paused, cancel) = (self.paused.clone(), self.cancel.clone());
         let mut sink = |e: &Event| {
             crate::train::EventSink::emit(&mut log, e);
             let _ = replies.send(Reply::TrainEvent(e.clone()));
             ctx.request_repaint();
+            // The trainer calls the sink on its own thread, so waiting here pauses training
+            // between steps with everything kept in memory. Cancel ends the wait.
+            if matches!(e, Event::Step { .. }) {
+                while paused.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
         };
         let outcome = trainer.run(&mut sink, &self.cancel, resume).map_err(|e| e.to_string())?;
-        // Evaluate and Save now work on the fine-tuned weights.
-        self.loaded = Some(trainer.loaded);
+        // Evaluate and Save now work on the fine-tuned weights; the first run keeps the loaded
+        // model as the base to compare with.
+        let before = self.loaded.replace(trainer.loaded);
+        if self.base.is_none() {
+            self.base = before;
+        }
         Ok(Output::Trained(outcome))
     }
+}
+
+/// Writes `tensors` as delta.safetensors beside `dir`, through a temporary file.
+fn write_delta(dir: &Path, tensors: &[NamedTensor], mut metadata: HashMap<String, String>) -> Result<(PathBuf, usize), String> {
+    let path = dir.parent().unwrap_or(Path::new(".")).join(DELTA_FILE);
+    let partial = path.with_extension("safetensors.partial");
+    metadata.insert("format".into(), "pt".into());
+    metadata.insert("values".into(), "fine-tuned tensors that differ from the base model (replace, not add)".into());
+    write_f32(&partial, tensors, Some(metadata)).map_err(|e| e.to_string())?;
+    std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, tensors.len()))
+}
+
+/// Total memory of this machine, where the OS says (Linux).
+fn system_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    Some(kib * 1024)
 }
 
 fn eos(loaded: &LoadedModel) -> Result<u32, String> {
