@@ -97,7 +97,7 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     for (label, flops) in rows {
         let wh = eff.joules(flops) / 3600.0;
         out += &format!(
-            "| {label} | {:.3e} | {:.0} s | {:.3} Wh | {:.2} g |\n",
+            "| {label} | {:.3e} | {:.1} s | {:.4} Wh | {:.3} g |\n",
             flops,
             eff.seconds(flops),
             wh,
