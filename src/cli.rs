@@ -69,6 +69,10 @@ pub enum Command {
         /// Continue from <output>/checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Load the model and data, print the planned FLOPs, time, energy and CO2 (this rho, full
+        /// fine-tuning, LoRA) and exit without training.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         settings: TrainOverrides,
     },
@@ -240,12 +244,18 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::io::hf::load_folder(&out, &dev.device).with_context(|| format!("self-check: reloading {}", out.display()))?;
             println!("saved {} (reloaded as a check)", out.display());
         }
-        Command::Train { config, resume, settings } => {
+        Command::Train { config, resume, dry_run, settings } => {
             let base = match &config {
                 Some(path) => TrainConfig::from_toml_file(path)?,
                 None => TrainConfig::default(),
             };
-            train(settings.apply(base)?, resume)?;
+            let config = settings.apply(base)?;
+            if dry_run {
+                let dev = DeviceArgs { device: config.device }.open();
+                print!("{}", crate::green::dry_run_report(&Trainer::prepare(config, dev)?)?);
+            } else {
+                train(config, resume)?;
+            }
         }
         Command::Demo { output, device } => {
             let probe = ComputeDevice::open(device.device);

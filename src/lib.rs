@@ -12,6 +12,7 @@ pub mod device;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod green;
 pub mod importance;
 pub mod io;
 pub mod kernels;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
+use crate::green::budget::Budget;
 use crate::select::CostRule;
 
 /// How to choose what to train.
@@ -87,6 +88,10 @@ pub struct TrainConfig {
     pub group_by_length: bool,
     /// Save the fine-tuned model as an HF folder in `<output>/model` at the end.
     pub save_model: bool,
+    /// Grid carbon intensity for the CO2 figures, g/kWh.
+    pub grid_g_per_kwh: f64,
+    /// GreenTrainer: pick the largest rho whose planned cost fits this (replaces `rho`).
+    pub budget: Option<Budget>,
 }
 
 impl Default for TrainConfig {
@@ -126,6 +131,8 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             group_by_length: true,
             save_model: true,
+            grid_g_per_kwh: crate::green::carbon::DEFAULT_G_PER_KWH,
+            budget: None,
         }
     }
 }
@@ -162,6 +169,17 @@ impl TrainConfig {
         }
         if self.method == MethodKind::Lora && (self.lora_rank == 0 || self.lora_targets.is_empty() || !(0.0..1.0).contains(&self.lora_dropout)) {
             return bad("LoRA needs lora_rank >= 1, at least one of lora_targets, and lora_dropout in [0, 1)");
+        }
+        if !(self.grid_g_per_kwh.is_finite() && self.grid_g_per_kwh >= 0.0) {
+            return bad("grid_g_per_kwh must be a number >= 0");
+        }
+        if let Some(b) = self.budget {
+            if self.method != MethodKind::Greentrainer {
+                return bad("a budget picks GreenTrainer's rho: use it with method greentrainer");
+            }
+            if !(b.amount().is_finite() && b.amount() > 0.0) {
+                return bad("the budget must be a positive number");
+            }
         }
         Ok(())
     }

@@ -65,6 +65,8 @@ pub enum Event {
         optimizer_state_bytes: usize,
         output: Option<PathBuf>,
     },
+    /// Time, energy and CO2 of the run, emitted just before `Finished`.
+    Energy(crate::green::Footprint),
     Cancelled {
         step: usize,
         checkpoint: PathBuf,

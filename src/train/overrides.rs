@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::config::{Granularity, MethodKind, TrainConfig};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
+use crate::green::budget::Budget;
 use crate::select::CostRule;
 
 #[derive(clap::Args, Serialize, Default, Debug)]
@@ -79,6 +80,12 @@ pub struct TrainOverrides {
     pub group_by_length: Option<bool>,
     #[arg(long)]
     pub save_model: Option<bool>,
+    /// g CO2 per kWh, or a preset (approximate): world, eu, us, france, india.
+    #[arg(long, value_parser = crate::green::carbon::parse_intensity)]
+    pub grid_g_per_kwh: Option<f64>,
+    /// Cost limit instead of rho, e.g. 2.5wh, 30g (CO2), 600s or 1e15flops.
+    #[arg(long)]
+    pub budget: Option<Budget>,
 }
 
 impl TrainOverrides {

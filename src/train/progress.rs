@@ -40,6 +40,13 @@ impl EventSink for ProgressPrinter {
                 self.finish();
                 eprintln!("cancelled at step {step}; resume from {} with --resume", checkpoint.display());
             }
+            Event::Energy(f) => {
+                self.finish();
+                eprintln!("energy: {:.3} Wh, {}; CO2 {:.2} g at {} g/kWh; training time {:.1} s", f.energy_wh, f.energy_source, f.co2_g, f.grid_g_per_kwh, f.wall_time_s);
+                if let Some(b) = &f.budget {
+                    eprintln!("budget {} picked rho {:.4}; realised {:.4} {}", b.budget, b.rho, b.realised, b.budget.unit());
+                }
+            }
             Event::Finished { steps, flops_spent, flops_full, wall_time_s, final_loss, output, .. } => {
                 self.finish();
                 let flops = |f: f64| FlopsConvention::Flops.format(f / 2.0);

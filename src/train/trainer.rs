@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::time::Instant;
 
 use super::batch::DeviceBatch;
@@ -15,6 +16,9 @@ use super::step::{clip_grad_norm, forward_backward_rows};
 use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions, LoadReport, load_dataset};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
+use crate::green::Footprint;
+use crate::green::card::RunCard;
+use crate::green::meter::{Efficiency, Meter};
 use crate::importance;
 use crate::io::{LoadedModel, export::{save_hf_folder, save_peft_adapter}, load_model};
 use crate::model::{Llama, Parameters};
@@ -66,7 +70,11 @@ impl Trainer {
         if dataset.examples.is_empty() {
             return Err(Error::invalid(&config.data, "no training examples"));
         }
-        Ok(Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id })
+        let mut trainer = Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id };
+        if let Some(budget) = trainer.config.budget {
+            trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
+        }
+        Ok(trainer)
     }
 
     fn plan(&self) -> BatchPlan {
@@ -90,6 +98,7 @@ impl Trainer {
     /// Trains; with `resume`, continues from `<output>/checkpoint` when there is one.
     pub fn run(&mut self, sink: &mut dyn EventSink, cancel: &AtomicBool, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
+        let mut meter = Meter::open(Path::new("/"), &self.device);
         let c = self.config.clone();
         let total_steps = self.total_steps();
         let schedule = LinearSchedule { peak_lr: c.lr, warmup_steps: c.warmup_steps, total_steps };
@@ -116,6 +125,7 @@ impl Trainer {
         if resumed {
             state = checkpoint::load(&checkpoint_dir, &mut model, &mut optimizer)?;
         }
+        let flops_before = state.flops_spent;
         let mut selection = state.selected_at.map(|at| Selection {
             names: state.selection.iter().cloned().collect(),
             at_step: at,
@@ -177,6 +187,7 @@ impl Trainer {
                 }
                 optimizer.step(&mut model, &grads, lr);
                 optimizer.step_rows(&mut model, &row_grads, &rows, lr);
+                meter.sample();
                 state.step += 1;
                 let loss = loss_sum / batches.len() as f64;
                 losses.push(loss);
@@ -220,6 +231,9 @@ impl Trainer {
             position = DataPosition { epoch: epoch_start.epoch + 1, batch: 0 };
         }
 
+        // Estimates cover this session's FLOPs, as the meter covers only this session.
+        let energy = meter.finish(state.flops_spent - flops_before, Efficiency::for_device(&self.device));
+        let footprint = Footprint::new(&c, energy, started.elapsed().as_secs_f64(), state.flops_spent);
         let output = if c.save_model {
             let out = c.model_dir();
             let finetuned = LoadedModel { model: model.clone(), ..self.loaded.clone() };
@@ -227,11 +241,25 @@ impl Trainer {
             if c.method == MethodKind::Lora {
                 save_peft_adapter(&model, &c.lora_config(), &c.model.display().to_string(), &c.output.join("adapter"))?;
             }
+            RunCard {
+                model: c.model.display().to_string(),
+                data: c.data.display().to_string(),
+                method: method_label(&c),
+                rho: (c.method == MethodKind::Greentrainer).then_some(c.rho),
+                selection_size: selection.as_ref().map_or(0, |s| s.names.len()),
+                steps: state.step,
+                flops_spent: state.flops_spent,
+                flops_full: state.flops_full,
+                final_loss: losses.last().copied(),
+                footprint: footprint.clone(),
+            }
+            .write(&out)?;
             Some(out)
         } else {
             None
         };
         self.loaded.model = model;
+        sink.emit(&Event::Energy(footprint));
         sink.emit(&Event::Finished {
             steps: state.step,
             flops_spent: state.flops_spent,

@@ -1,0 +1,113 @@
+//! Green accounting: what a run costs in time, energy and CO2 beside its FLOPs, measured where the
+//! platform allows and estimated (and labelled so) elsewhere; budgets in those units; run cards.
+
+pub mod budget;
+pub mod card;
+pub mod carbon;
+pub mod meter;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::profile::{BatchShape, profile};
+use crate::train::{MethodKind, TrainConfig, Trainer};
+use budget::{Budget, BudgetReport, RunPlan};
+use meter::{Efficiency, Energy, EnergySource};
+
+/// What a run cost (the `energy` event and the run card).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Footprint {
+    /// The training loop's own time (this session when resumed), model saving excluded.
+    pub wall_time_s: f64,
+    pub energy_wh: f64,
+    pub energy_source: EnergySource,
+    pub co2_g: f64,
+    pub grid_g_per_kwh: f64,
+    pub budget: Option<BudgetReport>,
+}
+
+impl Footprint {
+    /// `flops_spent`: the run's total, compared with a FLOPs budget.
+    pub fn new(config: &TrainConfig, energy: Energy, wall_time_s: f64, flops_spent: f64) -> Self {
+        let energy_wh = energy.wh();
+        let g = config.grid_g_per_kwh;
+        Self {
+            wall_time_s,
+            energy_wh,
+            energy_source: energy.source,
+            co2_g: carbon::co2_grams(energy_wh, g),
+            grid_g_per_kwh: g,
+            budget: config.budget.map(|b| BudgetReport { budget: b, rho: config.rho, realised: b.realised(flops_spent, energy_wh, g, wall_time_s) }),
+        }
+    }
+}
+
+/// The FLOPs model of `trainer`'s run: every batch charged at batch_size x max_len (padding can
+/// only shorten real batches, so the plan is an upper bound).
+pub fn run_plan(trainer: &Trainer) -> Result<RunPlan> {
+    let c = &trainer.config;
+    let ops = trainer.loaded.model.op_graph();
+    let p = profile(&ops, BatchShape { batch: c.batch_size, seq: c.max_len }, false).map_err(|e| Error::Other(e.to_string()))?;
+    let steps = trainer.total_steps();
+    let selections = if c.method != MethodKind::Greentrainer || steps == 0 {
+        0
+    } else {
+        let epochs = steps.div_ceil(trainer.steps_per_epoch().max(1));
+        let every = |n: usize, of: usize| if n > 0 { (of - 1) / n } else { 0 };
+        1 + every(c.reselect_every_steps, steps) + every(c.reselect_every_epochs, epochs)
+    };
+    Ok(RunPlan { micro_steps: steps * c.grad_accum, selections, full_step_macs: p.t_full(), forward_macs: p.t_fp() })
+}
+
+/// The rho `budget` allows for `trainer`'s run on its device.
+pub fn rho_for_budget(trainer: &Trainer, budget: Budget) -> Result<f64> {
+    let flops = budget.to_flops(Efficiency::for_device(&trainer.device), trainer.config.grid_g_per_kwh);
+    run_plan(trainer)?.rho_for(flops).map_err(|e| Error::Other(format!("budget {budget}: {e}")))
+}
+
+/// `greentrainer train --dry-run`: planned FLOPs, time, energy and CO2 of GreenTrainer at the
+/// configured rho, full fine-tuning and LoRA, all from the FLOPs model and the stated assumptions.
+pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
+    let c = &trainer.config;
+    let eff = Efficiency::for_device(&trainer.device);
+    let plan = run_plan(trainer)?;
+    // LoRA from the cost model of the model with adapters attached (not the paper's 2/3 of full).
+    let mut lora_model = trainer.loaded.model.clone();
+    let adapters = lora_model.attach_lora(&c.lora_config()).into_iter().collect();
+    let ops = lora_model.op_graph();
+    let p = profile(&ops, BatchShape { batch: c.batch_size, seq: c.max_len }, false).map_err(|e| Error::Other(e.to_string()))?;
+    let lora_flops = 2.0 * plan.micro_steps as f64 * crate::train::cost::step_macs(&p, &lora_model, &adapters);
+    let rows = [
+        (format!("GreenTrainer, rho {:.3} (at most)", c.rho), plan.flops(c.rho)),
+        ("full fine-tuning".to_string(), plan.flops(1.0) - plan.flops(0.0)),
+        (format!("LoRA r {} on {}", c.lora_rank, c.lora_targets.join(",")), lora_flops),
+    ];
+    let mut out = format!(
+        "{} optimizer steps x {} micro-batches of {} x {} tokens on {}\n",
+        trainer.total_steps(),
+        c.grad_accum,
+        c.batch_size,
+        c.max_len,
+        trainer.device.name
+    );
+    if let Some(b) = c.budget {
+        out += &format!("budget {b} -> rho {:.4}\n", c.rho);
+    }
+    out += "| run | FLOPs | time | energy | CO2 |\n|---|---|---|---|---|\n";
+    for (label, flops) in rows {
+        let wh = eff.joules(flops) / 3600.0;
+        out += &format!(
+            "| {label} | {:.3e} | {:.1} s | {:.4} Wh | {:.3} g |\n",
+            flops,
+            eff.seconds(flops),
+            wh,
+            carbon::co2_grams(wh, c.grid_g_per_kwh)
+        );
+    }
+    out += &format!(
+        "time and energy are estimates from assumed {} figures ({:.0e} FLOP/s, {:.0e} FLOP/J), CO2 at {} g/kWh; \
+         FLOPs are upper bounds (every batch padded to max_len; GreenTrainer includes importance scoring)\n",
+        eff.label, eff.flops_per_second, eff.flops_per_joule, c.grid_g_per_kwh
+    );
+    Ok(out)
+}
