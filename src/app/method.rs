@@ -188,6 +188,24 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
             None => "preview the data to count steps".into(),
         });
         ui.end_row();
+        // Before any run, energy can only be estimated: FLOPs at an assumed device efficiency.
+        let efficiency = if s.device == crate::device::DeviceChoice::Cpu { crate::green::meter::CPU } else { crate::green::meter::GPU };
+        let grid = crate::green::carbon::DEFAULT_G_PER_KWH;
+        ui.label("Energy per epoch (estimated)");
+        ui.label(match steps_per_epoch {
+            Some(n) => {
+                let wh = |f: f64| efficiency.joules(f * n as f64) / 3600.0;
+                format!(
+                    "{:.3} Wh, {:.2} g CO2 at {grid:.0} g/kWh (full fine-tuning {:.3} Wh; assumed {} efficiency)",
+                    wh(e.step_flops),
+                    crate::green::carbon::co2_grams(wh(e.step_flops), grid),
+                    wh(e.full_step_flops),
+                    efficiency.label
+                )
+            }
+            None => "preview the data to count steps".into(),
+        });
+        ui.end_row();
         ui.label("Smallest feasible rho");
         ui.label(format!("{:.3} (the forward pass)", e.min_rho));
         ui.end_row();

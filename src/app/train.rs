@@ -185,10 +185,18 @@ fn progress(app: &StudioApp, ui: &mut egui::Ui) {
             });
         }
     });
-    for e in run.events.iter().filter(|e| matches!(e, Event::Checkpoint { .. } | Event::Cancelled { .. } | Event::Finished { .. })) {
+    for e in run.events.iter().filter(|e| matches!(e, Event::Checkpoint { .. } | Event::Cancelled { .. } | Event::Energy(_) | Event::Finished { .. })) {
         ui.label(match e {
             Event::Checkpoint { step, path } => format!("step {step}: checkpoint in {}", path.display()),
             Event::Cancelled { step, checkpoint } => format!("cancelled at step {step}; checkpoint in {}", checkpoint.display()),
+            Event::Energy(f) => format!(
+                "energy {} ({}), {:.3} g CO2 at {:.0} g/kWh{}",
+                if f.energy_wh < 0.1 { format!("{:.2} mWh", f.energy_wh * 1e3) } else { format!("{:.3} Wh", f.energy_wh) },
+                f.energy_source,
+                f.co2_g,
+                f.grid_g_per_kwh,
+                f.budget.as_ref().map_or(String::new(), |b| format!("; budget {} {}, realised {:.4} (rho {:.3})", b.budget.amount(), b.budget.unit(), b.realised, b.rho))
+            ),
             Event::Finished { steps, wall_time_s, final_loss, .. } => {
                 format!("finished {steps} steps in {}, final loss {}", duration(*wall_time_s), final_loss.map_or("-".into(), |l| format!("{l:.4}")))
             }
