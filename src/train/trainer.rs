@@ -59,6 +59,19 @@ impl Trainer {
     pub fn prepare(config: TrainConfig, device: ComputeDevice) -> Result<Self> {
         config.validate()?;
         let loaded = load_model(&config.model, &device.device)?;
+        if config.method == MethodKind::Greentrainer && config.budget.is_none() {
+            // Refuse an infeasible rho now, not after loading data and scoring importance.
+            let shape = BatchShape { batch: config.batch_size, seq: config.max_len };
+            let p = profile(&loaded.model.op_graph(), shape, false).map_err(|e| Error::Other(e.to_string()))?;
+            if config.rho < p.min_rho() {
+                return Err(Error::Other(format!(
+                    "rho = {} is infeasible: the forward pass alone costs {:.4} of full fine-tuning; choose rho >= {:.4}",
+                    config.rho,
+                    p.min_rho(),
+                    (p.min_rho() * 1e4).ceil() / 1e4
+                )));
+            }
+        }
         let eos = *loaded.eos_token_ids().first().ok_or_else(|| {
             Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with")
         })?;
