@@ -139,6 +139,9 @@ pub struct EvalArgs {
     /// Stem words with the Porter stemmer before scoring.
     #[arg(long)]
     pub stemmer: bool,
+    /// Step over (and count) rows that cannot be read instead of stopping.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
     /// Predictions file (default: beside the model, predictions-<data file>.jsonl).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -374,8 +377,11 @@ fn eval(args: EvalArgs) -> Result<()> {
     let dev = args.device.open();
     let loaded = load_model(&args.model, &dev.device)?;
     let eos = loaded.eos_token_ids();
-    let opts = crate::data::LoadOptions::new(args.max_len, eos.first().copied().unwrap_or(0));
+    let opts = crate::data::LoadOptions { skip_bad_rows: args.skip_bad_rows, ..crate::data::LoadOptions::new(args.max_len, eos.first().copied().unwrap_or(0)) };
     let mut data = crate::data::load_dataset(&args.data, &loaded.tokenizer, &opts)?;
+    if data.report.counts.skipped > 0 {
+        eprintln!("skipped {} bad rows, e.g. {}", data.report.counts.skipped, data.report.skip_messages.first().map(String::as_str).unwrap_or("-"));
+    }
     data.examples.truncate(args.max_rows.unwrap_or(usize::MAX));
     let generation = GenerateOptions {
         strategy: if args.beams > 1 { Strategy::Beam { num_beams: args.beams, length_penalty: 1.0 } } else { Strategy::Greedy },

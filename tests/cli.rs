@@ -59,3 +59,23 @@ fn train_runs_headless_and_writes_its_event_log_and_model() {
     assert!(dir.path().join("model/model.safetensors").exists());
     assert!(dir.path().join("model/run_card.json").exists());
 }
+
+#[test]
+fn a_bad_row_stops_training_unless_the_user_asks_to_skip_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("rows.jsonl");
+    let good = "{\"dialogue\": \"#Person1#: Hello there.\", \"summary\": \"A greeting.\"}\n";
+    std::fs::write(&data, format!("{good}{good}{{not json\n{good}")).unwrap();
+    let model = common::fixture("tiny-llama");
+    let base = ["train", "--device", "cpu", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--max-steps", "1", "--epochs", "0", "--save-model", "false"];
+    let out_dir = dir.path().join("run");
+    let mut args = base.to_vec();
+    args.extend(["--output", out_dir.to_str().unwrap()]);
+    let out = greentrainer(&args);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("rows.jsonl") && text(&out).contains("line 3"), "{}", text(&out));
+    args.extend(["--skip-bad-rows", "true"]);
+    let out = greentrainer(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("skipped 1 bad rows"), "{}", text(&out));
+}

@@ -47,6 +47,8 @@ pub struct TrainConfig {
     pub source_field: Option<String>,
     /// Field(s) holding the target; the first trains, all are ROUGE references.
     pub target_fields: Vec<String>,
+    /// Step over (and count) rows that cannot be read or mapped instead of stopping at the first.
+    pub skip_bad_rows: bool,
     /// Run folder: events.jsonl, checkpoint/, and the fine-tuned model in model/.
     pub output: PathBuf,
     pub device: DeviceChoice,
@@ -103,6 +105,7 @@ impl Default for TrainConfig {
             data: PathBuf::from("assets/demo/dialogsum.train.jsonl"),
             source_field: None,
             target_fields: Vec::new(),
+            skip_bad_rows: false,
             output: PathBuf::from("runs/latest"),
             device: DeviceChoice::Wgpu,
             method: MethodKind::Greentrainer,

@@ -24,6 +24,8 @@ pub struct TrainOverrides {
     #[arg(long, value_delimiter = ',')]
     pub target_fields: Option<Vec<String>>,
     #[arg(long)]
+    pub skip_bad_rows: Option<bool>,
+    #[arg(long)]
     pub output: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub device: Option<DeviceChoice>,

@@ -77,8 +77,16 @@ impl Trainer {
         })?;
         let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
         let chat_template = loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
-        let opts = LoadOptions { mapping: config.mapping(), chat_template, ..LoadOptions::new(config.max_len, eos) };
+        let opts = LoadOptions { mapping: config.mapping(), chat_template, skip_bad_rows: config.skip_bad_rows, ..LoadOptions::new(config.max_len, eos) };
         let dataset = load_dataset(&config.data, &loaded.tokenizer, &opts)?;
+        if dataset.report.counts.skipped > 0 {
+            tracing::warn!(
+                "{}: skipped {} bad rows, e.g. {}",
+                config.data.display(),
+                dataset.report.counts.skipped,
+                dataset.report.skip_messages.first().map(String::as_str).unwrap_or("-")
+            );
+        }
         dataset.require_targets()?;
         if dataset.examples.is_empty() {
             return Err(Error::invalid(&config.data, "no training examples"));
