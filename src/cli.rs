@@ -17,7 +17,11 @@ use crate::train::{JsonlLog, TrainConfig, Trainer};
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Parser)]
-#[command(name = "greentrainer", version, about = "GreenTrainer Studio: fine-tune LLMs within a FLOPs budget. Run without arguments for the app.")]
+#[command(
+    name = "greentrainer",
+    version,
+    about = "GreenTrainer Studio: fine-tune LLMs within a FLOPs budget. Run without arguments for the app."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +45,8 @@ impl DeviceArgs {
     }
 }
 
+// Parsed once per process, so the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Describe a model (HF folder or GGUF file).
@@ -223,7 +229,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => {
             let dev = args.device.open();
             let loaded = load_model(&args.model, &dev.device)?;
-            let prompt = loaded.tokenizer.encode(args.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
+            let prompt =
+                loaded.tokenizer.encode(args.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
             let strategy = match (args.beams, args.temperature) {
                 (Some(num_beams), _) => Strategy::Beam { num_beams, length_penalty: 1.0 },
                 (None, Some(temperature)) => Strategy::Sample { temperature, top_p: args.top_p, seed: args.seed },
@@ -377,10 +384,17 @@ fn eval(args: EvalArgs) -> Result<()> {
     let dev = args.device.open();
     let loaded = load_model(&args.model, &dev.device)?;
     let eos = loaded.eos_token_ids();
-    let opts = crate::data::LoadOptions { skip_bad_rows: args.skip_bad_rows, ..crate::data::LoadOptions::new(args.max_len, eos.first().copied().unwrap_or(0)) };
+    let opts = crate::data::LoadOptions {
+        skip_bad_rows: args.skip_bad_rows,
+        ..crate::data::LoadOptions::new(args.max_len, eos.first().copied().unwrap_or(0))
+    };
     let mut data = crate::data::load_dataset(&args.data, &loaded.tokenizer, &opts)?;
     if data.report.counts.skipped > 0 {
-        eprintln!("skipped {} bad rows, e.g. {}", data.report.counts.skipped, data.report.skip_messages.first().map(String::as_str).unwrap_or("-"));
+        eprintln!(
+            "skipped {} bad rows, e.g. {}",
+            data.report.counts.skipped,
+            data.report.skip_messages.first().map(String::as_str).unwrap_or("-")
+        );
     }
     data.examples.truncate(args.max_rows.unwrap_or(usize::MAX));
     let generation = GenerateOptions {
@@ -394,9 +408,13 @@ fn eval(args: EvalArgs) -> Result<()> {
         use_cache: true,
     };
     let bar = indicatif::ProgressBar::new(data.examples.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rows  eta {eta}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} rows  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let rouge_opts = crate::eval::rouge::RougeOptions { use_stemmer: args.stemmer };
-    let result = crate::eval::runner::evaluate(&loaded, &data.examples, &generation, &rouge_opts, &mut |done, _| bar.set_position(done as u64))?;
+    let result =
+        crate::eval::runner::evaluate(&loaded, &data.examples, &generation, &rouge_opts, &mut |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     let out = args.out.unwrap_or_else(|| {
         let stem = args.data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
@@ -407,7 +425,11 @@ fn eval(args: EvalArgs) -> Result<()> {
     let r = &result.rouge;
     println!(
         "ROUGE-1 {:.2}  ROUGE-2 {:.2}  ROUGE-L {:.2}  ROUGE-Lsum {:.2}  ({} rows; F1 x 100)",
-        100.0 * r.rouge1, 100.0 * r.rouge2, 100.0 * r.rouge_l, 100.0 * r.rouge_lsum, r.count
+        100.0 * r.rouge1,
+        100.0 * r.rouge2,
+        100.0 * r.rouge_l,
+        100.0 * r.rouge_lsum,
+        r.count
     );
     println!("predictions: {}", out.display());
     Ok(())

@@ -54,7 +54,9 @@ impl ComputeDevice {
             DeviceChoice::Cpu => Self::cpu(),
             DeviceChoice::Wgpu => match wgpu() {
                 Ok(dev) => dev.clone(),
-                Err(reason) => Self { fallback_reason: Some(format!("no usable GPU adapter ({reason}); running on the CPU")), ..Self::cpu() },
+                Err(reason) => {
+                    Self { fallback_reason: Some(format!("no usable GPU adapter ({reason}); running on the CPU")), ..Self::cpu() }
+                }
             },
         }
     }
@@ -77,7 +79,7 @@ fn wgpu() -> Result<&'static ComputeDevice, String> {
             backend: BackendKind::Wgpu,
             name: format!("{} / {:?}", info.name, info.backend),
             software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
-            max_buffer_binding: Some(limits.max_storage_buffer_binding_size as u64),
+            max_buffer_binding: Some(limits.max_storage_buffer_binding_size),
             fallback_reason: None,
         })
     })

@@ -41,7 +41,10 @@ pub fn score(model: &Llama, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, can
         if let crate::model::ParamRef::Matrix(t) = after {
             let [d_out, d_in] = t.dims();
             let per_row = contribution.clone().reshape([d_out, d_in]).sum_dim(1).reshape([d_out]);
-            rows.insert(name.to_string(), per_row.try_into_vec_as::<f32>().unwrap_or_default().into_iter().map(f64::from).collect::<Vec<_>>());
+            rows.insert(
+                name.to_string(),
+                per_row.try_into_vec_as::<f32>().unwrap_or_default().into_iter().map(f64::from).collect::<Vec<_>>(),
+            );
         }
         let i: f32 = contribution.sum().into_scalar();
         raw.insert(name.to_string(), i as f64);

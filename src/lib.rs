@@ -8,8 +8,8 @@
 pub mod app;
 pub mod bench;
 pub mod cli;
-pub mod device;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod green;

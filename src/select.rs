@@ -59,11 +59,7 @@ pub struct SelectConfig {
 impl SelectConfig {
     /// `rho` with the default resolution and the exact cost rule.
     pub fn new(rho: f64) -> Self {
-        Self {
-            rho,
-            capacity: DEFAULT_CAPACITY,
-            rule: CostRule::Exact,
-        }
+        Self { rho, capacity: DEFAULT_CAPACITY, rule: CostRule::Exact }
     }
 }
 
@@ -76,10 +72,7 @@ pub struct CostGrid {
 
 impl CostGrid {
     pub fn new(backward_budget: f64, capacity: usize) -> Self {
-        Self {
-            unit: backward_budget / capacity as f64,
-            capacity,
-        }
+        Self { unit: backward_budget / capacity as f64, capacity }
     }
 
     /// Units covering `cost`, rounded up so that any set of costs whose units fit in `capacity`
@@ -98,11 +91,7 @@ impl CostGrid {
         }
         let units = ratio as usize;
         // The division may round down across an integer; never let a unit count undercover its cost.
-        if (units as f64) * self.unit < cost {
-            (units + 1).min(never)
-        } else {
-            units
-        }
+        if (units as f64) * self.unit < cost { (units + 1).min(never) } else { units }
     }
 }
 
@@ -150,11 +139,7 @@ pub enum SelectError {
     #[error("forward cost must be finite and non-negative, got {value}")]
     InvalidForwardCost { value: f64 },
     #[error("{field} of candidate {index} must be finite and non-negative, got {value}")]
-    InvalidCost {
-        index: usize,
-        field: &'static str,
-        value: f64,
-    },
+    InvalidCost { index: usize, field: &'static str, value: f64 },
     #[error("importance of candidate {index} must be finite, got {value}")]
     InvalidImportance { index: usize, value: f64 },
     #[error("full fine-tuning cost must be finite and positive, got {value}")]
@@ -177,12 +162,7 @@ pub fn full_cost(candidates: &[Candidate], t_fp: f64) -> f64 {
 
 /// Total per-step cost `t_fp + bp(m)` of training exactly the candidates in `selected`
 /// (a set: order and duplicates do not matter).
-pub fn selection_cost(
-    candidates: &[Candidate],
-    t_fp: f64,
-    selected: &[usize],
-    rule: CostRule,
-) -> Result<f64, SelectError> {
+pub fn selection_cost(candidates: &[Candidate], t_fp: f64, selected: &[usize], rule: CostRule) -> Result<f64, SelectError> {
     validate_costs(candidates, t_fp)?;
     let mut set = selected.to_vec();
     set.sort_unstable();
@@ -190,10 +170,7 @@ pub fn selection_cost(
     for &index in &set {
         match candidates.get(index) {
             None => {
-                return Err(SelectError::IndexOutOfRange {
-                    index,
-                    len: candidates.len(),
-                });
+                return Err(SelectError::IndexOutOfRange { index, len: candidates.len() });
             }
             Some(c) if !c.selectable => return Err(SelectError::NotSelectable { index }),
             Some(_) => {}
@@ -227,22 +204,11 @@ fn own_dy(candidate: &Candidate, rule: CostRule) -> f64 {
 /// never exceeds the budget. Candidates with importance <= 0 are never selected: dropping one never
 /// lowers the objective and never raises the cost (a shallower deepest needs less chain), so an
 /// optimum without them always exists. An empty selection is returned when nothing fits.
-pub fn select(
-    candidates: &[Candidate],
-    t_fp: f64,
-    config: &SelectConfig,
-) -> Result<Selection, SelectError> {
+pub fn select(candidates: &[Candidate], t_fp: f64, config: &SelectConfig) -> Result<Selection, SelectError> {
     validate_config(config)?;
     validate_costs(candidates, t_fp)?;
-    if let Some((index, c)) = candidates
-        .iter()
-        .enumerate()
-        .find(|(_, c)| !c.importance.is_finite())
-    {
-        return Err(SelectError::InvalidImportance {
-            index,
-            value: c.importance,
-        });
+    if let Some((index, c)) = candidates.iter().enumerate().find(|(_, c)| !c.importance.is_finite()) {
+        return Err(SelectError::InvalidImportance { index, value: c.importance });
     }
     let t_full = full_cost(candidates, t_fp);
     if !(t_full.is_finite() && t_full > 0.0) {
@@ -251,10 +217,7 @@ pub fn select(
     let budget = config.rho * t_full;
     let backward_budget = budget - t_fp;
     if backward_budget < -RHO_TOLERANCE * t_full {
-        return Err(SelectError::InfeasibleRho {
-            rho: config.rho,
-            min_rho: t_fp / t_full,
-        });
+        return Err(SelectError::InfeasibleRho { rho: config.rho, min_rho: t_fp / t_full });
     }
     let grid = CostGrid::new(backward_budget.max(0.0), config.capacity);
 
@@ -300,12 +263,7 @@ fn sweep(candidates: &[Candidate], grid: &CostGrid, rule: CostRule) -> Vec<usize
                 let room = grid.capacity - fixed;
                 let value = c.importance + table.best_within(room);
                 if best.as_ref().is_none_or(|b| value > b.value) {
-                    best = Some(Best {
-                        value,
-                        deepest: j,
-                        room,
-                        items_before: table.len(),
-                    });
+                    best = Some(Best { value, deepest: j, room, items_before: table.len() });
                 }
             }
             // Deeper answers pay at least A(j+1), so the table never needs more room than this.
@@ -348,12 +306,7 @@ struct Item {
 
 impl Knapsack {
     fn new(capacity: usize) -> Self {
-        Self {
-            values: vec![0.0; capacity + 1],
-            reach: capacity,
-            items: Vec::new(),
-            decisions: Vec::new(),
-        }
+        Self { values: vec![0.0; capacity + 1], reach: capacity, items: Vec::new(), decisions: Vec::new() }
     }
 
     fn len(&self) -> usize {
@@ -385,12 +338,7 @@ impl Knapsack {
             }
             words[c / 64] |= (take as u64) << (c % 64);
         }
-        self.items.push(Item {
-            candidate,
-            units,
-            offset,
-            reach,
-        });
+        self.items.push(Item { candidate, units, offset, reach });
     }
 
     /// The items of the first `prefix` additions that make up `values[room]` as it stood then.
@@ -418,10 +366,7 @@ fn validate_config(config: &SelectConfig) -> Result<(), SelectError> {
         return Err(SelectError::ZeroCapacity);
     }
     if config.capacity > MAX_CAPACITY {
-        return Err(SelectError::CapacityTooLarge {
-            capacity: config.capacity,
-            max: MAX_CAPACITY,
-        });
+        return Err(SelectError::CapacityTooLarge { capacity: config.capacity, max: MAX_CAPACITY });
     }
     Ok(())
 }
@@ -434,11 +379,7 @@ fn validate_costs(candidates: &[Candidate], t_fp: f64) -> Result<(), SelectError
     for (index, c) in candidates.iter().enumerate() {
         for (field, value) in [("t_dy", c.t_dy), ("t_dw", c.t_dw)] {
             if !valid(value) {
-                return Err(SelectError::InvalidCost {
-                    index,
-                    field,
-                    value,
-                });
+                return Err(SelectError::InvalidCost { index, field, value });
             }
         }
     }

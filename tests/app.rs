@@ -184,7 +184,10 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     let model = std::fs::read(saved.join("model.safetensors")).unwrap();
     let delta = std::fs::read(dir.path().join("delta.safetensors")).expect("the delta is written beside the folder");
     let delta_names = safetensors::SafeTensors::deserialize(&delta).unwrap().names().len();
-    assert!(delta_names > 0 && delta_names < safetensors::SafeTensors::deserialize(&model).unwrap().names().len(), "{delta_names} tensors in the delta");
+    assert!(
+        delta_names > 0 && delta_names < safetensors::SafeTensors::deserialize(&model).unwrap().names().len(),
+        "{delta_names} tensors in the delta"
+    );
     let (_, header) = safetensors::SafeTensors::read_metadata(&delta).unwrap();
     let metadata = header.metadata().clone().expect("the delta has metadata");
     assert_eq!(metadata["method"], "greentrainer");

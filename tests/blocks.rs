@@ -31,7 +31,8 @@ fn row_blocks_keep_the_costs_of_their_tensor() {
     }
     // q_proj is 64 x 64: four blocks of 16 rows.
     let q = "model.layers.1.self_attn.q_proj.weight";
-    let blocks: Vec<usize> = split.nodes.iter().enumerate().filter(|(_, n)| parse_block(&n.name).is_some_and(|(t, _)| t == q)).map(|(i, _)| i).collect();
+    let blocks: Vec<usize> =
+        split.nodes.iter().enumerate().filter(|(_, n)| parse_block(&n.name).is_some_and(|(t, _)| t == q)).map(|(i, _)| i).collect();
     assert_eq!(blocks.len(), 4);
     // Selecting every block costs what selecting the tensor costs.
     let whole = p.nodes.iter().position(|n| n.name == q).unwrap();
@@ -49,7 +50,15 @@ fn all_rows_partial_equals_whole_tensor_training() {
         let loaded = load_model(&common::fixture("tiny-llama"), &dev.device).unwrap();
         let model = loaded.model;
         let ids: Vec<u32> = (0..2 * 24).map(|i| (i * 37 % 500) as u32).collect();
-        let host = greentrainer::data::Batch { labels: ids.iter().map(|&t| t as i64).collect(), attention_mask: vec![1; 48], input_ids: ids, batch: 2, seq: 24, real_tokens: 48, target_tokens: 48 };
+        let host = greentrainer::data::Batch {
+            labels: ids.iter().map(|&t| t as i64).collect(),
+            attention_mask: vec![1; 48],
+            input_ids: ids,
+            batch: 2,
+            seq: 24,
+            real_tokens: 48,
+            target_tokens: 48,
+        };
         let batch = DeviceBatch::new(&host, &dev.device);
         let names = ["model.layers.1.mlp.up_proj.weight", "model.layers.1.self_attn.v_proj.weight"];
 
@@ -58,7 +67,8 @@ fn all_rows_partial_equals_whole_tensor_training() {
         AdamW::new(AdamWConfig::default()).step(&mut dense_model, &whole.grads, 1e-2);
 
         // Every row of each: up_proj is 160 x 64, v_proj 32 x 64 in the tiny model.
-        let rows: BTreeMap<String, Vec<u32>> = [(names[0], 160u32), (names[1], 32)].into_iter().map(|(n, r)| (n.to_string(), (0..r).collect())).collect();
+        let rows: BTreeMap<String, Vec<u32>> =
+            [(names[0], 160u32), (names[1], 32)].into_iter().map(|(n, r)| (n.to_string(), (0..r).collect())).collect();
         let part = forward_backward_rows(&model, &|_| false, &rows, &batch);
         assert!((whole.loss - part.loss).abs() < 1e-6, "{}: loss", dev.name);
         assert!(part.grads.is_empty());

@@ -48,8 +48,21 @@ fn train_runs_headless_and_writes_its_event_log_and_model() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::fixture("tiny-llama");
     let out = greentrainer(&[
-        "train", "--device", "cpu", "--model", model.to_str().unwrap(), "--output", dir.path().to_str().unwrap(),
-        "--max-steps", "2", "--epochs", "0", "--batch-size", "2", "--max-len", "48",
+        "train",
+        "--device",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--max-steps",
+        "2",
+        "--epochs",
+        "0",
+        "--batch-size",
+        "2",
+        "--max-len",
+        "48",
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("FLOPs") && text(&out).contains("saved"), "{}", text(&out));
@@ -67,7 +80,21 @@ fn a_bad_row_stops_training_unless_the_user_asks_to_skip_it() {
     let good = "{\"dialogue\": \"#Person1#: Hello there.\", \"summary\": \"A greeting.\"}\n";
     std::fs::write(&data, format!("{good}{good}{{not json\n{good}")).unwrap();
     let model = common::fixture("tiny-llama");
-    let base = ["train", "--device", "cpu", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--max-steps", "1", "--epochs", "0", "--save-model", "false"];
+    let base = [
+        "train",
+        "--device",
+        "cpu",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--max-steps",
+        "1",
+        "--epochs",
+        "0",
+        "--save-model",
+        "false",
+    ];
     let out_dir = dir.path().join("run");
     let mut args = base.to_vec();
     args.extend(["--output", out_dir.to_str().unwrap()]);

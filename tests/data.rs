@@ -19,17 +19,12 @@ const EOS: u32 = 0; // <|endoftext|> in the fixture tokenizer
 const PAD: u32 = 1; // <pad>
 
 fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
-        .join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel)
 }
 
 fn tokenizer() -> &'static Tokenizer {
     static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
-    TOKENIZER.get_or_init(|| {
-        Tokenizer::from_file(shared("fixtures/tokenizer/tokenizer.json"))
-            .expect("fixture tokenizer")
-    })
+    TOKENIZER.get_or_init(|| Tokenizer::from_file(shared("fixtures/tokenizer/tokenizer.json")).expect("fixture tokenizer"))
 }
 
 fn opts(max_len: usize) -> LoadOptions {
@@ -56,12 +51,7 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
 
 /// The first `n` records of a JSONL file, as JSON values.
 fn first_records(path: &Path, n: usize) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .take(n)
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().take(n).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn jsonl(records: &[Value]) -> String {
@@ -70,11 +60,7 @@ fn jsonl(records: &[Value]) -> String {
 
 /// What must agree between formats (the position differs: lines vs rows).
 fn essence(dataset: &Dataset) -> Vec<(Vec<u32>, usize, Vec<String>)> {
-    dataset
-        .examples
-        .iter()
-        .map(|e| (e.input_ids.clone(), e.prompt_len, e.references.clone()))
-        .collect()
+    dataset.examples.iter().map(|e| (e.input_ids.clone(), e.prompt_len, e.references.clone())).collect()
 }
 
 enum Column {
@@ -88,28 +74,21 @@ fn write_parquet(path: &Path, columns: &[Column]) {
         .iter()
         .map(|c| match c {
             Column::Text(name, _) => format!("REQUIRED BYTE_ARRAY {name} (UTF8);"),
-            Column::List(name, _) => format!(
-                "REQUIRED GROUP {name} (LIST) {{ REPEATED GROUP list {{ REQUIRED BYTE_ARRAY element (UTF8); }} }}"
-            ),
+            Column::List(name, _) => {
+                format!("REQUIRED GROUP {name} (LIST) {{ REPEATED GROUP list {{ REQUIRED BYTE_ARRAY element (UTF8); }} }}")
+            }
         })
         .collect();
     let schema = Arc::new(parse_message_type(&format!("message rows {{ {fields} }}")).unwrap());
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build(),
-    );
+    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
     let mut writer = SerializedFileWriter::new(File::create(path).unwrap(), schema, props).unwrap();
     let mut group = writer.next_row_group().unwrap();
     for column in columns {
         let mut out = group.next_column().unwrap().unwrap();
         match column {
             Column::Text(_, values) => {
-                let values: Vec<ByteArray> =
-                    values.iter().map(|s| ByteArray::from(s.as_str())).collect();
-                out.typed::<ByteArrayType>()
-                    .write_batch(&values, None, None)
-                    .unwrap();
+                let values: Vec<ByteArray> = values.iter().map(|s| ByteArray::from(s.as_str())).collect();
+                out.typed::<ByteArrayType>().write_batch(&values, None, None).unwrap();
             }
             Column::List(_, lists) => {
                 let (mut values, mut def, mut rep) = (Vec::new(), Vec::new(), Vec::new());
@@ -120,9 +99,7 @@ fn write_parquet(path: &Path, columns: &[Column]) {
                         rep.push(i16::from(i > 0));
                     }
                 }
-                out.typed::<ByteArrayType>()
-                    .write_batch(&values, Some(&def), Some(&rep))
-                    .unwrap();
+                out.typed::<ByteArrayType>().write_batch(&values, Some(&def), Some(&rep)).unwrap();
             }
         }
         out.close().unwrap();
@@ -132,19 +109,11 @@ fn write_parquet(path: &Path, columns: &[Column]) {
 }
 
 fn texts(records: &[Value], field: &str) -> Vec<String> {
-    records
-        .iter()
-        .map(|r| r[field].as_str().unwrap().to_owned())
-        .collect()
+    records.iter().map(|r| r[field].as_str().unwrap().to_owned()).collect()
 }
 
 fn list(record: &Value, field: &str) -> Vec<String> {
-    record[field]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
+    record[field].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
 }
 
 fn lists(records: &[Value], field: &str) -> Vec<Vec<String>> {
@@ -164,38 +133,20 @@ fn dialogsum_splits_load_with_auto_detection() {
         assert_eq!(report.counts.rows, rows, "{file}");
         assert_eq!(data.examples.len(), rows);
         assert_eq!(report.counts.skipped, 0);
-        assert!(
-            data.examples
-                .iter()
-                .all(|e| e.references.len() == refs_per_row),
-            "{file}"
-        );
-        assert!(
-            data.examples
-                .iter()
-                .all(|e| e.seq_len() <= 512 && e.seq_len() > e.prompt_len)
-        );
+        assert!(data.examples.iter().all(|e| e.references.len() == refs_per_row), "{file}");
+        assert!(data.examples.iter().all(|e| e.seq_len() <= 512 && e.seq_len() > e.prompt_len));
         data.require_targets().unwrap();
     }
     let test = load(&shared("data/dialogsum/dialogsum.test.jsonl"), &opts(512)).unwrap();
-    assert_eq!(
-        test.report.info.mapping,
-        Mapping::columns("dialogue", &["summary1", "summary2", "summary3"])
-    );
+    assert_eq!(test.report.info.mapping, Mapping::columns("dialogue", &["summary1", "summary2", "summary3"]));
     let first = &first_records(&shared("data/dialogsum/dialogsum.test.jsonl"), 1)[0];
-    let summaries: Vec<&str> = ["summary1", "summary2", "summary3"]
-        .map(|f| first[f].as_str().unwrap().trim())
-        .into();
+    let summaries: Vec<&str> = ["summary1", "summary2", "summary3"].map(|f| first[f].as_str().unwrap().trim()).into();
     assert_eq!(test.examples[0].references, summaries);
 }
 
 #[test]
 fn dialogsum_hidden_test_dialogues_load_as_prediction_only() {
-    let data = load(
-        &shared("data/dialogsum/dialogsum.hiddentest.dialogue.jsonl"),
-        &opts(512),
-    )
-    .unwrap();
+    let data = load(&shared("data/dialogsum/dialogsum.hiddentest.dialogue.jsonl"), &opts(512)).unwrap();
     assert_eq!(data.examples.len(), 100);
     assert_eq!(data.report.info.preset, Preset::DialogSum);
     assert!(!data.report.info.mapping.has_target());
@@ -212,11 +163,7 @@ fn dialogsum_hidden_test_dialogues_load_as_prediction_only() {
 
 #[test]
 fn dialogsum_hidden_test_topics_have_no_source_field() {
-    let err = load(
-        &shared("data/dialogsum/dialogsum.hiddentest.topic.jsonl"),
-        &opts(512),
-    )
-    .unwrap_err();
+    let err = load(&shared("data/dialogsum/dialogsum.hiddentest.topic.jsonl"), &opts(512)).unwrap_err();
     match &err {
         DataError::UnknownLayout { fields, .. } => assert_eq!(fields, &["fname", "topic"]),
         other => panic!("expected UnknownLayout, got {other}"),
@@ -228,11 +175,7 @@ fn dialogsum_hidden_test_topics_have_no_source_field() {
 fn scitldr_abstract_splits_load_with_auto_detection() {
     let expected = [
         ("train", 1_992, BTreeMap::from([(1, 1_992)])),
-        (
-            "dev",
-            619,
-            BTreeMap::from([(1, 94), (2, 237), (3, 267), (4, 21)]),
-        ),
+        ("dev", 619, BTreeMap::from([(1, 94), (2, 237), (3, 267), (4, 21)])),
         ("test", 618, BTreeMap::from([(2, 83), (3, 339), (4, 196)])),
     ];
     for (file, rows, refs_histogram) in expected {
@@ -255,14 +198,7 @@ fn scitldr_source_is_sentences_joined_and_target_is_the_first_tldr() {
     let mut rows = RowStream::open(&path, &opts(512)).unwrap();
     let row = rows.next().unwrap().unwrap();
     let (sentences, targets) = (list(record, "source"), list(record, "target"));
-    assert_eq!(
-        row.source,
-        sentences
-            .iter()
-            .map(|s| s.trim())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    assert_eq!(row.source, sentences.iter().map(|s| s.trim()).collect::<Vec<_>>().join(" "));
     assert_eq!(row.target.as_deref(), Some(targets[0].trim()));
     assert_eq!(row.references.len(), targets.len());
 }
@@ -279,11 +215,7 @@ fn json_csv_and_parquet_give_the_same_examples_as_jsonl() {
         "dialogue": "#Person1#: [a, {b}] \"quoted\", back\\slash\\\n#Person2#: ok ]}",
         "summary": "He says \"ok\", [sic]."
     }));
-    let reference = load(
-        &write(dir.path(), "rows.jsonl", jsonl(&records)),
-        &opts(512),
-    )
-    .unwrap();
+    let reference = load(&write(dir.path(), "rows.jsonl", jsonl(&records)), &opts(512)).unwrap();
     assert_eq!(reference.examples.len(), 7);
 
     let array = serde_json::to_string_pretty(&records).unwrap();
@@ -291,17 +223,11 @@ fn json_csv_and_parquet_give_the_same_examples_as_jsonl() {
     assert_eq!(from_json.report.info.format, DataFormat::JsonArray);
 
     let mut csv = csv::Writer::from_writer(Vec::new());
-    csv.write_record(["fname", "dialogue", "summary", "topic"])
-        .unwrap();
+    csv.write_record(["fname", "dialogue", "summary", "topic"]).unwrap();
     for r in &records {
-        csv.write_record(["fname", "dialogue", "summary", "topic"].map(|f| r[f].as_str().unwrap()))
-            .unwrap();
+        csv.write_record(["fname", "dialogue", "summary", "topic"].map(|f| r[f].as_str().unwrap())).unwrap();
     }
-    let from_csv = load(
-        &write(dir.path(), "rows.csv", csv.into_inner().unwrap()),
-        &opts(512),
-    )
-    .unwrap();
+    let from_csv = load(&write(dir.path(), "rows.csv", csv.into_inner().unwrap()), &opts(512)).unwrap();
     assert_eq!(from_csv.report.info.format, DataFormat::Csv);
 
     let parquet = dir.path().join("rows.parquet");
@@ -319,12 +245,7 @@ fn json_csv_and_parquet_give_the_same_examples_as_jsonl() {
 
     for other in [&from_json, &from_csv, &from_parquet] {
         assert_eq!(other.report.info.preset, Preset::DialogSum);
-        assert_eq!(
-            essence(other),
-            essence(&reference),
-            "{}",
-            other.report.info.format
-        );
+        assert_eq!(essence(other), essence(&reference), "{}", other.report.info.format);
     }
 }
 
@@ -333,15 +254,8 @@ fn a_whole_file_as_a_json_array_matches_its_json_lines() {
     let dir = tempfile::tempdir().unwrap();
     let path = shared("data/dialogsum/dialogsum.dev.jsonl");
     let records = first_records(&path, usize::MAX);
-    let array = write(
-        dir.path(),
-        "dev.json",
-        serde_json::to_string_pretty(&records).unwrap(),
-    );
-    let (from_array, from_lines) = (
-        load(&array, &opts(512)).unwrap(),
-        load(&path, &opts(512)).unwrap(),
-    );
+    let array = write(dir.path(), "dev.json", serde_json::to_string_pretty(&records).unwrap());
+    let (from_array, from_lines) = (load(&array, &opts(512)).unwrap(), load(&path, &opts(512)).unwrap());
     assert_eq!(from_array.examples.len(), 500);
     assert_eq!(essence(&from_array), essence(&from_lines));
 }
@@ -350,20 +264,8 @@ fn a_whole_file_as_a_json_array_matches_its_json_lines() {
 fn list_columns_read_the_same_from_json_array_and_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let records = first_records(&shared("data/scitldr/SciTLDR-A/test.jsonl"), 5);
-    let reference = load(
-        &write(dir.path(), "rows.jsonl", jsonl(&records)),
-        &opts(512),
-    )
-    .unwrap();
-    let from_json = load(
-        &write(
-            dir.path(),
-            "rows.json",
-            serde_json::to_string(&records).unwrap(),
-        ),
-        &opts(512),
-    )
-    .unwrap();
+    let reference = load(&write(dir.path(), "rows.jsonl", jsonl(&records)), &opts(512)).unwrap();
+    let from_json = load(&write(dir.path(), "rows.json", serde_json::to_string(&records).unwrap()), &opts(512)).unwrap();
     let parquet = dir.path().join("rows.parquet");
     write_parquet(
         &parquet,
@@ -383,24 +285,14 @@ fn list_columns_read_the_same_from_json_array_and_parquet() {
 #[test]
 fn detection_reads_json_lines_named_json_and_skips_a_byte_order_mark() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "rows.json",
-        "{\"dialogue\": \"a b\", \"summary\": \"c\"}\n",
-    );
+    let path = write(dir.path(), "rows.json", "{\"dialogue\": \"a b\", \"summary\": \"c\"}\n");
     assert_eq!(DataFormat::detect(&path).unwrap(), DataFormat::Jsonl);
     assert_eq!(load(&path, &opts(64)).unwrap().examples.len(), 1);
 
     let bom = "\u{feff}";
     let files = [
-        (
-            "bom.jsonl",
-            format!("{bom}{{\"dialogue\": \"a\", \"summary\": \"b\"}}\n"),
-        ),
-        (
-            "bom.json",
-            format!("{bom}[{{\"dialogue\": \"a\", \"summary\": \"b\"}}]"),
-        ),
+        ("bom.jsonl", format!("{bom}{{\"dialogue\": \"a\", \"summary\": \"b\"}}\n")),
+        ("bom.json", format!("{bom}[{{\"dialogue\": \"a\", \"summary\": \"b\"}}]")),
         ("bom.csv", format!("{bom}dialogue,summary\na,b\n")),
     ];
     for (name, text) in files {
@@ -425,18 +317,10 @@ fn labels_mask_prompt_and_padding_and_decode_to_the_target_and_eos() {
         let summary = record["summary"].as_str().unwrap().trim();
         let dialogue = record["dialogue"].as_str().unwrap().trim();
         let span = row * batch.seq..(row + 1) * batch.seq;
-        let (ids, mask, labels) = (
-            &batch.input_ids[span.clone()],
-            &batch.attention_mask[span.clone()],
-            &batch.labels[span],
-        );
+        let (ids, mask, labels) = (&batch.input_ids[span.clone()], &batch.attention_mask[span.clone()], &batch.labels[span]);
         for pos in 0..batch.seq {
             let in_target = pos >= example.prompt_len && pos < example.seq_len();
-            assert_eq!(
-                labels[pos] == IGNORE_INDEX,
-                !in_target,
-                "row {row} pos {pos}"
-            );
+            assert_eq!(labels[pos] == IGNORE_INDEX, !in_target, "row {row} pos {pos}");
             if in_target {
                 assert_eq!(labels[pos], i64::from(ids[pos]));
             }
@@ -445,11 +329,7 @@ fn labels_mask_prompt_and_padding_and_decode_to_the_target_and_eos() {
                 assert_eq!(ids[pos], PAD);
             }
         }
-        let learned: Vec<u32> = labels
-            .iter()
-            .filter(|&&l| l != IGNORE_INDEX)
-            .map(|&l| l as u32)
-            .collect();
+        let learned: Vec<u32> = labels.iter().filter(|&&l| l != IGNORE_INDEX).map(|&l| l as u32).collect();
         assert_eq!(decode(&learned), format!(" {summary}<|endoftext|>"));
         assert_eq!(decode(example.prompt_ids()), format!("{dialogue} TL;DR:"));
     }
@@ -469,25 +349,16 @@ fn source_truncation_keeps_the_whole_target_and_counts_rows() {
         let source_len = ids(record["dialogue"].as_str().unwrap().trim()).len();
         let target_len = ids(&format!(" {summary}")).len() + 1;
         assert_eq!(example.untruncated_len, source_len + fixed + target_len);
-        assert!(
-            fixed + target_len <= max_len,
-            "no target in dev is that long"
-        );
+        assert!(fixed + target_len <= max_len, "no target in dev is that long");
         if source_len + fixed + target_len > max_len {
             expected_truncated += 1;
             assert!(example.source_truncated);
             assert_eq!(example.seq_len(), max_len);
         }
-        assert_eq!(
-            decode(&example.input_ids[example.prompt_len..]),
-            format!(" {summary}<|endoftext|>")
-        );
+        assert_eq!(decode(&example.input_ids[example.prompt_len..]), format!(" {summary}<|endoftext|>"));
         assert!(decode(example.prompt_ids()).ends_with(" TL;DR:"));
     }
-    assert!(
-        expected_truncated > 100,
-        "the test needs truncated rows: {expected_truncated}"
-    );
+    assert!(expected_truncated > 100, "the test needs truncated rows: {expected_truncated}");
     assert_eq!(data.report.counts.truncated_source, expected_truncated);
     assert_eq!(data.report.counts.truncated_target, 0);
 }
@@ -496,25 +367,14 @@ fn source_truncation_keeps_the_whole_target_and_counts_rows() {
 fn a_target_longer_than_max_len_loses_its_tail_and_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let long = "word ".repeat(40);
-    let rows = jsonl(&[
-        json!({"dialogue": "short dialogue", "summary": long}),
-        json!({"dialogue": "another", "summary": "fits"}),
-    ]);
+    let rows = jsonl(&[json!({"dialogue": "short dialogue", "summary": long}), json!({"dialogue": "another", "summary": "fits"})]);
     let max_len = 16;
     let data = load(&write(dir.path(), "rows.jsonl", rows), &opts(max_len)).unwrap();
     let cut = &data.examples[0];
     assert!(cut.target_truncated && cut.source_truncated);
     assert_eq!(cut.seq_len(), max_len);
-    assert_eq!(
-        cut.prompt_ids(),
-        ids(" TL;DR:").as_slice(),
-        "the source is dropped entirely"
-    );
-    assert_ne!(
-        cut.input_ids.last(),
-        Some(&EOS),
-        "a cut target does not end"
-    );
+    assert_eq!(cut.prompt_ids(), ids(" TL;DR:").as_slice(), "the source is dropped entirely");
+    assert_ne!(cut.input_ids.last(), Some(&EOS), "a cut target does not end");
     assert!(format!(" {}", long.trim()).starts_with(&decode(&cut.input_ids[cut.prompt_len..])));
     assert!(!data.examples[1].target_truncated);
     assert_eq!(data.report.counts.truncated_target, 1);
@@ -531,15 +391,10 @@ fn max_len_must_leave_room_for_a_target() {
 #[test]
 fn a_custom_template_and_mapping_are_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(
-        dir.path(),
-        "rows.jsonl",
-        jsonl(&[json!({"text": "a long story", "gist": "story"})]),
-    );
+    let path = write(dir.path(), "rows.jsonl", jsonl(&[json!({"text": "a long story", "gist": "story"})]));
     let mut options = opts(64);
     options.mapping = Some(Mapping::columns("text", &["gist"]));
-    options.template =
-        Some(PromptTemplate::parse("Summarize: {source}\nSummary: {target}").unwrap());
+    options.template = Some(PromptTemplate::parse("Summarize: {source}\nSummary: {target}").unwrap());
     let data = load(&path, &options).unwrap();
     let e = &data.examples[0];
     assert_eq!(data.report.info.preset, Preset::Custom);
@@ -592,17 +447,11 @@ fn chat_rows_split_at_the_last_assistant_turn() {
     let sharegpt = write(
         dir.path(),
         "sharegpt.jsonl",
-        jsonl(&[
-            json!({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}),
-        ]),
+        jsonl(&[json!({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})]),
     );
     let mut options = opts(256);
     options.chat_template = Some(Arc::new(|history: &[ChatMessage]| -> String {
-        history
-            .iter()
-            .map(|m| format!("[{}] {}\n", m.role, m.content))
-            .collect::<String>()
-            + "[assistant] "
+        history.iter().map(|m| format!("[{}] {}\n", m.role, m.content)).collect::<String>() + "[assistant] "
     }));
     let data = load(&sharegpt, &options).unwrap();
     assert_eq!(data.report.info.preset, Preset::ShareGpt);
@@ -610,11 +459,7 @@ fn chat_rows_split_at_the_last_assistant_turn() {
     assert_eq!(decode(e.prompt_ids()), "[user] Hi\n[assistant] ");
     assert_eq!(decode(&e.input_ids[e.prompt_len..]), "Hello<|endoftext|>");
 
-    let no_reply = write(
-        dir.path(),
-        "no_reply.jsonl",
-        jsonl(&[json!({"messages": [{"role": "user", "content": "Hi"}]})]),
-    );
+    let no_reply = write(dir.path(), "no_reply.jsonl", jsonl(&[json!({"messages": [{"role": "user", "content": "Hi"}]})]));
     let err = load(&no_reply, &opts(256)).unwrap_err();
     assert!(err.to_string().contains("no assistant turn"), "{err}");
 }
@@ -627,12 +472,7 @@ fn a_missing_field_names_the_fields_that_exist() {
     options.mapping = Some(Mapping::columns("text", &["summary"]));
     let err = load(&shared("data/dialogsum/dialogsum.dev.jsonl"), &options).unwrap_err();
     match &err {
-        DataError::MissingField {
-            field,
-            available,
-            at,
-            ..
-        } => {
+        DataError::MissingField { field, available, at, .. } => {
             assert_eq!(field, "text");
             assert_eq!(available, &["dialogue", "fname", "summary", "topic"]);
             assert_eq!(*at, RowPosition::Line(1));
@@ -640,17 +480,10 @@ fn a_missing_field_names_the_fields_that_exist() {
         other => panic!("expected MissingField, got {other}"),
     }
     let message = err.to_string();
-    assert!(
-        message.contains("dialogsum.dev.jsonl")
-            && message.contains("dialogue, fname, summary, topic"),
-        "{message}"
-    );
+    assert!(message.contains("dialogsum.dev.jsonl") && message.contains("dialogue, fname, summary, topic"), "{message}");
 
     let dir = tempfile::tempdir().unwrap();
-    let rows = jsonl(&[
-        json!({"dialogue": "a", "summary": "b"}),
-        json!({"dialogue": "c", "topic": "d"}),
-    ]);
+    let rows = jsonl(&[json!({"dialogue": "a", "summary": "b"}), json!({"dialogue": "c", "topic": "d"})]);
     let err = load(&write(dir.path(), "rows.jsonl", rows), &opts(64)).unwrap_err();
     assert!(
         matches!(&err, DataError::MissingField { at: RowPosition::Line(2), field, available, .. }
@@ -662,13 +495,7 @@ fn a_missing_field_names_the_fields_that_exist() {
 #[test]
 fn empty_files_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [
-        ("a.jsonl", ""),
-        ("b.jsonl", "\n  \n"),
-        ("c.json", "[ ]"),
-        ("d.csv", "dialogue,summary\n"),
-        ("e.json", ""),
-    ] {
+    for (name, text) in [("a.jsonl", ""), ("b.jsonl", "\n  \n"), ("c.json", "[ ]"), ("d.csv", "dialogue,summary\n"), ("e.json", "")] {
         let path = write(dir.path(), name, text);
         let err = load(&path, &opts(64)).unwrap_err();
         assert!(matches!(err, DataError::Empty { .. }), "{name}: {err}");
@@ -679,61 +506,24 @@ fn empty_files_are_reported() {
 #[test]
 fn invalid_json_reports_its_line() {
     let dir = tempfile::tempdir().unwrap();
-    let text = "{\"dialogue\": \"a\", \"summary\": \"b\"}\n{\"dialogue\": \"c\", \"summary\": \"d\"}\n{\"dialogue\": \"e\", \"summary\": }\n";
+    let text =
+        "{\"dialogue\": \"a\", \"summary\": \"b\"}\n{\"dialogue\": \"c\", \"summary\": \"d\"}\n{\"dialogue\": \"e\", \"summary\": }\n";
     let path = write(dir.path(), "bad.jsonl", text);
     let err = load(&path, &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::InvalidJson {
-                at: RowPosition::Line(3),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::InvalidJson { at: RowPosition::Line(3), .. }), "{err}");
     let message = err.to_string();
-    assert!(
-        message.contains("line 3") && message.contains("bad.jsonl"),
-        "{message}"
-    );
+    assert!(message.contains("line 3") && message.contains("bad.jsonl"), "{message}");
 
     // In a JSON array the line is the file's, not the element's.
     let array = "[\n  {\"dialogue\": \"a\", \"summary\": \"b\"},\n  {\"dialogue\": \"c\",\n   \"summary\": },\n  {\"dialogue\": \"e\", \"summary\": \"f\"}\n]\n";
     let path = write(dir.path(), "bad.json", array);
     let err = load(&path, &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::InvalidJson {
-                at: RowPosition::Line(4),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::InvalidJson { at: RowPosition::Line(4), .. }), "{err}");
 
-    let broken = write(
-        dir.path(),
-        "broken.json",
-        "[\n {\"dialogue\": \"a\", \"summary\": \"b\"},\n]",
-    );
+    let broken = write(dir.path(), "broken.json", "[\n {\"dialogue\": \"a\", \"summary\": \"b\"},\n]");
     let err = load(&broken, &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::JsonStructure {
-                at: RowPosition::Line(3),
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let unclosed = write(
-        dir.path(),
-        "unclosed.json",
-        "[\n {\"dialogue\": \"a\", \"summary\": \"b\"}\n",
-    );
+    assert!(matches!(err, DataError::JsonStructure { at: RowPosition::Line(3), .. }), "{err}");
+    let unclosed = write(dir.path(), "unclosed.json", "[\n {\"dialogue\": \"a\", \"summary\": \"b\"}\n");
     let err = load(&unclosed, &opts(64)).unwrap_err();
     assert!(matches!(err, DataError::JsonStructure { .. }), "{err}");
 }
@@ -744,45 +534,18 @@ fn non_utf8_text_reports_its_line() {
     let mut bytes = b"{\"dialogue\": \"a\", \"summary\": \"b\"}\n{\"dialogue\": \"".to_vec();
     bytes.extend_from_slice(b"caf\xe9\", \"summary\": \"d\"}\n");
     let err = load(&write(dir.path(), "latin1.jsonl", &bytes), &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::NotUtf8 {
-                at: RowPosition::Line(2),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::NotUtf8 { at: RowPosition::Line(2), .. }), "{err}");
     assert!(err.to_string().contains("latin1.jsonl, line 2"), "{err}");
 
     let mut csv = b"dialogue,summary\na,b\nc,d\n".to_vec();
     csv.extend_from_slice(b"caf\xe9,e\n");
     let err = load(&write(dir.path(), "latin1.csv", &csv), &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::NotUtf8 {
-                at: RowPosition::Line(4),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::NotUtf8 { at: RowPosition::Line(4), .. }), "{err}");
 
     let mut array = b"[\n{\"dialogue\": \"a\", \"summary\": \"b\"},\n{\"dialogue\": \"a\",\n\"summary\": \"\xff\"}]".to_vec();
     array.push(b'\n');
     let err = load(&write(dir.path(), "latin1.json", &array), &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::NotUtf8 {
-                at: RowPosition::Line(4),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::NotUtf8 { at: RowPosition::Line(4), .. }), "{err}");
 }
 
 #[test]
@@ -799,16 +562,7 @@ fn bad_rows_are_skipped_and_counted_when_asked() {
     .join("\n");
     let path = write(dir.path(), "mixed.jsonl", text);
     let err = load(&path, &opts(64)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            DataError::InvalidJson {
-                at: RowPosition::Line(2),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::InvalidJson { at: RowPosition::Line(2), .. }), "{err}");
 
     let mut options = opts(64);
     options.skip_bad_rows = true;
@@ -816,39 +570,18 @@ fn bad_rows_are_skipped_and_counted_when_asked() {
     assert_eq!(data.report.counts.rows, 3);
     assert_eq!(data.report.counts.skipped, 3);
     let lines: Vec<RowPosition> = data.examples.iter().map(|e| e.at).collect();
-    assert_eq!(
-        lines,
-        [
-            RowPosition::Line(1),
-            RowPosition::Line(3),
-            RowPosition::Line(5)
-        ]
-    );
+    assert_eq!(lines, [RowPosition::Line(1), RowPosition::Line(3), RowPosition::Line(5)]);
     assert_eq!(data.examples[2].references, ["5", "five"]);
     let messages = &data.report.skip_messages;
-    assert!(
-        messages[0].contains("line 2")
-            && messages[1].contains("line 4")
-            && messages[2].contains("line 6")
-    );
+    assert!(messages[0].contains("line 2") && messages[1].contains("line 4") && messages[2].contains("line 6"));
 
-    let all_bad = write(
-        dir.path(),
-        "all_bad.jsonl",
-        "{\"dialogue\": \"x\", \"summary\": 1}\n{\"dialogue\": \"y\", \"summary\": 2}\n",
-    );
+    let all_bad = write(dir.path(), "all_bad.jsonl", "{\"dialogue\": \"x\", \"summary\": 1}\n{\"dialogue\": \"y\", \"summary\": 2}\n");
     let err = load(&all_bad, &options).unwrap_err();
-    assert!(
-        matches!(err, DataError::AllRowsSkipped { skipped: 2, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::AllRowsSkipped { skipped: 2, .. }), "{err}");
 
     let csv = write(dir.path(), "ragged.csv", "dialogue,summary\na,b\nc\nd,e\n");
     let data = load(&csv, &options).unwrap();
-    assert_eq!(
-        (data.report.counts.rows, data.report.counts.skipped),
-        (2, 1)
-    );
+    assert_eq!((data.report.counts.rows, data.report.counts.skipped), (2, 1));
 }
 
 // ---- order, batches, splits ----
@@ -869,12 +602,7 @@ fn batches_cover_every_example_and_resume_at_a_position() {
     let data = load(&shared("data/scitldr/SciTLDR-A/dev.jsonl"), &opts(256)).unwrap();
     let lengths: Vec<usize> = data.examples.iter().map(Example::seq_len).collect();
     for group_by_length in [false, true] {
-        let plan = BatchPlan {
-            batch_size: 8,
-            group_by_length,
-            drop_last: false,
-            seed: 3,
-        };
+        let plan = BatchPlan { batch_size: 8, group_by_length, drop_last: false, seed: 3 };
         let batches = epoch_batches(&lengths, &plan, 2);
         assert_eq!(batches, epoch_batches(&lengths, &plan, 2));
         assert_ne!(batches, epoch_batches(&lengths, &plan, 3));
@@ -884,61 +612,25 @@ fn batches_cover_every_example_and_resume_at_a_position() {
 
         let batcher = Batcher::new(&data.examples, plan, PAD).unwrap();
         assert_eq!(batcher.batches_per_epoch(), batches.len());
-        let whole: Vec<(DataPosition, Batch)> = batcher
-            .batches_from(DataPosition { epoch: 2, batch: 0 })
-            .collect();
-        let resumed: Vec<(DataPosition, Batch)> = batcher
-            .batches_from(DataPosition {
-                epoch: 2,
-                batch: 30,
-            })
-            .collect();
-        assert_eq!(
-            resumed.first().unwrap().0,
-            DataPosition {
-                epoch: 2,
-                batch: 30
-            }
-        );
+        let whole: Vec<(DataPosition, Batch)> = batcher.batches_from(DataPosition { epoch: 2, batch: 0 }).collect();
+        let resumed: Vec<(DataPosition, Batch)> = batcher.batches_from(DataPosition { epoch: 2, batch: 30 }).collect();
+        assert_eq!(resumed.first().unwrap().0, DataPosition { epoch: 2, batch: 30 });
         assert_eq!(&whole[30..], resumed.as_slice());
     }
-    let dropping = BatchPlan {
-        batch_size: 8,
-        group_by_length: false,
-        drop_last: true,
-        seed: 3,
-    };
+    let dropping = BatchPlan { batch_size: 8, group_by_length: false, drop_last: true, seed: 3 };
     let batches = epoch_batches(&lengths, &dropping, 0);
     assert_eq!(batches.len(), 619 / 8);
     assert!(batches.iter().all(|b| b.len() == 8));
-    assert!(
-        Batcher::new(
-            &data.examples,
-            BatchPlan {
-                batch_size: 0,
-                ..dropping
-            },
-            PAD
-        )
-        .is_err()
-    );
+    assert!(Batcher::new(&data.examples, BatchPlan { batch_size: 0, ..dropping }, PAD).is_err());
 }
 
 #[test]
 fn grouping_by_length_cuts_padding() {
     let data = load(&shared("data/dialogsum/dialogsum.dev.jsonl"), &opts(512)).unwrap();
     let padded = |group_by_length| {
-        let plan = BatchPlan {
-            batch_size: 8,
-            group_by_length,
-            drop_last: false,
-            seed: 1,
-        };
+        let plan = BatchPlan { batch_size: 8, group_by_length, drop_last: false, seed: 1 };
         let batcher = Batcher::new(&data.examples, plan, PAD).unwrap();
-        batcher
-            .batches_from(DataPosition::default())
-            .map(|(_, b)| b.batch * b.seq - b.real_tokens)
-            .sum::<usize>()
+        batcher.batches_from(DataPosition::default()).map(|(_, b)| b.batch * b.seq - b.real_tokens).sum::<usize>()
     };
     let (plain, grouped) = (padded(false), padded(true));
     assert!(grouped * 3 < plain, "grouped {grouped} vs plain {plain}");
@@ -948,16 +640,8 @@ fn grouping_by_length_cuts_padding() {
 fn validation_split_by_fraction_is_seeded_and_disjoint() {
     let (train, val) = split_by_ratio((0..500).collect::<Vec<_>>(), 0.1, 9).unwrap();
     assert_eq!((train.len(), val.len()), (450, 50));
-    assert_eq!(
-        split_by_ratio((0..500).collect::<Vec<_>>(), 0.1, 9).unwrap(),
-        (train.clone(), val.clone())
-    );
-    assert_ne!(
-        split_by_ratio((0..500).collect::<Vec<_>>(), 0.1, 10)
-            .unwrap()
-            .1,
-        val
-    );
+    assert_eq!(split_by_ratio((0..500).collect::<Vec<_>>(), 0.1, 9).unwrap(), (train.clone(), val.clone()));
+    assert_ne!(split_by_ratio((0..500).collect::<Vec<_>>(), 0.1, 10).unwrap().1, val);
     assert!(train.windows(2).all(|w| w[0] < w[1]) && val.windows(2).all(|w| w[0] < w[1]));
     assert!(val.iter().all(|v| !train.contains(v)));
     assert!(split_by_ratio(vec![1, 2], 1.0, 0).is_err());
@@ -968,41 +652,14 @@ fn demo_files_and_splits_from_two_files() {
     let dir = tempfile::tempdir().unwrap();
     let demo = write_demo_files(dir.path()).unwrap();
     assert!(DEMO_README.contains("CC BY-NC-SA 4.0"));
-    let splits = load_splits(
-        &demo.train,
-        &ValidationSource::File(demo.test.clone()),
-        tokenizer(),
-        &opts(512),
-    )
-    .unwrap();
-    assert_eq!(
-        (
-            splits.train.examples.len(),
-            splits.validation.examples.len()
-        ),
-        (300, 50)
-    );
+    let splits = load_splits(&demo.train, &ValidationSource::File(demo.test.clone()), tokenizer(), &opts(512)).unwrap();
+    assert_eq!((splits.train.examples.len(), splits.validation.examples.len()), (300, 50));
     assert_eq!(splits.validation.report.info.preset, Preset::DialogSum);
-    assert!(
-        splits
-            .validation
-            .examples
-            .iter()
-            .all(|e| e.references.len() == 3)
-    );
+    assert!(splits.validation.examples.iter().all(|e| e.references.len() == 3));
 
-    let by_fraction = ValidationSource::Fraction {
-        fraction: 0.2,
-        seed: 5,
-    };
+    let by_fraction = ValidationSource::Fraction { fraction: 0.2, seed: 5 };
     let splits = load_splits(&demo.train, &by_fraction, tokenizer(), &opts(512)).unwrap();
-    assert_eq!(
-        (
-            splits.train.examples.len(),
-            splits.validation.examples.len()
-        ),
-        (240, 60)
-    );
+    assert_eq!((splits.train.examples.len(), splits.validation.examples.len()), (240, 60));
 }
 
 #[test]
@@ -1015,26 +672,14 @@ fn preview_shows_rows_histogram_counts_and_fields() {
     assert_eq!(p.template, PromptTemplate::SUMMARY);
     assert_eq!(p.rows.len(), 3);
     let first = &first_records(&path, 1)[0];
-    assert_eq!(
-        p.rows[0].row.target.as_deref(),
-        Some(first["summary"].as_str().unwrap().trim())
-    );
-    assert!(
-        p.rows
-            .iter()
-            .all(|r| r.tokens <= 256 && r.tokens <= r.untruncated_tokens)
-    );
+    assert_eq!(p.rows[0].row.target.as_deref(), Some(first["summary"].as_str().unwrap().trim()));
+    assert!(p.rows.iter().all(|r| r.tokens <= 256 && r.tokens <= r.untruncated_tokens));
     assert_eq!(p.counts.rows, 500);
     assert_eq!(p.counts.skipped, 0);
     assert!(p.counts.truncated_source > 0);
     assert!(p.histogram.len() <= 10 && !p.histogram.is_empty());
     assert_eq!(p.histogram.iter().map(|b| b.count).sum::<usize>(), 500);
     assert!(p.histogram.windows(2).all(|w| w[0].hi == w[1].lo));
-    let over: usize = p
-        .histogram
-        .iter()
-        .filter(|b| b.lo > 256)
-        .map(|b| b.count)
-        .sum();
+    let over: usize = p.histogram.iter().filter(|b| b.lo > 256).map(|b| b.count).sum();
     assert!(over <= p.counts.truncated_source);
 }

@@ -19,7 +19,8 @@ fn eval_runs_end_to_end_on_the_tiny_model() {
     let mut calls = Vec::new();
     for strategy in [Strategy::Greedy, Strategy::Beam { num_beams: 3, length_penalty: 1.0 }] {
         let generation = GenerateOptions { strategy, max_new_tokens: 6, repetition_penalty: 2.5, eos_token_ids: vec![0], use_cache: true };
-        let result = evaluate(&loaded, &data.examples, &generation, &RougeOptions::default(), &mut |done, total| calls.push((done, total))).unwrap();
+        let result =
+            evaluate(&loaded, &data.examples, &generation, &RougeOptions::default(), &mut |done, total| calls.push((done, total))).unwrap();
         assert_eq!(result.predictions.len(), 3);
         assert_eq!(result.rouge.count, 3);
         for p in &result.predictions {

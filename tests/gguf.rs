@@ -105,13 +105,7 @@ struct Gguf {
 
 impl Gguf {
     fn new(arch: &str) -> Self {
-        Gguf {
-            magic: *b"GGUF",
-            version: 3,
-            kv: vec![],
-            tensors: vec![],
-        }
-        .kv("general.architecture", s(arch))
+        Gguf { magic: *b"GGUF", version: 3, kv: vec![], tensors: vec![] }.kv("general.architecture", s(arch))
     }
 
     /// A Llama header with the given sizes (no tensors).
@@ -138,23 +132,12 @@ impl Gguf {
     }
 
     fn f32_tensor(self, name: &str, ne: &[u64], values: &[f32]) -> Self {
-        self.tensor(
-            name,
-            ne,
-            0,
-            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        )
+        self.tensor(name, ne, 0, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
 
     fn bytes(&self) -> Vec<u8> {
-        let alignment = self
-            .kv
-            .iter()
-            .find(|(k, _)| k == "general.alignment")
-            .map_or(
-                32,
-                |(_, v)| if let V::U32(a) = v { *a as usize } else { 32 },
-            );
+        let alignment =
+            self.kv.iter().find(|(k, _)| k == "general.alignment").map_or(32, |(_, v)| if let V::U32(a) = v { *a as usize } else { 32 });
         let mut out = self.magic.to_vec();
         out.extend(self.version.to_le_bytes());
         out.extend((self.tensors.len() as u64).to_le_bytes());
@@ -218,17 +201,12 @@ struct Encoded {
 }
 
 fn encode(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Encoded {
-    let mut e = Encoded {
-        bytes: vec![],
-        values: vec![],
-    };
+    let mut e = Encoded { bytes: vec![], values: vec![] };
     for _ in 0..n_blocks {
         match ty {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
                 let five = matches!(ty, GgmlType::Q5_0 | GgmlType::Q5_1);
-                let q: Vec<u32> = (0..32)
-                    .map(|_| rng.below(if five { 32 } else { 16 }))
-                    .collect();
+                let q: Vec<u32> = (0..32).map(|_| rng.below(if five { 32 } else { 16 })).collect();
                 let (d, m) = (0.25f32, -2.0f32);
                 e.bytes.extend(f16_bytes(d));
                 if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
@@ -242,8 +220,7 @@ fn encode(ty: GgmlType, n_blocks: usize, rng: &mut Rng) -> Encoded {
                     }
                     e.bytes.extend(qh.to_le_bytes());
                 }
-                e.bytes
-                    .extend((0..16).map(|j| ((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4)) as u8));
+                e.bytes.extend((0..16).map(|j| ((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4)) as u8));
                 e.values.extend(q.iter().map(|&q| match ty {
                     GgmlType::Q4_0 => (q as f32 - 8.0) * d,
                     GgmlType::Q5_0 => (q as f32 - 16.0) * d,
@@ -297,8 +274,7 @@ fn encode_q2_k(e: &mut Encoded, rng: &mut Rng) {
                 for l in 0..16 {
                     let v = rng.below(4) as u8;
                     q[l + offset] |= v << shift;
-                    e.values
-                        .push(d * (sc & 0xF) as f32 * v as f32 - dmin * (sc >> 4) as f32);
+                    e.values.push(d * (sc & 0xF) as f32 * v as f32 - dmin * (sc >> 4) as f32);
                 }
             }
         }
@@ -318,8 +294,7 @@ fn encode_q3_k(e: &mut Encoded, rng: &mut Rng) {
     for b in 0..4 {
         sc[b] = (s[b] & 0xF) | ((s[8 + b] & 0xF) << 4);
         sc[4 + b] = (s[4 + b] & 0xF) | ((s[12 + b] & 0xF) << 4);
-        sc[8 + b] =
-            (s[b] >> 4) | ((s[4 + b] >> 4) << 2) | ((s[8 + b] >> 4) << 4) | ((s[12 + b] >> 4) << 6);
+        sc[8 + b] = (s[b] >> 4) | ((s[4 + b] >> 4) << 2) | ((s[8 + b] >> 4) << 4) | ((s[12 + b] >> 4) << 6);
     }
     let (mut hmask, mut qs) = ([0u8; 32], [0u8; 64]);
     let (mut is, mut m) = (0, 1u8);
@@ -368,8 +343,7 @@ fn encode_q45_k(e: &mut Encoded, rng: &mut Rng, five: bool) {
                 if q & 0x10 != 0 {
                     qh[l] |= 1 << (2 * j + half);
                 }
-                e.values
-                    .push(d * sc[is] as f32 * q as f32 - dmin * mn[is] as f32);
+                e.values.push(d * sc[is] as f32 * q as f32 - dmin * mn[is] as f32);
             }
         }
     }
@@ -389,12 +363,7 @@ fn encode_q6_k(e: &mut Encoded, rng: &mut Rng) {
     let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
     let mut values = vec![0f32; 256];
     for n in 0..2 {
-        let (ql, qh, sc, y) = (
-            &mut ql[64 * n..],
-            &mut qh[32 * n..],
-            &scales[8 * n..],
-            &mut values[128 * n..],
-        );
+        let (ql, qh, sc, y) = (&mut ql[64 * n..], &mut qh[32 * n..], &scales[8 * n..], &mut values[128 * n..]);
         for l in 0..32 {
             let is = l / 16;
             let q: Vec<u8> = (0..4).map(|_| rng.below(64) as u8).collect();
@@ -417,12 +386,7 @@ fn encode_q6_k(e: &mut Encoded, rng: &mut Rng) {
 
 fn fixtures() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [
-        root.join("shared/fixtures"),
-        root.join("../shared/fixtures"),
-    ]
-    .into_iter()
-    .find(|p| p.is_dir())
+    [root.join("shared/fixtures"), root.join("../shared/fixtures")].into_iter().find(|p| p.is_dir())
 }
 
 /// Fixture-dependent tests skip loudly when the data is absent, except on CI where they fail.
@@ -450,18 +414,11 @@ fn read_safetensors(path: &Path) -> std::collections::HashMap<String, (Vec<usize
     let mut out = std::collections::HashMap::new();
     for (name, info) in header.into_iter().filter(|(k, _)| k != "__metadata__") {
         let shape: Vec<usize> = serde_json::from_value(info["shape"].clone()).unwrap();
-        let [start, end]: [usize; 2] =
-            serde_json::from_value(info["data_offsets"].clone()).unwrap();
+        let [start, end]: [usize; 2] = serde_json::from_value(info["data_offsets"].clone()).unwrap();
         let raw = &data[start..end];
         let values = match info["dtype"].as_str().unwrap() {
-            "F32" => raw
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect(),
-            "I64" => raw
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32)
-                .collect(),
+            "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            "I64" => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             other => panic!("dtype {other} not needed here"),
         };
         out.insert(name, (shape, values));
@@ -530,18 +487,10 @@ fn gpt2_tokenizer_kv(mut g: Gguf, tokenizer_json: &Value, pre: Option<&str>) -> 
         .map(|t| t["id"].as_u64().unwrap())
         .collect();
     let types = (0..tokens.len() as u64).map(|id| if special.contains(&id) { 3 } else { 1 });
-    let merges = tokenizer_json["model"]["merges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| match m {
-            Value::Array(pair) => format!(
-                "{} {}",
-                pair[0].as_str().unwrap(),
-                pair[1].as_str().unwrap()
-            ),
-            other => other.as_str().unwrap().to_string(),
-        });
+    let merges = tokenizer_json["model"]["merges"].as_array().unwrap().iter().map(|m| match m {
+        Value::Array(pair) => format!("{} {}", pair[0].as_str().unwrap(), pair[1].as_str().unwrap()),
+        other => other.as_str().unwrap().to_string(),
+    });
     g = g
         .kv("tokenizer.ggml.model", s("gpt2"))
         .kv("tokenizer.ggml.tokens", strs(&tokens))
@@ -567,9 +516,7 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// y = W x for a row-major [out, in] matrix.
 fn matvec(w: &[f32], x: &[f32]) -> Vec<f32> {
-    w.chunks_exact(x.len())
-        .map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum())
-        .collect()
+    w.chunks_exact(x.len()).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
 }
 
 /// HF's rotate-half RoPE on each head of `v`.
@@ -591,28 +538,15 @@ fn rope(v: &mut [f32], head_dim: usize, pos: usize, theta: f32) {
 fn llama_logits(m: &GgufModel, ids: &[usize]) -> Vec<Vec<f32>> {
     let c = m.config_json();
     let n = |k: &str| c[k].as_u64().unwrap() as usize;
-    let (hidden, heads, kv_heads, head_dim) = (
-        n("hidden_size"),
-        n("num_attention_heads"),
-        n("num_key_value_heads"),
-        n("head_dim"),
-    );
+    let (hidden, heads, kv_heads, head_dim) = (n("hidden_size"), n("num_attention_heads"), n("num_key_value_heads"), n("head_dim"));
     let eps = c["rms_norm_eps"].as_f64().unwrap() as f32;
     let theta = c["rope_theta"].as_f64().unwrap() as f32;
     let get = |name: &str| m.load_tensor(name).unwrap().1;
     let emb = get("model.embed_tokens.weight");
-    let mut x: Vec<Vec<f32>> = ids
-        .iter()
-        .map(|&id| emb[id * hidden..(id + 1) * hidden].to_vec())
-        .collect();
+    let mut x: Vec<Vec<f32>> = ids.iter().map(|&id| emb[id * hidden..(id + 1) * hidden].to_vec()).collect();
     for layer in 0..n("num_hidden_layers") {
         let p = |s: &str| get(&format!("model.layers.{layer}.{s}.weight"));
-        let (wq, wk, wv, wo) = (
-            p("self_attn.q_proj"),
-            p("self_attn.k_proj"),
-            p("self_attn.v_proj"),
-            p("self_attn.o_proj"),
-        );
+        let (wq, wk, wv, wo) = (p("self_attn.q_proj"), p("self_attn.k_proj"), p("self_attn.v_proj"), p("self_attn.o_proj"));
         let (q, k, v): (Vec<_>, Vec<_>, Vec<_>) = {
             let norm = p("input_layernorm");
             let mut q = vec![];
@@ -629,12 +563,7 @@ fn llama_logits(m: &GgufModel, ids: &[usize]) -> Vec<Vec<f32>> {
             }
             (q, k, v)
         };
-        let (norm2, wg, wu, wd) = (
-            p("post_attention_layernorm"),
-            p("mlp.gate_proj"),
-            p("mlp.up_proj"),
-            p("mlp.down_proj"),
-        );
+        let (norm2, wg, wu, wd) = (p("post_attention_layernorm"), p("mlp.gate_proj"), p("mlp.up_proj"), p("mlp.down_proj"));
         for pos in 0..x.len() {
             let mut attn = vec![0f32; heads * head_dim];
             for h in 0..heads {
@@ -643,8 +572,7 @@ fn llama_logits(m: &GgufModel, ids: &[usize]) -> Vec<Vec<f32>> {
                 let scores: Vec<f32> = (0..=pos)
                     .map(|s| {
                         let kh = &k[s][kh * head_dim..(kh + 1) * head_dim];
-                        qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>()
-                            / (head_dim as f32).sqrt()
+                        qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() / (head_dim as f32).sqrt()
                     })
                     .collect();
                 let max = scores.iter().cloned().fold(f32::MIN, f32::max);
@@ -661,25 +589,15 @@ fn llama_logits(m: &GgufModel, ids: &[usize]) -> Vec<Vec<f32>> {
                 *x += o;
             }
             let h = rms_norm(&x[pos], &norm2, eps);
-            let act: Vec<f32> = matvec(&wg, &h)
-                .iter()
-                .zip(matvec(&wu, &h))
-                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
+            let act: Vec<f32> = matvec(&wg, &h).iter().zip(matvec(&wu, &h)).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
             for (x, o) in x[pos].iter_mut().zip(matvec(&wd, &act)) {
                 *x += o;
             }
         }
     }
     let norm = get("model.norm.weight");
-    let head = if c["tie_word_embeddings"] == json!(true) {
-        emb
-    } else {
-        get("lm_head.weight")
-    };
-    x.iter()
-        .map(|x| matvec(&head, &rms_norm(x, &norm, eps)))
-        .collect()
+    let head = if c["tie_word_embeddings"] == json!(true) { emb } else { get("lm_head.weight") };
+    x.iter().map(|x| matvec(&head, &rms_norm(x, &norm, eps))).collect()
 }
 
 // ---------------------------------------------------------------- tests
@@ -720,28 +638,14 @@ fn reads_every_metadata_value_type() {
     assert_eq!(md["t.f64"], MetaValue::F64(-0.1));
     assert_eq!(md["t.bool"], MetaValue::Bool(true));
     assert_eq!(md["t.str"].as_str(), Some("héllo"));
-    assert_eq!(
-        md["t.arr"],
-        MetaValue::Array(vec![MetaValue::U8(1), MetaValue::U8(2)])
-    );
+    assert_eq!(md["t.arr"], MetaValue::Array(vec![MetaValue::U8(1), MetaValue::U8(2)]));
     assert_eq!(
         md["t.nested"],
-        MetaValue::Array(vec![
-            MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-2)]),
-            MetaValue::Array(vec![])
-        ])
+        MetaValue::Array(vec![MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-2)]), MetaValue::Array(vec![])])
     );
     // Tensor data found through the 64-byte alignment.
-    assert_eq!(
-        model
-            .load_tensor("model.layers.0.input_layernorm.weight")
-            .unwrap(),
-        (vec![8], vec![2.0; 8])
-    );
-    assert_eq!(
-        model.load_tensor("model.norm.weight").unwrap(),
-        (vec![8], vec![1.0; 8])
-    );
+    assert_eq!(model.load_tensor("model.layers.0.input_layernorm.weight").unwrap(), (vec![8], vec![2.0; 8]));
+    assert_eq!(model.load_tensor("model.norm.weight").unwrap(), (vec![8], vec![1.0; 8]));
 }
 
 #[test]
@@ -755,30 +659,16 @@ fn decodes_float_types_bit_exactly() {
         (0x8000, -0.0),
         (0x7C00, f32::INFINITY),
     ];
-    let bf16_cases: [(u16, f32); 4] = [
-        (0x3F80, 1.0),
-        (0xC040, -3.0),
-        (0x3E20, 0.15625),
-        (0x4049, 3.140625),
-    ];
+    let bf16_cases: [(u16, f32); 4] = [(0x3F80, 1.0), (0xC040, -3.0), (0x3E20, 0.15625), (0x4049, 3.140625)];
     let f32_values = [0.1f32, -7.25, f32::MIN_POSITIVE, 3.0e38];
-    let bits = |cases: &[(u16, f32)]| {
-        cases
-            .iter()
-            .flat_map(|(b, _)| b.to_le_bytes())
-            .collect::<Vec<u8>>()
-    };
+    let bits = |cases: &[(u16, f32)]| cases.iter().flat_map(|(b, _)| b.to_le_bytes()).collect::<Vec<u8>>();
     let dir = TempDir::new().unwrap();
     let g = Gguf::llama(8, 2, 2, 3, 16)
         .tensor("blk.0.attn_norm.weight", &[7], 1, bits(&f16_cases))
         .tensor("blk.1.attn_norm.weight", &[4], 30, bits(&bf16_cases))
         .f32_tensor("blk.2.attn_norm.weight", &[2, 2], &f32_values);
     let model = GgufModel::open(&g.write(&dir, "f.gguf")).unwrap();
-    let load = |l: usize| {
-        model
-            .load_tensor(&format!("model.layers.{l}.input_layernorm.weight"))
-            .unwrap()
-    };
+    let load = |l: usize| model.load_tensor(&format!("model.layers.{l}.input_layernorm.weight")).unwrap();
     let to_bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
     assert_eq!(to_bits(&load(0).1), to_bits(&f16_cases.map(|c| c.1)));
     assert_eq!(to_bits(&load(1).1), to_bits(&bf16_cases.map(|c| c.1)));
@@ -787,10 +677,7 @@ fn decodes_float_types_bit_exactly() {
 
 #[test]
 fn decodes_every_quantized_type_exactly() {
-    let quantized: Vec<GgmlType> = GgmlType::SUPPORTED
-        .into_iter()
-        .filter(|t| t.block_size() > 1)
-        .collect();
+    let quantized: Vec<GgmlType> = GgmlType::SUPPORTED.into_iter().filter(|t| t.block_size() > 1).collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut g = Gguf::llama(8, 2, 2, quantized.len() as u32, 16);
     let mut expected = vec![];
@@ -799,30 +686,16 @@ fn decodes_every_quantized_type_exactly() {
         let rows = 3;
         let n_blocks = rows * 512 / ty.block_size();
         let e = encode(ty, n_blocks, &mut rng);
-        assert_eq!(
-            e.bytes.len(),
-            n_blocks * ty.type_size(),
-            "{ty:?} encoder size"
-        );
-        g = g.tensor(
-            &format!("blk.{layer}.ffn_up.weight"),
-            &[512, rows as u64],
-            ty.id(),
-            e.bytes,
-        );
+        assert_eq!(e.bytes.len(), n_blocks * ty.type_size(), "{ty:?} encoder size");
+        g = g.tensor(&format!("blk.{layer}.ffn_up.weight"), &[512, rows as u64], ty.id(), e.bytes);
         expected.push((layer, ty, e.values));
     }
     let dir = TempDir::new().unwrap();
     let model = GgufModel::open(&g.write(&dir, "q.gguf")).unwrap();
     for (layer, ty, values) in expected {
-        let (shape, data) = model
-            .load_tensor(&format!("model.layers.{layer}.mlp.up_proj.weight"))
-            .unwrap();
+        let (shape, data) = model.load_tensor(&format!("model.layers.{layer}.mlp.up_proj.weight")).unwrap();
         assert_eq!(shape, vec![3, 512], "{ty:?}");
-        let first_diff = data
-            .iter()
-            .zip(&values)
-            .position(|(a, b)| a.to_bits() != b.to_bits());
+        let first_diff = data.iter().zip(&values).position(|(a, b)| a.to_bits() != b.to_bits());
         assert_eq!(first_diff, None, "{ty:?}: first mismatch at {first_diff:?}");
     }
     let summary = model.summary();
@@ -843,26 +716,12 @@ fn undoes_the_q_k_row_permutation_by_hand() {
         .f32_tensor("blk.0.attn_q.bias", &[4], &[10.0, 30.0, 20.0, 40.0])
         .f32_tensor("blk.0.attn_k.weight", &[2, 4], &stored_k);
     let model = GgufModel::open(&g.write(&dir, "p.gguf")).unwrap();
-    let (shape, q) = model
-        .load_tensor("model.layers.0.self_attn.q_proj.weight")
-        .unwrap();
+    let (shape, q) = model.load_tensor("model.layers.0.self_attn.q_proj.weight").unwrap();
     assert_eq!(shape, vec![4, 2]);
     assert_eq!(q, [a, b, c, d].concat());
-    assert_eq!(
-        model
-            .load_tensor("model.layers.0.self_attn.q_proj.bias")
-            .unwrap()
-            .1,
-        [10.0, 20.0, 30.0, 40.0]
-    );
+    assert_eq!(model.load_tensor("model.layers.0.self_attn.q_proj.bias").unwrap().1, [10.0, 20.0, 30.0, 40.0]);
     // The swap of the middle rows is its own inverse.
-    assert_eq!(
-        model
-            .load_tensor("model.layers.0.self_attn.k_proj.weight")
-            .unwrap()
-            .1,
-        [a, c, b, d].concat()
-    );
+    assert_eq!(model.load_tensor("model.layers.0.self_attn.k_proj.weight").unwrap().1, [a, c, b, d].concat());
 }
 
 #[test]
@@ -875,10 +734,7 @@ fn tiny_llama_round_trips_through_gguf() {
     let config = read_json(&fx.join("config.json"));
     let tokenizer_json = read_json(&fx.join("tokenizer.json"));
     let cfg = |k: &str| config[k].as_u64().unwrap() as u32;
-    let (heads, kv_heads) = (
-        cfg("num_attention_heads") as usize,
-        cfg("num_key_value_heads") as usize,
-    );
+    let (heads, kv_heads) = (cfg("num_attention_heads") as usize, cfg("num_key_value_heads") as usize);
 
     let mut g = Gguf::llama(
         cfg("hidden_size"),
@@ -887,10 +743,7 @@ fn tiny_llama_round_trips_through_gguf() {
         cfg("num_hidden_layers"),
         cfg("intermediate_size"),
     )
-    .kv(
-        "llama.context_length",
-        V::U32(cfg("max_position_embeddings")),
-    )
+    .kv("llama.context_length", V::U32(cfg("max_position_embeddings")))
     .kv("llama.rope.freq_base", V::F32(10000.0));
     g = gpt2_tokenizer_kv(g, &tokenizer_json, None);
     let mut names: Vec<&String> = hf.keys().collect();
@@ -955,16 +808,8 @@ fn tiny_llama_round_trips_through_gguf() {
     let ids: Vec<usize> = ids[..t].iter().map(|&v| v as usize).collect();
     let logits = llama_logits(&model, &ids);
     let want = &expected["logits"].1[..t * 512];
-    let max_err = logits
-        .concat()
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        max_err < 1e-4,
-        "tiny-llama logits differ from transformers by {max_err}"
-    );
+    let max_err = logits.concat().iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(max_err < 1e-4, "tiny-llama logits differ from transformers by {max_err}");
 }
 
 #[test]
@@ -978,10 +823,7 @@ fn tokenizer_fixture_loads_and_round_trips() {
         let text = case["text"].as_str().unwrap();
         let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         assert_eq!(tok.encode(text, false).unwrap().get_ids(), ids, "{text:?}");
-        assert_eq!(
-            tok.decode(&ids, false).unwrap(),
-            case["decoded"].as_str().unwrap()
-        );
+        assert_eq!(tok.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap());
     }
 }
 
@@ -1000,18 +842,12 @@ fn rebuilt_gpt2_tokenizer_matches_the_hf_one() {
         let text = case["text"].as_str().unwrap();
         let ids: Vec<u32> = serde_json::from_value(case["ids"].clone()).unwrap();
         assert_eq!(tok.encode(text, true).unwrap().get_ids(), ids, "{text:?}");
-        assert_eq!(
-            tok.decode(&ids, false).unwrap(),
-            case["decoded"].as_str().unwrap()
-        );
+        assert_eq!(tok.decode(&ids, false).unwrap(), case["decoded"].as_str().unwrap());
     }
     // The saved tokenizer.json text loads back to the same tokenizer.
     let text = model.tokenizer_json().unwrap();
     let again: Tokenizer = text.parse().unwrap();
-    assert_eq!(
-        again.encode("Hello world!", false).unwrap().get_ids(),
-        tok.encode("Hello world!", false).unwrap().get_ids()
-    );
+    assert_eq!(again.encode("Hello world!", false).unwrap().get_ids(), tok.encode("Hello world!", false).unwrap().get_ids());
     assert_eq!(again.token_to_id("<|endoftext|>"), Some(0));
 }
 
@@ -1065,10 +901,7 @@ fn sentencepiece_vocabulary_tokenizes_like_sentencepiece() {
     let tok = model.tokenizer().unwrap();
 
     let enc = tok.encode("hello world", true).unwrap();
-    assert_eq!(
-        enc.get_ids(),
-        [1, id("▁hello"), id("▁wor"), id("l"), id("d")]
-    );
+    assert_eq!(enc.get_ids(), [1, id("▁hello"), id("▁wor"), id("l"), id("d")]);
     assert_eq!(tok.decode(enc.get_ids(), true).unwrap(), "hello world");
     // 'y' and '!' are not pieces: byte fallback.
     let enc = tok.encode("hey!", false).unwrap();
@@ -1096,20 +929,8 @@ fn qwen2_keeps_rows_and_reports_attention_bias() {
         .f32_tensor("blk.0.attn_q.bias", &[4], &[1.0, 2.0, 3.0, 4.0])
         .f32_tensor("output.weight", &[4, 3], &[0.25; 12]);
     let model = GgufModel::open(&g.write(&dir, "qwen.gguf")).unwrap();
-    assert_eq!(
-        model
-            .load_tensor("model.layers.0.self_attn.q_proj.weight")
-            .unwrap()
-            .1,
-        q
-    );
-    assert_eq!(
-        model
-            .load_tensor("model.layers.0.self_attn.q_proj.bias")
-            .unwrap()
-            .1,
-        [1.0, 2.0, 3.0, 4.0]
-    );
+    assert_eq!(model.load_tensor("model.layers.0.self_attn.q_proj.weight").unwrap().1, q);
+    assert_eq!(model.load_tensor("model.layers.0.self_attn.q_proj.bias").unwrap().1, [1.0, 2.0, 3.0, 4.0]);
     let c = model.config_json();
     assert_eq!(c["architectures"], json!(["Qwen2ForCausalLM"]));
     assert_eq!(c["attention_bias"], json!(true));
@@ -1118,10 +939,7 @@ fn qwen2_keeps_rows_and_reports_attention_bias() {
     assert_eq!(c["head_dim"], json!(2));
     assert_eq!(c["rms_norm_eps"], json!(1e-6));
     assert_eq!(c["rope_theta"], json!(1_000_000.0));
-    assert_eq!(
-        model.load_tensor("lm_head.weight").unwrap(),
-        (vec![3, 4], vec![0.25; 12])
-    );
+    assert_eq!(model.load_tensor("lm_head.weight").unwrap(), (vec![3, 4], vec![0.25; 12]));
 }
 
 /// `rope_freqs.weight` as llama.cpp's converter computes it (in f32, like torch) for Llama 3.x.
@@ -1154,10 +972,7 @@ fn llama3_rope_freqs_become_hf_rope_scaling() {
             .f32_tensor("output_norm.weight", &[128], &[1.0; 128])
     };
     let freqs = llama3_rope_freqs(500_000.0, 64, 32.0, 8192.0);
-    assert!(
-        freqs.iter().any(|&f| f > 1.0 && f < 32.0),
-        "no blended frequencies tested"
-    );
+    assert!(freqs.iter().any(|&f| f > 1.0 && f < 32.0), "no blended frequencies tested");
     let model = GgufModel::open(&file(&freqs).write(&dir, "l3.gguf")).unwrap();
     let c = model.config_json();
     let scaling = json!({
@@ -1172,9 +987,7 @@ fn llama3_rope_freqs_become_hf_rope_scaling() {
 
     // Divisors from another original context are not guessed at.
     let other = llama3_rope_freqs(500_000.0, 64, 32.0, 4096.0);
-    let err = GgufModel::open(&file(&other).write(&dir, "odd.gguf"))
-        .err()
-        .unwrap();
+    let err = GgufModel::open(&file(&other).write(&dir, "odd.gguf")).err().unwrap();
     assert!(matches!(err, GgufError::Unsupported { .. }), "{err}");
     assert!(err.to_string().contains("rope_freqs.weight"), "{err}");
 }
@@ -1191,12 +1004,7 @@ fn sample_file() -> Gguf {
         .f32_tensor("token_embd.weight", &[4, 5], &[0.5; 20])
         .f32_tensor("blk.0.attn_q.weight", &[4, 4], &[1.0; 16])
         .f32_tensor("blk.0.attn_k.weight", &[4, 2], &[1.0; 8])
-        .tensor(
-            "blk.0.ffn_up.weight",
-            &[32, 1],
-            GgmlType::Q8_0.id(),
-            [f16_bytes(1.0).to_vec(), vec![3; 32]].concat(),
-        )
+        .tensor("blk.0.ffn_up.weight", &[32, 1], GgmlType::Q8_0.id(), [f16_bytes(1.0).to_vec(), vec![3; 32]].concat())
         .f32_tensor("output_norm.weight", &[4], &[1.0; 4])
 }
 
@@ -1208,13 +1016,7 @@ fn sample_file_loads() {
     assert!(model.tensors().all(|t| t.is_ok()));
     let tok = model.tokenizer().unwrap();
     assert_eq!(tok.encode("ab", false).unwrap().get_ids(), [3]);
-    assert_eq!(
-        model
-            .load_tensor("model.layers.0.mlp.up_proj.weight")
-            .unwrap()
-            .1,
-        vec![3.0; 32]
-    );
+    assert_eq!(model.load_tensor("model.layers.0.mlp.up_proj.weight").unwrap().1, vec![3.0; 32]);
 }
 
 #[test]
@@ -1232,10 +1034,7 @@ fn every_truncation_is_a_truncated_error() {
     }
     std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
     let msg = GgufModel::open(&path).err().unwrap().to_string();
-    assert!(
-        msg.contains("cut.gguf") && msg.contains("output_norm.weight") && msg.contains("truncated"),
-        "{msg}"
-    );
+    assert!(msg.contains("cut.gguf") && msg.contains("output_norm.weight") && msg.contains("truncated"), "{msg}");
 }
 
 #[test]
@@ -1267,22 +1066,14 @@ fn bad_magic_and_version_are_reported() {
     g.magic = *b"GGML";
     let err = GgufModel::open(&g.write(&dir, "magic.gguf")).err().unwrap();
     assert!(matches!(err, GgufError::BadMagic { .. }), "{err}");
-    assert!(
-        err.to_string().contains("magic.gguf") && err.to_string().contains("GGML"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("magic.gguf") && err.to_string().contains("GGML"), "{err}");
 
     let mut g = sample_file();
     g.version = 1;
     let err = GgufModel::open(&g.write(&dir, "v1.gguf")).err().unwrap();
-    assert!(
-        matches!(err, GgufError::UnsupportedVersion { version: 1, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, GgufError::UnsupportedVersion { version: 1, .. }), "{err}");
 
-    let err = GgufModel::open(&dir.path().join("absent.gguf"))
-        .err()
-        .unwrap();
+    let err = GgufModel::open(&dir.path().join("absent.gguf")).err().unwrap();
     assert!(matches!(err, GgufError::Io { .. }), "{err}");
 }
 
@@ -1292,32 +1083,13 @@ fn unsupported_tensor_type_names_the_tensor_and_the_alternatives() {
     // IQ2_XXS (type 16): the file opens, that tensor does not decode.
     let g = sample_file().tensor("blk.0.ffn_down.weight", &[256, 1], 16, vec![0; 66]);
     let model = GgufModel::open(&g.write(&dir, "iq.gguf")).unwrap();
-    let err = model
-        .load_tensor("model.layers.0.mlp.down_proj.weight")
-        .err()
-        .unwrap();
-    assert!(
-        matches!(err, GgufError::UnsupportedTensorType { .. }),
-        "{err}"
-    );
+    let err = model.load_tensor("model.layers.0.mlp.down_proj.weight").err().unwrap();
+    assert!(matches!(err, GgufError::UnsupportedTensorType { .. }), "{err}");
     let msg = err.to_string();
-    for part in [
-        "iq.gguf",
-        "blk.0.ffn_down.weight",
-        "IQ2_XXS",
-        "Q4_K",
-        "Q8_0",
-        "F16",
-    ] {
+    for part in ["iq.gguf", "blk.0.ffn_down.weight", "IQ2_XXS", "Q4_K", "Q8_0", "F16"] {
         assert!(msg.contains(part), "{part} missing from: {msg}");
     }
-    assert!(
-        model
-            .summary()
-            .tensor_types
-            .iter()
-            .any(|(t, n)| t.starts_with("IQ2_XXS") && *n == 1)
-    );
+    assert!(model.summary().tensor_types.iter().any(|(t, n)| t.starts_with("IQ2_XXS") && *n == 1));
 }
 
 #[test]
@@ -1325,90 +1097,51 @@ fn unsupported_architecture_lists_the_supported_ones() {
     let dir = TempDir::new().unwrap();
     let g = sample_file().kv("general.architecture", s("gemma"));
     let err = GgufModel::open(&g.write(&dir, "gemma.gguf")).err().unwrap();
-    assert!(
-        matches!(err, GgufError::UnsupportedArchitecture { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, GgufError::UnsupportedArchitecture { .. }), "{err}");
     let msg = err.to_string();
-    assert!(
-        msg.contains("gemma") && msg.contains("llama") && msg.contains("qwen2"),
-        "{msg}"
-    );
+    assert!(msg.contains("gemma") && msg.contains("llama") && msg.contains("qwen2"), "{msg}");
 }
 
 #[test]
 fn missing_tensor_and_metadata_are_reported() {
     let dir = TempDir::new().unwrap();
     let model = GgufModel::open(&sample_file().write(&dir, "m.gguf")).unwrap();
-    let err = model
-        .load_tensor("model.layers.7.mlp.up_proj.weight")
-        .err()
-        .unwrap();
+    let err = model.load_tensor("model.layers.7.mlp.up_proj.weight").err().unwrap();
     assert!(matches!(err, GgufError::TensorNotFound { .. }), "{err}");
-    assert!(
-        err.to_string()
-            .contains("model.layers.7.mlp.up_proj.weight"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("model.layers.7.mlp.up_proj.weight"), "{err}");
     let err = model.load_tensor("blk.0.ffn_up.weight").err().unwrap();
-    assert!(
-        err.to_string()
-            .contains("model.layers.0.mlp.up_proj.weight"),
-        "hint missing: {err}"
-    );
+    assert!(err.to_string().contains("model.layers.0.mlp.up_proj.weight"), "hint missing: {err}");
     let err = model.load_tensor("lm_head.weight").err().unwrap();
     assert!(err.to_string().contains("tied"), "{err}");
 
     let mut g = sample_file();
     g.kv.retain(|(k, _)| k != "llama.block_count");
     let err = GgufModel::open(&g.write(&dir, "nokey.gguf")).err().unwrap();
-    assert!(
-        matches!(&err, GgufError::MissingMetadata { key, .. } if key == "llama.block_count"),
-        "{err}"
-    );
+    assert!(matches!(&err, GgufError::MissingMetadata { key, .. } if key == "llama.block_count"), "{err}");
 
     let g = sample_file().kv("llama.block_count", s("thirty"));
-    let err = GgufModel::open(&g.write(&dir, "badkey.gguf"))
-        .err()
-        .unwrap();
+    let err = GgufModel::open(&g.write(&dir, "badkey.gguf")).err().unwrap();
     assert!(matches!(err, GgufError::MetadataType { .. }), "{err}");
 }
 
 #[test]
 fn unsupported_tokenizer_is_reported() {
     let dir = TempDir::new().unwrap();
-    let model = GgufModel::open(
-        &sample_file()
-            .kv("tokenizer.ggml.model", s("bert"))
-            .write(&dir, "b.gguf"),
-    )
-    .unwrap();
+    let model = GgufModel::open(&sample_file().kv("tokenizer.ggml.model", s("bert")).write(&dir, "b.gguf")).unwrap();
     let err = model.tokenizer().err().unwrap();
-    assert!(
-        matches!(err, GgufError::UnsupportedTokenizer { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, GgufError::UnsupportedTokenizer { .. }), "{err}");
     assert!(err.to_string().contains("gpt2"), "{err}");
 
     let g = sample_file().kv("tokenizer.ggml.pre", s("deepseek-coder"));
-    let err = GgufModel::open(&g.write(&dir, "p.gguf"))
-        .unwrap()
-        .tokenizer()
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string().contains("deepseek-coder") && err.to_string().contains("smollm"),
-        "{err}"
-    );
+    let err = GgufModel::open(&g.write(&dir, "p.gguf")).unwrap().tokenizer().err().unwrap();
+    assert!(err.to_string().contains("deepseek-coder") && err.to_string().contains("smollm"), "{err}");
 }
 
 #[test]
 fn smollm2_q4_1_from_ollama_style_gguf() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let Some(path) = require(
-        &format!("{} (run scripts/fetch-model.sh)", path.display()),
-        Some(path.clone()).filter(|p| p.is_file()),
-    ) else {
+    let Some(path) = require(&format!("{} (run scripts/fetch-model.sh)", path.display()), Some(path.clone()).filter(|p| p.is_file()))
+    else {
         return;
     };
     let start = Instant::now();
@@ -1417,11 +1150,7 @@ fn smollm2_q4_1_from_ollama_style_gguf() {
     let summary = model.summary();
     println!("{summary:#?}");
     assert_eq!(summary.architecture, Architecture::Llama);
-    assert!(
-        summary.unmapped_tensors.is_empty(),
-        "{:?}",
-        summary.unmapped_tensors
-    );
+    assert!(summary.unmapped_tensors.is_empty(), "{:?}", summary.unmapped_tensors);
 
     let c = model.config_json();
     assert_eq!(c["architectures"], json!(["LlamaForCausalLM"]));
@@ -1436,10 +1165,7 @@ fn smollm2_q4_1_from_ollama_style_gguf() {
     assert_eq!(c["rms_norm_eps"], json!(1e-5));
     assert_eq!(c["rope_theta"], json!(100000.0));
     assert_eq!(c["max_position_embeddings"], json!(8192));
-    assert_eq!(
-        (c["bos_token_id"].clone(), c["eos_token_id"].clone()),
-        (json!(1), json!(2))
-    );
+    assert_eq!((c["bos_token_id"].clone(), c["eos_token_id"].clone()), (json!(1), json!(2)));
     assert!(model.chat_template().unwrap().contains("<|im_start|>"));
 
     let start = Instant::now();
@@ -1447,56 +1173,25 @@ fn smollm2_q4_1_from_ollama_style_gguf() {
     for t in model.tensors() {
         let (name, shape, data) = t.unwrap();
         assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
-        assert!(
-            data.iter().all(|v| v.is_finite()),
-            "{name} has non-finite values"
-        );
+        assert!(data.iter().all(|v| v.is_finite()), "{name} has non-finite values");
         params += data.len();
     }
-    println!(
-        "opened in {opened:?}, decoded {params} parameters in {:?}",
-        start.elapsed()
-    );
+    println!("opened in {opened:?}, decoded {params} parameters in {:?}", start.elapsed());
     assert_eq!(params as u64, summary.parameter_count);
-    assert_eq!(
-        model.tensor_shape("model.embed_tokens.weight"),
-        Some(vec![49152, 576])
-    );
-    assert_eq!(
-        model.tensor_shape("model.layers.0.self_attn.k_proj.weight"),
-        Some(vec![192, 576])
-    );
+    assert_eq!(model.tensor_shape("model.embed_tokens.weight"), Some(vec![49152, 576]));
+    assert_eq!(model.tensor_shape("model.layers.0.self_attn.k_proj.weight"), Some(vec![192, 576]));
 
     let start = Instant::now();
     let tok = model.tokenizer().unwrap();
     println!("tokenizer rebuilt in {:?}", start.elapsed());
     let prompt = [504, 3575, 282, 4649, 314];
-    assert_eq!(
-        tok.encode("The capital of France is", true)
-            .unwrap()
-            .get_ids(),
-        prompt
-    );
-    let greedy = [
-        504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33, 40, 29,
-        32, 33,
-    ];
-    assert_eq!(
-        tok.decode(&greedy[5..], false).unwrap(),
-        " Paris.\n\nThe answer is: 2018-01"
-    );
-    assert_eq!(
-        tok.decode(&greedy, false).unwrap(),
-        "The capital of France is Paris.\n\nThe answer is: 2018-01"
-    );
+    assert_eq!(tok.encode("The capital of France is", true).unwrap().get_ids(), prompt);
+    let greedy = [504, 3575, 282, 4649, 314, 7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33, 40, 29, 32, 33];
+    assert_eq!(tok.decode(&greedy[5..], false).unwrap(), " Paris.\n\nThe answer is: 2018-01");
+    assert_eq!(tok.decode(&greedy, false).unwrap(), "The capital of France is Paris.\n\nThe answer is: 2018-01");
     let text = " Paris.\n\nThe answer is: 2018-01";
     assert_eq!(tok.encode(text, false).unwrap().get_ids(), &greedy[5..]);
-    assert_eq!(
-        tok.encode("<|im_start|>user\nHi<|im_end|>", false)
-            .unwrap()
-            .get_ids()[0],
-        1
-    );
+    assert_eq!(tok.encode("<|im_start|>user\nHi<|im_end|>", false).unwrap().get_ids()[0], 1);
     assert_eq!(tok.decode(&[1, 7042, 2], true).unwrap(), " Paris");
 
     // Logits of the dequantized weights agree with transformers' own GGUF loading.
@@ -1507,15 +1202,8 @@ fn smollm2_q4_1_from_ollama_style_gguf() {
     let logits = llama_logits(&model, &prompt.map(|i| i as usize));
     let last = logits.last().unwrap();
     for entry in expected["last_logits_top10"].as_array().unwrap() {
-        let (id, want) = (
-            entry["id"].as_u64().unwrap() as usize,
-            entry["logit"].as_f64().unwrap() as f32,
-        );
-        assert!(
-            (last[id] - want).abs() < 2e-3,
-            "logit of {id}: {} vs {want}",
-            last[id]
-        );
+        let (id, want) = (entry["id"].as_u64().unwrap() as usize, entry["logit"].as_f64().unwrap() as f32);
+        assert!((last[id] - want).abs() < 2e-3, "logit of {id}: {} vs {want}", last[id]);
     }
     let max = last.iter().cloned().fold(f32::MIN, f32::max);
     let lse = max + last.iter().map(|v| (v - max).exp()).sum::<f32>().ln();

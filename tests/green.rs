@@ -9,11 +9,11 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use greentrainer::device::ComputeDevice;
-use greentrainer::green::budget::{Budget, RunPlan};
-use greentrainer::green::card::RunCard;
-use greentrainer::green::carbon::parse_intensity;
-use greentrainer::green::meter::{self, EnergySource, Meter, amdgpu_sensors, rapl_sensors};
 use greentrainer::green::Footprint;
+use greentrainer::green::budget::{Budget, RunPlan};
+use greentrainer::green::carbon::parse_intensity;
+use greentrainer::green::card::RunCard;
+use greentrainer::green::meter::{self, EnergySource, Meter, amdgpu_sensors, rapl_sensors};
 use greentrainer::model::config::LlamaConfig;
 use greentrainer::profile::llama::llama_ops;
 use greentrainer::profile::{BatchShape, profile};

@@ -38,7 +38,11 @@ fn masked_dw_equals_the_dense_gradient_on_selected_rows() {
                 for c in 0..d_in {
                     let want: f32 = (0..n).map(|t| dy_v[t * d_out + r as usize] * x_v[t * d_in + c]).sum();
                     let g = got[ri * d_in + c];
-                    assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "{} n={n} out={d_out} in={d_in} row {r} col {c}: {g} vs {want}", dev.name);
+                    assert!(
+                        (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{} n={n} out={d_out} in={d_in} row {r} col {c}: {g} vs {want}",
+                        dev.name
+                    );
                 }
             }
         }
@@ -93,7 +97,15 @@ fn fused_masked_adamw_equals_the_reference_update_and_leaves_other_rows() {
         let (m_v, m) = random(&mut rng, [r, d_in], &dev.device);
         let v_v: Vec<f32> = (0..r * d_in).map(|_| rng.random_range(0.0..1.0)).collect();
         let v = Tensor::<2>::from_data(TensorData::new(v_v.clone(), [r, d_in]), &dev.device);
-        let hp = AdamWHyper { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, bias_correction1: 1.0 - 0.9f32.powi(3), bias_correction2: 1.0 - 0.999f32.powi(3) };
+        let hp = AdamWHyper {
+            lr: 1e-2,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+            bias_correction1: 1.0 - 0.9f32.powi(3),
+            bias_correction2: 1.0 - 0.999f32.powi(3),
+        };
         let (w2, m2, v2) = masked_adamw(w, g, m, v, &rows, hp);
         let (w2, m2, v2) = (host(w2), host(m2), host(v2));
         for (ri, &row) in rows.iter().enumerate() {
@@ -102,7 +114,8 @@ fn fused_masked_adamw_equals_the_reference_update_and_leaves_other_rows() {
                 let m1 = hp.beta1 * m_v[k] + (1.0 - hp.beta1) * g_v[k];
                 let v1 = hp.beta2 * v_v[k] + (1.0 - hp.beta2) * g_v[k] * g_v[k];
                 let wi = row as usize * d_in + c;
-                let w1 = w_v[wi] * (1.0 - hp.lr * hp.weight_decay) - hp.lr * (m1 / hp.bias_correction1) / ((v1 / hp.bias_correction2).sqrt() + hp.eps);
+                let w1 = w_v[wi] * (1.0 - hp.lr * hp.weight_decay)
+                    - hp.lr * (m1 / hp.bias_correction1) / ((v1 / hp.bias_correction2).sqrt() + hp.eps);
                 assert!((m2[k] - m1).abs() < 1e-6 && (v2[k] - v1).abs() < 1e-6, "{}: moments", dev.name);
                 assert!((w2[wi] - w1).abs() < 1e-5, "{}: weight row {row} col {c}: {} vs {w1}", dev.name, w2[wi]);
             }

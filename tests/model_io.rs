@@ -7,7 +7,11 @@ use std::path::Path;
 
 use greentrainer::Error;
 use greentrainer::device::ComputeDevice;
-use greentrainer::io::{export::save_hf_folder, load_model, safetensors_file::{SafetensorsFiles, write_f32}};
+use greentrainer::io::{
+    export::save_hf_folder,
+    load_model,
+    safetensors_file::{SafetensorsFiles, write_f32},
+};
 use greentrainer::model::Parameters;
 
 fn copy_fixture(to: &Path) {
@@ -169,9 +173,12 @@ fn sharded_half_precision_checkpoints_load_into_f32() {
             .collect()
     };
     let mut weight_map = serde_json::Map::new();
-    for (file, part, dtype) in [("model-00001-of-00002.safetensors", first, Dtype::BF16), ("model-00002-of-00002.safetensors", second, Dtype::F16)] {
+    for (file, part, dtype) in
+        [("model-00001-of-00002.safetensors", first, Dtype::BF16), ("model-00002-of-00002.safetensors", second, Dtype::F16)]
+    {
         let encoded = encode(part, dtype);
-        let views: Vec<(String, TensorView<'_>)> = encoded.iter().map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap())).collect();
+        let views: Vec<(String, TensorView<'_>)> =
+            encoded.iter().map(|(n, s, b)| (n.clone(), TensorView::new(dtype, s.clone(), b).unwrap())).collect();
         safetensors::serialize_to_file(views, None, &dir.path().join(file)).unwrap();
         for (n, _, _) in part {
             weight_map.insert(n.clone(), serde_json::json!(file));

@@ -15,217 +15,65 @@ struct Llama {
 }
 
 /// SmolLM2-135M, as in shared/fixtures/paper-configs/smollm2-135m.json.
-const SMOLLM2_135M: Llama = Llama {
-    layers: 30,
-    hidden: 576,
-    intermediate: 1536,
-    heads: 9,
-    kv_heads: 3,
-    head_dim: 64,
-    vocab: 49152,
-    tied: true,
-};
+const SMOLLM2_135M: Llama =
+    Llama { layers: 30, hidden: 576, intermediate: 1536, heads: 9, kv_heads: 3, head_dim: 64, vocab: 49152, tied: true };
 
-const SMALL: Llama = Llama {
-    layers: 2,
-    hidden: 64,
-    intermediate: 176,
-    heads: 4,
-    kv_heads: 2,
-    head_dim: 16,
-    vocab: 1000,
-    tied: false,
-};
+const SMALL: Llama = Llama { layers: 2, hidden: 64, intermediate: 176, heads: 4, kv_heads: 2, head_dim: 16, vocab: 1000, tied: false };
 
 fn op(name: String, kind: OpKind, layer: Option<usize>, role: TensorRole) -> OpSpec {
-    OpSpec {
-        name,
-        kind,
-        layer,
-        role,
-    }
+    OpSpec { name, kind, layer, role }
 }
 
 /// The op list in execution order, named like the HF parameters.
 fn llama_ops(m: &Llama) -> Vec<OpSpec> {
     let (d, attn, kv) = (m.hidden, m.heads * m.head_dim, m.kv_heads * m.head_dim);
-    let mut ops = vec![op(
-        "model.embed_tokens.weight".into(),
-        OpKind::Embedding {
-            vocab: m.vocab,
-            dim: d,
-        },
-        None,
-        TensorRole::Embedding,
-    )];
+    let mut ops = vec![op("model.embed_tokens.weight".into(), OpKind::Embedding { vocab: m.vocab, dim: d }, None, TensorRole::Embedding)];
     for l in 0..m.layers {
         let p = |suffix: &str| format!("model.layers.{l}.{suffix}");
         let linear = |d_in, d_out| OpKind::Linear { d_in, d_out };
         let at = Some(l);
         ops.extend([
-            op(
-                p("input_layernorm.weight"),
-                OpKind::Norm { dim: d },
-                at,
-                TensorRole::Norm,
-            ),
-            op(
-                p("self_attn.q_proj.weight"),
-                linear(d, attn),
-                at,
-                TensorRole::Q,
-            ),
-            op(
-                p("self_attn.k_proj.weight"),
-                linear(d, kv),
-                at,
-                TensorRole::K,
-            ),
-            op(
-                p("self_attn.v_proj.weight"),
-                linear(d, kv),
-                at,
-                TensorRole::V,
-            ),
-            op(
-                p("self_attn.core"),
-                OpKind::AttentionCore {
-                    n_heads: m.heads,
-                    head_dim: m.head_dim,
-                    causal: true,
-                },
-                at,
-                TensorRole::Other,
-            ),
-            op(
-                p("self_attn.o_proj.weight"),
-                linear(attn, d),
-                at,
-                TensorRole::O,
-            ),
-            op(
-                p("post_attention_layernorm.weight"),
-                OpKind::Norm { dim: d },
-                at,
-                TensorRole::Norm,
-            ),
-            op(
-                p("mlp.gate_proj.weight"),
-                linear(d, m.intermediate),
-                at,
-                TensorRole::Gate,
-            ),
-            op(
-                p("mlp.up_proj.weight"),
-                linear(d, m.intermediate),
-                at,
-                TensorRole::Up,
-            ),
-            op(
-                p("mlp.down_proj.weight"),
-                linear(m.intermediate, d),
-                at,
-                TensorRole::Down,
-            ),
+            op(p("input_layernorm.weight"), OpKind::Norm { dim: d }, at, TensorRole::Norm),
+            op(p("self_attn.q_proj.weight"), linear(d, attn), at, TensorRole::Q),
+            op(p("self_attn.k_proj.weight"), linear(d, kv), at, TensorRole::K),
+            op(p("self_attn.v_proj.weight"), linear(d, kv), at, TensorRole::V),
+            op(p("self_attn.core"), OpKind::AttentionCore { n_heads: m.heads, head_dim: m.head_dim, causal: true }, at, TensorRole::Other),
+            op(p("self_attn.o_proj.weight"), linear(attn, d), at, TensorRole::O),
+            op(p("post_attention_layernorm.weight"), OpKind::Norm { dim: d }, at, TensorRole::Norm),
+            op(p("mlp.gate_proj.weight"), linear(d, m.intermediate), at, TensorRole::Gate),
+            op(p("mlp.up_proj.weight"), linear(d, m.intermediate), at, TensorRole::Up),
+            op(p("mlp.down_proj.weight"), linear(m.intermediate, d), at, TensorRole::Down),
         ]);
     }
-    ops.push(op(
-        "model.norm.weight".into(),
-        OpKind::Norm { dim: d },
-        None,
-        TensorRole::Norm,
-    ));
-    ops.push(op(
-        "lm_head.weight".into(),
-        OpKind::LmHead {
-            vocab: m.vocab,
-            dim: d,
-            tied: m.tied,
-        },
-        None,
-        TensorRole::LmHead,
-    ));
+    ops.push(op("model.norm.weight".into(), OpKind::Norm { dim: d }, None, TensorRole::Norm));
+    ops.push(op("lm_head.weight".into(), OpKind::LmHead { vocab: m.vocab, dim: d, tied: m.tied }, None, TensorRole::LmHead));
     ops
 }
 
 /// Appends a linear weight and its bias.
-fn linear_with_bias(
-    ops: &mut Vec<OpSpec>,
-    name: String,
-    d_in: usize,
-    d_out: usize,
-    layer: Option<usize>,
-) {
-    ops.push(op(
-        format!("{name}.weight"),
-        OpKind::Linear { d_in, d_out },
-        layer,
-        TensorRole::Other,
-    ));
-    ops.push(op(
-        format!("{name}.bias"),
-        OpKind::Bias { dim: d_out },
-        layer,
-        TensorRole::Other,
-    ));
+fn linear_with_bias(ops: &mut Vec<OpSpec>, name: String, d_in: usize, d_out: usize, layer: Option<usize>) {
+    ops.push(op(format!("{name}.weight"), OpKind::Linear { d_in, d_out }, layer, TensorRole::Other));
+    ops.push(op(format!("{name}.bias"), OpKind::Bias { dim: d_out }, layer, TensorRole::Other));
 }
 
 fn layer_norm(ops: &mut Vec<OpSpec>, name: String, dim: usize, layer: Option<usize>) {
-    ops.push(op(
-        format!("{name}.weight"),
-        OpKind::Norm { dim },
-        layer,
-        TensorRole::Norm,
-    ));
-    ops.push(op(
-        format!("{name}.bias"),
-        OpKind::NormBias { dim },
-        layer,
-        TensorRole::Norm,
-    ));
+    ops.push(op(format!("{name}.weight"), OpKind::Norm { dim }, layer, TensorRole::Norm));
+    ops.push(op(format!("{name}.bias"), OpKind::NormBias { dim }, layer, TensorRole::Norm));
 }
 
 fn attention_core(layer: usize, d: usize, heads: usize) -> OpSpec {
-    let kind = OpKind::AttentionCore {
-        n_heads: heads,
-        head_dim: d / heads,
-        causal: true,
-    };
-    op(
-        format!("{layer}.core"),
-        kind,
-        Some(layer),
-        TensorRole::Other,
-    )
+    let kind = OpKind::AttentionCore { n_heads: heads, head_dim: d / heads, causal: true };
+    op(format!("{layer}.core"), kind, Some(layer), TensorRole::Other)
 }
 
 fn tied_head(vocab: usize, d: usize) -> OpSpec {
-    op(
-        "lm_head".into(),
-        OpKind::LmHead {
-            vocab,
-            dim: d,
-            tied: true,
-        },
-        None,
-        TensorRole::LmHead,
-    )
+    op("lm_head".into(), OpKind::LmHead { vocab, dim: d, tied: true }, None, TensorRole::LmHead)
 }
 
 /// OPT (pre-LN, learned positions with offset 2, tied head), shapes from paper-configs/opt-*.json.
 fn opt_ops(layers: usize, d: usize, ffn: usize, heads: usize) -> Vec<OpSpec> {
-    let embedding = |name: &str, vocab| {
-        op(
-            name.into(),
-            OpKind::Embedding { vocab, dim: d },
-            None,
-            TensorRole::Embedding,
-        )
-    };
-    let mut ops = vec![
-        embedding("embed_tokens", 50272),
-        embedding("embed_positions", 2048 + 2),
-    ];
+    let embedding = |name: &str, vocab| op(name.into(), OpKind::Embedding { vocab, dim: d }, None, TensorRole::Embedding);
+    let mut ops = vec![embedding("embed_tokens", 50272), embedding("embed_positions", 2048 + 2)];
     for l in 0..layers {
         let at = Some(l);
         layer_norm(&mut ops, format!("{l}.self_attn_layer_norm"), d, at);
@@ -245,12 +93,7 @@ fn opt_ops(layers: usize, d: usize, ffn: usize, heads: usize) -> Vec<OpSpec> {
 
 /// BLOOM (embedding LayerNorm, fused qkv, 4d MLP, tied head), shapes from paper-configs/bloomz-3b.json.
 fn bloom_ops(layers: usize, d: usize, heads: usize, vocab: usize) -> Vec<OpSpec> {
-    let mut ops = vec![op(
-        "word_embeddings".into(),
-        OpKind::Embedding { vocab, dim: d },
-        None,
-        TensorRole::Embedding,
-    )];
+    let mut ops = vec![op("word_embeddings".into(), OpKind::Embedding { vocab, dim: d }, None, TensorRole::Embedding)];
     layer_norm(&mut ops, "word_embeddings_layernorm".into(), d, None);
     for l in 0..layers {
         let at = Some(l);
@@ -276,12 +119,7 @@ struct ClosedForm {
 
 fn closed_form(m: &Llama, shape: BatchShape, causal_half: bool) -> ClosedForm {
     let tokens = (shape.batch * shape.seq) as f64;
-    let (d, attn, kv, f) = (
-        m.hidden,
-        m.heads * m.head_dim,
-        m.kv_heads * m.head_dim,
-        m.intermediate,
-    );
+    let (d, attn, kv, f) = (m.hidden, m.heads * m.head_dim, m.kv_heads * m.head_dim, m.intermediate);
     let linears = (d * attn + 2 * d * kv + attn * d + 3 * d * f) as f64;
     let norms = 2.0 * d as f64;
     let core = if causal_half { 0.5 } else { 1.0 } * (shape.seq * attn) as f64;
@@ -312,17 +150,11 @@ fn totals_match_the_closed_form_tied_and_untied() {
             let model = Llama { tied, ..SMALL };
             let profile = profile(&llama_ops(&model), shape, causal_half).unwrap();
             let expected = closed_form(&model, shape, causal_half);
-            assert!(
-                close(profile.t_fp(), expected.t_fp),
-                "tied {tied}, causal_half {causal_half}"
-            );
+            assert!(close(profile.t_fp(), expected.t_fp), "tied {tied}, causal_half {causal_half}");
             assert!(close(sum(&profile, |n| n.t_dy), expected.t_dy));
             assert!(close(sum(&profile, |n| n.t_dw), expected.t_dw));
             assert!(close(profile.t_bp_full(), expected.t_dy + expected.t_dw));
-            assert!(close(
-                profile.t_full(),
-                expected.t_fp + expected.t_dy + expected.t_dw
-            ));
+            assert!(close(profile.t_full(), expected.t_fp + expected.t_dy + expected.t_dw));
             assert!(close(profile.min_rho(), profile.t_fp() / profile.t_full()));
         }
     }
@@ -334,38 +166,21 @@ fn tied_head_is_a_chain_node_charged_to_the_embedding() {
     let tokens = 48.0;
     let (d, v) = (SMALL.hidden as f64, SMALL.vocab as f64);
     let untied = profile(&llama_ops(&SMALL), shape, false).unwrap();
-    let tied = profile(
-        &llama_ops(&Llama {
-            tied: true,
-            ..SMALL
-        }),
-        shape,
-        false,
-    )
-    .unwrap();
+    let tied = profile(&llama_ops(&Llama { tied: true, ..SMALL }), shape, false).unwrap();
 
     let (embedding, head) = (&tied.nodes[0], tied.nodes.last().unwrap());
     assert!(embedding.selectable && embedding.t_dy == 0.0);
     assert_eq!(embedding.t_dw, tokens * v * d + tokens * d);
     assert_eq!(embedding.param_numel, SMALL.vocab * SMALL.hidden);
     assert!(!head.selectable);
-    assert_eq!(
-        (head.t_fp, head.t_dy, head.t_dw, head.param_numel),
-        (tokens * v * d, tokens * v * d, 0.0, 0)
-    );
+    assert_eq!((head.t_fp, head.t_dy, head.t_dw, head.param_numel), (tokens * v * d, tokens * v * d, 0.0, 0));
 
     let untied_head = untied.nodes.last().unwrap();
     assert!(untied_head.selectable);
     assert_eq!(untied_head.t_dw, tokens * v * d);
     assert_eq!(untied.nodes[0].t_dw, tokens * d);
-    assert_eq!(
-        untied.nodes.iter().filter(|n| n.selectable).count(),
-        1 + 9 * SMALL.layers + 2
-    );
-    assert_eq!(
-        tied.nodes.iter().filter(|n| n.selectable).count(),
-        1 + 9 * SMALL.layers + 1
-    );
+    assert_eq!(untied.nodes.iter().filter(|n| n.selectable).count(), 1 + 9 * SMALL.layers + 2);
+    assert_eq!(tied.nodes.iter().filter(|n| n.selectable).count(), 1 + 9 * SMALL.layers + 1);
 }
 
 #[test]
@@ -375,58 +190,21 @@ fn causal_half_halves_only_the_attention_core() {
     let half = profile(&llama_ops(&SMALL), shape, true).unwrap();
     for (a, b) in full.nodes.iter().zip(&half.nodes) {
         let scale = if a.name.ends_with("core") { 0.5 } else { 1.0 };
-        assert_eq!(
-            (b.t_fp, b.t_dy, b.t_dw),
-            (scale * a.t_fp, scale * a.t_dy, scale * a.t_dw),
-            "{}",
-            a.name
-        );
+        assert_eq!((b.t_fp, b.t_dy, b.t_dw), (scale * a.t_fp, scale * a.t_dy, scale * a.t_dw), "{}", a.name);
     }
 }
 
 #[test]
 fn biases_pass_gradients_through_for_free() {
     let ops = [
-        op(
-            "fc1.weight".into(),
-            OpKind::Linear { d_in: 8, d_out: 32 },
-            Some(0),
-            TensorRole::Fc1,
-        ),
-        op(
-            "fc1.bias".into(),
-            OpKind::Bias { dim: 32 },
-            Some(0),
-            TensorRole::Fc1,
-        ),
-        op(
-            "ln.weight".into(),
-            OpKind::Norm { dim: 32 },
-            Some(0),
-            TensorRole::Norm,
-        ),
-        op(
-            "ln.bias".into(),
-            OpKind::NormBias { dim: 32 },
-            Some(0),
-            TensorRole::Norm,
-        ),
+        op("fc1.weight".into(), OpKind::Linear { d_in: 8, d_out: 32 }, Some(0), TensorRole::Fc1),
+        op("fc1.bias".into(), OpKind::Bias { dim: 32 }, Some(0), TensorRole::Fc1),
+        op("ln.weight".into(), OpKind::Norm { dim: 32 }, Some(0), TensorRole::Norm),
+        op("ln.bias".into(), OpKind::NormBias { dim: 32 }, Some(0), TensorRole::Norm),
     ];
     let profile = profile(&ops, BatchShape { batch: 1, seq: 5 }, false).unwrap();
-    let costs: Vec<_> = profile
-        .nodes
-        .iter()
-        .map(|n| (n.t_fp, n.t_dy, n.t_dw, n.param_numel))
-        .collect();
-    assert_eq!(
-        costs,
-        [
-            (1280.0, 1280.0, 1280.0, 256),
-            (160.0, 0.0, 160.0, 32),
-            (160.0, 160.0, 160.0, 32),
-            (160.0, 0.0, 160.0, 32)
-        ]
-    );
+    let costs: Vec<_> = profile.nodes.iter().map(|n| (n.t_fp, n.t_dy, n.t_dw, n.param_numel)).collect();
+    assert_eq!(costs, [(1280.0, 1280.0, 1280.0, 256), (160.0, 0.0, 160.0, 32), (160.0, 160.0, 160.0, 32), (160.0, 0.0, 160.0, 32)]);
 }
 
 #[test]
@@ -439,26 +217,10 @@ fn candidates_are_indexed_from_the_output() {
     assert_eq!(profile.execution_index(n), None);
     for (j, c) in candidates.iter().enumerate() {
         let node = &profile.nodes[profile.execution_index(j).unwrap()];
-        assert_eq!(
-            (c.t_dy, c.t_dw, c.selectable),
-            (node.t_dy, node.t_dw, node.selectable)
-        );
-        assert_eq!(
-            c.importance,
-            if node.selectable {
-                importance[n - 1 - j]
-            } else {
-                0.0
-            }
-        );
+        assert_eq!((c.t_dy, c.t_dw, c.selectable), (node.t_dy, node.t_dw, node.selectable));
+        assert_eq!(c.importance, if node.selectable { importance[n - 1 - j] } else { 0.0 });
     }
-    assert_eq!(
-        profile.candidates(&importance[1..]).unwrap_err(),
-        ProfileError::ImportanceLength {
-            expected: n,
-            got: n - 1
-        }
-    );
+    assert_eq!(profile.candidates(&importance[1..]).unwrap_err(), ProfileError::ImportanceLength { expected: n, got: n - 1 });
 }
 
 #[test]
@@ -466,14 +228,8 @@ fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
     let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16 }, true).unwrap();
     let index = |name: &str| profile.nodes.iter().position(|n| n.name == name).unwrap();
     let sets = [
-        vec![
-            index("model.layers.1.self_attn.q_proj.weight"),
-            index("model.norm.weight"),
-        ],
-        vec![
-            index("model.layers.0.mlp.down_proj.weight"),
-            index("model.layers.1.mlp.up_proj.weight"),
-        ],
+        vec![index("model.layers.1.self_attn.q_proj.weight"), index("model.norm.weight")],
+        vec![index("model.layers.0.mlp.down_proj.weight"), index("model.layers.1.mlp.up_proj.weight")],
         vec![index("lm_head.weight")],
     ];
     for set in sets {
@@ -483,62 +239,34 @@ fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
         assert!(close(reference - exact, deepest.t_dy), "{}", deepest.name);
     }
     // Training nothing costs the forward pass; training everything costs full fine-tuning.
-    assert_eq!(
-        profile.selection_cost(&[], CostRule::Exact).unwrap(),
-        profile.t_fp()
-    );
-    let all: Vec<usize> = (0..profile.nodes.len())
-        .filter(|&i| profile.nodes[i].selectable)
-        .collect();
-    assert!(close(
-        profile.selection_cost(&all, CostRule::Reference).unwrap(),
-        profile.t_full()
-    ));
+    assert_eq!(profile.selection_cost(&[], CostRule::Exact).unwrap(), profile.t_fp());
+    let all: Vec<usize> = (0..profile.nodes.len()).filter(|&i| profile.nodes[i].selectable).collect();
+    assert!(close(profile.selection_cost(&all, CostRule::Reference).unwrap(), profile.t_full()));
 }
 
 #[test]
 fn bad_selections_and_tied_heads_without_embedding_are_refused() {
     let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8 }, false).unwrap();
-    let core = profile
-        .nodes
-        .iter()
-        .position(|n| n.name.ends_with("core"))
-        .unwrap();
+    let core = profile.nodes.iter().position(|n| n.name.ends_with("core")).unwrap();
     assert!(matches!(
         profile.selection_cost(&[core], CostRule::Exact),
         Err(ProfileError::NotSelectable { index, .. }) if index == core
     ));
     let len = profile.nodes.len();
-    assert_eq!(
-        profile.selection_cost(&[len], CostRule::Exact).unwrap_err(),
-        ProfileError::NodeOutOfRange { index: len, len }
-    );
+    assert_eq!(profile.selection_cost(&[len], CostRule::Exact).unwrap_err(), ProfileError::NodeOutOfRange { index: len, len });
 
-    let mut ops = llama_ops(&Llama {
-        tied: true,
-        ..SMALL
-    });
+    let mut ops = llama_ops(&Llama { tied: true, ..SMALL });
     ops.remove(0);
-    let err =
-        greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8 }, false).unwrap_err();
-    assert!(
-        matches!(err, ProfileError::TiedHeadWithoutEmbedding { .. }),
-        "{err}"
-    );
+    let err = greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8 }, false).unwrap_err();
+    assert!(matches!(err, ProfileError::TiedHeadWithoutEmbedding { .. }), "{err}");
 }
 
 #[test]
 fn flops_conventions() {
     assert_eq!(FlopsConvention::Flops.from_macs(3.0), 6.0);
     assert_eq!(FlopsConvention::PaperMac.from_macs(3.0), 3.0);
-    assert_eq!(
-        FlopsConvention::Flops.format(1.5e12),
-        "3.000 TFLOPs (2 x MAC)"
-    );
-    assert_eq!(
-        FlopsConvention::PaperMac.format(41.8e15),
-        "41.800 PFLOPs (paper: 1 MAC = 1 FLOP)"
-    );
+    assert_eq!(FlopsConvention::Flops.format(1.5e12), "3.000 TFLOPs (2 x MAC)");
+    assert_eq!(FlopsConvention::PaperMac.format(41.8e15), "41.800 PFLOPs (paper: 1 MAC = 1 FLOP)");
 }
 
 #[test]
@@ -547,44 +275,16 @@ fn paper_full_fine_tuning_pflops_are_reproduced() {
     // as MACs. The paper's figures are matched with full (not halved) causal attention.
     let (scitldr, dialogsum) = (2490.0, 15575.0);
     let cases = [
-        (
-            "OPT-1.3B SciTLDR",
-            opt_ops(24, 2048, 8192, 32),
-            scitldr,
-            20.8,
-        ),
-        (
-            "OPT-2.7B SciTLDR",
-            opt_ops(32, 2560, 10240, 32),
-            scitldr,
-            41.8,
-        ),
-        (
-            "OPT-2.7B DialogSum",
-            opt_ops(32, 2560, 10240, 32),
-            dialogsum,
-            262.0,
-        ),
-        (
-            "BLOOMZ-3B SciTLDR",
-            bloom_ops(30, 2560, 32, 250880),
-            scitldr,
-            47.2,
-        ),
-        (
-            "BLOOMZ-3B DialogSum",
-            bloom_ops(30, 2560, 32, 250880),
-            dialogsum,
-            294.8,
-        ),
+        ("OPT-1.3B SciTLDR", opt_ops(24, 2048, 8192, 32), scitldr, 20.8),
+        ("OPT-2.7B SciTLDR", opt_ops(32, 2560, 10240, 32), scitldr, 41.8),
+        ("OPT-2.7B DialogSum", opt_ops(32, 2560, 10240, 32), dialogsum, 262.0),
+        ("BLOOMZ-3B SciTLDR", bloom_ops(30, 2560, 32, 250880), scitldr, 47.2),
+        ("BLOOMZ-3B DialogSum", bloom_ops(30, 2560, 32, 250880), dialogsum, 294.8),
     ];
     for (name, ops, steps, paper_pflops) in cases {
         let profile = profile(&ops, BatchShape { batch: 4, seq: 512 }, false).unwrap();
         let pflops = FlopsConvention::PaperMac.from_macs(profile.t_full()) * steps / 1e15;
-        assert!(
-            (pflops / paper_pflops - 1.0).abs() < 0.005,
-            "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}"
-        );
+        assert!((pflops / paper_pflops - 1.0).abs() < 0.005, "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
     }
 }
 
@@ -604,38 +304,22 @@ fn importances(seed: u64, n: usize) -> Vec<f64> {
 
 /// Full attention cost (no causal halving): the engine computes the whole S x S score matrix.
 fn smollm2_profile(causal_half: bool) -> Profile {
-    profile(
-        &llama_ops(&SMOLLM2_135M),
-        BatchShape { batch: 4, seq: 256 },
-        causal_half,
-    )
-    .unwrap()
+    profile(&llama_ops(&SMOLLM2_135M), BatchShape { batch: 4, seq: 256 }, causal_half).unwrap()
 }
 
 #[test]
 fn smollm2_selection_fills_the_budget() {
     let profile = smollm2_profile(false);
     let expected = closed_form(&SMOLLM2_135M, profile.shape, false);
-    assert!(close(
-        profile.t_full(),
-        expected.t_fp + expected.t_dy + expected.t_dw
-    ));
-    let candidates = profile
-        .candidates(&importances(7, profile.nodes.len()))
-        .unwrap();
+    assert!(close(profile.t_full(), expected.t_fp + expected.t_dy + expected.t_dw));
+    let candidates = profile.candidates(&importances(7, profile.nodes.len())).unwrap();
     for rho in [0.4, 0.5, 0.7] {
         let selection = select(&candidates, profile.t_fp(), &SelectConfig::new(rho)).unwrap();
         let fill = selection.total_cost / (rho * profile.t_full());
-        assert!(
-            (0.98..=1.0 + 1e-12).contains(&fill),
-            "rho {rho}: realised / budget = {fill}"
-        );
+        assert!((0.98..=1.0 + 1e-12).contains(&fill), "rho {rho}: realised / budget = {fill}");
         assert!(!selection.is_empty(), "rho {rho}");
         let nodes = profile.selected_nodes(&selection).unwrap();
-        assert!(close(
-            profile.selection_cost(&nodes, CostRule::Exact).unwrap(),
-            selection.total_cost
-        ));
+        assert!(close(profile.selection_cost(&nodes, CostRule::Exact).unwrap(), selection.total_cost));
     }
 }
 
@@ -647,9 +331,7 @@ fn smollm2_tied_head_gradient_walls_off_low_rho_with_causal_halving() {
     let head = profile.nodes.last().unwrap();
     let backward_budget = 0.4 * profile.t_full() - profile.t_fp();
     assert!(backward_budget > 0.0 && backward_budget < head.t_dy);
-    let candidates = profile
-        .candidates(&importances(7, profile.nodes.len()))
-        .unwrap();
+    let candidates = profile.candidates(&importances(7, profile.nodes.len())).unwrap();
     let selection = select(&candidates, profile.t_fp(), &SelectConfig::new(0.4)).unwrap();
     assert!(selection.is_empty());
     assert_eq!(selection.total_cost, profile.t_fp());

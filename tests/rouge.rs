@@ -7,17 +7,13 @@ use serde_json::Value;
 const TOL: f64 = 1e-6;
 
 fn fixture() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/rouge/expected.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/rouge/expected.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
 }
 
 fn rows<'a>(fixture: &'a Value, key: &str) -> &'a Vec<Value> {
-    fixture[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("fixture has no array {key:?}"))
+    fixture[key].as_array().unwrap_or_else(|| panic!("fixture has no array {key:?}"))
 }
 
 fn metric<'a>(scores: &'a RougeScores, name: &str) -> &'a Score {
@@ -35,11 +31,7 @@ fn check_rows(rows: &[Value], opts: &RougeOptions) -> (usize, f64) {
     let (mut compared, mut max_err) = (0, 0.0f64);
     let mut failures = Vec::new();
     for (i, row) in rows.iter().enumerate() {
-        let scores = score(
-            row["prediction"].as_str().unwrap(),
-            row["reference"].as_str().unwrap(),
-            opts,
-        );
+        let scores = score(row["prediction"].as_str().unwrap(), row["reference"].as_str().unwrap(), opts);
         for name in ["rouge1", "rouge2", "rougeL", "rougeLsum"] {
             let Some(expected) = row.get(name) else {
                 continue;
@@ -58,12 +50,7 @@ fn check_rows(rows: &[Value], opts: &RougeOptions) -> (usize, f64) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
     (compared, max_err)
 }
 
@@ -71,38 +58,21 @@ fn check_rows(rows: &[Value], opts: &RougeOptions) -> (usize, f64) {
 fn matches_rouge_score_without_stemmer() {
     let fixture = fixture();
     let rows = rows(&fixture, "no_stemmer");
-    assert!(
-        rows.len() >= 200,
-        "expected at least 200 rows, got {}",
-        rows.len()
-    );
+    assert!(rows.len() >= 200, "expected at least 200 rows, got {}", rows.len());
     let (compared, max_err) = check_rows(rows, &RougeOptions { use_stemmer: false });
     // 4 metrics x (p, r, f) per row.
     assert_eq!(compared, rows.len() * 12);
-    eprintln!(
-        "no stemmer: {} rows, {compared} values, max abs error {max_err:e}",
-        rows.len()
-    );
+    eprintln!("no stemmer: {} rows, {compared} values, max abs error {max_err:e}", rows.len());
 }
 
 #[test]
 fn matches_rouge_score_with_porter_stemmer() {
     let fixture = fixture();
     let rows = rows(&fixture, "porter_stemmer");
-    assert!(
-        rows.len() >= 50,
-        "expected at least 50 rows, got {}",
-        rows.len()
-    );
+    assert!(rows.len() >= 50, "expected at least 50 rows, got {}", rows.len());
     let (compared, max_err) = check_rows(rows, &RougeOptions { use_stemmer: true });
-    assert!(
-        compared >= rows.len() * 3,
-        "only {compared} values compared"
-    );
-    eprintln!(
-        "porter: {} rows, {compared} values, max abs error {max_err:e}",
-        rows.len()
-    );
+    assert!(compared >= rows.len() * 3, "only {compared} values compared");
+    eprintln!("porter: {} rows, {compared} values, max abs error {max_err:e}", rows.len());
 }
 
 #[test]
@@ -113,10 +83,7 @@ fn stemmer_changes_scores_on_fixture() {
     let changed = rows
         .iter()
         .filter(|row| {
-            let (p, r) = (
-                row["prediction"].as_str().unwrap(),
-                row["reference"].as_str().unwrap(),
-            );
+            let (p, r) = (row["prediction"].as_str().unwrap(), row["reference"].as_str().unwrap());
             let plain = score(p, r, &RougeOptions { use_stemmer: false });
             let stemmed = score(p, r, &RougeOptions { use_stemmer: true });
             plain.rouge1.fmeasure != stemmed.rouge1.fmeasure
@@ -129,32 +96,13 @@ fn stemmer_changes_scores_on_fixture() {
 fn corpus_score_is_mean_of_fixture_f1() {
     let fixture = fixture();
     let rows = rows(&fixture, "no_stemmer");
-    let preds: Vec<String> = rows
-        .iter()
-        .map(|r| r["prediction"].as_str().unwrap().to_string())
-        .collect();
-    let refs: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| vec![r["reference"].as_str().unwrap().to_string()])
-        .collect();
+    let preds: Vec<String> = rows.iter().map(|r| r["prediction"].as_str().unwrap().to_string()).collect();
+    let refs: Vec<Vec<String>> = rows.iter().map(|r| vec![r["reference"].as_str().unwrap().to_string()]).collect();
     let corpus = corpus_score(&preds, &refs, &RougeOptions::default());
     assert_eq!(corpus.count, rows.len());
-    let mean = |name: &str| {
-        rows.iter()
-            .map(|r| r[name]["f"].as_f64().unwrap())
-            .sum::<f64>()
-            / rows.len() as f64
-    };
-    for (got, name) in [
-        (corpus.rouge1, "rouge1"),
-        (corpus.rouge2, "rouge2"),
-        (corpus.rouge_l, "rougeL"),
-        (corpus.rouge_lsum, "rougeLsum"),
-    ] {
-        assert!(
-            (got - mean(name)).abs() <= TOL,
-            "{name}: got {got}, want {}",
-            mean(name)
-        );
+    let mean = |name: &str| rows.iter().map(|r| r[name]["f"].as_f64().unwrap()).sum::<f64>() / rows.len() as f64;
+    for (got, name) in [(corpus.rouge1, "rouge1"), (corpus.rouge2, "rouge2"), (corpus.rouge_l, "rougeL"), (corpus.rouge_lsum, "rougeLsum")]
+    {
+        assert!((got - mean(name)).abs() <= TOL, "{name}: got {got}, want {}", mean(name));
     }
 }

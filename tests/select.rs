@@ -38,11 +38,7 @@ struct Instance {
 /// With `integer_costs` every sum of costs is exact in f64, so a test can repeat the grid arithmetic.
 fn random_instance(rng: &mut Rng, n: usize, integer_costs: bool, rule: CostRule) -> Instance {
     let cost = |rng: &mut Rng, p_zero: f64| {
-        let x = if rng.chance(p_zero) {
-            0.0
-        } else {
-            100.0 * rng.unit()
-        };
+        let x = if rng.chance(p_zero) { 0.0 } else { 100.0 * rng.unit() };
         if integer_costs { x.floor() } else { x }
     };
     let candidates: Vec<Candidate> = (0..n)
@@ -50,17 +46,8 @@ fn random_instance(rng: &mut Rng, n: usize, integer_costs: bool, rule: CostRule)
             let selectable = rng.chance(0.8);
             let t_dy = cost(rng, 0.15);
             let t_dw = if selectable { cost(rng, 0.1) } else { 0.0 };
-            let importance = if rng.chance(0.15) {
-                -rng.unit()
-            } else {
-                1.0 - rng.unit()
-            };
-            Candidate {
-                t_dy,
-                t_dw,
-                importance,
-                selectable,
-            }
+            let importance = if rng.chance(0.15) { -rng.unit() } else { 1.0 - rng.unit() };
+            Candidate { t_dy, t_dw, importance, selectable }
         })
         .collect();
     let backward: f64 = candidates.iter().map(|c| c.t_dy + c.t_dw).sum();
@@ -68,30 +55,14 @@ fn random_instance(rng: &mut Rng, n: usize, integer_costs: bool, rule: CostRule)
     let min_rho = t_fp / (t_fp + backward);
     let rho = (min_rho + (1.0 - min_rho) * rng.unit()).clamp(min_rho, 1.0);
     let capacity = rng.pick(&[1, 3, 16, 100, 1000, DEFAULT_CAPACITY]);
-    Instance {
-        candidates,
-        t_fp,
-        config: SelectConfig {
-            rho,
-            capacity,
-            rule,
-        },
-    }
+    Instance { candidates, t_fp, config: SelectConfig { rho, capacity, rule } }
 }
 
 /// Every subset of the selectable candidates, as sorted index lists.
 fn subsets(candidates: &[Candidate]) -> impl Iterator<Item = Vec<usize>> + '_ {
-    let selectable: Vec<usize> = (0..candidates.len())
-        .filter(|&j| candidates[j].selectable)
-        .collect();
-    (0u32..1 << selectable.len()).map(move |mask| {
-        selectable
-            .iter()
-            .enumerate()
-            .filter(|(bit, _)| mask >> bit & 1 == 1)
-            .map(|(_, &j)| j)
-            .collect()
-    })
+    let selectable: Vec<usize> = (0..candidates.len()).filter(|&j| candidates[j].selectable).collect();
+    (0u32..1 << selectable.len())
+        .map(move |mask| selectable.iter().enumerate().filter(|(bit, _)| mask >> bit & 1 == 1).map(|(_, &j)| j).collect())
 }
 
 fn importance_of(candidates: &[Candidate], set: &[usize]) -> f64 {
@@ -105,27 +76,14 @@ fn fits_grid(candidates: &[Candidate], set: &[usize], grid: &CostGrid, rule: Cos
         return true;
     };
     let chain: f64 = candidates[..deepest].iter().map(|c| c.t_dy).sum();
-    let own_dy = if rule == CostRule::Reference {
-        candidates[deepest].t_dy
-    } else {
-        0.0
-    };
+    let own_dy = if rule == CostRule::Reference { candidates[deepest].t_dy } else { 0.0 };
     let fixed = grid.units(chain + own_dy + candidates[deepest].t_dw);
-    let others: usize = set[..set.len() - 1]
-        .iter()
-        .map(|&j| grid.units(candidates[j].t_dw))
-        .sum();
+    let others: usize = set[..set.len() - 1].iter().map(|&j| grid.units(candidates[j].t_dw)).sum();
     fixed + others <= grid.capacity
 }
 
 fn backward_of(instance: &Instance, set: &[usize]) -> f64 {
-    let cost = selection_cost(
-        &instance.candidates,
-        instance.t_fp,
-        set,
-        instance.config.rule,
-    )
-    .unwrap();
+    let cost = selection_cost(&instance.candidates, instance.t_fp, set, instance.config.rule).unwrap();
     cost - instance.t_fp
 }
 
@@ -134,11 +92,7 @@ fn dp_equals_brute_force_on_the_grid() {
     let mut rng = Rng(0x5EED_0001);
     for round in 0..400 {
         let n = 1 + round % 16;
-        let rule = if round % 3 == 0 {
-            CostRule::Reference
-        } else {
-            CostRule::Exact
-        };
+        let rule = if round % 3 == 0 { CostRule::Reference } else { CostRule::Exact };
         let instance = random_instance(&mut rng, n, true, rule);
         let cands = &instance.candidates;
         let selection = select(cands, instance.t_fp, &instance.config).unwrap();
@@ -147,15 +101,8 @@ fn dp_equals_brute_force_on_the_grid() {
             .filter(|set| fits_grid(cands, set, &selection.grid, rule))
             .map(|set| importance_of(cands, &set))
             .fold(0.0, f64::max);
-        assert!(
-            (selection.importance - brute).abs() <= 1e-9,
-            "round {round}: dp {} vs brute force {brute}",
-            selection.importance
-        );
-        assert!(
-            fits_grid(cands, &selection.selected, &selection.grid, rule),
-            "round {round}"
-        );
+        assert!((selection.importance - brute).abs() <= 1e-9, "round {round}: dp {} vs brute force {brute}", selection.importance);
+        assert!(fits_grid(cands, &selection.selected, &selection.grid, rule), "round {round}");
     }
 }
 
@@ -166,11 +113,7 @@ fn dp_is_sandwiched_by_unrounded_brute_force() {
     let mut rng = Rng(0x5EED_0002);
     for round in 0..300 {
         let n = 1 + round % 14;
-        let rule = if round % 2 == 0 {
-            CostRule::Reference
-        } else {
-            CostRule::Exact
-        };
+        let rule = if round % 2 == 0 { CostRule::Reference } else { CostRule::Exact };
         let instance = random_instance(&mut rng, n, false, rule);
         let cands = &instance.candidates;
         let selection = select(cands, instance.t_fp, &instance.config).unwrap();
@@ -190,24 +133,10 @@ fn dp_is_sandwiched_by_unrounded_brute_force() {
                 lower = lower.max(value);
             }
         }
-        assert!(
-            selection.importance >= lower - 1e-9,
-            "round {round}: {} < {lower}",
-            selection.importance
-        );
-        assert!(
-            selection.importance <= upper + 1e-9,
-            "round {round}: {} > {upper}",
-            selection.importance
-        );
-        assert!(
-            selection.total_cost <= selection.budget + tolerance,
-            "round {round}: over budget"
-        );
-        assert!(
-            selection.realised_rho <= instance.config.rho + 1e-12,
-            "round {round}"
-        );
+        assert!(selection.importance >= lower - 1e-9, "round {round}: {} < {lower}", selection.importance);
+        assert!(selection.importance <= upper + 1e-9, "round {round}: {} > {upper}", selection.importance);
+        assert!(selection.total_cost <= selection.budget + tolerance, "round {round}: over budget");
+        assert!(selection.realised_rho <= instance.config.rho + 1e-12, "round {round}");
     }
 }
 
@@ -215,25 +144,15 @@ fn dp_is_sandwiched_by_unrounded_brute_force() {
 fn reported_costs_match_the_selected_set() {
     let mut rng = Rng(0x5EED_0003);
     for round in 0..100 {
-        let rule = if round % 2 == 0 {
-            CostRule::Reference
-        } else {
-            CostRule::Exact
-        };
+        let rule = if round % 2 == 0 { CostRule::Reference } else { CostRule::Exact };
         let instance = random_instance(&mut rng, 40, false, rule);
         let cands = &instance.candidates;
         let selection = select(cands, instance.t_fp, &instance.config).unwrap();
         let set = &selection.selected;
 
-        assert!(
-            set.windows(2).all(|w| w[0] < w[1]),
-            "ascending, no duplicates"
-        );
+        assert!(set.windows(2).all(|w| w[0] < w[1]), "ascending, no duplicates");
         assert_eq!(selection.deepest, set.last().copied());
-        assert!(
-            set.iter()
-                .all(|&j| cands[j].selectable && cands[j].importance > 0.0)
-        );
+        assert!(set.iter().all(|&j| cands[j].selectable && cands[j].importance > 0.0));
         let total = selection_cost(cands, instance.t_fp, set, rule).unwrap();
         assert!((total - selection.total_cost).abs() <= 1e-9 * total);
         let t_full = full_cost(cands, instance.t_fp);
@@ -243,21 +162,11 @@ fn reported_costs_match_the_selected_set() {
 }
 
 fn candidate(t_dy: f64, t_dw: f64, importance: f64) -> Candidate {
-    Candidate {
-        t_dy,
-        t_dw,
-        importance,
-        selectable: true,
-    }
+    Candidate { t_dy, t_dw, importance, selectable: true }
 }
 
 fn chain_node(t_dy: f64) -> Candidate {
-    Candidate {
-        t_dy,
-        t_dw: 0.0,
-        importance: 0.0,
-        selectable: false,
-    }
+    Candidate { t_dy, t_dw: 0.0, importance: 0.0, selectable: false }
 }
 
 #[test]
@@ -265,16 +174,11 @@ fn infeasible_rho_names_the_smallest_feasible_rho() {
     // t_full = 100 + 200 = 300, so the forward pass alone is a third of full fine-tuning.
     let cands = [candidate(100.0, 100.0, 1.0)];
     let err = select(&cands, 100.0, &SelectConfig::new(0.3)).unwrap_err();
-    let SelectError::InfeasibleRho { rho, min_rho } = err else {
-        panic!("unexpected {err:?}")
-    };
+    let SelectError::InfeasibleRho { rho, min_rho } = err else { panic!("unexpected {err:?}") };
     assert_eq!(rho, 0.3);
     assert!((min_rho - 1.0 / 3.0).abs() < 1e-15);
     let message = err.to_string();
-    assert!(
-        message.contains("smallest feasible rho is 0.3334"),
-        "{message}"
-    );
+    assert!(message.contains("smallest feasible rho is 0.3334"), "{message}");
 
     // Exactly the reported minimum is accepted: nothing but the forward pass fits.
     let at_minimum = select(&cands, 100.0, &SelectConfig::new(min_rho)).unwrap();
@@ -286,11 +190,7 @@ fn infeasible_rho_names_the_smallest_feasible_rho() {
 #[test]
 fn empty_selection_when_nothing_fits() {
     // The chain node nearest the output already costs more than the backward budget.
-    let cands = [
-        chain_node(1000.0),
-        candidate(10.0, 1.0, 1.0),
-        candidate(10.0, 1.0, 1.0),
-    ];
+    let cands = [chain_node(1000.0), candidate(10.0, 1.0, 1.0), candidate(10.0, 1.0, 1.0)];
     let selection = select(&cands, 600.0, &SelectConfig::new(0.8)).unwrap();
     assert!(selection.is_empty());
     assert_eq!(selection.deepest, None);
@@ -307,40 +207,24 @@ fn exact_rule_skips_the_deepest_input_gradient() {
     let min_rho = 10.0 / 15.0;
     let exact = select(&cands, 10.0, &SelectConfig::new(min_rho)).unwrap();
     assert_eq!(exact.selected, vec![0]);
-    let config = SelectConfig {
-        rule: CostRule::Reference,
-        ..SelectConfig::new(min_rho)
-    };
+    let config = SelectConfig { rule: CostRule::Reference, ..SelectConfig::new(min_rho) };
     assert!(select(&cands, 10.0, &config).unwrap().is_empty());
 }
 
 #[test]
 fn non_positive_importance_is_never_selected() {
-    let cands = [
-        candidate(0.0, 0.0, 0.0),
-        candidate(0.0, 0.0, -1.0),
-        candidate(0.0, 0.0, 0.5),
-        candidate(0.0, 0.0, -0.1),
-    ];
+    let cands = [candidate(0.0, 0.0, 0.0), candidate(0.0, 0.0, -1.0), candidate(0.0, 0.0, 0.5), candidate(0.0, 0.0, -0.1)];
     let selection = select(&cands, 1.0, &SelectConfig::new(1.0)).unwrap();
     assert_eq!(selection.selected, vec![2]);
 
     let all_negative = [candidate(1.0, 1.0, -1.0), candidate(1.0, 1.0, 0.0)];
-    assert!(
-        select(&all_negative, 1.0, &SelectConfig::new(1.0))
-            .unwrap()
-            .is_empty()
-    );
+    assert!(select(&all_negative, 1.0, &SelectConfig::new(1.0)).unwrap().is_empty());
 }
 
 #[test]
 fn a_deep_expensive_tensor_can_win_over_many_shallow_ones() {
     // Two cheap shallow tensors (0.2 + 0.2) lose to one deep tensor (1.0) that needs the whole chain.
-    let cands = [
-        candidate(10.0, 10.0, 0.2),
-        candidate(10.0, 10.0, 0.2),
-        candidate(0.0, 10.0, 1.0),
-    ];
+    let cands = [candidate(10.0, 10.0, 0.2), candidate(10.0, 10.0, 0.2), candidate(0.0, 10.0, 1.0)];
     let t_fp = 30.0; // t_full = 30 + 50 = 80; rho = 0.75 leaves a backward budget of exactly 30.
     let selection = select(&cands, t_fp, &SelectConfig::new(0.75)).unwrap();
     assert_eq!(selection.selected, vec![2]);
@@ -351,93 +235,39 @@ fn a_deep_expensive_tensor_can_win_over_many_shallow_ones() {
 #[test]
 fn bad_input_is_refused() {
     let good = [candidate(1.0, 1.0, 1.0)];
-    let refused = |cands: &[Candidate], t_fp: f64, config: SelectConfig| {
-        select(cands, t_fp, &config).unwrap_err()
-    };
+    let refused = |cands: &[Candidate], t_fp: f64, config: SelectConfig| select(cands, t_fp, &config).unwrap_err();
 
     for rho in [0.0, -0.5, 1.5, f64::NAN] {
-        assert!(matches!(
-            refused(&good, 1.0, SelectConfig::new(rho)),
-            SelectError::RhoOutOfRange { .. }
-        ));
+        assert!(matches!(refused(&good, 1.0, SelectConfig::new(rho)), SelectError::RhoOutOfRange { .. }));
     }
-    let zero = SelectConfig {
-        capacity: 0,
-        ..SelectConfig::new(0.9)
-    };
+    let zero = SelectConfig { capacity: 0, ..SelectConfig::new(0.9) };
     assert_eq!(refused(&good, 1.0, zero), SelectError::ZeroCapacity);
-    let huge = SelectConfig {
-        capacity: MAX_CAPACITY + 1,
-        ..SelectConfig::new(0.9)
-    };
-    assert!(matches!(
-        refused(&good, 1.0, huge),
-        SelectError::CapacityTooLarge { .. }
-    ));
+    let huge = SelectConfig { capacity: MAX_CAPACITY + 1, ..SelectConfig::new(0.9) };
+    assert!(matches!(refused(&good, 1.0, huge), SelectError::CapacityTooLarge { .. }));
 
     let config = SelectConfig::new(0.9);
-    assert!(matches!(
-        refused(&good, f64::NAN, config),
-        SelectError::InvalidForwardCost { .. }
-    ));
-    assert!(matches!(
-        refused(&good, -1.0, config),
-        SelectError::InvalidForwardCost { .. }
-    ));
+    assert!(matches!(refused(&good, f64::NAN, config), SelectError::InvalidForwardCost { .. }));
+    assert!(matches!(refused(&good, -1.0, config), SelectError::InvalidForwardCost { .. }));
     let bad_dy = [candidate(1.0, 1.0, 1.0), candidate(-1.0, 1.0, 1.0)];
-    assert_eq!(
-        refused(&bad_dy, 1.0, config),
-        SelectError::InvalidCost {
-            index: 1,
-            field: "t_dy",
-            value: -1.0
-        }
-    );
+    assert_eq!(refused(&bad_dy, 1.0, config), SelectError::InvalidCost { index: 1, field: "t_dy", value: -1.0 });
     let bad_dw = [candidate(1.0, f64::INFINITY, 1.0)];
-    assert!(matches!(
-        refused(&bad_dw, 1.0, config),
-        SelectError::InvalidCost { field: "t_dw", .. }
-    ));
+    assert!(matches!(refused(&bad_dw, 1.0, config), SelectError::InvalidCost { field: "t_dw", .. }));
     let bad_importance = [candidate(1.0, 1.0, f64::NAN)];
-    assert!(matches!(
-        refused(&bad_importance, 1.0, config),
-        SelectError::InvalidImportance { index: 0, .. }
-    ));
-    assert!(matches!(
-        refused(&[], 0.0, config),
-        SelectError::InvalidTotalCost { .. }
-    ));
+    assert!(matches!(refused(&bad_importance, 1.0, config), SelectError::InvalidImportance { index: 0, .. }));
+    assert!(matches!(refused(&[], 0.0, config), SelectError::InvalidTotalCost { .. }));
     let overflow = [candidate(f64::MAX, f64::MAX, 1.0)];
-    assert!(matches!(
-        refused(&overflow, 1.0, config),
-        SelectError::InvalidTotalCost { .. }
-    ));
+    assert!(matches!(refused(&overflow, 1.0, config), SelectError::InvalidTotalCost { .. }));
 }
 
 #[test]
 fn selection_cost_refuses_chain_nodes_and_unknown_indices() {
     let cands = [chain_node(3.0), candidate(2.0, 5.0, 1.0)];
-    assert_eq!(
-        selection_cost(&cands, 1.0, &[0], CostRule::Exact).unwrap_err(),
-        SelectError::NotSelectable { index: 0 }
-    );
-    assert_eq!(
-        selection_cost(&cands, 1.0, &[2], CostRule::Exact).unwrap_err(),
-        SelectError::IndexOutOfRange { index: 2, len: 2 }
-    );
+    assert_eq!(selection_cost(&cands, 1.0, &[0], CostRule::Exact).unwrap_err(), SelectError::NotSelectable { index: 0 });
+    assert_eq!(selection_cost(&cands, 1.0, &[2], CostRule::Exact).unwrap_err(), SelectError::IndexOutOfRange { index: 2, len: 2 });
     // A set: duplicates count once. Exact: 1 + 3 + 5; the reference adds the deepest's own t_dy.
-    assert_eq!(
-        selection_cost(&cands, 1.0, &[1, 1], CostRule::Exact).unwrap(),
-        9.0
-    );
-    assert_eq!(
-        selection_cost(&cands, 1.0, &[1], CostRule::Reference).unwrap(),
-        11.0
-    );
-    assert_eq!(
-        selection_cost(&cands, 1.0, &[], CostRule::Reference).unwrap(),
-        1.0
-    );
+    assert_eq!(selection_cost(&cands, 1.0, &[1, 1], CostRule::Exact).unwrap(), 9.0);
+    assert_eq!(selection_cost(&cands, 1.0, &[1], CostRule::Reference).unwrap(), 11.0);
+    assert_eq!(selection_cost(&cands, 1.0, &[], CostRule::Reference).unwrap(), 1.0);
 }
 
 #[test]

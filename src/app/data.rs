@@ -124,11 +124,7 @@ fn field_combo(ui: &mut egui::Ui, label: &str, value: &mut String, fields: &[Str
 
 fn histogram(ui: &mut egui::Ui, p: &Preview, max_len: usize) {
     ui.label("Token lengths before truncation (the red line is the max length):");
-    let bars = p
-        .histogram
-        .iter()
-        .map(|b| Bar::new((b.lo + b.hi) as f64 / 2.0, b.count as f64).width((b.hi - b.lo) as f64 * 0.9))
-        .collect();
+    let bars = p.histogram.iter().map(|b| Bar::new((b.lo + b.hi) as f64 / 2.0, b.count as f64).width((b.hi - b.lo) as f64 * 0.9)).collect();
     Plot::new("lengths").height(160.0).allow_scroll(false).allow_zoom(false).allow_drag(false).show(ui, |plot| {
         plot.bar_chart(BarChart::new("rows", bars));
         plot.vline(VLine::new("max length", max_len as f64).color(egui::Color32::RED));

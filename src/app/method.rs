@@ -46,7 +46,14 @@ impl Estimate {
 }
 
 /// Costs `method` on the padded batch shape the trainer charges (batch x max_len).
-pub fn estimate(ops: &[OpSpec], method: MethodKind, rho: f64, top_k: usize, lora_rank: usize, shape: BatchShape) -> Result<Estimate, String> {
+pub fn estimate(
+    ops: &[OpSpec],
+    method: MethodKind,
+    rho: f64,
+    top_k: usize,
+    lora_rank: usize,
+    shape: BatchShape,
+) -> Result<Estimate, String> {
     let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
     let total = p.nodes.iter().map(|n| n.param_numel).sum();
     let selectable: Vec<usize> = (0..p.nodes.len()).filter(|&i| p.nodes[i].selectable).collect();
@@ -73,7 +80,8 @@ pub fn estimate(ops: &[OpSpec], method: MethodKind, rho: f64, top_k: usize, lora
         }
         MethodKind::Lora => {
             let targets = TrainConfig::default().lora_targets;
-            let idx: Vec<usize> = selectable.iter().copied().filter(|&i| targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
+            let idx: Vec<usize> =
+                selectable.iter().copied().filter(|&i| targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
             let tokens = shape.tokens() as f64;
             let (mut adapter_macs, mut adapter_params) = (0.0, 0);
             for &i in &idx {
@@ -210,13 +218,20 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         ui.label(format!("{:.3} (the forward pass)", e.min_rho));
         ui.end_row();
         ui.label("Trainable parameters");
-        let which = if s.method == MethodKind::Greentrainer { " (estimate: the selection follows importance measured at the start)" } else { "" };
+        let which =
+            if s.method == MethodKind::Greentrainer { " (estimate: the selection follows importance measured at the start)" } else { "" };
         let tensors = e.tensors.map(|t| format!(" in {t} tensors")).unwrap_or_default();
         ui.label(format!("{:.2} M of {:.2} M{tensors}{which}", e.trainable as f64 / 1e6, e.total as f64 / 1e6));
         ui.end_row();
         let (w, g, o) = e.memory();
         ui.label("Memory (rough)");
-        ui.label(format!("{} = weights {} + gradients {} + AdamW state {} (activations not counted)", bytes(w + g + o), bytes(w), bytes(g), bytes(o)));
+        ui.label(format!(
+            "{} = weights {} + gradients {} + AdamW state {} (activations not counted)",
+            bytes(w + g + o),
+            bytes(w),
+            bytes(g),
+            bytes(o)
+        ));
         ui.end_row();
     });
 }
@@ -241,7 +256,11 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
     let memory = w + g + o;
     egui::Grid::new("timing").num_columns(2).striped(true).show(ui, |ui| {
         ui.label("Time per step (estimated)");
-        ui.label(format!("{} ({:.3} ns per FLOP measured on a 1-row batch; longer rows and batches often run more efficiently)", seconds(step), c.seconds_per_flop * 1e9));
+        ui.label(format!(
+            "{} ({:.3} ns per FLOP measured on a 1-row batch; longer rows and batches often run more efficiently)",
+            seconds(step),
+            c.seconds_per_flop * 1e9
+        ));
         ui.end_row();
         ui.label("Time per epoch (estimated)");
         ui.label(match steps_per_epoch {
@@ -252,13 +271,17 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         ui.label("Device memory");
         match c.device_memory {
             Some(total) if memory > total as f64 => {
-                ui.colored_label(ui.visuals().warn_fg_color, format!("{} in total: the estimated {} may not fit", bytes(total as f64), bytes(memory)));
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!("{} in total: the estimated {} may not fit", bytes(total as f64), bytes(memory)),
+                );
             }
             Some(total) => {
                 ui.label(format!("{} in total; the estimated {} fits (activations not counted)", bytes(total as f64), bytes(memory)));
             }
             None => {
-                let pool = c.pool_reserved.map(|b| format!("; the engine held {} after the timed pass", bytes(b as f64))).unwrap_or_default();
+                let pool =
+                    c.pool_reserved.map(|b| format!("; the engine held {} after the timed pass", bytes(b as f64))).unwrap_or_default();
                 ui.label(format!("unknown: the backend does not report it, so the estimated {} cannot be checked{pool}", bytes(memory)));
             }
         }

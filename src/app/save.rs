@@ -21,7 +21,10 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     let ready = app.worker.busy().is_none() && app.model.summary.is_some();
     let what = if app.run.outcome.is_some() { "the fine-tuned model" } else { "the loaded model (no run finished yet)" };
     ui.label(format!("Saves {what} as an HF folder (model.safetensors, config.json, tokenizer files) that transformers loads."));
-    ui.checkbox(&mut app.settings.save_delta, format!("Also write {DELTA_FILE} beside the folder: only the tensors training changed, with the method, rho and selection"));
+    ui.checkbox(
+        &mut app.settings.save_delta,
+        format!("Also write {DELTA_FILE} beside the folder: only the tensors training changed, with the method, rho and selection"),
+    );
     if path_row(ui, "Save folder", &mut app.settings.save_dir, Pick::Folder, Some("Save model"), ready) {
         app.save.saved = None;
         app.error = None;

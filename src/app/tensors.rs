@@ -77,7 +77,13 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         let chosen = selected.iter().any(|s| s == &n.name);
         // Block granularity selects row ranges of a weight: count the rows trained.
         let partial_rows: usize = selected.iter().filter_map(|s| parse_block(s)).filter(|(t, _)| *t == n.name).map(|(_, r)| r.len()).sum();
-        let mark = if chosen { Mark::Whole } else if partial_rows > 0 { Mark::Rows } else { Mark::None };
+        let mark = if chosen {
+            Mark::Whole
+        } else if partial_rows > 0 {
+            Mark::Rows
+        } else {
+            Mark::None
+        };
         swatch(ui, fill, mark).on_hover_text(format!(
             "{}\nt_dy {}   t_dw {}  (per step)\nimportance {}\n{:.3} M parameters{}",
             n.name,

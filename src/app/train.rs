@@ -49,11 +49,15 @@ impl RunView {
     }
 
     fn total_steps(&self) -> usize {
-        self.events.iter().rev().find_map(|e| if let Event::Started { total_steps, .. } = e { Some(*total_steps) } else { None }).unwrap_or(0)
+        self.events
+            .iter()
+            .rev()
+            .find_map(|e| if let Event::Started { total_steps, .. } = e { Some(*total_steps) } else { None })
+            .unwrap_or(0)
     }
 
     /// (step, loss, lr, tokens, step time, FLOPs spent, FLOPs full) per step.
-    fn steps(&self) -> impl Iterator<Item = (f64, f64, f64, usize, f64, f64, f64)> + '_ {
+    fn steps(&self) -> impl Iterator<Item = StepPoint> + '_ {
         self.events.iter().filter_map(|e| match e {
             Event::Step { step, loss, lr, tokens, step_time_s, flops_spent, flops_full, .. } => {
                 Some((*step as f64, *loss, *lr, *tokens, *step_time_s, *flops_spent, *flops_full))
@@ -63,6 +67,9 @@ impl RunView {
     }
 }
 
+/// One step of a run as plotted: (step, loss, lr, tokens, step time, FLOPs spent, FLOPs full).
+type StepPoint = (f64, f64, f64, usize, f64, f64, f64);
+
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     let idle = app.worker.busy().is_none();
     path_row(ui, "Run folder", &mut app.settings.output_dir, Pick::Folder, None, idle);
@@ -70,7 +77,9 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     let blocker = match &estimate {
         None => Some("Load a model first (Model tab).".to_string()),
         Some(Err(e)) => Some(e.clone()),
-        Some(Ok(e)) if !e.feasible(app.settings.method, app.settings.rho) => Some(format!("rho is below {:.3}: see the Method tab.", e.min_rho)),
+        Some(Ok(e)) if !e.feasible(app.settings.method, app.settings.rho) => {
+            Some(format!("rho is below {:.3}: see the Method tab.", e.min_rho))
+        }
         Some(Ok(_)) => None,
     };
     let training = app.worker.is_busy_with(TRAINING);
@@ -80,11 +89,19 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             start(app, false);
         }
         let has_checkpoint = PathBuf::from(&app.settings.output_dir).join("checkpoint/state.json").exists();
-        if ui.add_enabled(can_start && has_checkpoint, egui::Button::new("Resume")).on_hover_text("Continue from the run folder's checkpoint").clicked() {
+        if ui
+            .add_enabled(can_start && has_checkpoint, egui::Button::new("Resume"))
+            .on_hover_text("Continue from the run folder's checkpoint")
+            .clicked()
+        {
             start(app, true);
         }
         let cancelling = app.worker.cancel.load(Ordering::Relaxed);
-        if ui.add_enabled(training && !cancelling, egui::Button::new("Cancel")).on_hover_text("Stops after the current step and keeps a checkpoint").clicked() {
+        if ui
+            .add_enabled(training && !cancelling, egui::Button::new("Cancel"))
+            .on_hover_text("Stops after the current step and keeps a checkpoint")
+            .clicked()
+        {
             app.worker.cancel.store(true, Ordering::Relaxed);
         }
         let paused = app.worker.paused.load(Ordering::Relaxed);
@@ -93,7 +110,11 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             if ui.button("Continue").clicked() {
                 app.worker.paused.store(false, Ordering::Relaxed);
             }
-        } else if ui.add_enabled(training && !cancelling, egui::Button::new("Pause")).on_hover_text("Waits after the current step, keeping everything in memory").clicked() {
+        } else if ui
+            .add_enabled(training && !cancelling, egui::Button::new("Pause"))
+            .on_hover_text("Waits after the current step, keeping everything in memory")
+            .clicked()
+        {
             app.worker.paused.store(true, Ordering::Relaxed);
         }
         if let Some(b) = &blocker {
@@ -128,12 +149,8 @@ fn start(app: &mut StudioApp, resume: bool) {
         config.source_field = Some(source.clone());
         config.target_fields = targets.clone();
     }
-    let command = Command::Train {
-        config,
-        mapping: app.data.mapping.clone(),
-        validation_fraction: app.settings.validation_fraction,
-        resume,
-    };
+    let command =
+        Command::Train { config, mapping: app.data.mapping.clone(), validation_fraction: app.settings.validation_fraction, resume };
     app.worker.send(command);
 }
 
@@ -141,7 +158,9 @@ fn progress(app: &StudioApp, ui: &mut egui::Ui) {
     let run = &app.run;
     let steps: Vec<_> = run.steps().collect();
     let total = run.total_steps();
-    if let Some(Event::Started { method, device, train_examples, truncated_rows, .. }) = run.events.iter().rev().find(|e| matches!(e, Event::Started { .. })) {
+    if let Some(Event::Started { method, device, train_examples, truncated_rows, .. }) =
+        run.events.iter().rev().find(|e| matches!(e, Event::Started { .. }))
+    {
         ui.label(format!("{method} on {device}: {train_examples} examples ({truncated_rows} cut to fit), {total} steps"));
     }
     let Some(&(step, loss, lr, tokens, step_time, spent, full)) = steps.last() else {
@@ -164,7 +183,7 @@ fn progress(app: &StudioApp, ui: &mut egui::Ui) {
         flops(full),
         crate::train::progress::saved_percent(spent, full)
     ));
-    let series = |f: &dyn Fn(&(f64, f64, f64, usize, f64, f64, f64)) -> f64| PlotPoints::from(steps.iter().map(|s| [s.0, f(s)]).collect::<Vec<_>>());
+    let series = |f: &dyn Fn(&StepPoint) -> f64| PlotPoints::from(steps.iter().map(|s| [s.0, f(s)]).collect::<Vec<_>>());
     // FLOPs are plotted in the unit of the largest value so the axis reads "3.2", not "3200000000".
     let (scale, unit) = flops_unit(full);
     let flops_title = format!("Cumulative {unit}");
@@ -185,7 +204,11 @@ fn progress(app: &StudioApp, ui: &mut egui::Ui) {
             });
         }
     });
-    for e in run.events.iter().filter(|e| matches!(e, Event::Checkpoint { .. } | Event::Cancelled { .. } | Event::Energy(_) | Event::Finished { .. })) {
+    for e in run
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Checkpoint { .. } | Event::Cancelled { .. } | Event::Energy(_) | Event::Finished { .. }))
+    {
         ui.label(match e {
             Event::Checkpoint { step, path } => format!("step {step}: checkpoint in {}", path.display()),
             Event::Cancelled { step, checkpoint } => format!("cancelled at step {step}; checkpoint in {}", checkpoint.display()),
@@ -195,10 +218,20 @@ fn progress(app: &StudioApp, ui: &mut egui::Ui) {
                 f.energy_source,
                 f.co2_g,
                 f.grid_g_per_kwh,
-                f.budget.as_ref().map_or(String::new(), |b| format!("; budget {} {}, realised {:.4} (rho {:.3})", b.budget.amount(), b.budget.unit(), b.realised, b.rho))
+                f.budget.as_ref().map_or(String::new(), |b| format!(
+                    "; budget {} {}, realised {:.4} (rho {:.3})",
+                    b.budget.amount(),
+                    b.budget.unit(),
+                    b.realised,
+                    b.rho
+                ))
             ),
             Event::Finished { steps, wall_time_s, final_loss, .. } => {
-                format!("finished {steps} steps in {}, final loss {}", duration(*wall_time_s), final_loss.map_or("-".into(), |l| format!("{l:.4}")))
+                format!(
+                    "finished {steps} steps in {}, final loss {}",
+                    duration(*wall_time_s),
+                    final_loss.map_or("-".into(), |l| format!("{l:.4}"))
+                )
             }
             _ => continue,
         });

@@ -48,7 +48,13 @@ fn browse(pick: Pick) -> Option<std::path::PathBuf> {
 }
 
 /// A label and a drag value named by it (so screen readers and tests can find it).
-pub fn number<N: egui::emath::Numeric>(ui: &mut egui::Ui, label: &str, value: &mut N, range: std::ops::RangeInclusive<N>, speed: f64) -> egui::Response {
+pub fn number<N: egui::emath::Numeric>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut N,
+    range: std::ops::RangeInclusive<N>,
+    speed: f64,
+) -> egui::Response {
     let name = ui.label(label);
     ui.add(egui::DragValue::new(value).range(range).speed(speed)).labelled_by(name.id)
 }
@@ -66,10 +72,8 @@ pub fn flops_unit(v: f64) -> (f64, &'static str) {
 
 /// "12.3 MiB" and the like.
 pub fn bytes(v: f64) -> String {
-    let (scale, unit) = [(1024f64.powi(3), "GiB"), (1024f64.powi(2), "MiB"), (1024.0, "KiB")]
-        .into_iter()
-        .find(|(s, _)| v >= *s)
-        .unwrap_or((1.0, "B"));
+    let (scale, unit) =
+        [(1024f64.powi(3), "GiB"), (1024f64.powi(2), "MiB"), (1024.0, "KiB")].into_iter().find(|(s, _)| v >= *s).unwrap_or((1.0, "B"));
     format!("{:.1} {unit}", v / scale)
 }
 

@@ -36,16 +36,47 @@ pub const DELTA_FILE: &str = "delta.safetensors";
 /// A tensor as written to safetensors: name, shape, row-major values.
 type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
+// Commands are sent once per user action, so the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
-    LoadModel { path: PathBuf, device: DeviceChoice },
-    Preview { path: PathBuf, max_len: usize, mapping: Option<Mapping> },
-    Train { config: TrainConfig, mapping: Option<Mapping>, validation_fraction: f64, resume: bool },
-    Evaluate { data: PathBuf, max_len: usize, mapping: Option<Mapping>, validation_fraction: f64, rows: usize, max_new_tokens: usize },
-    Generate { prompt: String, max_new_tokens: usize },
+    LoadModel {
+        path: PathBuf,
+        device: DeviceChoice,
+    },
+    Preview {
+        path: PathBuf,
+        max_len: usize,
+        mapping: Option<Mapping>,
+    },
+    Train {
+        config: TrainConfig,
+        mapping: Option<Mapping>,
+        validation_fraction: f64,
+        resume: bool,
+    },
+    Evaluate {
+        data: PathBuf,
+        max_len: usize,
+        mapping: Option<Mapping>,
+        validation_fraction: f64,
+        rows: usize,
+        max_new_tokens: usize,
+    },
+    Generate {
+        prompt: String,
+        max_new_tokens: usize,
+    },
     /// `delta`: also write the changed tensors beside `dir`, with this safetensors metadata.
-    Save { dir: PathBuf, delta: Option<HashMap<String, String>> },
-    OpenRun { log: PathBuf },
-    Calibrate { max_len: usize },
+    Save {
+        dir: PathBuf,
+        delta: Option<HashMap<String, String>>,
+    },
+    OpenRun {
+        log: PathBuf,
+    },
+    Calibrate {
+        max_len: usize,
+    },
 }
 
 impl Command {
@@ -65,14 +96,28 @@ impl Command {
 
 /// The result of one command.
 pub enum Output {
-    Model { summary: ModelSummary, ops: Vec<OpSpec>, device: String, note: Option<String> },
+    Model {
+        summary: ModelSummary,
+        ops: Vec<OpSpec>,
+        device: String,
+        note: Option<String>,
+    },
     Preview(Preview),
     Trained(RunOutcome),
     /// `base`: the same rows on the model as loaded, once training changed it.
-    Evaluated { tuned: Evaluation, base: Option<Evaluation> },
+    Evaluated {
+        tuned: Evaluation,
+        base: Option<Evaluation>,
+    },
     Generated(String),
-    Saved { dir: PathBuf, delta: Option<(PathBuf, usize)> },
-    Run { log: PathBuf, events: Vec<Event> },
+    Saved {
+        dir: PathBuf,
+        delta: Option<(PathBuf, usize)>,
+    },
+    Run {
+        log: PathBuf,
+        events: Vec<Event>,
+    },
     Calibrated(Calibration),
 }
 
@@ -87,9 +132,15 @@ pub struct Calibration {
 
 pub enum Reply {
     TrainEvent(Event),
-    EvalProgress { done: usize, total: usize },
+    EvalProgress {
+        done: usize,
+        total: usize,
+    },
     /// Exactly one per command.
-    Done { task: &'static str, result: Result<Output, String> },
+    Done {
+        task: &'static str,
+        result: Result<Output, String>,
+    },
 }
 
 /// The UI's handle on the worker thread.
@@ -230,7 +281,9 @@ impl Engine {
                 let rouge = RougeOptions::default();
                 let tuned = evaluate(loaded, &validation, &generation, &rouge, &mut progress(0)).map_err(|e| e.to_string())?;
                 let base = match &self.base {
-                    Some(base) => Some(evaluate(base, &validation, &generation, &rouge, &mut progress(validation.len())).map_err(|e| e.to_string())?),
+                    Some(base) => {
+                        Some(evaluate(base, &validation, &generation, &rouge, &mut progress(validation.len())).map_err(|e| e.to_string())?)
+                    }
                     None => None,
                 };
                 Ok(Output::Evaluated { tuned, base })
@@ -241,7 +294,11 @@ impl Engine {
                 if ids.get_ids().is_empty() {
                     return Err("type a prompt first".into());
                 }
-                let opts = GenerateOptions { strategy: Strategy::Greedy, eos_token_ids: loaded.eos_token_ids(), ..GenerateOptions::greedy(max_new_tokens) };
+                let opts = GenerateOptions {
+                    strategy: Strategy::Greedy,
+                    eos_token_ids: loaded.eos_token_ids(),
+                    ..GenerateOptions::greedy(max_new_tokens)
+                };
                 let out = generate(&loaded.model, ids.get_ids(), &opts);
                 loaded.tokenizer.decode(&out, true).map(Output::Generated).map_err(|e| format!("cannot decode: {e}"))
             }
@@ -403,7 +460,13 @@ fn eos(loaded: &LoadedModel) -> Result<u32, String> {
 }
 
 /// (train, validation) examples of a data file, split with the trainer's seed.
-fn split(loaded: &LoadedModel, path: &Path, max_len: usize, mapping: Option<Mapping>, fraction: f64) -> Result<(Vec<Example>, Vec<Example>), String> {
+fn split(
+    loaded: &LoadedModel,
+    path: &Path,
+    max_len: usize,
+    mapping: Option<Mapping>,
+    fraction: f64,
+) -> Result<(Vec<Example>, Vec<Example>), String> {
     let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, eos(loaded)?) };
     let data = load_dataset(path, &loaded.tokenizer, &opts).map_err(|e| e.to_string())?;
     data.require_targets().map_err(|e| e.to_string())?;

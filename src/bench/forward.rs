@@ -52,7 +52,7 @@ pub fn table(rows: &[ForwardRow], batch: usize, seq: usize) -> String {
         Ok(v) => format!("{v:.0}"),
         Err(e) => e.clone(),
     };
-    let mut out = format!("| device | forward tok/s | forward+backward tok/s |\n|---|---|---|\n");
+    let mut out = String::from("| device | forward tok/s | forward+backward tok/s |\n|---|---|---|\n");
     for r in rows {
         out += &format!("| {} | {} | {} |\n", r.device, cell(&r.forward_tokens_per_s), cell(&r.train_tokens_per_s));
     }

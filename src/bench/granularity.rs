@@ -64,7 +64,15 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
         )?;
         let after = held_out_loss(&trainer.loaded.model, &trainer, held_out, max_len)?;
         let _ = std::fs::remove_dir_all(out);
-        rows.push(Row { granularity, selected, realised_rho: realised, flops_spent: spent, final_train_loss: last, held_out_before: before, held_out_after: after });
+        rows.push(Row {
+            granularity,
+            selected,
+            realised_rho: realised,
+            flops_spent: spent,
+            final_train_loss: last,
+            held_out_before: before,
+            held_out_after: after,
+        });
     }
     Ok(rows)
 }
@@ -83,7 +91,9 @@ fn held_out_loss(model: &Llama, trainer: &Trainer, path: &Path, max_len: usize) 
 }
 
 pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
-    let mut out = String::from("| granularity | candidates selected | realised rho | FLOPs spent | final train loss | held-out loss before -> after |\n|---|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| granularity | candidates selected | realised rho | FLOPs spent | final train loss | held-out loss before -> after |\n|---|---|---|---|---|---|\n",
+    );
     for r in rows {
         out += &format!(
             "| {:?} | {} | {:.3} | {} | {:.4} | {:.4} -> {:.4} |\n",
@@ -96,7 +106,9 @@ pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
             r.held_out_after
         );
     }
-    out + &format!("\nGreenTrainer rho {rho}, {steps} steps from the same start on the same batches (importance scoring included in FLOPs)\n")
+    out + &format!(
+        "\nGreenTrainer rho {rho}, {steps} steps from the same start on the same batches (importance scoring included in FLOPs)\n"
+    )
 }
 
 /// The bundled demo files, the default data of this benchmark.

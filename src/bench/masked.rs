@@ -11,7 +11,8 @@ use crate::device::ComputeDevice;
 use crate::kernels::masked_dw;
 
 /// (name, d_out, d_in) of SmolLM2-135M's linear layers.
-const SHAPES: [(&str, usize, usize); 4] = [("q_proj/o_proj", 576, 576), ("k_proj/v_proj", 192, 576), ("gate/up_proj", 1536, 576), ("down_proj", 576, 1536)];
+const SHAPES: [(&str, usize, usize); 4] =
+    [("q_proj/o_proj", 576, 576), ("k_proj/v_proj", 192, 576), ("gate/up_proj", 1536, 576), ("down_proj", 576, 1536)];
 const FRACTIONS: [f64; 4] = [0.125, 0.25, 0.5, 1.0];
 
 /// Rows per block: one attention head of SmolLM2 (head_dim 64).
@@ -19,8 +20,8 @@ const BLOCK: usize = 64;
 
 pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
     let device = &dev.device;
-    let mut out = format!(
-        "| device | layer (out x in) | blocks selected | masked ms | dense ms | masked / dense | ideal |\n|---|---|---|---|---|---|---|\n"
+    let mut out = String::from(
+        "| device | layer (out x in) | blocks selected | masked ms | dense ms | masked / dense | ideal |\n|---|---|---|---|---|---|---|\n",
     );
     for (name, d_out, d_in) in SHAPES {
         let dy = Tensor::<2>::random([tokens, d_out], Distribution::Uniform(-1.0, 1.0), device);

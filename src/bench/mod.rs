@@ -28,7 +28,10 @@ pub fn median_time(iters: usize, mut f: impl FnMut()) -> Duration {
 /// bind), turning a panic inside the backend into a message for the table.
 pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
-        e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "backend error".into())
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "backend error".into())
     })
 }
 

@@ -8,14 +8,19 @@ use crate::select::{Candidate, SelectConfig, select};
 
 /// Median time of the DP over 5 random instances with `n` candidates at capacity `c`, per rho.
 pub fn run(n: usize, c: usize) -> String {
-    let mut out = format!("| tensors | capacity | rho | median ms | selected |\n|---|---|---|---|---|\n");
+    let mut out = String::from("| tensors | capacity | rho | median ms | selected |\n|---|---|---|---|---|\n");
     let mut rng = StdRng::seed_from_u64(7);
     for rho in [0.4, 0.5, 0.7] {
         let mut times = Vec::new();
         let mut chosen = 0;
         for _ in 0..5 {
             let candidates: Vec<Candidate> = (0..n)
-                .map(|_| Candidate { t_dy: rng.random_range(0.0..1.0), t_dw: rng.random_range(0.0..1.0), importance: rng.random_range(-0.2..1.0), selectable: true })
+                .map(|_| Candidate {
+                    t_dy: rng.random_range(0.0..1.0),
+                    t_dw: rng.random_range(0.0..1.0),
+                    importance: rng.random_range(-0.2..1.0),
+                    selectable: true,
+                })
                 .collect();
             let t_fp: f64 = candidates.iter().map(|c| c.t_dy).sum();
             let config = SelectConfig { capacity: c, ..SelectConfig::new(rho) };

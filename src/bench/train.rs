@@ -9,14 +9,14 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
 use super::guarded;
-use crate::model::lora::LoraConfig;
-use crate::train::cost::step_macs;
 use crate::device::ComputeDevice;
 use crate::importance;
+use crate::model::lora::LoraConfig;
 use crate::model::{Llama, Parameters};
 use crate::profile::{BatchShape, Profile, profile};
 use crate::select::{SelectConfig, select};
 use crate::train::batch::DeviceBatch;
+use crate::train::cost::step_macs;
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::step::forward_backward;
 
@@ -207,5 +207,7 @@ pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
             r.step_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into())
         );
     }
-    out + &format!("\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio\n")
+    out + &format!(
+        "\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio\n"
+    )
 }

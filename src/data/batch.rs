@@ -45,9 +45,7 @@ pub fn pad_batch(examples: &[&Example], pad_id: u32) -> Batch {
         let pad = seq - example.seq_len();
         batch.input_ids.extend_from_slice(&example.input_ids);
         batch.input_ids.extend(std::iter::repeat_n(pad_id, pad));
-        batch
-            .attention_mask
-            .extend(std::iter::repeat_n(1, example.seq_len()));
+        batch.attention_mask.extend(std::iter::repeat_n(1, example.seq_len()));
         batch.attention_mask.extend(std::iter::repeat_n(0, pad));
         batch.labels.extend(example.labels());
         batch.labels.extend(std::iter::repeat_n(IGNORE_INDEX, pad));
@@ -71,12 +69,7 @@ pub struct BatchPlan {
 impl Default for BatchPlan {
     /// The paper's batch of 4, in plain shuffled order.
     fn default() -> Self {
-        BatchPlan {
-            batch_size: 4,
-            group_by_length: false,
-            drop_last: false,
-            seed: 42,
-        }
+        BatchPlan { batch_size: 4, group_by_length: false, drop_last: false, seed: 42 }
     }
 }
 
@@ -121,53 +114,25 @@ pub struct Batcher<'a> {
 }
 
 impl<'a> Batcher<'a> {
-    pub fn new(
-        examples: &'a [Example],
-        plan: BatchPlan,
-        pad_id: u32,
-    ) -> Result<Batcher<'a>, DataError> {
+    pub fn new(examples: &'a [Example], plan: BatchPlan, pad_id: u32) -> Result<Batcher<'a>, DataError> {
         if plan.batch_size == 0 {
-            return Err(DataError::InvalidOption(
-                "batch size must be at least 1".into(),
-            ));
+            return Err(DataError::InvalidOption("batch size must be at least 1".into()));
         }
         let lengths = examples.iter().map(Example::seq_len).collect();
-        Ok(Batcher {
-            examples,
-            lengths,
-            plan,
-            pad_id,
-        })
+        Ok(Batcher { examples, lengths, plan, pad_id })
     }
 
     pub fn batches_per_epoch(&self) -> usize {
         let n = self.examples.len();
         let size = self.plan.batch_size;
-        if self.plan.drop_last {
-            n / size
-        } else {
-            n.div_ceil(size)
-        }
+        if self.plan.drop_last { n / size } else { n.div_ceil(size) }
     }
 
     /// The batches of `from.epoch`, starting at batch `from.batch`, each with its position.
-    pub fn batches_from(
-        &self,
-        from: DataPosition,
-    ) -> impl Iterator<Item = (DataPosition, Batch)> + '_ {
-        epoch_batches(&self.lengths, &self.plan, from.epoch)
-            .into_iter()
-            .enumerate()
-            .skip(from.batch)
-            .map(move |(batch, indices)| {
-                let examples: Vec<&Example> = indices.iter().map(|&i| &self.examples[i]).collect();
-                (
-                    DataPosition {
-                        epoch: from.epoch,
-                        batch,
-                    },
-                    pad_batch(&examples, self.pad_id),
-                )
-            })
+    pub fn batches_from(&self, from: DataPosition) -> impl Iterator<Item = (DataPosition, Batch)> + '_ {
+        epoch_batches(&self.lengths, &self.plan, from.epoch).into_iter().enumerate().skip(from.batch).map(move |(batch, indices)| {
+            let examples: Vec<&Example> = indices.iter().map(|&i| &self.examples[i]).collect();
+            (DataPosition { epoch: from.epoch, batch }, pad_batch(&examples, self.pad_id))
+        })
     }
 }

@@ -36,10 +36,7 @@ impl ChatTemplate for ChatMl {
     fn render_prompt(&self, history: &[ChatMessage]) -> String {
         let mut text = String::new();
         for m in history {
-            text.push_str(&format!(
-                "<|im_start|>{}\n{}<|im_end|>\n",
-                m.role, m.content
-            ));
+            text.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
         }
         text.push_str("<|im_start|>assistant\n");
         text
@@ -57,24 +54,15 @@ pub struct ChatPair {
 /// Errors are a short description of what is wrong with the list.
 pub fn split_conversation(value: &Value, template: &dyn ChatTemplate) -> Result<ChatPair, String> {
     let Value::Array(turns) = value else {
-        return Err(format!(
-            "is {}, expected a list of messages",
-            json_kind(value)
-        ));
+        return Err(format!("is {}, expected a list of messages", json_kind(value)));
     };
     let messages = turns
         .iter()
         .enumerate()
         .map(|(i, turn)| parse_turn(turn).map_err(|e| format!("message {}: {e}", i + 1)))
         .collect::<Result<Vec<_>, _>>()?;
-    let last = messages
-        .iter()
-        .rposition(|m| m.role == "assistant")
-        .ok_or_else(|| "has no assistant turn to learn".to_owned())?;
-    Ok(ChatPair {
-        prompt: template.render_prompt(&messages[..last]),
-        reply: messages[last].content.trim().to_owned(),
-    })
+    let last = messages.iter().rposition(|m| m.role == "assistant").ok_or_else(|| "has no assistant turn to learn".to_owned())?;
+    Ok(ChatPair { prompt: template.render_prompt(&messages[..last]), reply: messages[last].content.trim().to_owned() })
 }
 
 fn parse_turn(turn: &Value) -> Result<ChatMessage, String> {
@@ -82,17 +70,10 @@ fn parse_turn(turn: &Value) -> Result<ChatMessage, String> {
         return Err(format!("is {}, expected an object", json_kind(turn)));
     };
     let text = |keys: [&str; 2]| -> Result<String, String> {
-        let value = keys
-            .iter()
-            .find_map(|k| fields.get(*k))
-            .ok_or_else(|| format!("has neither `{}` nor `{}`", keys[0], keys[1]))?;
+        let value = keys.iter().find_map(|k| fields.get(*k)).ok_or_else(|| format!("has neither `{}` nor `{}`", keys[0], keys[1]))?;
         match value {
             Value::String(s) => Ok(s.clone()),
-            other => Err(format!(
-                "`{}` is {}, expected text",
-                keys[0],
-                json_kind(other)
-            )),
+            other => Err(format!("`{}` is {}, expected text", keys[0], json_kind(other))),
         }
     };
     let role = match text(["role", "from"])?.as_str() {
@@ -100,8 +81,5 @@ fn parse_turn(turn: &Value) -> Result<ChatMessage, String> {
         "gpt" | "assistant" | "model" | "chatgpt" | "bard" => "assistant".to_owned(),
         other => other.to_owned(),
     };
-    Ok(ChatMessage {
-        role,
-        content: text(["content", "value"])?,
-    })
+    Ok(ChatMessage { role, content: text(["content", "value"])? })
 }

@@ -23,19 +23,10 @@ pub struct DemoFiles {
 pub fn write_demo_files(dir: &Path) -> Result<DemoFiles, DataError> {
     let write = |name: &str, text: &str| -> Result<PathBuf, DataError> {
         let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|source| DataError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        std::fs::write(&path, text).map_err(|source| DataError::Io { path: path.clone(), source })?;
         Ok(path)
     };
-    std::fs::create_dir_all(dir).map_err(|source| DataError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(|source| DataError::Io { path: dir.to_path_buf(), source })?;
     write("README.md", DEMO_README)?;
-    Ok(DemoFiles {
-        train: write("dialogsum.train.jsonl", DEMO_TRAIN_JSONL)?,
-        test: write("dialogsum.test.jsonl", DEMO_TEST_JSONL)?,
-    })
+    Ok(DemoFiles { train: write("dialogsum.train.jsonl", DEMO_TRAIN_JSONL)?, test: write("dialogsum.test.jsonl", DEMO_TEST_JSONL)? })
 }

@@ -22,62 +22,35 @@ impl fmt::Display for RowPosition {
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 
     #[error("{path}: the file holds no records")]
     Empty { path: PathBuf },
 
-    #[error(
-        "{path}: cannot tell the format from the name or the first bytes; use .jsonl, .json, .csv or .parquet"
-    )]
+    #[error("{path}: cannot tell the format from the name or the first bytes; use .jsonl, .json, .csv or .parquet")]
     UnknownFormat { path: PathBuf },
 
     #[error("{path}, {at}: invalid JSON: {message}")]
-    InvalidJson {
-        path: PathBuf,
-        at: RowPosition,
-        message: String,
-    },
+    InvalidJson { path: PathBuf, at: RowPosition, message: String },
 
     /// The file is not a well-formed top-level JSON array, so no later element can be trusted.
     #[error("{path}, {at}: {message}")]
-    JsonStructure {
-        path: PathBuf,
-        at: RowPosition,
-        message: String,
-    },
+    JsonStructure { path: PathBuf, at: RowPosition, message: String },
 
     #[error("{path}, {at}: the text is not valid UTF-8")]
     NotUtf8 { path: PathBuf, at: RowPosition },
 
     #[error("{path}, {at}: invalid CSV: {message}")]
-    InvalidCsv {
-        path: PathBuf,
-        at: RowPosition,
-        message: String,
-    },
+    InvalidCsv { path: PathBuf, at: RowPosition, message: String },
 
     #[error("{path}: Parquet: {message}")]
     Parquet { path: PathBuf, message: String },
 
     #[error("{path}, {at}: missing field `{field}`; the record has: {}", available.join(", "))]
-    MissingField {
-        path: PathBuf,
-        at: RowPosition,
-        field: String,
-        available: Vec<String>,
-    },
+    MissingField { path: PathBuf, at: RowPosition, field: String, available: Vec<String> },
 
     #[error("{path}, {at}: field `{field}` {problem}")]
-    BadField {
-        path: PathBuf,
-        at: RowPosition,
-        field: String,
-        problem: String,
-    },
+    BadField { path: PathBuf, at: RowPosition, field: String, problem: String },
 
     #[error("{path}: no known layout (DialogSum, SciTLDR, Alpaca, ShareGPT, messages) fits the fields [{}]; choose the source and target columns", fields.join(", "))]
     UnknownLayout { path: PathBuf, fields: Vec<String> },
@@ -86,11 +59,7 @@ pub enum DataError {
     NoTargets { path: PathBuf, fields: Vec<String> },
 
     #[error("{path}: all {skipped} records were bad and skipped; the first: {first}")]
-    AllRowsSkipped {
-        path: PathBuf,
-        skipped: usize,
-        first: String,
-    },
+    AllRowsSkipped { path: PathBuf, skipped: usize, first: String },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),

@@ -45,16 +45,9 @@ pub enum Mapping {
     /// A source field (text, or a list of text joined with spaces) and target fields. Each target
     /// field is text or a list of text; all of them, in order, are the evaluation references and
     /// the first is the training target. No target fields: the rows serve prediction only.
-    Columns {
-        source: String,
-        targets: Vec<String>,
-    },
+    Columns { source: String, targets: Vec<String> },
     /// Source = instruction, plus "\n" + input when the input is not empty; target = output.
-    Instruction {
-        instruction: String,
-        input: Option<String>,
-        output: String,
-    },
+    Instruction { instruction: String, input: Option<String>, output: String },
     /// A list of chat turns: the source is the conversation before the last assistant turn,
     /// rendered with the chat template; the target is that turn.
     Chat { messages: String },
@@ -62,10 +55,7 @@ pub enum Mapping {
 
 impl Mapping {
     pub fn columns(source: &str, targets: &[&str]) -> Mapping {
-        Mapping::Columns {
-            source: source.to_owned(),
-            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
-        }
+        Mapping::Columns { source: source.to_owned(), targets: targets.iter().map(|t| (*t).to_owned()).collect() }
     }
 
     pub fn has_target(&self) -> bool {
@@ -81,43 +71,19 @@ impl Mapping {
 pub fn detect_mapping(fields: &[String]) -> Option<(Preset, Mapping)> {
     let has = |name: &str| fields.iter().any(|f| f == name);
     if has("conversations") {
-        return Some((
-            Preset::ShareGpt,
-            Mapping::Chat {
-                messages: "conversations".into(),
-            },
-        ));
+        return Some((Preset::ShareGpt, Mapping::Chat { messages: "conversations".into() }));
     }
     if has("messages") {
-        return Some((
-            Preset::Messages,
-            Mapping::Chat {
-                messages: "messages".into(),
-            },
-        ));
+        return Some((Preset::Messages, Mapping::Chat { messages: "messages".into() }));
     }
     if has("instruction") && has("output") {
         let input = has("input").then(|| "input".to_owned());
-        let mapping = Mapping::Instruction {
-            instruction: "instruction".into(),
-            input,
-            output: "output".into(),
-        };
+        let mapping = Mapping::Instruction { instruction: "instruction".into(), input, output: "output".into() };
         return Some((Preset::Alpaca, mapping));
     }
     if has("dialogue") {
-        let targets = if has("summary") {
-            vec!["summary".to_owned()]
-        } else {
-            numbered(fields, "summary")
-        };
-        return Some((
-            Preset::DialogSum,
-            Mapping::Columns {
-                source: "dialogue".into(),
-                targets,
-            },
-        ));
+        let targets = if has("summary") { vec!["summary".to_owned()] } else { numbered(fields, "summary") };
+        return Some((Preset::DialogSum, Mapping::Columns { source: "dialogue".into(), targets }));
     }
     if has("source") && has("target") {
         return Some((Preset::SciTldr, Mapping::columns("source", &["target"])));
@@ -127,10 +93,7 @@ pub fn detect_mapping(fields: &[String]) -> Option<(Preset, Mapping)> {
 
 /// Fields named `{stem}1`, `{stem}2`, ... in numeric order.
 fn numbered(fields: &[String], stem: &str) -> Vec<String> {
-    let mut found: Vec<(u32, &String)> = fields
-        .iter()
-        .filter_map(|f| Some((f.strip_prefix(stem)?.parse().ok()?, f)))
-        .collect();
+    let mut found: Vec<(u32, &String)> = fields.iter().filter_map(|f| Some((f.strip_prefix(stem)?.parse().ok()?, f))).collect();
     found.sort();
     found.into_iter().map(|(_, f)| f.clone()).collect()
 }
@@ -146,29 +109,17 @@ pub struct MappedRow {
     pub references: Vec<String>,
 }
 
-pub(crate) fn map_record(
-    record: &RawRecord,
-    mapping: &Mapping,
-    chat: &dyn ChatTemplate,
-    path: &Path,
-) -> Result<MappedRow, DataError> {
+pub(crate) fn map_record(record: &RawRecord, mapping: &Mapping, chat: &dyn ChatTemplate, path: &Path) -> Result<MappedRow, DataError> {
     let field = |name: &str| {
-        record
-            .fields
-            .get(name)
-            .ok_or_else(|| DataError::MissingField {
-                path: path.to_path_buf(),
-                at: record.at,
-                field: name.to_owned(),
-                available: record.field_names(),
-            })
+        record.fields.get(name).ok_or_else(|| DataError::MissingField {
+            path: path.to_path_buf(),
+            at: record.at,
+            field: name.to_owned(),
+            available: record.field_names(),
+        })
     };
-    let bad = |name: &str, problem: String| DataError::BadField {
-        path: path.to_path_buf(),
-        at: record.at,
-        field: name.to_owned(),
-        problem,
-    };
+    let bad =
+        |name: &str, problem: String| DataError::BadField { path: path.to_path_buf(), at: record.at, field: name.to_owned(), problem };
     let (source, references) = match mapping {
         Mapping::Columns { source, targets } => {
             let text = source_text(field(source)?).map_err(|p| bad(source, p))?;
@@ -178,11 +129,7 @@ pub(crate) fn map_record(
             }
             (text, references)
         }
-        Mapping::Instruction {
-            instruction,
-            input,
-            output,
-        } => {
+        Mapping::Instruction { instruction, input, output } => {
             let mut text = source_text(field(instruction)?).map_err(|p| bad(instruction, p))?;
             // A missing input field means no input, as in Alpaca rows written without one.
             if let Some(name) = input.as_deref()
@@ -204,12 +151,7 @@ pub(crate) fn map_record(
             (pair.prompt, vec![pair.reply])
         }
     };
-    Ok(MappedRow {
-        at: record.at,
-        source,
-        target: references.first().cloned(),
-        references,
-    })
+    Ok(MappedRow { at: record.at, source, target: references.first().cloned(), references })
 }
 
 /// Text, or a list of text joined with single spaces (SciTLDR's sentences).
@@ -219,17 +161,9 @@ fn source_text(value: &Value) -> Result<String, String> {
         Value::Number(n) => Ok(n.to_string()),
         Value::Array(items) => {
             let parts = items.iter().map(text_item).collect::<Result<Vec<_>, _>>()?;
-            Ok(parts
-                .iter()
-                .map(|p| p.trim())
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join(" "))
+            Ok(parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" "))
         }
-        other => Err(format!(
-            "is {}, expected text or a list of text",
-            json_kind(other)
-        )),
+        other => Err(format!("is {}, expected text or a list of text", json_kind(other))),
     }
 }
 
@@ -238,15 +172,9 @@ fn target_texts(value: &Value) -> Result<Vec<String>, String> {
     let texts = match value {
         Value::String(s) => vec![s.trim().to_owned()],
         Value::Array(items) if items.is_empty() => return Err("is an empty list".into()),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| text_item(v).map(|s| s.trim().to_owned()))
-            .collect::<Result<_, _>>()?,
+        Value::Array(items) => items.iter().map(|v| text_item(v).map(|s| s.trim().to_owned())).collect::<Result<_, _>>()?,
         other => {
-            return Err(format!(
-                "is {}, expected text or a list of text",
-                json_kind(other)
-            ));
+            return Err(format!("is {}, expected text or a list of text", json_kind(other)));
         }
     };
     if texts.iter().any(String::is_empty) {
@@ -258,9 +186,6 @@ fn target_texts(value: &Value) -> Result<Vec<String>, String> {
 fn text_item(value: &Value) -> Result<&str, String> {
     match value {
         Value::String(s) => Ok(s),
-        other => Err(format!(
-            "holds {} where text was expected",
-            json_kind(other)
-        )),
+        other => Err(format!("holds {} where text was expected", json_kind(other))),
     }
 }

@@ -63,15 +63,7 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn new(max_len: usize, eos_id: u32) -> LoadOptions {
-        LoadOptions {
-            format: None,
-            mapping: None,
-            template: None,
-            chat_template: None,
-            max_len,
-            eos_id,
-            skip_bad_rows: false,
-        }
+        LoadOptions { format: None, mapping: None, template: None, chat_template: None, max_len, eos_id, skip_bad_rows: false }
     }
 }
 
@@ -81,10 +73,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("format", &self.format)
             .field("mapping", &self.mapping)
             .field("template", &self.template)
-            .field(
-                "chat_template",
-                &self.chat_template.as_ref().map_or("ChatML", |_| "custom"),
-            )
+            .field("chat_template", &self.chat_template.as_ref().map_or("ChatML", |_| "custom"))
             .field("max_len", &self.max_len)
             .field("eos_id", &self.eos_id)
             .field("skip_bad_rows", &self.skip_bad_rows)
@@ -114,27 +103,14 @@ impl Dataset {
     /// Fails for prediction-only data (a mapping without target), which cannot be trained on.
     pub fn require_targets(&self) -> Result<(), DataError> {
         let info = &self.report.info;
-        if info.mapping.has_target() {
-            Ok(())
-        } else {
-            Err(DataError::NoTargets {
-                path: info.path.clone(),
-                fields: info.fields.clone(),
-            })
-        }
+        if info.mapping.has_target() { Ok(()) } else { Err(DataError::NoTargets { path: info.path.clone(), fields: info.fields.clone() }) }
     }
 }
 
 /// Reads, maps and encodes a whole file.
-pub fn load_dataset(
-    path: &Path,
-    tokenizer: &Tokenizer,
-    opts: &LoadOptions,
-) -> Result<Dataset, DataError> {
+pub fn load_dataset(path: &Path, tokenizer: &Tokenizer, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let mut stream = ExampleStream::open(path, tokenizer, opts)?;
-    let examples = (&mut stream)
-        .map(|item| item.map(|(_, example)| example))
-        .collect::<Result<_, _>>()?;
+    let examples = (&mut stream).map(|item| item.map(|(_, example)| example)).collect::<Result<_, _>>()?;
     let report = LoadReport {
         info: stream.info().clone(),
         template: stream.template().as_str().to_owned(),
@@ -170,22 +146,12 @@ pub fn load_splits(
 ) -> Result<Splits, DataError> {
     let train = load_dataset(train_path, tokenizer, opts)?;
     match validation {
-        ValidationSource::File(path) => Ok(Splits {
-            train,
-            validation: load_dataset(path, tokenizer, opts)?,
-        }),
+        ValidationSource::File(path) => Ok(Splits { train, validation: load_dataset(path, tokenizer, opts)? }),
         ValidationSource::Fraction { fraction, seed } => {
-            let (train_examples, validation_examples) =
-                split_by_ratio(train.examples, *fraction, *seed)?;
+            let (train_examples, validation_examples) = split_by_ratio(train.examples, *fraction, *seed)?;
             Ok(Splits {
-                validation: Dataset {
-                    examples: validation_examples,
-                    report: train.report.clone(),
-                },
-                train: Dataset {
-                    examples: train_examples,
-                    report: train.report,
-                },
+                validation: Dataset { examples: validation_examples, report: train.report.clone() },
+                train: Dataset { examples: train_examples, report: train.report },
             })
         }
     }

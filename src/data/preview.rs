@@ -39,13 +39,7 @@ pub struct HistogramBin {
 }
 
 /// Reads the whole file once (streamed), keeping `n_rows` rows and `n_bins` equal-width bins.
-pub fn preview(
-    path: &Path,
-    tokenizer: &Tokenizer,
-    opts: &LoadOptions,
-    n_rows: usize,
-    n_bins: usize,
-) -> Result<Preview, DataError> {
+pub fn preview(path: &Path, tokenizer: &Tokenizer, opts: &LoadOptions, n_rows: usize, n_bins: usize) -> Result<Preview, DataError> {
     let mut stream = ExampleStream::open(path, tokenizer, opts)?;
     let mut rows = Vec::with_capacity(n_rows);
     let mut lengths = Vec::new();
@@ -53,11 +47,7 @@ pub fn preview(
         let (row, example) = item?;
         lengths.push(example.untruncated_len);
         if rows.len() < n_rows {
-            rows.push(PreviewRow {
-                row,
-                tokens: example.seq_len(),
-                untruncated_tokens: example.untruncated_len,
-            });
+            rows.push(PreviewRow { row, tokens: example.seq_len(), untruncated_tokens: example.untruncated_len });
         }
     }
     Ok(Preview {
@@ -80,11 +70,7 @@ pub fn histogram(lengths: &[usize], n_bins: usize) -> Vec<HistogramBin> {
     }
     let width = (max - min + 1).div_ceil(n_bins);
     let mut bins: Vec<HistogramBin> = (0..n_bins)
-        .map(|i| HistogramBin {
-            lo: min + i * width,
-            hi: min + (i + 1) * width,
-            count: 0,
-        })
+        .map(|i| HistogramBin { lo: min + i * width, hi: min + (i + 1) * width, count: 0 })
         .take_while(|b| b.lo <= max)
         .collect();
     for &len in lengths {

@@ -39,17 +39,12 @@ impl PromptTemplate {
     pub const CHAT: &'static str = "{source}{target}";
 
     pub fn parse(text: &str) -> Result<PromptTemplate, DataError> {
-        let invalid =
-            |why: &str| DataError::InvalidOption(format!("prompt template {text:?}: {why}"));
+        let invalid = |why: &str| DataError::InvalidOption(format!("prompt template {text:?}: {why}"));
         if text.matches(SOURCE).count() != 1 || text.matches(TARGET).count() != 1 {
             return Err(invalid("needs exactly one {source} and one {target}"));
         }
-        let (before_source, rest) = text
-            .split_once(SOURCE)
-            .ok_or_else(|| invalid("no {source}"))?;
-        let (middle, after_target) = rest
-            .split_once(TARGET)
-            .ok_or_else(|| invalid("{target} must come after {source}"))?;
+        let (before_source, rest) = text.split_once(SOURCE).ok_or_else(|| invalid("no {source}"))?;
+        let (middle, after_target) = rest.split_once(TARGET).ok_or_else(|| invalid("{target} must come after {source}"))?;
         let between = middle.trim_end();
         Ok(PromptTemplate {
             text: text.to_owned(),
@@ -62,11 +57,7 @@ impl PromptTemplate {
 
     /// `SUMMARY`, or `CHAT` for conversations.
     pub fn default_for(mapping: &Mapping) -> PromptTemplate {
-        let text = if mapping.is_chat() {
-            Self::CHAT
-        } else {
-            Self::SUMMARY
-        };
+        let text = if mapping.is_chat() { Self::CHAT } else { Self::SUMMARY };
         Self::parse(text).unwrap_or_else(|_| unreachable!("built-in templates parse"))
     }
 
@@ -107,11 +98,7 @@ impl Example {
     /// the token id on target positions, `IGNORE_INDEX` on the prompt.
     pub fn labels(&self) -> Vec<i64> {
         let (prompt, target) = self.input_ids.split_at(self.prompt_len);
-        prompt
-            .iter()
-            .map(|_| IGNORE_INDEX)
-            .chain(target.iter().map(|&id| i64::from(id)))
-            .collect()
+        prompt.iter().map(|_| IGNORE_INDEX).chain(target.iter().map(|&id| i64::from(id))).collect()
     }
 }
 
@@ -126,12 +113,7 @@ pub struct Encoder<'t> {
 }
 
 impl<'t> Encoder<'t> {
-    pub fn new(
-        tokenizer: &'t Tokenizer,
-        template: &PromptTemplate,
-        max_len: usize,
-        eos_id: u32,
-    ) -> Result<Encoder<'t>, DataError> {
+    pub fn new(tokenizer: &'t Tokenizer, template: &PromptTemplate, max_len: usize, eos_id: u32) -> Result<Encoder<'t>, DataError> {
         let before_source = encode(tokenizer, &template.before_source)?;
         let between = encode(tokenizer, &template.between)?;
         let fixed = before_source.len() + between.len();
@@ -140,14 +122,7 @@ impl<'t> Encoder<'t> {
                 "max_len {max_len} leaves no room for a target after the template's {fixed} tokens"
             )));
         }
-        Ok(Encoder {
-            tokenizer,
-            before_source,
-            between,
-            template: template.clone(),
-            max_len,
-            eos_id,
-        })
+        Ok(Encoder { tokenizer, before_source, between, template: template.clone(), max_len, eos_id })
     }
 
     /// Cuts the source's tail so the whole example fits `max_len`; only when the target and EOS
@@ -168,11 +143,7 @@ impl<'t> Encoder<'t> {
         };
         let untruncated_len = fixed + source.len() + target.len();
         let target_fits = fixed + target.len() <= self.max_len;
-        let source_room = if target_fits {
-            self.max_len - fixed - target.len()
-        } else {
-            0
-        };
+        let source_room = if target_fits { self.max_len - fixed - target.len() } else { 0 };
         let kept_source = source.len().min(source_room);
         if !target_fits {
             target.truncate(self.max_len - fixed);
@@ -197,8 +168,6 @@ impl<'t> Encoder<'t> {
 }
 
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, DataError> {
-    let encoding = tokenizer
-        .encode(text, false)
-        .map_err(|e| DataError::Tokenizer(e.to_string()))?;
+    let encoding = tokenizer.encode(text, false).map_err(|e| DataError::Tokenizer(e.to_string()))?;
     Ok(encoding.get_ids().to_vec())
 }

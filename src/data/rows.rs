@@ -60,11 +60,7 @@ impl SkipLog {
     fn nothing_usable(&self, path: &Path) -> DataError {
         let path = path.to_path_buf();
         match self.messages.first() {
-            Some(first) => DataError::AllRowsSkipped {
-                path,
-                skipped: self.count,
-                first: first.clone(),
-            },
+            Some(first) => DataError::AllRowsSkipped { path, skipped: self.count, first: first.clone() },
             None => DataError::Empty { path },
         }
     }
@@ -102,25 +98,13 @@ impl RowStream {
         let fields = first.field_names();
         let (preset, mapping) = match &opts.mapping {
             Some(mapping) => (Preset::Custom, mapping.clone()),
-            None => detect_mapping(&fields).ok_or_else(|| DataError::UnknownLayout {
-                path: path.to_path_buf(),
-                fields: fields.clone(),
-            })?,
+            None => detect_mapping(&fields).ok_or_else(|| DataError::UnknownLayout { path: path.to_path_buf(), fields: fields.clone() })?,
         };
         Ok(RowStream {
-            info: SourceInfo {
-                path: path.to_path_buf(),
-                format,
-                preset,
-                mapping,
-                fields,
-            },
+            info: SourceInfo { path: path.to_path_buf(), format, preset, mapping, fields },
             records,
             first: Some(first),
-            chat: opts
-                .chat_template
-                .clone()
-                .unwrap_or_else(|| Arc::new(ChatMl)),
+            chat: opts.chat_template.clone().unwrap_or_else(|| Arc::new(ChatMl)),
             skip_bad_rows: opts.skip_bad_rows,
             rows: 0,
             skipped,
@@ -155,12 +139,10 @@ impl Iterator for RowStream {
                 Some(record) => record,
                 None => {
                     self.done = true;
-                    return (self.rows == 0)
-                        .then(|| Err(self.skipped.nothing_usable(&self.info.path)));
+                    return (self.rows == 0).then(|| Err(self.skipped.nothing_usable(&self.info.path)));
                 }
             };
-            let mapped = record
-                .and_then(|r| map_record(&r, &self.info.mapping, &*self.chat, &self.info.path));
+            let mapped = record.and_then(|r| map_record(&r, &self.info.mapping, &*self.chat, &self.info.path));
             match mapped {
                 Ok(row) => {
                     self.rows += 1;
@@ -186,23 +168,14 @@ pub struct ExampleStream<'t> {
 }
 
 impl<'t> ExampleStream<'t> {
-    pub fn open(
-        path: &Path,
-        tokenizer: &'t Tokenizer,
-        opts: &LoadOptions,
-    ) -> Result<ExampleStream<'t>, DataError> {
+    pub fn open(path: &Path, tokenizer: &'t Tokenizer, opts: &LoadOptions) -> Result<ExampleStream<'t>, DataError> {
         let rows = RowStream::open(path, opts)?;
         let template = match &opts.template {
             Some(template) => template.clone(),
             None => PromptTemplate::default_for(&rows.info().mapping),
         };
         let encoder = Encoder::new(tokenizer, &template, opts.max_len, opts.eos_id)?;
-        Ok(ExampleStream {
-            rows,
-            encoder,
-            template,
-            counts: RowCounts::default(),
-        })
+        Ok(ExampleStream { rows, encoder, template, counts: RowCounts::default() })
     }
 
     pub fn info(&self) -> &SourceInfo {
@@ -215,10 +188,7 @@ impl<'t> ExampleStream<'t> {
 
     /// Counts so far (final once the stream is exhausted).
     pub fn counts(&self) -> RowCounts {
-        RowCounts {
-            skipped: self.rows.skipped(),
-            ..self.counts
-        }
+        RowCounts { skipped: self.rows.skipped(), ..self.counts }
     }
 
     pub fn skip_messages(&self) -> &[String] {

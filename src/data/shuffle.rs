@@ -47,15 +47,9 @@ pub fn seeded_shuffle(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
 /// Splits `items` into (train, validation) with `validation_fraction` of them, rounded, in
 /// validation (at least one of each side when the fraction is above 0 and there are two
 /// items). Both keep the file's order; the choice depends only on `seed`.
-pub fn split_by_ratio<T>(
-    items: Vec<T>,
-    validation_fraction: f64,
-    seed: u64,
-) -> Result<(Vec<T>, Vec<T>), DataError> {
+pub fn split_by_ratio<T>(items: Vec<T>, validation_fraction: f64, seed: u64) -> Result<(Vec<T>, Vec<T>), DataError> {
     if !(0.0..1.0).contains(&validation_fraction) {
-        return Err(DataError::InvalidOption(format!(
-            "validation fraction {validation_fraction} is not in [0, 1)"
-        )));
+        return Err(DataError::InvalidOption(format!("validation fraction {validation_fraction} is not in [0, 1)")));
     }
     let n = items.len();
     let mut n_val = (n as f64 * validation_fraction).round() as usize;
@@ -70,11 +64,7 @@ pub fn split_by_ratio<T>(
     }
     let (mut train, mut validation) = (Vec::with_capacity(n - n_val), Vec::with_capacity(n_val));
     for (item, val) in items.into_iter().zip(in_validation) {
-        if val {
-            validation.push(item)
-        } else {
-            train.push(item)
-        }
+        if val { validation.push(item) } else { train.push(item) }
     }
     Ok((train, validation))
 }

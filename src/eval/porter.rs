@@ -78,8 +78,7 @@ fn ends_double_consonant(w: &[char]) -> bool {
 fn ends_cvc(w: &[char]) -> bool {
     let n = w.len();
     let c = consonants(w);
-    (n >= 3 && c[n - 3] && !c[n - 2] && c[n - 1] && !matches!(w[n - 1], 'w' | 'x' | 'y'))
-        || (n == 2 && !c[0] && c[1])
+    (n >= 3 && c[n - 3] && !c[n - 2] && c[n - 1] && !matches!(w[n - 1], 'w' | 'x' | 'y')) || (n == 2 && !c[0] && c[1])
 }
 
 fn ends_with(w: &[char], suffix: &str) -> bool {
@@ -102,11 +101,7 @@ fn apply_first(w: Vec<char>, rules: &[(&str, &str, Cond)]) -> Vec<char> {
     for &(suffix, replacement, cond) in rules {
         if ends_with(&w, suffix) {
             let stem_len = w.len() - suffix.chars().count();
-            return if cond(&w[..stem_len]) {
-                replace(w, suffix, replacement)
-            } else {
-                w
-            };
+            return if cond(&w[..stem_len]) { replace(w, suffix, replacement) } else { w };
         }
     }
     w
@@ -129,15 +124,7 @@ fn step1a(w: Vec<char>) -> Vec<char> {
     if w.len() == 4 && ends_with(&w, "ies") {
         return replace(w, "ies", "ie");
     }
-    apply_first(
-        w,
-        &[
-            ("sses", "ss", &always),
-            ("ies", "i", &always),
-            ("ss", "ss", &always),
-            ("s", "", &always),
-        ],
-    )
+    apply_first(w, &[("sses", "ss", &always), ("ies", "i", &always), ("ss", "ss", &always), ("s", "", &always)])
 }
 
 /// -eed, -ed, -ing, then tidying of the exposed stem.
@@ -147,16 +134,9 @@ fn step1b(w: Vec<char>) -> Vec<char> {
         return replace(w, "ied", replacement);
     }
     if ends_with(&w, "eed") {
-        return if m_gt0(&w[..w.len() - 3]) {
-            replace(w, "eed", "ee")
-        } else {
-            w
-        };
+        return if m_gt0(&w[..w.len() - 3]) { replace(w, "eed", "ee") } else { w };
     }
-    let Some(suffix) = ["ed", "ing"]
-        .into_iter()
-        .find(|s| ends_with(&w, s) && contains_vowel(&w[..w.len() - s.len()]))
-    else {
+    let Some(suffix) = ["ed", "ing"].into_iter().find(|s| ends_with(&w, s) && contains_vowel(&w[..w.len() - s.len()])) else {
         return w;
     };
     let mut s = replace(w, suffix, "");
@@ -313,17 +293,7 @@ mod tests {
 
     #[test]
     fn odd_input_does_not_panic() {
-        for word in [
-            "",
-            "y",
-            "yyyyyy",
-            "ied",
-            "eed",
-            "İstanbul",
-            "naïveté",
-            "日本語",
-            "ßing",
-        ] {
+        for word in ["", "y", "yyyyyy", "ied", "eed", "İstanbul", "naïveté", "日本語", "ßing"] {
             let _ = stem(word);
         }
         assert_eq!(stem("CATS"), "cat");

@@ -50,22 +50,9 @@ pub fn tokenize(text: &str, use_stemmer: bool) -> Vec<String> {
     // end up in a token (e.g. the Kelvin sign becomes 'k', 'İ' becomes 'i' plus a combining dot).
     let mut normalized = String::with_capacity(text.len());
     for c in text.chars().flat_map(char::to_lowercase) {
-        normalized.push(if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            ' '
-        });
+        normalized.push(if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { ' ' });
     }
-    normalized
-        .split_ascii_whitespace()
-        .map(|t| {
-            if use_stemmer && t.len() > 3 {
-                porter::stem(t)
-            } else {
-                t.to_string()
-            }
-        })
-        .collect()
+    normalized.split_ascii_whitespace().map(|t| if use_stemmer && t.len() > 3 { porter::stem(t) } else { t.to_string() }).collect()
 }
 
 /// Scores `prediction` against a single `reference`.
@@ -77,9 +64,7 @@ pub fn score(prediction: &str, reference: &str, opts: &RougeOptions) -> RougeSco
 /// highest F1 (the first one on ties), as `score_multi` does. No references scores all zeros.
 pub fn score_multi(prediction: &str, references: &[String], opts: &RougeOptions) -> RougeScores {
     let pred = Text::new(prediction, opts);
-    let mut all = references
-        .iter()
-        .map(|r| score_texts(&pred, &Text::new(r, opts)));
+    let mut all = references.iter().map(|r| score_texts(&pred, &Text::new(r, opts)));
     let Some(mut best) = all.next() else {
         return RougeScores::default();
     };
@@ -99,11 +84,7 @@ pub fn score_multi(prediction: &str, references: &[String], opts: &RougeOptions)
 
 /// Mean per-example F1 over pairs `(predictions[i], references[i])`, each example scored with
 /// [`score_multi`]. Extra items in the longer slice are ignored; `count` says how many were used.
-pub fn corpus_score(
-    predictions: &[String],
-    references: &[Vec<String>],
-    opts: &RougeOptions,
-) -> CorpusRouge {
+pub fn corpus_score(predictions: &[String], references: &[Vec<String>], opts: &RougeOptions) -> CorpusRouge {
     let mut sum = CorpusRouge::default();
     for (pred, refs) in predictions.iter().zip(references) {
         let s = score_multi(pred, refs, opts);
@@ -134,11 +115,7 @@ impl Text {
         Text {
             tokens: tokenize(text, opts.use_stemmer),
             // Empty lines are dropped, but a line of punctuation stays as an empty sentence.
-            sentences: text
-                .split('\n')
-                .filter(|s| !s.is_empty())
-                .map(|s| tokenize(s, opts.use_stemmer))
-                .collect(),
+            sentences: text.split('\n').filter(|s| !s.is_empty()).map(|s| tokenize(s, opts.use_stemmer)).collect(),
         }
     }
 }
@@ -156,16 +133,8 @@ fn from_counts(hits: usize, pred_total: usize, ref_total: usize) -> Score {
     let precision = hits as f64 / pred_total as f64;
     let recall = hits as f64 / ref_total as f64;
     // Same expression and order as rouge-score, so results agree to the last bit.
-    let fmeasure = if precision + recall > 0.0 {
-        2.0 * precision * recall / (precision + recall)
-    } else {
-        0.0
-    };
-    Score {
-        precision,
-        recall,
-        fmeasure,
-    }
+    let fmeasure = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+    Score { precision, recall, fmeasure }
 }
 
 fn ngram_counts(tokens: &[String], n: usize) -> HashMap<&[String], usize> {
@@ -180,10 +149,7 @@ fn ngram_counts(tokens: &[String], n: usize) -> HashMap<&[String], usize> {
 fn ngram_score(pred: &[String], reference: &[String], n: usize) -> Score {
     let pred_counts = ngram_counts(pred, n);
     let ref_counts = ngram_counts(reference, n);
-    let hits = ref_counts
-        .iter()
-        .map(|(g, &c)| c.min(pred_counts.get(g).copied().unwrap_or(0)))
-        .sum();
+    let hits = ref_counts.iter().map(|(g, &c)| c.min(pred_counts.get(g).copied().unwrap_or(0))).sum();
     let pred_total = pred.len().saturating_sub(n - 1);
     let ref_total = reference.len().saturating_sub(n - 1);
     from_counts(hits, pred_total.max(1), ref_total.max(1))
@@ -198,11 +164,7 @@ fn lcs_score(pred: &[String], reference: &[String]) -> Score {
     let mut cur = prev.clone();
     for r in reference {
         for (j, p) in pred.iter().enumerate() {
-            cur[j + 1] = if r == p {
-                prev[j] + 1
-            } else {
-                prev[j + 1].max(cur[j])
-            };
+            cur[j + 1] = if r == p { prev[j] + 1 } else { prev[j + 1].max(cur[j]) };
         }
         std::mem::swap(&mut prev, &mut cur);
     }
@@ -263,9 +225,7 @@ fn summary_lcs_score(pred: &[Vec<String>], reference: &[Vec<String>]) -> Score {
         let union: BTreeSet<usize> = pred.iter().flat_map(|c| lcs_indices(sentence, c)).collect();
         for i in union {
             let token = sentence[i].as_str();
-            if let (Some(p @ 1..), Some(r @ 1..)) =
-                (left_in_pred.get_mut(token), left_in_ref.get_mut(token))
-            {
+            if let (Some(p @ 1..), Some(r @ 1..)) = (left_in_pred.get_mut(token), left_in_ref.get_mut(token)) {
                 *p -= 1;
                 *r -= 1;
                 hits += 1;
@@ -283,18 +243,9 @@ mod tests {
 
     #[test]
     fn tokenizer_matches_rouge_score() {
-        assert_eq!(
-            tokenize("Hello, World! #Person1#'s x-ray", false),
-            ["hello", "world", "person1", "s", "x", "ray"]
-        );
-        assert_eq!(
-            tokenize("naïve café 日本 \u{212A}m", false),
-            ["na", "ve", "caf", "km"]
-        );
-        assert_eq!(
-            tokenize("The runners were running", true),
-            ["the", "runner", "were", "run"]
-        );
+        assert_eq!(tokenize("Hello, World! #Person1#'s x-ray", false), ["hello", "world", "person1", "s", "x", "ray"]);
+        assert_eq!(tokenize("naïve café 日本 \u{212A}m", false), ["na", "ve", "caf", "km"]);
+        assert_eq!(tokenize("The runners were running", true), ["the", "runner", "were", "run"]);
         assert!(tokenize("  ...  ", true).is_empty());
     }
 
@@ -327,11 +278,7 @@ mod tests {
 
     #[test]
     fn multi_reference_keeps_best_per_metric() {
-        let refs = vec![
-            "x y z".to_string(),
-            "the cat sat".to_string(),
-            "the cat sat".to_string(),
-        ];
+        let refs = vec!["x y z".to_string(), "the cat sat".to_string(), "the cat sat".to_string()];
         let s = score_multi("the cat sat down", &refs, &PLAIN);
         assert_eq!(s, score("the cat sat down", "the cat sat", &PLAIN));
         assert_eq!(score_multi("a", &[], &PLAIN), RougeScores::default());

@@ -37,11 +37,7 @@ impl RunCard {
         let f = &self.footprint;
         let flops = |x: f64| FlopsConvention::Flops.format(x / 2.0);
         let saved = if self.flops_full > 0.0 { 100.0 * (1.0 - self.flops_spent / self.flops_full) } else { 0.0 };
-        let mut rows = vec![
-            ("Model", self.model.clone()),
-            ("Data", self.data.clone()),
-            ("Method", self.method.clone()),
-        ];
+        let mut rows = vec![("Model", self.model.clone()), ("Data", self.data.clone()), ("Method", self.method.clone())];
         if let Some(rho) = self.rho {
             rows.push(("rho", format!("{rho:.4}")));
         }

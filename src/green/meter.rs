@@ -231,7 +231,9 @@ impl Meter {
     pub fn finish(mut self, flops: f64, efficiency: Efficiency) -> Energy {
         self.sample();
         match self.measured_joules() {
-            Some(joules) => Energy { joules, source: EnergySource::Measured { sensors: self.sensors.into_iter().map(|s| s.name).collect() } },
+            Some(joules) => {
+                Energy { joules, source: EnergySource::Measured { sensors: self.sensors.into_iter().map(|s| s.name).collect() } }
+            }
             None => Energy::estimated(flops, efficiency),
         }
     }

@@ -2,8 +2,8 @@
 //! platform allows and estimated (and labelled so) elsewhere; budgets in those units; run cards.
 
 pub mod budget;
-pub mod card;
 pub mod carbon;
+pub mod card;
 pub mod meter;
 
 use serde::{Deserialize, Serialize};
@@ -37,7 +37,11 @@ impl Footprint {
             energy_source: energy.source,
             co2_g: carbon::co2_grams(energy_wh, g),
             grid_g_per_kwh: g,
-            budget: config.budget.map(|b| BudgetReport { budget: b, rho: config.rho, realised: b.realised(flops_spent, energy_wh, g, wall_time_s) }),
+            budget: config.budget.map(|b| BudgetReport {
+                budget: b,
+                rho: config.rho,
+                realised: b.realised(flops_spent, energy_wh, g, wall_time_s),
+            }),
         }
     }
 }
@@ -53,7 +57,7 @@ pub fn run_plan(trainer: &Trainer) -> Result<RunPlan> {
         0
     } else {
         let epochs = steps.div_ceil(trainer.steps_per_epoch().max(1));
-        let every = |n: usize, of: usize| if n > 0 { (of - 1) / n } else { 0 };
+        let every = |n: usize, of: usize| (of - 1).checked_div(n).unwrap_or(0);
         1 + every(c.reselect_every_steps, steps) + every(c.reselect_every_epochs, epochs)
     };
     Ok(RunPlan { micro_steps: steps * c.grad_accum, selections, full_step_macs: p.t_full(), forward_macs: p.t_fp() })

@@ -79,7 +79,11 @@ pub fn save_peft_adapter(model: &Llama, config: &LoraConfig, base_model: &str, d
         "inference_mode": true,
     });
     atomic::write_dir(dir, |tmp| {
-        safetensors_file::write_f32(&tmp.join("adapter_model.safetensors"), &tensors, Some(HashMap::from([("format".into(), "pt".into())])))?;
+        safetensors_file::write_f32(
+            &tmp.join("adapter_model.safetensors"),
+            &tensors,
+            Some(HashMap::from([("format".into(), "pt".into())])),
+        )?;
         write_json(&tmp.join("adapter_config.json"), &adapter_config)
     })
 }

@@ -29,7 +29,8 @@ pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
         Ok(values)
     })?;
     let tokenizer_path = dir.join("tokenizer.json");
-    let tokenizer = Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::invalid(&tokenizer_path, format!("cannot load tokenizer: {e}")))?;
+    let tokenizer =
+        Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::invalid(&tokenizer_path, format!("cannot load tokenizer: {e}")))?;
     Ok(LoadedModel {
         model,
         tokenizer,

@@ -101,5 +101,11 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
     if let Some(template) = gguf.chat_template() {
         tokenizer_config["chat_template"] = Value::String(template.to_string());
     }
-    Ok(LoadedModel { model, tokenizer, tokenizer_config: Some(tokenizer_config), generation_config: None, source: ModelSource::Gguf(path.to_path_buf()) })
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        tokenizer_config: Some(tokenizer_config),
+        generation_config: None,
+        source: ModelSource::Gguf(path.to_path_buf()),
+    })
 }

@@ -30,10 +30,8 @@ impl SafetensorsFiles {
         let text = std::fs::read_to_string(&index_path).map_err(|e| Error::io(&index_path, e))?;
         let index: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::invalid(&index_path, format!("not valid JSON: {e}")))?;
-        let map = index
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| Error::invalid(&index_path, "no \"weight_map\" object"))?;
+        let map =
+            index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::invalid(&index_path, "no \"weight_map\" object"))?;
         let mut files: Vec<String> = map.values().filter_map(|v| v.as_str().map(String::from)).collect();
         files.sort();
         files.dedup();
@@ -49,8 +47,7 @@ impl SafetensorsFiles {
             // SAFETY: the map is read-only; a file changed underneath us can only yield wrong
             // values, which the header checks below and later shape checks catch.
             let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-            let st = SafeTensors::deserialize(&mmap)
-                .map_err(|e| Error::invalid(path, format!("not a valid safetensors file: {e}")))?;
+            let st = SafeTensors::deserialize(&mmap).map_err(|e| Error::invalid(path, format!("not a valid safetensors file: {e}")))?;
             for name in st.names() {
                 index.insert(name.to_string(), shards.len());
             }

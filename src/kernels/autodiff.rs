@@ -1,11 +1,11 @@
 //! The custom backward of `masked_linear`: dX = dY W for the tracked input, and for the compact
 //! weight leaf only `masked_dw(dY, X, rows)`; nothing is computed for unselected rows.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
 
 use super::MaskedGradOps;

@@ -1,8 +1,8 @@
 //! The CPU (flex) side of the masked-gradient extension, in backend tensor ops.
 
+use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
-use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::tensor::TensorData;
 
 use super::MaskedGradOps;

@@ -50,12 +50,31 @@ pub fn masked_dw(dy: Tensor<2>, x: Tensor<2>, rows: &[u32]) -> Tensor<2> {
 
 /// `x W^T` training only `w_rows = W[rows]` (see the module docs).
 pub fn masked_linear(x: Tensor<2>, w: Tensor<2>, w_rows: Tensor<2>, rows: &[u32]) -> Tensor<2> {
-    Tensor::from_dispatch(burn::backend::Dispatch::masked_linear(x.into_dispatch(), w.into_dispatch(), w_rows.into_dispatch(), rows.to_vec()))
+    Tensor::from_dispatch(burn::backend::Dispatch::masked_linear(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        w_rows.into_dispatch(),
+        rows.to_vec(),
+    ))
 }
 
 /// Fused masked AdamW; wgpu devices only (see [`has_fused_adamw`]), the CPU path uses tensor ops.
-pub fn masked_adamw(w: Tensor<2>, grad: Tensor<2>, m: Tensor<2>, v: Tensor<2>, rows: &[u32], hp: AdamWHyper) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
-    let (w, m, v) = burn::backend::Dispatch::masked_adamw(w.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), rows.to_vec(), hp);
+pub fn masked_adamw(
+    w: Tensor<2>,
+    grad: Tensor<2>,
+    m: Tensor<2>,
+    v: Tensor<2>,
+    rows: &[u32],
+    hp: AdamWHyper,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+    let (w, m, v) = burn::backend::Dispatch::masked_adamw(
+        w.into_dispatch(),
+        grad.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        rows.to_vec(),
+        hp,
+    );
     (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
 }
 

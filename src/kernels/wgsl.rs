@@ -85,7 +85,13 @@ impl MaskedGradOps for CubeBackend {
         let d_in = x.meta.shape()[1];
         let r = rows.len();
         let shape = Shape::new([r, d_in]);
-        let out = CubeTensor::new_contiguous(x.client.clone(), x.device.clone(), shape, x.client.empty((r * d_in).max(1) * x.dtype.size()), x.dtype);
+        let out = CubeTensor::new_contiguous(
+            x.client.clone(),
+            x.device.clone(),
+            shape,
+            x.client.empty((r * d_in).max(1) * x.dtype.size()),
+            x.dtype,
+        );
         if r == 0 {
             return out;
         }

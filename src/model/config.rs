@@ -46,9 +46,16 @@ pub struct RopeConfig {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (rope_type "linear").
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// rope_type "llama3".
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position: usize },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position: usize,
+    },
 }
 
 #[derive(Deserialize)]
@@ -84,8 +91,8 @@ impl LlamaConfig {
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
-        let c: RawConfig = serde_json::from_value(raw.clone())
-            .map_err(|e| Error::invalid(origin, format!("not a Llama-family config.json: {e}")))?;
+        let c: RawConfig =
+            serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not a Llama-family config.json: {e}")))?;
         let model_type = c
             .model_type
             .clone()
@@ -107,14 +114,14 @@ impl LlamaConfig {
             return Err(Error::invalid(origin, "hidden_size, num_attention_heads, num_hidden_layers and vocab_size must be > 0"));
         }
         let kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
-        if kv_heads == 0 || c.num_attention_heads % kv_heads != 0 {
+        if kv_heads == 0 || !c.num_attention_heads.is_multiple_of(kv_heads) {
             return Err(Error::invalid(
                 origin,
                 format!("num_attention_heads {} is not a multiple of num_key_value_heads {kv_heads}", c.num_attention_heads),
             ));
         }
         let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::invalid(origin, format!("head_dim {head_dim} must be even and > 0 for rotary embeddings")));
         }
         let is_qwen2 = model_type == "qwen2";
@@ -184,10 +191,7 @@ fn parse_rope(c: &RawConfig, origin: &str) -> Result<RopeConfig> {
     let params = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref()).filter(|v| !v.is_null());
     let get = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_f64);
     let theta = get("rope_theta").or(c.rope_theta).unwrap_or(10_000.0);
-    let rope_type = params
-        .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
-        .and_then(Value::as_str)
-        .unwrap_or("default");
+    let rope_type = params.and_then(|p| p.get("rope_type").or_else(|| p.get("type"))).and_then(Value::as_str).unwrap_or("default");
     let scaling = match rope_type {
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: get("factor").unwrap_or(1.0) },
@@ -211,8 +215,7 @@ fn parse_rope(c: &RawConfig, origin: &str) -> Result<RopeConfig> {
 impl RopeConfig {
     /// Inverse frequencies per rotary pair, as transformers' `_compute_*_parameters`.
     pub fn inv_freq(&self, head_dim: usize) -> Vec<f64> {
-        let base: Vec<f64> =
-            (0..head_dim / 2).map(|i| 1.0 / self.theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        let base: Vec<f64> = (0..head_dim / 2).map(|i| 1.0 / self.theta.powf((2 * i) as f64 / head_dim as f64)).collect();
         match self.scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),

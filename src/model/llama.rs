@@ -12,10 +12,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
 use super::lora::{LoraAdapter, LoraConfig};
-use crate::kernels::masked_linear;
-use crate::profile::{OpKind, OpSpec, TensorRole};
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
+use crate::kernels::masked_linear;
+use crate::profile::{OpKind, OpSpec, TensorRole};
 
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -143,7 +143,13 @@ impl Rotary {
 }
 
 impl Attention {
-    fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: Option<&Tensor<4>>, cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>) -> Tensor<3> {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rotary: &Rotary,
+        mask: Option<&Tensor<4>>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, self.head_dim]).swap_dims(1, 2);
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.n_heads));
@@ -408,7 +414,12 @@ impl Llama {
     pub fn op_graph(&self) -> Vec<OpSpec> {
         let mut ops = Vec::new();
         let [vocab, dim] = self.embed_tokens.dims();
-        ops.push(OpSpec { name: "model.embed_tokens.weight".into(), kind: OpKind::Embedding { vocab, dim }, layer: None, role: TensorRole::Embedding });
+        ops.push(OpSpec {
+            name: "model.embed_tokens.weight".into(),
+            kind: OpKind::Embedding { vocab, dim },
+            layer: None,
+            role: TensorRole::Embedding,
+        });
         let norm = |ops: &mut Vec<OpSpec>, name: String, w: &Tensor<1>, layer| {
             ops.push(OpSpec { name, kind: OpKind::Norm { dim: w.dims()[0] }, layer: Some(layer), role: TensorRole::Norm });
         };

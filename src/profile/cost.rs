@@ -16,54 +16,26 @@ pub(super) fn op_cost(kind: &OpKind, shape: BatchShape, causal_half: bool) -> Op
     let per_token = |macs: usize| tokens * macs as f64;
     match *kind {
         // A lookup: one copy per token forward, a scatter-add backward; the first op needs no dx.
-        OpKind::Embedding { dim, .. } => OpCost {
-            t_fp: per_token(dim),
-            t_dy: 0.0,
-            t_dw: per_token(dim),
-        },
+        OpKind::Embedding { dim, .. } => OpCost { t_fp: per_token(dim), t_dy: 0.0, t_dw: per_token(dim) },
         OpKind::Linear { d_in, d_out } => {
             let macs = per_token(d_in * d_out);
-            OpCost {
-                t_fp: macs,
-                t_dy: macs,
-                t_dw: macs,
-            }
+            OpCost { t_fp: macs, t_dy: macs, t_dw: macs }
         }
         // Additive parameters pass the gradient through unchanged: no dx work.
-        OpKind::Bias { dim } | OpKind::NormBias { dim } => OpCost {
-            t_fp: per_token(dim),
-            t_dy: 0.0,
-            t_dw: per_token(dim),
-        },
+        OpKind::Bias { dim } | OpKind::NormBias { dim } => OpCost { t_fp: per_token(dim), t_dy: 0.0, t_dw: per_token(dim) },
         OpKind::Norm { dim } => {
             let macs = per_token(dim);
-            OpCost {
-                t_fp: macs,
-                t_dy: macs,
-                t_dw: macs,
-            }
+            OpCost { t_fp: macs, t_dy: macs, t_dw: macs }
         }
-        OpKind::AttentionCore {
-            n_heads,
-            head_dim,
-            causal,
-        } => {
+        OpKind::AttentionCore { n_heads, head_dim, causal } => {
             // QK^T and PV each cost S * d_attn per token; backward needs twice that.
             let scale = if causal && causal_half { 0.5 } else { 1.0 };
             let macs = scale * tokens * shape.seq as f64 * (n_heads * head_dim) as f64;
-            OpCost {
-                t_fp: 2.0 * macs,
-                t_dy: 4.0 * macs,
-                t_dw: 0.0,
-            }
+            OpCost { t_fp: 2.0 * macs, t_dy: 4.0 * macs, t_dw: 0.0 }
         }
         OpKind::LmHead { vocab, dim, .. } => {
             let macs = per_token(vocab * dim);
-            OpCost {
-                t_fp: macs,
-                t_dy: macs,
-                t_dw: macs,
-            }
+            OpCost { t_fp: macs, t_dy: macs, t_dw: macs }
         }
     }
 }

@@ -28,20 +28,9 @@ impl FlopsConvention {
 
     /// `macs` in this convention with an SI prefix, e.g. "12.3 TFLOPs (2 x MAC)".
     pub fn format(self, macs: f64) -> String {
-        const PREFIXES: [(f64, &str); 6] = [
-            (1e18, "E"),
-            (1e15, "P"),
-            (1e12, "T"),
-            (1e9, "G"),
-            (1e6, "M"),
-            (1e3, "k"),
-        ];
+        const PREFIXES: [(f64, &str); 6] = [(1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
         let value = self.from_macs(macs);
-        let (scale, prefix) = PREFIXES
-            .iter()
-            .copied()
-            .find(|&(scale, _)| value.abs() >= scale)
-            .unwrap_or((1.0, ""));
+        let (scale, prefix) = PREFIXES.iter().copied().find(|&(scale, _)| value.abs() >= scale).unwrap_or((1.0, ""));
         format!("{:.3} {prefix}{}", value / scale, self.label())
     }
 }

@@ -6,7 +6,12 @@ use crate::model::config::LlamaConfig;
 
 pub fn llama_ops(c: &LlamaConfig) -> Vec<OpSpec> {
     let (vocab, dim, ffn) = (c.vocab_size, c.hidden_size, c.intermediate_size);
-    let mut ops = vec![OpSpec { name: "model.embed_tokens.weight".into(), kind: OpKind::Embedding { vocab, dim }, layer: None, role: TensorRole::Embedding }];
+    let mut ops = vec![OpSpec {
+        name: "model.embed_tokens.weight".into(),
+        kind: OpKind::Embedding { vocab, dim },
+        layer: None,
+        role: TensorRole::Embedding,
+    }];
     let linear = |ops: &mut Vec<OpSpec>, prefix: String, d_in, d_out, bias: bool, layer, role| {
         ops.push(OpSpec { name: format!("{prefix}.weight"), kind: OpKind::Linear { d_in, d_out }, layer: Some(layer), role });
         if bias {

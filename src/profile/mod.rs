@@ -7,9 +7,9 @@
 //! (q/k/v, gate/up) are charged as if chained, which can only over-estimate a selection's cost.
 
 pub mod blocks;
-pub mod llama;
 mod cost;
 mod flops;
+pub mod llama;
 
 pub use flops::FlopsConvention;
 
@@ -50,18 +50,10 @@ pub enum OpKind {
     /// LayerNorm bias; a parameter.
     NormBias { dim: usize },
     /// Weightless `softmax(QK^T)V`; a chain node.
-    AttentionCore {
-        n_heads: usize,
-        head_dim: usize,
-        causal: bool,
-    },
+    AttentionCore { n_heads: usize, head_dim: usize, causal: bool },
     /// Untied: a parameter. Tied: a chain node whose weight gradient is charged to the embedding
     /// with the same `vocab` and `dim`.
-    LmHead {
-        vocab: usize,
-        dim: usize,
-        tied: bool,
-    },
+    LmHead { vocab: usize, dim: usize, tied: bool },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -117,11 +109,7 @@ pub struct Profile {
 #[derive(Clone, Debug, PartialEq, Error)]
 pub enum ProfileError {
     #[error("tied head `{head}` has no earlier embedding with vocab {vocab} and dim {dim}")]
-    TiedHeadWithoutEmbedding {
-        head: String,
-        vocab: usize,
-        dim: usize,
-    },
+    TiedHeadWithoutEmbedding { head: String, vocab: usize, dim: usize },
     #[error("{got} importances given for {expected} nodes")]
     ImportanceLength { expected: usize, got: usize },
     #[error("node index {index} is out of range for {len} nodes")]
@@ -136,42 +124,24 @@ pub enum ProfileError {
 
 /// Costs `ops` (execution order) for one batch of `shape`. With `causal_half`, causal attention cores
 /// are charged half their `S^2` terms; use the same setting for full and selective runs.
-pub fn profile(
-    ops: &[OpSpec],
-    shape: BatchShape,
-    causal_half: bool,
-) -> Result<Profile, ProfileError> {
+pub fn profile(ops: &[OpSpec], shape: BatchShape, causal_half: bool) -> Result<Profile, ProfileError> {
     let mut nodes: Vec<Node> = Vec::with_capacity(ops.len());
     for op in ops {
         let cost = cost::op_cost(&op.kind, shape, causal_half);
         let (selectable, param_numel, t_dw) = match op.kind {
             OpKind::Embedding { vocab, dim } => (true, vocab * dim, cost.t_dw),
             OpKind::Linear { d_in, d_out } => (true, d_in * d_out, cost.t_dw),
-            OpKind::Bias { dim } | OpKind::Norm { dim } | OpKind::NormBias { dim } => {
-                (true, dim, cost.t_dw)
-            }
+            OpKind::Bias { dim } | OpKind::Norm { dim } | OpKind::NormBias { dim } => (true, dim, cost.t_dw),
             OpKind::AttentionCore { .. } => (false, 0, 0.0),
-            OpKind::LmHead {
-                vocab,
-                dim,
-                tied: false,
-            } => (true, vocab * dim, cost.t_dw),
-            OpKind::LmHead {
-                vocab,
-                dim,
-                tied: true,
-            } => {
+            OpKind::LmHead { vocab, dim, tied: false } => (true, vocab * dim, cost.t_dw),
+            OpKind::LmHead { vocab, dim, tied: true } => {
                 // The shared weight sits at the input, so training it needs the full backward pass.
                 let embedding = nodes
                     .iter_mut()
                     .zip(ops)
                     .find(|(_, spec)| spec.kind == (OpKind::Embedding { vocab, dim }))
                     .map(|(node, _)| node)
-                    .ok_or_else(|| ProfileError::TiedHeadWithoutEmbedding {
-                        head: op.name.clone(),
-                        vocab,
-                        dim,
-                    })?;
+                    .ok_or_else(|| ProfileError::TiedHeadWithoutEmbedding { head: op.name.clone(), vocab, dim })?;
                 embedding.t_dw += cost.t_dw;
                 (false, 0, 0.0)
             }
@@ -187,11 +157,7 @@ pub fn profile(
             param_numel,
         });
     }
-    Ok(Profile {
-        shape,
-        causal_half,
-        nodes,
-    })
+    Ok(Profile { shape, causal_half, nodes })
 }
 
 impl Profile {
@@ -224,10 +190,7 @@ impl Profile {
     /// execution order (values of chain nodes are ignored).
     pub fn candidates(&self, importance: &[f64]) -> Result<Vec<Candidate>, ProfileError> {
         if importance.len() != self.nodes.len() {
-            return Err(ProfileError::ImportanceLength {
-                expected: self.nodes.len(),
-                got: importance.len(),
-            });
+            return Err(ProfileError::ImportanceLength { expected: self.nodes.len(), got: importance.len() });
         }
         Ok(self
             .nodes
@@ -251,11 +214,7 @@ impl Profile {
             .map(|&j| {
                 self.execution_index(j)
                     .filter(|&i| self.nodes[i].selectable)
-                    .ok_or_else(|| {
-                        ProfileError::ForeignSelection(format!(
-                            "candidate {j} is not selectable here"
-                        ))
-                    })
+                    .ok_or_else(|| ProfileError::ForeignSelection(format!("candidate {j} is not selectable here")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         nodes.sort_unstable();
@@ -269,19 +228,11 @@ impl Profile {
             .iter()
             .map(|&index| match self.nodes.get(index) {
                 None => Err(ProfileError::NodeOutOfRange { index, len }),
-                Some(node) if !node.selectable => Err(ProfileError::NotSelectable {
-                    index,
-                    name: node.name.clone(),
-                }),
+                Some(node) if !node.selectable => Err(ProfileError::NotSelectable { index, name: node.name.clone() }),
                 Some(_) => Ok(len - 1 - index),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let candidates = self.candidates(&vec![0.0; len])?;
-        Ok(select::selection_cost(
-            &candidates,
-            self.t_fp(),
-            &from_output,
-            rule,
-        )?)
+        Ok(select::selection_cost(&candidates, self.t_fp(), &from_output, rule)?)
     }
 }

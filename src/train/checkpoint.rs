@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use super::optim::{AdamW, Moments};
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
-use crate::io::{atomic, safetensors_file::{SafetensorsFiles, write_f32}};
+use crate::io::{
+    atomic,
+    safetensors_file::{SafetensorsFiles, write_f32},
+};
 use crate::model::{Llama, ParamMut, Parameters};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,7 +90,10 @@ pub fn load(dir: &Path, model: &mut Llama, optimizer: &mut AdamW) -> Result<RunS
             let (shape, v) = moments.read_f32(&format!("{name}.{suffix}"))?;
             Ok(Tensor::from_data(TensorData::new(v, shape), &device))
         };
-        optimizer.state.insert(name.clone(), Moments { m: read("exp_avg")?, v: read("exp_avg_sq")?, step, rows: state.optimizer_rows.get(name).cloned() });
+        optimizer.state.insert(
+            name.clone(),
+            Moments { m: read("exp_avg")?, v: read("exp_avg_sq")?, step, rows: state.optimizer_rows.get(name).cloned() },
+        );
     }
     Ok(state)
 }

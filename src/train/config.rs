@@ -170,7 +170,9 @@ impl TrainConfig {
         if self.method == MethodKind::TopK && self.top_k == 0 {
             return bad("top_k must be at least 1");
         }
-        if self.method == MethodKind::Lora && (self.lora_rank == 0 || self.lora_targets.is_empty() || !(0.0..1.0).contains(&self.lora_dropout)) {
+        if self.method == MethodKind::Lora
+            && (self.lora_rank == 0 || self.lora_targets.is_empty() || !(0.0..1.0).contains(&self.lora_dropout))
+        {
             return bad("LoRA needs lora_rank >= 1, at least one of lora_targets, and lora_dropout in [0, 1)");
         }
         if !(self.grid_g_per_kwh.is_finite() && self.grid_g_per_kwh >= 0.0) {

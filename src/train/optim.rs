@@ -125,7 +125,14 @@ impl AdamW {
 }
 
 /// The CPU path of the masked update: gather the rows, AdamW, scatter the change back.
-fn adamw_rows_reference(w: Tensor<2>, g: Tensor<2>, m: Tensor<2>, v: Tensor<2>, rows: &[u32], hp: AdamWHyper) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
+fn adamw_rows_reference(
+    w: Tensor<2>,
+    g: Tensor<2>,
+    m: Tensor<2>,
+    v: Tensor<2>,
+    rows: &[u32],
+    hp: AdamWHyper,
+) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let device = w.device();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), &device);
     let old = w.clone().select(0, idx.clone());

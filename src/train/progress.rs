@@ -17,7 +17,8 @@ impl EventSink for ProgressPrinter {
                 eprintln!("{method} on {device}: {train_examples} examples ({truncated_rows} truncated to fit), {total_steps} steps");
                 let bar = ProgressBar::new(*total_steps as u64);
                 bar.set_style(
-                    ProgressStyle::with_template("{bar:30} {pos}/{len} steps  eta {eta}  {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template("{bar:30} {pos}/{len} steps  eta {eta}  {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar.set_position(resumed_from_step.unwrap_or(0) as u64);
                 self.bar = Some(bar);
@@ -42,7 +43,10 @@ impl EventSink for ProgressPrinter {
             }
             Event::Energy(f) => {
                 self.finish();
-                eprintln!("energy: {:.3} Wh, {}; CO2 {:.2} g at {} g/kWh; training time {:.1} s", f.energy_wh, f.energy_source, f.co2_g, f.grid_g_per_kwh, f.wall_time_s);
+                eprintln!(
+                    "energy: {:.3} Wh, {}; CO2 {:.2} g at {} g/kWh; training time {:.1} s",
+                    f.energy_wh, f.energy_source, f.co2_g, f.grid_g_per_kwh, f.wall_time_s
+                );
                 if let Some(b) = &f.budget {
                     eprintln!("budget {} picked rho {:.4}; realised {:.4} {}", b.budget, b.rho, b.realised, b.budget.unit());
                 }

@@ -22,7 +22,12 @@ pub fn forward_backward(model: &Llama, trainable: &dyn Fn(&str) -> bool, batch: 
 }
 
 /// As [`forward_backward`], with some weights trained on the listed output rows only.
-pub fn forward_backward_rows(model: &Llama, trainable: &dyn Fn(&str) -> bool, rows: &BTreeMap<String, Vec<u32>>, batch: &DeviceBatch) -> Pass {
+pub fn forward_backward_rows(
+    model: &Llama,
+    trainable: &dyn Fn(&str) -> bool,
+    rows: &BTreeMap<String, Vec<u32>>,
+    batch: &DeviceBatch,
+) -> Pass {
     let model = with_trainable(&model.with_partial_rows(rows), trainable);
     let logits = model.forward(batch.ids.clone(), Some(&batch.mask), None);
     let (loss, _) = causal_lm_loss(logits, &batch.labels);

@@ -2,8 +2,8 @@
 //! events, checkpoint, cancel, resume.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::batch::DeviceBatch;
@@ -20,7 +20,11 @@ use crate::green::Footprint;
 use crate::green::card::RunCard;
 use crate::green::meter::{Efficiency, Meter};
 use crate::importance;
-use crate::io::{LoadedModel, export::{save_hf_folder, save_peft_adapter}, load_model};
+use crate::io::{
+    LoadedModel,
+    export::{save_hf_folder, save_peft_adapter},
+    load_model,
+};
 use crate::model::{Llama, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
 use crate::profile::{BatchShape, OpKind, Profile, profile};
@@ -48,6 +52,13 @@ pub struct RunOutcome {
     pub cancelled: bool,
 }
 
+/// Where a (re)selection happens: the batch importance is scored on, its learning rate and step.
+struct SelectionPoint<'a> {
+    batch: &'a DeviceBatch,
+    lr: f64,
+    step: usize,
+}
+
 /// The tensors one step trains, and when they were chosen.
 struct Selection {
     names: BTreeSet<String>,
@@ -72,12 +83,19 @@ impl Trainer {
                 )));
             }
         }
-        let eos = *loaded.eos_token_ids().first().ok_or_else(|| {
-            Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with")
-        })?;
+        let eos = *loaded
+            .eos_token_ids()
+            .first()
+            .ok_or_else(|| Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with"))?;
         let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
-        let chat_template = loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
-        let opts = LoadOptions { mapping: config.mapping(), chat_template, skip_bad_rows: config.skip_bad_rows, ..LoadOptions::new(config.max_len, eos) };
+        let chat_template =
+            loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
+        let opts = LoadOptions {
+            mapping: config.mapping(),
+            chat_template,
+            skip_bad_rows: config.skip_bad_rows,
+            ..LoadOptions::new(config.max_len, eos)
+        };
         let dataset = load_dataset(&config.data, &loaded.tokenizer, &opts)?;
         if dataset.report.counts.skipped > 0 {
             tracing::warn!(
@@ -99,7 +117,12 @@ impl Trainer {
     }
 
     fn plan(&self) -> BatchPlan {
-        BatchPlan { batch_size: self.config.batch_size, group_by_length: self.config.group_by_length, drop_last: false, seed: self.config.seed }
+        BatchPlan {
+            batch_size: self.config.batch_size,
+            group_by_length: self.config.group_by_length,
+            drop_last: false,
+            seed: self.config.seed,
+        }
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -183,7 +206,13 @@ impl Trainer {
                 let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &self.device.device)).collect();
                 let lr = schedule.lr(state.step);
                 if self.reselect_due(&selection, state.step, pos.epoch) {
-                    let (names, selection_flops) = self.choose(&model, &optimizer, &batches[0], lr, state.step, selection.as_ref(), sink)?;
+                    let (names, selection_flops) = self.choose(
+                        &model,
+                        &optimizer,
+                        SelectionPoint { batch: &batches[0], lr, step: state.step },
+                        selection.as_ref(),
+                        sink,
+                    )?;
                     state.flops_spent += selection_flops;
                     state.flops_full += selection_flops;
                     selection = Some(Selection { names, at_step: state.step, at_epoch: pos.epoch });
@@ -238,9 +267,15 @@ impl Trainer {
                     snapshot(&mut state);
                     checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
                     sink.emit(&Event::Cancelled { step: state.step, checkpoint: checkpoint_dir.clone() });
-                    return Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: true });
+                    return Ok(RunOutcome {
+                        steps: state.step,
+                        losses,
+                        flops_spent: state.flops_spent,
+                        flops_full: state.flops_full,
+                        cancelled: true,
+                    });
                 }
-                if c.checkpoint_every > 0 && state.step % c.checkpoint_every == 0 {
+                if c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every) {
                     snapshot(&mut state);
                     checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
                     sink.emit(&Event::Checkpoint { step: state.step, path: checkpoint_dir.clone() });
@@ -321,13 +356,12 @@ impl Trainer {
         &self,
         model: &Llama,
         optimizer: &AdamW,
-        batch: &DeviceBatch,
-        lr: f64,
-        step: usize,
+        at: SelectionPoint<'_>,
         previous: Option<&Selection>,
         sink: &mut dyn EventSink,
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
+        let SelectionPoint { batch, lr, step } = at;
         let p = self.profile_for(model, batch.shape)?;
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
@@ -398,7 +432,11 @@ fn split_selection(names: &BTreeSet<String>) -> (BTreeSet<String>, BTreeMap<Stri
     (full, rows)
 }
 
-fn accumulate<const D: usize>(into: &mut BTreeMap<String, burn::tensor::Tensor<D>>, grads: BTreeMap<String, burn::tensor::Tensor<D>>, scale: f64) {
+fn accumulate<const D: usize>(
+    into: &mut BTreeMap<String, burn::tensor::Tensor<D>>,
+    grads: BTreeMap<String, burn::tensor::Tensor<D>>,
+    scale: f64,
+) {
     for (name, g) in grads {
         let g = g.mul_scalar(scale);
         match into.remove(&name) {
@@ -417,7 +455,10 @@ fn top_k_names(model: &Llama, k: usize) -> BTreeSet<String> {
         .filter(|n| {
             n == "model.norm.weight"
                 || n == "lm_head.weight"
-                || n.strip_prefix("model.layers.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i >= first)
+                || n.strip_prefix("model.layers.")
+                    .and_then(|r| r.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i >= first)
         })
         .collect()
 }

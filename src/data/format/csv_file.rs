@@ -20,20 +20,12 @@ pub struct CsvRecords<R> {
 
 impl<R: Read> CsvRecords<R> {
     pub fn new(reader: R, path: PathBuf) -> Result<Self, DataError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .from_reader(reader);
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(reader);
         let headers = match reader.headers() {
             Ok(h) => h.iter().map(str::to_owned).collect(),
             Err(e) => return Err(csv_error(e, &path)),
         };
-        Ok(Self {
-            reader,
-            headers,
-            path,
-            record: StringRecord::new(),
-            done: false,
-        })
+        Ok(Self { reader, headers, path, record: StringRecord::new(), done: false })
     }
 }
 
@@ -43,15 +35,8 @@ fn csv_error(e: csv::Error, path: &Path) -> DataError {
     }
     let at = RowPosition::Line(e.position().map_or(1, |p| p.line()));
     match e.kind() {
-        ErrorKind::Utf8 { .. } => DataError::NotUtf8 {
-            path: path.to_path_buf(),
-            at,
-        },
-        _ => DataError::InvalidCsv {
-            path: path.to_path_buf(),
-            at,
-            message: e.to_string(),
-        },
+        ErrorKind::Utf8 { .. } => DataError::NotUtf8 { path: path.to_path_buf(), at },
+        _ => DataError::InvalidCsv { path: path.to_path_buf(), at, message: e.to_string() },
     }
 }
 
@@ -75,10 +60,7 @@ impl<R: Read> Iterator for CsvRecords<R> {
                     .zip(self.record.iter())
                     .map(|(name, cell)| (name.clone(), Value::String(cell.to_owned())))
                     .collect();
-                Some(Ok(RawRecord {
-                    at: RowPosition::Line(line),
-                    fields,
-                }))
+                Some(Ok(RawRecord { at: RowPosition::Line(line), fields }))
             }
             Err(e) => {
                 let error = csv_error(e, &self.path);

@@ -35,24 +35,13 @@ pub struct JsonArrayRecords<R> {
 
 impl<R: Read> JsonArrayRecords<R> {
     pub fn new(reader: R, path: PathBuf) -> Self {
-        Self {
-            reader,
-            path,
-            chunk: Vec::new(),
-            pos: 0,
-            line: 1,
-            array_line: 1,
-            state: State::BeforeArray,
-        }
+        Self { reader, path, chunk: Vec::new(), pos: 0, line: 1, array_line: 1, state: State::BeforeArray }
     }
 
     fn next_byte(&mut self) -> Result<Option<u8>, DataError> {
         if self.pos == self.chunk.len() {
             self.chunk.resize(CHUNK, 0);
-            let n = self
-                .reader
-                .read(&mut self.chunk)
-                .map_err(|e| io_error(&self.path, e))?;
+            let n = self.reader.read(&mut self.chunk).map_err(|e| io_error(&self.path, e))?;
             self.chunk.truncate(n);
             self.pos = 0;
             if n == 0 {
@@ -79,11 +68,7 @@ impl<R: Read> JsonArrayRecords<R> {
 
     fn structure_error(&mut self, line: u64, message: impl Into<String>) -> DataError {
         self.state = State::Done;
-        DataError::JsonStructure {
-            path: self.path.clone(),
-            at: RowPosition::Line(line),
-            message: message.into(),
-        }
+        DataError::JsonStructure { path: self.path.clone(), at: RowPosition::Line(line), message: message.into() }
     }
 
     /// Reads the rest of an element whose first byte is `first`; returns its bytes and
@@ -149,9 +134,7 @@ impl<R: Read> Iterator for JsonArrayRecords<R> {
                     }
                 }
                 (State::BeforeArray, Some((_, line))) => {
-                    return Some(Err(
-                        self.structure_error(line, "expected `[` to open the array")
-                    ));
+                    return Some(Err(self.structure_error(line, "expected `[` to open the array")));
                 }
                 (State::BeforeArray | State::AfterArray, None) => {
                     self.state = State::Done;
@@ -161,15 +144,8 @@ impl<R: Read> Iterator for JsonArrayRecords<R> {
                     self.state = State::AfterArray;
                 }
                 (State::ExpectElement { .. }, Some((b @ (b']' | b','), line))) => {
-                    let what = if b == b']' {
-                        "`]` right after a comma"
-                    } else {
-                        "a comma"
-                    };
-                    return Some(Err(self.structure_error(
-                        line,
-                        format!("{what} where an element should be"),
-                    )));
+                    let what = if b == b']' { "`]` right after a comma" } else { "a comma" };
+                    return Some(Err(self.structure_error(line, format!("{what} where an element should be"))));
                 }
                 (State::ExpectElement { .. }, Some((b, start_line))) => {
                     let (bytes, closed) = match self.read_element(b) {
@@ -179,27 +155,16 @@ impl<R: Read> Iterator for JsonArrayRecords<R> {
                             return Some(Err(e));
                         }
                     };
-                    self.state = if closed {
-                        State::AfterArray
-                    } else {
-                        State::ExpectElement { first: false }
-                    };
+                    self.state = if closed { State::AfterArray } else { State::ExpectElement { first: false } };
                     let at = RowPosition::Line(start_line);
-                    return Some(
-                        parse_object(&bytes, &self.path, |l| start_line + l as u64 - 1)
-                            .map(|fields| RawRecord { at, fields }),
-                    );
+                    return Some(parse_object(&bytes, &self.path, |l| start_line + l as u64 - 1).map(|fields| RawRecord { at, fields }));
                 }
                 (State::ExpectElement { .. }, None) => {
                     let line = self.array_line;
-                    return Some(Err(
-                        self.structure_error(line, "the array that opens here is never closed")
-                    ));
+                    return Some(Err(self.structure_error(line, "the array that opens here is never closed")));
                 }
                 (State::AfterArray, Some((_, line))) => {
-                    return Some(Err(
-                        self.structure_error(line, "unexpected text after the array")
-                    ));
+                    return Some(Err(self.structure_error(line, "unexpected text after the array")));
                 }
             }
         }

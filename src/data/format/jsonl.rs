@@ -16,13 +16,7 @@ pub struct JsonlRecords<R> {
 
 impl<R: BufRead> JsonlRecords<R> {
     pub fn new(reader: R, path: PathBuf) -> Self {
-        Self {
-            reader,
-            path,
-            line: 0,
-            buf: Vec::new(),
-            done: false,
-        }
+        Self { reader, path, line: 0, buf: Vec::new(), done: false }
     }
 }
 
@@ -36,20 +30,13 @@ impl<R: BufRead> Iterator for JsonlRecords<R> {
                 Ok(0) => self.done = true,
                 Ok(_) => {
                     self.line += 1;
-                    let bytes = if self.line == 1 {
-                        strip_bom(&self.buf)
-                    } else {
-                        &self.buf
-                    };
+                    let bytes = if self.line == 1 { strip_bom(&self.buf) } else { &self.buf };
                     if bytes.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
                     let line = self.line;
                     let at = RowPosition::Line(line);
-                    return Some(
-                        parse_object(bytes, &self.path, |_| line)
-                            .map(|fields| RawRecord { at, fields }),
-                    );
+                    return Some(parse_object(bytes, &self.path, |_| line).map(|fields| RawRecord { at, fields }));
                 }
                 Err(e) => {
                     self.done = true;

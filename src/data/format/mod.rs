@@ -30,10 +30,7 @@ impl DataFormat {
     /// Picks the format from the extension, then from the first bytes: a `.json` file that
     /// starts with `{` is JSON Lines, which many exporters write under that name.
     pub fn detect(path: &Path) -> Result<DataFormat, DataError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match ext.as_deref() {
             Some("jsonl" | "ndjson") => return Ok(DataFormat::Jsonl),
             Some("csv") => return Ok(DataFormat::Csv),
@@ -44,19 +41,12 @@ impl DataFormat {
         if head.starts_with(b"PAR1") {
             return Ok(DataFormat::Parquet);
         }
-        let first = strip_bom(&head)
-            .iter()
-            .copied()
-            .find(|b| !b.is_ascii_whitespace());
+        let first = strip_bom(&head).iter().copied().find(|b| !b.is_ascii_whitespace());
         match first {
             Some(b'[') => Ok(DataFormat::JsonArray),
             Some(b'{') => Ok(DataFormat::Jsonl),
-            None => Err(DataError::Empty {
-                path: path.to_path_buf(),
-            }),
-            Some(_) => Err(DataError::UnknownFormat {
-                path: path.to_path_buf(),
-            }),
+            None => Err(DataError::Empty { path: path.to_path_buf() }),
+            Some(_) => Err(DataError::UnknownFormat { path: path.to_path_buf() }),
         }
     }
 }
@@ -100,24 +90,17 @@ pub fn open_records(path: &Path, format: DataFormat) -> Result<RecordStream, Dat
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, DataError> {
-    File::open(path)
-        .map(BufReader::new)
-        .map_err(|e| io_error(path, e))
+    File::open(path).map(BufReader::new).map_err(|e| io_error(path, e))
 }
 
 fn read_head(path: &Path) -> Result<Vec<u8>, DataError> {
     let mut head = Vec::with_capacity(64);
-    File::open(path)
-        .and_then(|f| f.take(64).read_to_end(&mut head))
-        .map_err(|e| io_error(path, e))?;
+    File::open(path).and_then(|f| f.take(64).read_to_end(&mut head)).map_err(|e| io_error(path, e))?;
     Ok(head)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> DataError {
-    DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    DataError::Io { path: path.to_path_buf(), source }
 }
 
 /// Drops the UTF-8 byte-order mark some editors put at the start of text files.
@@ -126,19 +109,10 @@ fn strip_bom(bytes: &[u8]) -> &[u8] {
 }
 
 /// Parses one JSON text that must be an object; errors are located by `line_of`.
-fn parse_object(
-    bytes: &[u8],
-    path: &Path,
-    line_of: impl Fn(usize) -> u64,
-) -> Result<Map<String, Value>, DataError> {
+fn parse_object(bytes: &[u8], path: &Path, line_of: impl Fn(usize) -> u64) -> Result<Map<String, Value>, DataError> {
     if std::str::from_utf8(bytes).is_err() {
-        let bad_line = bytes
-            .split(|&b| b == b'\n')
-            .position(|l| std::str::from_utf8(l).is_err());
-        return Err(DataError::NotUtf8 {
-            path: path.to_path_buf(),
-            at: RowPosition::Line(line_of(bad_line.unwrap_or(0) + 1)),
-        });
+        let bad_line = bytes.split(|&b| b == b'\n').position(|l| std::str::from_utf8(l).is_err());
+        return Err(DataError::NotUtf8 { path: path.to_path_buf(), at: RowPosition::Line(line_of(bad_line.unwrap_or(0) + 1)) });
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(fields)) => Ok(fields),
@@ -159,9 +133,7 @@ fn parse_object(
 /// start of the parsed slice rather than the file; the column is still right, so keep it.
 fn json_message(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    let base = text
-        .rsplit_once(" at line ")
-        .map_or(text.as_str(), |(base, _)| base);
+    let base = text.rsplit_once(" at line ").map_or(text.as_str(), |(base, _)| base);
     format!("{base} (column {})", e.column())
 }
 

@@ -24,20 +24,12 @@ impl ParquetRecords {
         let reader = SerializedFileReader::new(file).map_err(|e| parquet_error(&path, e))?;
         // The owning form of `get_row_iter(None)`: the stream keeps its reader, so it has no
         // lifetime to carry.
-        Ok(Self {
-            rows: reader.into_iter(),
-            path,
-            row: 0,
-            done: false,
-        })
+        Ok(Self { rows: reader.into_iter(), path, row: 0, done: false })
     }
 }
 
 fn parquet_error(path: &Path, e: parquet::errors::ParquetError) -> DataError {
-    DataError::Parquet {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
+    DataError::Parquet { path: path.to_path_buf(), message: e.to_string() }
 }
 
 impl Iterator for ParquetRecords {
@@ -58,19 +50,14 @@ impl Iterator for ParquetRecords {
         let at = RowPosition::Row(self.row);
         Some(match row_to_json(&row) {
             Some(fields) => Ok(RawRecord { at, fields }),
-            None => Err(DataError::NotUtf8 {
-                path: self.path.clone(),
-                at,
-            }),
+            None => Err(DataError::NotUtf8 { path: self.path.clone(), at }),
         })
     }
 }
 
 /// None when a binary column holds bytes that are not UTF-8 text.
 fn row_to_json(row: &Row) -> Option<Map<String, Value>> {
-    row.get_column_iter()
-        .map(|(name, field)| Some((name.clone(), field_to_json(field)?)))
-        .collect()
+    row.get_column_iter().map(|(name, field)| Some((name.clone(), field_to_json(field)?))).collect()
 }
 
 fn field_to_json(field: &Field) -> Option<Value> {
@@ -89,12 +76,7 @@ fn field_to_json(field: &Field) -> Option<Value> {
         Field::Double(x) => Number::from_f64(*x).map_or(Value::Null, Value::Number),
         Field::Str(s) => Value::String(s.clone()),
         Field::Bytes(b) => Value::String(std::str::from_utf8(b.data()).ok()?.to_owned()),
-        Field::ListInternal(list) => Value::Array(
-            list.elements()
-                .iter()
-                .map(field_to_json)
-                .collect::<Option<_>>()?,
-        ),
+        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_to_json).collect::<Option<_>>()?),
         Field::Group(row) => Value::Object(row_to_json(row)?),
         Field::MapInternal(map) => Value::Object(
             map.entries()

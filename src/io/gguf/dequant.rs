@@ -213,9 +213,7 @@ fn five_bit(qh: &[u8], qs: &[u8], mut f: impl FnMut(usize, u8)) {
 /// Q5_0: d (f16), qh (4 bytes), 16 nibble bytes; values stored with +16 offset.
 fn q5_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
-    five_bit(&b[2..6], &b[6..22], |i, q| {
-        y[i] = (q as i32 - 16) as f32 * d
-    });
+    five_bit(&b[2..6], &b[6..22], |i, q| y[i] = (q as i32 - 16) as f32 * d);
 }
 
 /// Q5_1: d, m (f16), qh, nibbles; x = q * d + m.
@@ -279,14 +277,7 @@ fn q3_k(b: &[u8], y: &mut [f32]) {
 /// low 6 bits of bytes j and j+4; pairs 4..8 take their low 4 bits from byte j+4 (scale: low
 /// nibble, min: high nibble) and their top 2 bits from the top of bytes j-4 and j.
 fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
-    }
+    if j < 4 { (q[j] & 63, q[j + 4] & 63) } else { ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4)) }
 }
 
 /// Q4_K: d, dmin (f16), 12 scale bytes, 128 nibble bytes. Each 64-value chunk c uses 32 bytes:

@@ -131,35 +131,22 @@ pub(crate) struct GgufFile {
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let io_err = |source| GgufError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| GgufError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         // SAFETY: the map is only read, and every access is bounds-checked against its length.
         // Another process truncating the file while it is mapped is outside what we can guard.
         let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-        let mut r = Reader {
-            data: &map,
-            pos: 0,
-            path,
-        };
+        let mut r = Reader { data: &map, pos: 0, path };
 
         let magic = r.take(4, "the magic number")?;
         if magic != MAGIC {
             let mut found = [0u8; 4];
             found.copy_from_slice(magic);
-            return Err(GgufError::BadMagic {
-                path: path.to_path_buf(),
-                found,
-            });
+            return Err(GgufError::BadMagic { path: path.to_path_buf(), found });
         }
         let version = r.u32("the version")?;
         if !(2..=3).contains(&version) {
-            return Err(GgufError::UnsupportedVersion {
-                path: path.to_path_buf(),
-                version,
-            });
+            return Err(GgufError::UnsupportedVersion { path: path.to_path_buf(), version });
         }
         let n_tensors = r.u64("the tensor count")?;
         let n_kv = r.u64("the metadata count")?;
@@ -189,19 +176,14 @@ impl GgufFile {
             let what = format!("the shape of tensor '{name}'");
             let n_dims = r.u32(&what)?;
             if n_dims > MAX_DIMS {
-                return Err(r.corrupt(format!(
-                    "tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})"
-                )));
+                return Err(r.corrupt(format!("tensor '{name}' has {n_dims} dimensions (at most {MAX_DIMS})")));
             }
-            let dims = (0..n_dims)
-                .map(|_| r.u64(&what))
-                .collect::<Result<Vec<_>, _>>()?;
+            let dims = (0..n_dims).map(|_| r.u64(&what)).collect::<Result<Vec<_>, _>>()?;
             let type_id = r.u32(&format!("the type of tensor '{name}'"))?;
             let offset = r.u64(&format!("the offset of tensor '{name}'"))?;
             infos.push((name, dims, type_id, offset));
         }
-        let data_start = align_up(r.pos as u64, alignment)
-            .ok_or_else(|| r.corrupt("tensor data start overflows".into()))?;
+        let data_start = align_up(r.pos as u64, alignment).ok_or_else(|| r.corrupt("tensor data start overflows".into()))?;
 
         let mut tensors = Vec::with_capacity(infos.len());
         let mut by_name = HashMap::with_capacity(infos.len());
@@ -210,22 +192,10 @@ impl GgufFile {
             if by_name.insert(name.clone(), tensors.len()).is_some() {
                 return Err(r.corrupt(format!("tensor '{name}' appears twice")));
             }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                type_id,
-                bytes,
-            });
+            tensors.push(TensorInfo { name, dims, type_id, bytes });
         }
 
-        Ok(Self {
-            path: path.to_path_buf(),
-            version,
-            metadata,
-            tensors,
-            by_name,
-            map,
-        })
+        Ok(Self { path: path.to_path_buf(), version, metadata, tensors, by_name, map })
     }
 
     /// The raw bytes of a tensor whose type we decode (range checked at open).
@@ -238,29 +208,17 @@ impl GgufFile {
     }
 
     fn type_error(&self, key: &str, expected: &'static str, found: &MetaValue) -> GgufError {
-        GgufError::MetadataType {
-            path: self.path.clone(),
-            key: key.to_string(),
-            expected,
-            found: found.type_name(),
-        }
+        GgufError::MetadataType { path: self.path.clone(), key: key.to_string(), expected, found: found.type_name() }
     }
 
     fn missing(&self, key: &str) -> GgufError {
-        GgufError::MissingMetadata {
-            path: self.path.clone(),
-            key: key.to_string(),
-        }
+        GgufError::MissingMetadata { path: self.path.clone(), key: key.to_string() }
     }
 
     /// A non-negative integer that fits in usize; Ok(None) when the key is absent.
     pub fn opt_usize(&self, key: &str) -> Result<Option<usize>, GgufError> {
         self.get(key)
-            .map(|v| {
-                v.as_i64()
-                    .and_then(|i| usize::try_from(i).ok())
-                    .ok_or_else(|| self.type_error(key, "non-negative integer", v))
-            })
+            .map(|v| v.as_i64().and_then(|i| usize::try_from(i).ok()).ok_or_else(|| self.type_error(key, "non-negative integer", v)))
             .transpose()
     }
 
@@ -269,9 +227,7 @@ impl GgufFile {
     }
 
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
-        self.get(key)
-            .map(|v| v.as_f64().ok_or_else(|| self.type_error(key, "number", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_f64().ok_or_else(|| self.type_error(key, "number", v))).transpose()
     }
 
     pub fn f64(&self, key: &str) -> Result<f64, GgufError> {
@@ -279,9 +235,7 @@ impl GgufFile {
     }
 
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
-        self.get(key)
-            .map(|v| v.as_str().ok_or_else(|| self.type_error(key, "string", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_str().ok_or_else(|| self.type_error(key, "string", v))).transpose()
     }
 
     pub fn str(&self, key: &str) -> Result<&str, GgufError> {
@@ -289,9 +243,7 @@ impl GgufFile {
     }
 
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
-        self.get(key)
-            .map(|v| v.as_bool().ok_or_else(|| self.type_error(key, "bool", v)))
-            .transpose()
+        self.get(key).map(|v| v.as_bool().ok_or_else(|| self.type_error(key, "bool", v))).transpose()
     }
 
     /// An array whose items all convert with `f`; Ok(None) when the key is absent.
@@ -304,12 +256,8 @@ impl GgufFile {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
-        let items = v
-            .as_array()
-            .ok_or_else(|| self.type_error(key, expected, v))?;
-        let out = items
-            .iter()
-            .map(|item| f(item).ok_or_else(|| self.type_error(key, expected, item)));
+        let items = v.as_array().ok_or_else(|| self.type_error(key, expected, v))?;
+        let out = items.iter().map(|item| f(item).ok_or_else(|| self.type_error(key, expected, item)));
         out.collect::<Result<Vec<_>, _>>().map(Some)
     }
 }
@@ -383,9 +331,7 @@ impl<'a> Reader<'a> {
             8 => MetaValue::String(self.string(what)?),
             9 => {
                 if depth >= MAX_NESTING {
-                    return Err(
-                        self.corrupt(format!("{what}: arrays nested deeper than {MAX_NESTING}"))
-                    );
+                    return Err(self.corrupt(format!("{what}: arrays nested deeper than {MAX_NESTING}")));
                 }
                 let item_ty = self.u32(what)?;
                 let n = self.u64(what)?;
@@ -416,14 +362,10 @@ impl<'a> Reader<'a> {
         alignment: u64,
     ) -> Result<Option<(usize, usize)>, GgufError> {
         let Some(n_elements) = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)) else {
-            return Err(self.corrupt(format!(
-                "tensor '{name}': element count of {dims:?} overflows"
-            )));
+            return Err(self.corrupt(format!("tensor '{name}': element count of {dims:?} overflows")));
         };
         if !offset.is_multiple_of(alignment) {
-            return Err(self.corrupt(format!(
-                "tensor '{name}': offset {offset} is not a multiple of {alignment}"
-            )));
+            return Err(self.corrupt(format!("tensor '{name}': offset {offset} is not a multiple of {alignment}")));
         }
         let Some(ty) = GgmlType::from_id(type_id) else {
             return Ok(None);
@@ -431,17 +373,11 @@ impl<'a> Reader<'a> {
         let (block, size) = (ty.block_size() as u64, ty.type_size() as u64);
         let row = dims.first().copied().unwrap_or(1);
         if !row.is_multiple_of(block) {
-            return Err(self.corrupt(format!(
-                "tensor '{name}': rows of {row} values do not fill whole {} blocks of {block}",
-                ty.name()
-            )));
+            return Err(self.corrupt(format!("tensor '{name}': rows of {row} values do not fill whole {} blocks of {block}", ty.name())));
         }
         let len = n_elements / block * size;
         let file_len = self.data.len() as u64;
-        match data_start
-            .checked_add(offset)
-            .and_then(|s| Some((s, s.checked_add(len)?)))
-        {
+        match data_start.checked_add(offset).and_then(|s| Some((s, s.checked_add(len)?))) {
             // Both ends lie inside the map, hence fit in usize.
             Some((start, end)) if end <= file_len => Ok(Some((start as usize, end as usize))),
             range => Err(GgufError::Truncated {
@@ -454,9 +390,6 @@ impl<'a> Reader<'a> {
     }
 
     fn corrupt(&self, what: String) -> GgufError {
-        GgufError::Corrupt {
-            path: self.path.to_path_buf(),
-            what,
-        }
+        GgufError::Corrupt { path: self.path.to_path_buf(), what }
     }
 }

@@ -30,71 +30,33 @@ use file::{GgufFile, TensorInfo};
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{}: cannot read the file: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{}: not a GGUF file (it starts with \"{}\", expected \"GGUF\")", .path.display(), .found.escape_ascii())]
     BadMagic { path: PathBuf, found: [u8; 4] },
     #[error("{}: GGUF version {version} is not supported (supported: 2 and 3, little-endian)", .path.display())]
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error("{}: the file is truncated: {what} ends at byte {needed} but the file has {len} bytes", .path.display())]
-    Truncated {
-        path: PathBuf,
-        what: String,
-        needed: u64,
-        len: u64,
-    },
+    Truncated { path: PathBuf, what: String, needed: u64, len: u64 },
     #[error("{}: corrupt GGUF file: {what}", .path.display())]
     Corrupt { path: PathBuf, what: String },
     #[error("{}: metadata key '{key}' is missing", .path.display())]
     MissingMetadata { path: PathBuf, key: String },
     #[error("{}: metadata key '{key}' holds a {found}, expected {expected}", .path.display())]
-    MetadataType {
-        path: PathBuf,
-        key: String,
-        expected: &'static str,
-        found: &'static str,
-    },
+    MetadataType { path: PathBuf, key: String, expected: &'static str, found: &'static str },
     #[error("{}: metadata key '{key}': {what}", .path.display())]
-    InvalidMetadata {
-        path: PathBuf,
-        key: String,
-        what: String,
-    },
+    InvalidMetadata { path: PathBuf, key: String, what: String },
     #[error("{}: architecture '{architecture}' is not supported (supported: {supported})", .path.display())]
-    UnsupportedArchitecture {
-        path: PathBuf,
-        architecture: String,
-        supported: &'static str,
-    },
+    UnsupportedArchitecture { path: PathBuf, architecture: String, supported: &'static str },
     #[error("{}: tensor '{tensor}' has type {ty}, which cannot be decoded (supported: {supported})", .path.display())]
-    UnsupportedTensorType {
-        path: PathBuf,
-        tensor: String,
-        ty: String,
-        supported: String,
-    },
+    UnsupportedTensorType { path: PathBuf, tensor: String, ty: String, supported: String },
     #[error("{}: {what} is not supported", .path.display())]
     Unsupported { path: PathBuf, what: String },
     #[error("{}: no tensor named '{name}'{hint}", .path.display())]
-    TensorNotFound {
-        path: PathBuf,
-        name: String,
-        hint: String,
-    },
+    TensorNotFound { path: PathBuf, name: String, hint: String },
     #[error("{}: tensor '{tensor}': {what}", .path.display())]
-    InvalidTensor {
-        path: PathBuf,
-        tensor: String,
-        what: String,
-    },
+    InvalidTensor { path: PathBuf, tensor: String, what: String },
     #[error("{}: tokenizer model '{model}' is not supported (supported: {supported})", .path.display())]
-    UnsupportedTokenizer {
-        path: PathBuf,
-        model: String,
-        supported: &'static str,
-    },
+    UnsupportedTokenizer { path: PathBuf, model: String, supported: &'static str },
     #[error("{}: cannot build the tokenizer: {what}", .path.display())]
     Tokenizer { path: PathBuf, what: String },
 }
@@ -149,20 +111,12 @@ impl RopeScaling {
     fn to_json(&self) -> Value {
         match *self {
             Self::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
-            Self::Yarn {
-                factor,
-                original_context,
-            } => json!({
+            Self::Yarn { factor, original_context } => json!({
                 "rope_type": "yarn",
                 "factor": factor,
                 "original_max_position_embeddings": original_context,
             }),
-            Self::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_context,
-            } => json!({
+            Self::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => json!({
                 "rope_type": "llama3",
                 "factor": factor,
                 "low_freq_factor": low_freq_factor,
@@ -236,21 +190,10 @@ impl GgufModel {
                 });
             }
         };
-        let mapped: Vec<(String, usize)> = file
-            .tensors
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| hf_name(&t.name).map(|n| (n, i)))
-            .collect();
+        let mapped: Vec<(String, usize)> = file.tensors.iter().enumerate().filter_map(|(i, t)| hf_name(&t.name).map(|n| (n, i))).collect();
         let by_hf_name = mapped.iter().map(|(n, i)| (n.clone(), *i)).collect();
         let hp = read_hparams(&file, arch, &by_hf_name)?;
-        Ok(Self {
-            file,
-            arch,
-            hp,
-            mapped,
-            by_hf_name,
-        })
+        Ok(Self { file, arch, hp, mapped, by_hf_name })
     }
 
     pub fn path(&self) -> &Path {
@@ -271,10 +214,7 @@ impl GgufModel {
         let hp = &self.hp;
         let token_id = |key: &str| self.token_id(key).map_or(Value::Null, |id| json!(id));
         let mut rope = json!({"rope_theta": hp.rope_theta, "rope_type": "default"});
-        let scaling = hp
-            .rope_scaling
-            .as_ref()
-            .map_or(Value::Null, RopeScaling::to_json);
+        let scaling = hp.rope_scaling.as_ref().map_or(Value::Null, RopeScaling::to_json);
         if let (Value::Object(r), Value::Object(s)) = (&mut rope, &scaling) {
             r.extend(s.clone());
         }
@@ -319,9 +259,7 @@ impl GgufModel {
 
     /// HF-order shape of a tensor, without decoding it.
     pub fn tensor_shape(&self, hf_name: &str) -> Option<Vec<usize>> {
-        self.by_hf_name
-            .get(hf_name)
-            .map(|&i| hf_shape(&self.file.tensors[i]))
+        self.by_hf_name.get(hf_name).map(|&i| hf_shape(&self.file.tensors[i]))
     }
 
     /// Decodes one tensor to f32 in HF layout: (HF shape, row-major data).
@@ -330,11 +268,7 @@ impl GgufModel {
             return Err(self.not_found(hf_name));
         };
         let info = &self.file.tensors[index];
-        let invalid = |what: String| GgufError::InvalidTensor {
-            path: self.file.path.clone(),
-            tensor: info.name.clone(),
-            what,
-        };
+        let invalid = |what: String| GgufError::InvalidTensor { path: self.file.path.clone(), tensor: info.name.clone(), what };
         let Some(ty) = GgmlType::from_id(info.type_id) else {
             return Err(GgufError::UnsupportedTensorType {
                 path: self.file.path.clone(),
@@ -343,12 +277,8 @@ impl GgufModel {
                 supported: GgmlType::SUPPORTED.map(GgmlType::name).join(", "),
             });
         };
-        let bytes = self
-            .file
-            .tensor_bytes(info)
-            .ok_or_else(|| invalid("data outside the file".into()))?;
-        let n =
-            usize::try_from(info.n_elements()).map_err(|_| invalid("too many elements".into()))?;
+        let bytes = self.file.tensor_bytes(info).ok_or_else(|| invalid("data outside the file".into()))?;
+        let n = usize::try_from(info.n_elements()).map_err(|_| invalid("too many elements".into()))?;
         let mut data = vec![0f32; n];
         dequant::dequantize(ty, bytes, &mut data);
         let shape = hf_shape(info);
@@ -363,24 +293,16 @@ impl GgufModel {
             };
             if let Some(heads) = heads {
                 let rows = shape.first().copied().unwrap_or(0);
-                data = unpermute_rows(&data, rows, heads).ok_or_else(|| {
-                    invalid(format!(
-                        "{rows} rows cannot be split into {heads} heads of rotary pairs"
-                    ))
-                })?;
+                data = unpermute_rows(&data, rows, heads)
+                    .ok_or_else(|| invalid(format!("{rows} rows cannot be split into {heads} heads of rotary pairs")))?;
             }
         }
         Ok((shape, data))
     }
 
     /// Every loadable tensor as (HF name, HF shape, data), decoded one at a time.
-    pub fn tensors(
-        &self,
-    ) -> impl Iterator<Item = Result<(String, Vec<usize>, Vec<f32>), GgufError>> + '_ {
-        self.mapped.iter().map(|(name, _)| {
-            self.load_tensor(name)
-                .map(|(shape, data)| (name.clone(), shape, data))
-        })
+    pub fn tensors(&self) -> impl Iterator<Item = Result<(String, Vec<usize>, Vec<f32>), GgufError>> + '_ {
+        self.mapped.iter().map(|(name, _)| self.load_tensor(name).map(|(shape, data)| (name.clone(), shape, data)))
     }
 
     /// The tokenizer, rebuilt from `tokenizer.ggml.*` metadata.
@@ -396,17 +318,12 @@ impl GgufModel {
     pub fn tokenizer_json(&self) -> Result<String, GgufError> {
         self.tokenizer()?
             .to_string(true)
-            .map_err(|e| GgufError::Tokenizer {
-                path: self.file.path.clone(),
-                what: format!("cannot serialize: {e}"),
-            })
+            .map_err(|e| GgufError::Tokenizer { path: self.file.path.clone(), what: format!("cannot serialize: {e}") })
     }
 
     /// The Jinja chat template (`tokenizer.chat_template`), if the file carries one.
     pub fn chat_template(&self) -> Option<&str> {
-        self.file
-            .get("tokenizer.chat_template")
-            .and_then(MetaValue::as_str)
+        self.file.get("tokenizer.chat_template").and_then(MetaValue::as_str)
     }
 
     pub fn bos_token_id(&self) -> Option<u32> {
@@ -428,35 +345,17 @@ impl GgufModel {
             path: self.file.path.clone(),
             gguf_version: self.file.version,
             architecture: self.arch,
-            name: self
-                .file
-                .get("general.name")
-                .and_then(MetaValue::as_str)
-                .map(str::to_string),
-            parameter_count: self
-                .mapped
-                .iter()
-                .map(|&(_, i)| self.file.tensors[i].n_elements())
-                .sum(),
+            name: self.file.get("general.name").and_then(MetaValue::as_str).map(str::to_string),
+            parameter_count: self.mapped.iter().map(|&(_, i)| self.file.tensors[i].n_elements()).sum(),
             tensor_types,
-            unmapped_tensors: (self.file.tensors.iter())
-                .filter(|t| hf_name(&t.name).is_none())
-                .map(|t| t.name.clone())
-                .collect(),
-            tokenizer_model: self
-                .file
-                .get("tokenizer.ggml.model")
-                .and_then(MetaValue::as_str)
-                .map(str::to_string),
+            unmapped_tensors: (self.file.tensors.iter()).filter(|t| hf_name(&t.name).is_none()).map(|t| t.name.clone()).collect(),
+            tokenizer_model: self.file.get("tokenizer.ggml.model").and_then(MetaValue::as_str).map(str::to_string),
             context_length: self.hp.context,
         }
     }
 
     fn token_id(&self, key: &str) -> Option<u32> {
-        self.file
-            .get(key)
-            .and_then(MetaValue::as_i64)
-            .and_then(|v| u32::try_from(v).ok())
+        self.file.get(key).and_then(MetaValue::as_i64).and_then(|v| u32::try_from(v).ok())
     }
 
     fn not_found(&self, name: &str) -> GgufError {
@@ -467,57 +366,31 @@ impl GgufModel {
         } else {
             String::new()
         };
-        GgufError::TensorNotFound {
-            path: self.file.path.clone(),
-            name: name.to_string(),
-            hint,
-        }
+        GgufError::TensorNotFound { path: self.file.path.clone(), name: name.to_string(), hint }
     }
 }
 
-fn read_hparams(
-    f: &GgufFile,
-    arch: Architecture,
-    tensors: &HashMap<String, usize>,
-) -> Result<HParams, GgufError> {
+fn read_hparams(f: &GgufFile, arch: Architecture, tensors: &HashMap<String, usize>) -> Result<HParams, GgufError> {
     let key = |k: &str| format!("{}.{k}", arch.gguf_name());
-    let invalid = |k: &str, what: String| GgufError::InvalidMetadata {
-        path: f.path.clone(),
-        key: key(k),
-        what,
-    };
+    let invalid = |k: &str, what: String| GgufError::InvalidMetadata { path: f.path.clone(), key: key(k), what };
     let hidden = f.usize(&key("embedding_length"))?;
     let heads = f.usize(&key("attention.head_count"))?;
-    let kv_heads = f
-        .opt_usize(&key("attention.head_count_kv"))?
-        .unwrap_or(heads);
+    let kv_heads = f.opt_usize(&key("attention.head_count_kv"))?.unwrap_or(heads);
     if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
-        return Err(invalid(
-            "attention.head_count_kv",
-            format!("{kv_heads} key/value heads do not divide {heads} attention heads"),
-        ));
+        return Err(invalid("attention.head_count_kv", format!("{kv_heads} key/value heads do not divide {heads} attention heads")));
     }
     let head_dim = match f.opt_usize(&key("attention.key_length"))? {
         Some(d) => d,
         None if hidden.is_multiple_of(heads) => hidden / heads,
         None => {
-            return Err(invalid(
-                "embedding_length",
-                format!("{hidden} is not a multiple of {heads} heads"),
-            ));
+            return Err(invalid("embedding_length", format!("{hidden} is not a multiple of {heads} heads")));
         }
     };
     let rope_theta = f.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0);
-    let n_tokens = f
-        .get("tokenizer.ggml.tokens")
-        .and_then(MetaValue::as_array)
-        .map(<[_]>::len);
+    let n_tokens = f.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).map(<[_]>::len);
     let vocab = match (n_tokens, f.opt_usize(&key("vocab_size"))?) {
         (Some(n), _) | (None, Some(n)) => n,
-        (None, None) => tensors
-            .get("model.embed_tokens.weight")
-            .and_then(|&i| f.tensors[i].dims.get(1).copied())
-            .map_or(0, |d| d as usize),
+        (None, None) => tensors.get("model.embed_tokens.weight").and_then(|&i| f.tensors[i].dims.get(1).copied()).map_or(0, |d| d as usize),
     };
     Ok(HParams {
         hidden,
@@ -534,16 +407,8 @@ fn read_hparams(
     })
 }
 
-fn rope_scaling(
-    f: &GgufFile,
-    key: &dyn Fn(&str) -> String,
-    theta: f64,
-    head_dim: usize,
-) -> Result<Option<RopeScaling>, GgufError> {
-    let unsupported = |what: String| GgufError::Unsupported {
-        path: f.path.clone(),
-        what,
-    };
+fn rope_scaling(f: &GgufFile, key: &dyn Fn(&str) -> String, theta: f64, head_dim: usize) -> Result<Option<RopeScaling>, GgufError> {
+    let unsupported = |what: String| GgufError::Unsupported { path: f.path.clone(), what };
     if let Some(&i) = f.by_name.get(ROPE_FREQS) {
         return llama3_rope_scaling(f, &f.tensors[i], theta, head_dim).map(Some);
     }
@@ -554,14 +419,9 @@ fn rope_scaling(
     Ok(match kind {
         "none" => None,
         "linear" => Some(RopeScaling::Linear { factor: factor()? }),
-        "yarn" => Some(RopeScaling::Yarn {
-            factor: factor()?,
-            original_context: f.usize(&key("rope.scaling.original_context_length"))?,
-        }),
+        "yarn" => Some(RopeScaling::Yarn { factor: factor()?, original_context: f.usize(&key("rope.scaling.original_context_length"))? }),
         other => {
-            return Err(unsupported(format!(
-                "RoPE scaling '{other}' (supported: linear, yarn)"
-            )));
+            return Err(unsupported(format!("RoPE scaling '{other}' (supported: linear, yarn)")));
         }
     })
 }
@@ -570,16 +430,8 @@ fn rope_scaling(
 /// divisor; every Llama 3.x release used frequency factors 1 and 4 over an original context of
 /// 8192, so those are assumed and checked: the divisors recomputed from them (as llama.cpp's
 /// converter does) must reproduce the tensor.
-fn llama3_rope_scaling(
-    f: &GgufFile,
-    info: &TensorInfo,
-    theta: f64,
-    head_dim: usize,
-) -> Result<RopeScaling, GgufError> {
-    let unsupported = |what: String| GgufError::Unsupported {
-        path: f.path.clone(),
-        what,
-    };
+fn llama3_rope_scaling(f: &GgufFile, info: &TensorInfo, theta: f64, head_dim: usize) -> Result<RopeScaling, GgufError> {
+    let unsupported = |what: String| GgufError::Unsupported { path: f.path.clone(), what };
     let (Some(ty), Some(bytes)) = (GgmlType::from_id(info.type_id), f.tensor_bytes(info)) else {
         let ty = dequant::type_name(info.type_id);
         return Err(unsupported(format!("{ROPE_FREQS} of type {ty}")));
@@ -600,21 +452,15 @@ fn llama3_rope_scaling(
             1.0 / ((1.0 - smooth) / factor + smooth)
         }
     };
-    let matches = stored.len() == head_dim / 2
-        && (stored.iter().enumerate())
-            .all(|(i, &s)| (s as f64 - divisor(i)).abs() <= 1e-4 * divisor(i));
+    let matches =
+        stored.len() == head_dim / 2 && (stored.iter().enumerate()).all(|(i, &s)| (s as f64 - divisor(i)).abs() <= 1e-4 * divisor(i));
     if !matches {
         return Err(unsupported(format!(
             "{ROPE_FREQS} that is not Llama 3's RoPE scaling (factor {factor}, frequency factors \
              {low} and {high}, original context {original}, head size {head_dim})"
         )));
     }
-    Ok(RopeScaling::Llama3 {
-        factor,
-        low_freq_factor: low,
-        high_freq_factor: high,
-        original_context: original,
-    })
+    Ok(RopeScaling::Llama3 { factor, low_freq_factor: low, high_freq_factor: high, original_context: original })
 }
 
 /// llama.cpp tensor name -> HF transformers parameter name (Llama/Qwen2 layout).
@@ -657,11 +503,7 @@ fn hf_shape(info: &TensorInfo) -> Vec<usize> {
 /// rows, `w.reshape(n_head, 2, head_dim / 2, cols).swapaxes(1, 2)`: GGUF row `2*i + j` of a head
 /// is HF row `j * head_dim/2 + i`. None when the rows do not split into heads of pairs.
 fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
-    if rows == 0
-        || heads == 0
-        || !rows.is_multiple_of(2 * heads)
-        || !data.len().is_multiple_of(rows)
-    {
+    if rows == 0 || heads == 0 || !rows.is_multiple_of(2 * heads) || !data.len().is_multiple_of(rows) {
         return None;
     }
     let cols = data.len() / rows;

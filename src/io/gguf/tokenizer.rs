@@ -20,60 +20,36 @@ const SUPPORTED_MODELS: &str = "gpt2 (byte-level BPE), llama (SentencePiece BPE)
 const SUPPORTED_PRE: &str = "default, gpt2, smollm, qwen2, llama-bpe";
 
 /// Llama 3's split pattern (numbers in groups of up to three).
-const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's split pattern (single digits).
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The tokenizer.json document for this file's vocabulary.
 pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
-    let err = |what: String| GgufError::Tokenizer {
-        path: f.path.clone(),
-        what,
-    };
+    let err = |what: String| GgufError::Tokenizer { path: f.path.clone(), what };
     let spm = match f.str("tokenizer.ggml.model")? {
         "gpt2" => false,
         "llama" => true,
         other => {
-            return Err(GgufError::UnsupportedTokenizer {
-                path: f.path.clone(),
-                model: other.to_string(),
-                supported: SUPPORTED_MODELS,
-            });
+            return Err(GgufError::UnsupportedTokenizer { path: f.path.clone(), model: other.to_string(), supported: SUPPORTED_MODELS });
         }
     };
     let tokens = f
-        .opt_array(
-            "tokenizer.ggml.tokens",
-            "array of strings",
-            MetaValue::as_str,
-        )?
-        .ok_or_else(|| GgufError::MissingMetadata {
-            path: f.path.clone(),
-            key: "tokenizer.ggml.tokens".into(),
-        })?;
+        .opt_array("tokenizer.ggml.tokens", "array of strings", MetaValue::as_str)?
+        .ok_or_else(|| GgufError::MissingMetadata { path: f.path.clone(), key: "tokenizer.ggml.tokens".into() })?;
     let types = f
-        .opt_array(
-            "tokenizer.ggml.token_type",
-            "array of integers",
-            MetaValue::as_i64,
-        )?
+        .opt_array("tokenizer.ggml.token_type", "array of integers", MetaValue::as_i64)?
         .unwrap_or_else(|| vec![TYPE_NORMAL; tokens.len()]);
     if types.len() != tokens.len() {
-        return Err(err(format!(
-            "{} token types for {} tokens",
-            types.len(),
-            tokens.len()
-        )));
+        return Err(err(format!("{} token types for {} tokens", types.len(), tokens.len())));
     }
     let token_at = |key: &str| -> Result<Option<(usize, &str)>, GgufError> {
         match f.opt_usize(key)? {
             None => Ok(None),
             Some(id) => match tokens.get(id) {
                 Some(t) => Ok(Some((id, *t))),
-                None => Err(err(format!(
-                    "{key} = {id} is outside the {} tokens",
-                    tokens.len()
-                ))),
+                None => Err(err(format!("{key} = {id} is outside the {} tokens", tokens.len()))),
             },
         }
     };
@@ -92,8 +68,7 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
     let special_ids: HashSet<usize> = bos.iter().chain(eos.iter()).map(|&(id, _)| id).collect();
     let added: Vec<Value> = (0..tokens.len())
         .filter_map(|id| {
-            let special =
-                matches!(types[id], TYPE_UNKNOWN | TYPE_CONTROL) || special_ids.contains(&id);
+            let special = matches!(types[id], TYPE_UNKNOWN | TYPE_CONTROL) || special_ids.contains(&id);
             (special || types[id] == TYPE_USER_DEFINED).then(|| {
                 json!({
                     "id": id, "content": tokens[id], "single_word": false, "lstrip": false,
@@ -105,18 +80,12 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
 
     for (add, token, what) in [(add_bos, bos, "bos"), (add_eos, eos, "eos")] {
         if add && token.is_none() {
-            return Err(err(format!(
-                "tokenizer.ggml.add_{what}_token is set but there is no {what}_token_id"
-            )));
+            return Err(err(format!("tokenizer.ggml.add_{what}_token is set but there is no {what}_token_id")));
         }
     }
     let template = bos_eos_template(bos.filter(|_| add_bos), eos.filter(|_| add_eos));
 
-    let mut doc = if spm {
-        sentencepiece(f, &tokens, &types, vocab)?
-    } else {
-        byte_level_bpe(f, vocab)?
-    };
+    let mut doc = if spm { sentencepiece(f, &tokens, &types, vocab)? } else { byte_level_bpe(f, vocab)? };
     doc["version"] = json!("1.0");
     doc["truncation"] = Value::Null;
     doc["padding"] = Value::Null;
@@ -132,26 +101,17 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
 /// GPT-2 style byte-level BPE (SmolLM, Llama 3, Qwen2, ...).
 fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, GgufError> {
     let merges = f
-        .opt_array(
-            "tokenizer.ggml.merges",
-            "array of strings",
-            MetaValue::as_str,
-        )?
-        .ok_or_else(|| GgufError::MissingMetadata {
-            path: f.path.clone(),
-            key: "tokenizer.ggml.merges".into(),
-        })?;
+        .opt_array("tokenizer.ggml.merges", "array of strings", MetaValue::as_str)?
+        .ok_or_else(|| GgufError::MissingMetadata { path: f.path.clone(), key: "tokenizer.ggml.merges".into() })?;
     // Byte-level pieces never hold a real space (it is mapped to 'Ġ'): one space splits the pair.
     let merges = merges
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            m.split_once(' ')
-                .map(|(a, b)| json!([a, b]))
-                .ok_or_else(|| GgufError::Tokenizer {
-                    path: f.path.clone(),
-                    what: format!("merge #{i} '{m}' is not two space-separated pieces"),
-                })
+            m.split_once(' ').map(|(a, b)| json!([a, b])).ok_or_else(|| GgufError::Tokenizer {
+                path: f.path.clone(),
+                what: format!("merge #{i} '{m}' is not two space-separated pieces"),
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -175,17 +135,11 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
                 {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
             false,
         ),
-        "qwen2" => (
-            json!({"type": "NFC"}),
-            json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
-            false,
-        ),
+        "qwen2" => (json!({"type": "NFC"}), json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}), false),
         // Llama 3 looks whole words up in the vocabulary before merging (HF's ignore_merges).
-        "llama-bpe" | "llama3" => (
-            Value::Null,
-            json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
-            true,
-        ),
+        "llama-bpe" | "llama3" => {
+            (Value::Null, json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}), true)
+        }
         other => {
             return Err(GgufError::UnsupportedTokenizer {
                 path: f.path.clone(),
@@ -216,40 +170,19 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
 /// GGUF keeps SentencePiece scores instead of merges. SentencePiece always merges the adjacent
 /// pair whose union has the highest score, so ranking every split of every normal piece by the
 /// piece's score gives a merge list that HF's BPE applies in the same order.
-fn sentencepiece(
-    f: &GgufFile,
-    tokens: &[&str],
-    types: &[i64],
-    vocab: Map<String, Value>,
-) -> Result<Value, GgufError> {
+fn sentencepiece(f: &GgufFile, tokens: &[&str], types: &[i64], vocab: Map<String, Value>) -> Result<Value, GgufError> {
     let scores = f
-        .opt_array(
-            "tokenizer.ggml.scores",
-            "array of numbers",
-            MetaValue::as_f64,
-        )?
+        .opt_array("tokenizer.ggml.scores", "array of numbers", MetaValue::as_f64)?
         // Without scores, earlier pieces are the more frequent ones.
         .unwrap_or_else(|| (0..tokens.len()).map(|i| -(i as f64)).collect());
     if scores.len() != tokens.len() {
-        return Err(GgufError::Tokenizer {
-            path: f.path.clone(),
-            what: format!("{} scores for {} tokens", scores.len(), tokens.len()),
-        });
+        return Err(GgufError::Tokenizer { path: f.path.clone(), what: format!("{} scores for {} tokens", scores.len(), tokens.len()) });
     }
-    let id_of = |piece: &str| {
-        vocab
-            .get(piece)
-            .and_then(Value::as_u64)
-            .map(|id| id as usize)
-    };
+    let id_of = |piece: &str| vocab.get(piece).and_then(Value::as_u64).map(|id| id as usize);
 
     // (score of the union, union id, left id, right id)
     let mut merges: Vec<(f64, usize, usize, usize)> = Vec::new();
-    for (id, piece) in tokens
-        .iter()
-        .enumerate()
-        .filter(|&(id, _)| types[id] == TYPE_NORMAL)
-    {
+    for (id, piece) in tokens.iter().enumerate().filter(|&(id, _)| types[id] == TYPE_NORMAL) {
         for (at, _) in piece.char_indices().skip(1) {
             if let (Some(l), Some(r)) = (id_of(&piece[..at]), id_of(&piece[at..])) {
                 merges.push((scores[id], id, l, r));
@@ -257,36 +190,21 @@ fn sentencepiece(
         }
     }
     merges.sort_by(|a, b| {
-        b.0.total_cmp(&a.0)
-            .then(a.1.cmp(&b.1))
-            .then(scores[b.2].total_cmp(&scores[a.2]))
-            .then(scores[b.3].total_cmp(&scores[a.3]))
+        b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(scores[b.2].total_cmp(&scores[a.2])).then(scores[b.3].total_cmp(&scores[a.3]))
     });
-    let merges: Vec<Value> = merges
-        .iter()
-        .map(|&(_, _, l, r)| json!([tokens[l], tokens[r]]))
-        .collect();
+    let merges: Vec<Value> = merges.iter().map(|&(_, _, l, r)| json!([tokens[l], tokens[r]])).collect();
 
     let unk = match f.opt_usize("tokenizer.ggml.unknown_token_id")? {
         Some(id) => tokens.get(id).copied(),
-        None => types
-            .iter()
-            .position(|&t| t == TYPE_UNKNOWN)
-            .map(|id| tokens[id]),
+        None => types.iter().position(|&t| t == TYPE_UNKNOWN).map(|id| tokens[id]),
     };
-    let add_space_prefix = f
-        .opt_bool("tokenizer.ggml.add_space_prefix")?
-        .unwrap_or(true);
+    let add_space_prefix = f.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
     let replace = |from: &str, to: &str| {
         json!({
             "type": "Replace", "pattern": {"String": from}, "content": to,
         })
     };
-    let mut decoders = vec![
-        replace("▁", " "),
-        json!({"type": "ByteFallback"}),
-        json!({"type": "Fuse"}),
-    ];
+    let mut decoders = vec![replace("▁", " "), json!({"type": "ByteFallback"}), json!({"type": "Fuse"})];
     let normalizer = if add_space_prefix {
         // Drop the space the normalizer prepended.
         decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
