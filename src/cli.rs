@@ -386,7 +386,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     let eos = loaded.eos_token_ids();
     let opts = crate::data::LoadOptions {
         skip_bad_rows: args.skip_bad_rows,
-        ..crate::data::LoadOptions::new(args.max_len, eos.first().copied().unwrap_or(0))
+        ..crate::data::LoadOptions::new(args.max_len, loaded.eos_token_id()?)
     };
     let mut data = crate::data::load_dataset(&args.data, &loaded.tokenizer, &opts)?;
     if data.report.counts.skipped > 0 {

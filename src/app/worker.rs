@@ -255,7 +255,7 @@ impl Engine {
             }
             Command::Preview { path, max_len, mapping } => {
                 let loaded = self.model()?;
-                let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, eos(loaded)?) };
+                let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, loaded.eos_token_id().map_err(|e| e.to_string())?) };
                 preview(&path, &loaded.tokenizer, &opts, PREVIEW_ROWS, HISTOGRAM_BINS).map(Output::Preview).map_err(|e| e.to_string())
             }
             Command::Train { config, mapping, validation_fraction, resume } => self.train(config, mapping, validation_fraction, resume),
@@ -455,10 +455,6 @@ fn system_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn eos(loaded: &LoadedModel) -> Result<u32, String> {
-    loaded.eos_token_ids().first().copied().ok_or_else(|| "the model defines no eos_token_id".to_string())
-}
-
 /// (train, validation) examples of a data file, split with the trainer's seed.
 fn split(
     loaded: &LoadedModel,
@@ -467,7 +463,7 @@ fn split(
     mapping: Option<Mapping>,
     fraction: f64,
 ) -> Result<(Vec<Example>, Vec<Example>), String> {
-    let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, eos(loaded)?) };
+    let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, loaded.eos_token_id().map_err(|e| e.to_string())?) };
     let data = load_dataset(path, &loaded.tokenizer, &opts).map_err(|e| e.to_string())?;
     data.require_targets().map_err(|e| e.to_string())?;
     split_by_ratio(data.examples, fraction, TrainConfig::default().seed).map_err(|e| e.to_string())

@@ -79,7 +79,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
 
 /// Mean loss over the first 16 held-out examples, in batches of 4.
 fn held_out_loss(model: &Llama, trainer: &Trainer, path: &Path, max_len: usize) -> Result<f64> {
-    let eos = trainer.loaded.eos_token_ids().first().copied().unwrap_or(0);
+    let eos = trainer.loaded.eos_token_id()?;
     let data = load_dataset(path, &trainer.loaded.tokenizer, &LoadOptions::new(max_len, eos))?;
     let examples: Vec<_> = data.examples.iter().take(16).collect();
     let pad = model.config.pad_token_id.unwrap_or(eos);

@@ -51,6 +51,17 @@ impl LoadedModel {
         crate::data::JinjaChatTemplate::new(source, &bos, &eos).map_err(|e| tracing::warn!("{e}; conversations use ChatML")).ok()
     }
 
+    /// The token data examples end with (the first EOS id); an error when the model defines none.
+    pub fn eos_token_id(&self) -> Result<u32> {
+        let path = match &self.source {
+            ModelSource::HfFolder(p) | ModelSource::Gguf(p) => p,
+        };
+        self.eos_token_ids()
+            .first()
+            .copied()
+            .ok_or_else(|| Error::invalid(path, "the model defines no eos_token_id, which examples end with"))
+    }
+
     /// Token ids that end generation: generation_config.json's, else config.json's.
     pub fn eos_token_ids(&self) -> Vec<u32> {
         let from_generation = self.generation_config.as_ref().and_then(|g| g.get("eos_token_id")).map(|v| match v {

@@ -82,3 +82,8 @@ pub fn masked_adamw(
 pub fn has_fused_adamw(device: &burn::tensor::Device) -> bool {
     !matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }
+
+/// The row numbers as an index tensor for `select` / `select_assign` along dimension 0.
+pub fn row_index(rows: &[u32], device: &burn::tensor::Device) -> Tensor<1, burn::tensor::Int> {
+    Tensor::from_data(burn::tensor::TensorData::new(rows.iter().map(|&r| i64::from(r)).collect::<Vec<_>>(), [rows.len()]), device)
+}

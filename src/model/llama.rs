@@ -14,7 +14,7 @@ use super::config::LlamaConfig;
 use super::lora::{LoraAdapter, LoraConfig};
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
-use crate::kernels::masked_linear;
+use crate::kernels::{masked_linear, row_index};
 use crate::profile::{OpKind, OpSpec, TensorRole};
 
 #[derive(Clone, Debug)]
@@ -490,7 +490,7 @@ impl Llama {
         for (prefix, lin) in out.linears_mut() {
             let Some(r) = rows.get(&format!("{prefix}.weight")) else { continue };
             let device = lin.weight.device();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(r.iter().map(|&i| i as i64).collect::<Vec<_>>(), [r.len()]), &device);
+            let idx = row_index(r, &device);
             let leaf = lin.weight.clone().select(0, idx).autodiff().require_grad();
             lin.partial = Some(PartialRows { rows: r.clone(), leaf });
         }

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use burn::tensor::{IndexingUpdateOp, Int, TensorData};
+use burn::tensor::IndexingUpdateOp;
 
-use crate::kernels::{AdamWHyper, has_fused_adamw, masked_adamw};
+use crate::kernels::{AdamWHyper, has_fused_adamw, masked_adamw, row_index};
 use crate::model::{Llama, ParamMut, Parameters};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -133,8 +133,7 @@ fn adamw_rows_reference(
     rows: &[u32],
     hp: AdamWHyper,
 ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
-    let device = w.device();
-    let idx = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]), &device);
+    let idx = row_index(rows, &w.device());
     let old = w.clone().select(0, idx.clone());
     let m = m.mul_scalar(hp.beta1) + g.clone().mul_scalar(1.0 - hp.beta1);
     let v = v.mul_scalar(hp.beta2) + g.square().mul_scalar(1.0 - hp.beta2);

@@ -83,10 +83,7 @@ impl Trainer {
                 )));
             }
         }
-        let eos = *loaded
-            .eos_token_ids()
-            .first()
-            .ok_or_else(|| Error::invalid(&config.model, "the model defines no eos_token_id, which training examples end with"))?;
+        let eos = loaded.eos_token_id()?;
         let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
         let chat_template =
             loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
