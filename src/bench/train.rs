@@ -12,7 +12,7 @@ use super::guarded;
 use crate::device::ComputeDevice;
 use crate::importance;
 use crate::model::lora::LoraConfig;
-use crate::model::{Llama, Parameters};
+use crate::model::{Linears, Llama, Parameters};
 use crate::profile::{BatchShape, Profile, profile};
 use crate::select::{SelectConfig, select};
 use crate::train::batch::DeviceBatch;

@@ -9,6 +9,7 @@ pub mod meter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::model::Linears;
 use crate::profile::{BatchShape, profile};
 use crate::train::{MethodKind, TrainConfig, Trainer};
 use budget::{Budget, BudgetReport, RunPlan};

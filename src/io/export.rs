@@ -10,7 +10,7 @@ use super::atomic;
 use super::safetensors_file;
 use crate::error::{Error, Result};
 use crate::model::lora::LoraConfig;
-use crate::model::{Llama, Parameters};
+use crate::model::{Linears, Llama, Parameters};
 
 /// Writes model.safetensors (HF names, f32), config.json, tokenizer.json, tokenizer_config.json
 /// and generation_config.json into `dir`, atomically. `metadata` goes into the safetensors header.

@@ -10,50 +10,12 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::cache::{KvCache, LayerCache};
 use super::config::LlamaConfig;
-use super::lora::{LoraAdapter, LoraConfig};
+use super::linear::{Linear, Linears};
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
-use crate::kernels::{masked_linear, row_index};
 use crate::profile::{OpKind, OpSpec, TensorRole};
-
-#[derive(Clone, Debug)]
-pub struct Linear {
-    /// `[out, in]`, as in HF checkpoints.
-    pub weight: Tensor<2>,
-    pub bias: Option<Tensor<1>>,
-    pub lora: Option<LoraAdapter>,
-    /// Set while only some output rows of `weight` are trained (block granularity).
-    pub partial: Option<PartialRows>,
-}
-
-/// The trained rows of a partially selected weight: a compact leaf equal to `weight[rows]` that
-/// receives the gradient of those rows alone (see `kernels::masked_linear`).
-#[derive(Clone, Debug)]
-pub struct PartialRows {
-    pub rows: Vec<u32>,
-    pub leaf: Tensor<2>,
-}
-
-impl Linear {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, s, d_in] = x.dims();
-        let d_out = self.weight.dims()[0];
-        let x = x.reshape([b * s, d_in]);
-        let mut y = match &self.partial {
-            Some(p) => masked_linear(x.clone(), self.weight.clone(), p.leaf.clone(), &p.rows),
-            None => x.clone().matmul(self.weight.clone().transpose()),
-        };
-        if let Some(lora) = &self.lora {
-            y = y + lora.forward(x);
-        }
-        let y = match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze::<2>(),
-            None => y,
-        };
-        y.reshape([b, s, d_out])
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
@@ -77,35 +39,6 @@ pub struct Attention {
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
-}
-
-/// Keys and values of the positions seen so far, per layer, for incremental decoding.
-#[derive(Clone, Debug, Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-}
-
-impl KvCache {
-    pub fn new(n_layers: usize) -> Self {
-        Self { layers: vec![None; n_layers] }
-    }
-
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map(|(k, _)| k.dims()[2]).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Keeps only the given batch rows (beam search reorders hypotheses between steps).
-    pub fn select_rows(&mut self, rows: Tensor<1, Int>) {
-        for (k, v) in self.layers.iter_mut().flatten() {
-            *k = k.clone().select(0, rows.clone());
-            *v = v.clone().select(0, rows.clone());
-        }
-    }
 }
 
 /// cos/sin tables for a run of positions, shaped `[1, 1, S, head_dim]`.
@@ -143,13 +76,7 @@ impl Rotary {
 }
 
 impl Attention {
-    fn forward(
-        &self,
-        x: Tensor<3>,
-        rotary: &Rotary,
-        mask: Option<&Tensor<4>>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
-    ) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, self.head_dim]).swap_dims(1, 2);
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.n_heads));
@@ -234,7 +161,7 @@ impl Llama {
             let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear> {
                 let weight = Tensor::from_data(TensorData::new(get(&format!("{name}.weight"), &[d_out, d_in])?, [d_out, d_in]), device);
                 let bias = if bias { Some(vector(get(&format!("{name}.bias"), &[d_out])?)) } else { None };
-                Ok(Linear { weight, bias, lora: None, partial: None })
+                Ok(Linear::new(weight, bias))
             };
             let (d, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
             let q_proj = linear("self_attn.q_proj", q, d, c.qkv_bias)?;
@@ -286,12 +213,7 @@ impl Llama {
         let rotary = Rotary::new(&self.config, start, s, &device);
         let mut x = embedding(self.embed_tokens.clone(), ids);
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| {
-                if c.layers.len() != self.layers.len() {
-                    c.layers = vec![None; self.layers.len()];
-                }
-                &mut c.layers[i]
-            });
+            let slot = cache.as_deref_mut().map(|c| c.layer(i, self.layers.len()));
             let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rotary, mask, slot);
             x = x + h;
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
@@ -360,7 +282,7 @@ impl Parameters for Llama {
             f(&format!("{p}.input_layernorm.weight"), ParamRef::Vector(&l.input_layernorm.weight));
             f(&format!("{p}.post_attention_layernorm.weight"), ParamRef::Vector(&l.post_attention_layernorm.weight));
             for (name, lin) in l.linears() {
-                visit_linear(f, &format!("{p}.{name}"), lin);
+                lin.visit(f, &format!("{p}.{name}"));
             }
         }
         f("model.norm.weight", ParamRef::Vector(&self.norm.weight));
@@ -376,35 +298,13 @@ impl Parameters for Llama {
             f(&format!("{p}.input_layernorm.weight"), ParamMut::Vector(&mut l.input_layernorm.weight));
             f(&format!("{p}.post_attention_layernorm.weight"), ParamMut::Vector(&mut l.post_attention_layernorm.weight));
             for (name, lin) in l.linears_mut() {
-                visit_linear_mut(f, &format!("{p}.{name}"), lin);
+                lin.visit_mut(f, &format!("{p}.{name}"));
             }
         }
         f("model.norm.weight", ParamMut::Vector(&mut self.norm.weight));
         if let Some(head) = &mut self.lm_head {
             f("lm_head.weight", ParamMut::Matrix(head));
         }
-    }
-}
-
-fn visit_linear(f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str, lin: &Linear) {
-    f(&format!("{prefix}.weight"), ParamRef::Matrix(&lin.weight));
-    if let Some(bias) = &lin.bias {
-        f(&format!("{prefix}.bias"), ParamRef::Vector(bias));
-    }
-    if let Some(lora) = &lin.lora {
-        f(&format!("{prefix}.lora_A.weight"), ParamRef::Matrix(&lora.a));
-        f(&format!("{prefix}.lora_B.weight"), ParamRef::Matrix(&lora.b));
-    }
-}
-
-fn visit_linear_mut(f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str, lin: &mut Linear) {
-    f(&format!("{prefix}.weight"), ParamMut::Matrix(&mut lin.weight));
-    if let Some(bias) = &mut lin.bias {
-        f(&format!("{prefix}.bias"), ParamMut::Vector(bias));
-    }
-    if let Some(lora) = &mut lin.lora {
-        f(&format!("{prefix}.lora_A.weight"), ParamMut::Matrix(&mut lora.a));
-        f(&format!("{prefix}.lora_B.weight"), ParamMut::Matrix(&mut lora.b));
     }
 }
 
@@ -457,67 +357,19 @@ impl Llama {
     }
 }
 
-impl Llama {
-    /// The linear layers with their HF name prefixes, in execution order.
+impl Linears for Llama {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            out.extend(l.linears().into_iter().map(|(name, lin)| (format!("model.layers.{i}.{name}"), lin)));
+        }
+        out
+    }
+
     fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::new();
         for (i, l) in self.layers.iter_mut().enumerate() {
-            for (name, lin) in l.linears_mut() {
-                out.push((format!("model.layers.{i}.{name}"), lin));
-            }
-        }
-        out
-    }
-
-    /// Attaches fresh LoRA adapters to the target linears; returns the adapter parameter names.
-    pub fn attach_lora(&mut self, config: &LoraConfig) -> Vec<String> {
-        let device = self.device();
-        let mut names = Vec::new();
-        for (prefix, lin) in self.linears_mut() {
-            if config.targets.iter().any(|t| prefix.ends_with(&format!(".{t}"))) {
-                let [d_out, d_in] = lin.weight.dims();
-                lin.lora = Some(LoraAdapter::new(d_in, d_out, config, &device));
-                names.push(format!("{prefix}.lora_A.weight"));
-                names.push(format!("{prefix}.lora_B.weight"));
-            }
-        }
-        names
-    }
-
-    /// A copy whose listed weights train only the given output rows (compact autodiff leaves).
-    pub fn with_partial_rows(&self, rows: &std::collections::BTreeMap<String, Vec<u32>>) -> Self {
-        let mut out = self.clone();
-        for (prefix, lin) in out.linears_mut() {
-            let Some(r) = rows.get(&format!("{prefix}.weight")) else { continue };
-            let device = lin.weight.device();
-            let idx = row_index(r, &device);
-            let leaf = lin.weight.clone().select(0, idx).autodiff().require_grad();
-            lin.partial = Some(PartialRows { rows: r.clone(), leaf });
-        }
-        out
-    }
-
-    /// The compact leaves of partially trained weights, keyed by the weight's name.
-    pub fn partial_leaves(&self) -> Vec<(String, &PartialRows)> {
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            for (name, lin) in l.linears() {
-                if let Some(p) = &lin.partial {
-                    out.push((format!("model.layers.{i}.{name}.weight"), p));
-                }
-            }
-        }
-        out
-    }
-
-    /// A copy with every adapter merged into its weight (`W + s B A`) and removed: a plain model
-    /// that HF transformers loads.
-    pub fn merged(&self) -> Self {
-        let mut out = self.clone();
-        for (_, lin) in out.linears_mut() {
-            if let Some(lora) = lin.lora.take() {
-                lin.weight = lin.weight.clone() + lora.delta();
-            }
+            out.extend(l.linears_mut().into_iter().map(|(name, lin)| (format!("model.layers.{i}.{name}"), lin)));
         }
         out
     }

@@ -1,12 +1,16 @@
 //! Architectures, their configs and the parameter inventory the rest of the engine works on.
 
+pub mod cache;
 pub mod config;
+pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod loss;
 pub mod params;
 pub mod summary;
 
+pub use cache::KvCache;
 pub use config::LlamaConfig;
-pub use llama::{KvCache, Llama, attention_mask};
+pub use linear::{Linear, Linears};
+pub use llama::{Llama, attention_mask};
 pub use params::{ParamMut, ParamRef, Parameters};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use super::batch::DeviceBatch;
-use crate::model::{Llama, Parameters, loss::causal_lm_loss, params::with_trainable};
+use crate::model::{Linears, Llama, Parameters, loss::causal_lm_loss, params::with_trainable};
 
 pub struct Pass {
     pub loss: f64,

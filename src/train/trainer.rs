@@ -25,7 +25,7 @@ use crate::io::{
     export::{save_hf_folder, save_peft_adapter},
     load_model,
 };
-use crate::model::{Llama, Parameters};
+use crate::model::{Linears, Llama, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
 use crate::profile::{BatchShape, OpKind, Profile, profile};
 use crate::select::{SelectConfig, select};

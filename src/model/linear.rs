@@ -1,0 +1,125 @@
+//! The linear layer every architecture shares, and what works on an architecture's list of them:
+//! LoRA adapters, partially trained rows (block granularity) and merging for export.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Tensor;
+
+use super::lora::{LoraAdapter, LoraConfig};
+use super::params::{ParamMut, ParamRef};
+use crate::kernels::{masked_linear, row_index};
+
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[out, in]`, as in HF checkpoints.
+    pub weight: Tensor<2>,
+    pub bias: Option<Tensor<1>>,
+    pub lora: Option<LoraAdapter>,
+    /// Set while only some output rows of `weight` are trained (block granularity).
+    pub partial: Option<PartialRows>,
+}
+
+/// The trained rows of a partially selected weight: a compact leaf equal to `weight[rows]` that
+/// receives the gradient of those rows alone (see `kernels::masked_linear`).
+#[derive(Clone, Debug)]
+pub struct PartialRows {
+    pub rows: Vec<u32>,
+    pub leaf: Tensor<2>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self { weight, bias, lora: None, partial: None }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, s, d_in] = x.dims();
+        let d_out = self.weight.dims()[0];
+        let x = x.reshape([b * s, d_in]);
+        let mut y = match &self.partial {
+            Some(p) => masked_linear(x.clone(), self.weight.clone(), p.leaf.clone(), &p.rows),
+            None => x.clone().matmul(self.weight.clone().transpose()),
+        };
+        if let Some(lora) = &self.lora {
+            y = y + lora.forward(x);
+        }
+        let y = match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<2>(),
+            None => y,
+        };
+        y.reshape([b, s, d_out])
+    }
+
+    /// Visits `{prefix}.weight`, the bias and the adapter matrices under their HF/PEFT names.
+    pub fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str) {
+        f(&format!("{prefix}.weight"), ParamRef::Matrix(&self.weight));
+        if let Some(bias) = &self.bias {
+            f(&format!("{prefix}.bias"), ParamRef::Vector(bias));
+        }
+        if let Some(lora) = &self.lora {
+            f(&format!("{prefix}.lora_A.weight"), ParamRef::Matrix(&lora.a));
+            f(&format!("{prefix}.lora_B.weight"), ParamRef::Matrix(&lora.b));
+        }
+    }
+
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str) {
+        f(&format!("{prefix}.weight"), ParamMut::Matrix(&mut self.weight));
+        if let Some(bias) = &mut self.bias {
+            f(&format!("{prefix}.bias"), ParamMut::Vector(bias));
+        }
+        if let Some(lora) = &mut self.lora {
+            f(&format!("{prefix}.lora_A.weight"), ParamMut::Matrix(&mut lora.a));
+            f(&format!("{prefix}.lora_B.weight"), ParamMut::Matrix(&mut lora.b));
+        }
+    }
+}
+
+/// An architecture's linear layers by HF name prefix (`model.layers.0.self_attn.q_proj`), in
+/// execution order; LoRA, partial rows and merging are defined once on top of that list.
+pub trait Linears: Clone {
+    fn linears(&self) -> Vec<(String, &Linear)>;
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)>;
+
+    /// Attaches fresh LoRA adapters to the target linears; returns the adapter parameter names.
+    fn attach_lora(&mut self, config: &LoraConfig) -> Vec<String> {
+        let mut names = Vec::new();
+        for (prefix, lin) in self.linears_mut() {
+            if config.targets.iter().any(|t| prefix.ends_with(&format!(".{t}"))) {
+                let [d_out, d_in] = lin.weight.dims();
+                lin.lora = Some(LoraAdapter::new(d_in, d_out, config, &lin.weight.device()));
+                names.push(format!("{prefix}.lora_A.weight"));
+                names.push(format!("{prefix}.lora_B.weight"));
+            }
+        }
+        names
+    }
+
+    /// A copy whose listed weights train only the given output rows (compact autodiff leaves).
+    fn with_partial_rows(&self, rows: &BTreeMap<String, Vec<u32>>) -> Self {
+        let mut out = self.clone();
+        for (prefix, lin) in out.linears_mut() {
+            let Some(r) = rows.get(&format!("{prefix}.weight")) else { continue };
+            let idx = row_index(r, &lin.weight.device());
+            let leaf = lin.weight.clone().select(0, idx).autodiff().require_grad();
+            lin.partial = Some(PartialRows { rows: r.clone(), leaf });
+        }
+        out
+    }
+
+    /// The compact leaves of partially trained weights, keyed by the weight's name.
+    fn partial_leaves(&self) -> Vec<(String, &PartialRows)> {
+        self.linears().into_iter().filter_map(|(prefix, lin)| Some((format!("{prefix}.weight"), lin.partial.as_ref()?))).collect()
+    }
+
+    /// A copy with every adapter merged into its weight (`W + s B A`) and removed: a plain model
+    /// that HF transformers loads.
+    fn merged(&self) -> Self {
+        let mut out = self.clone();
+        for (_, lin) in out.linears_mut() {
+            if let Some(lora) = lin.lora.take() {
+                lin.weight = lin.weight.clone() + lora.delta();
+            }
+        }
+        out
+    }
+}
