@@ -21,7 +21,7 @@ const SMOLLM2_135M: Llama =
 const SMALL: Llama = Llama { layers: 2, hidden: 64, intermediate: 176, heads: 4, kv_heads: 2, head_dim: 16, vocab: 1000, tied: false };
 
 fn op(name: String, kind: OpKind, layer: Option<usize>, role: TensorRole) -> OpSpec {
-    OpSpec { name, kind, layer, role }
+    OpSpec { name, kind, layer, role, stream: Stream::Input }
 }
 
 /// The op list in execution order, named like the HF parameters.
@@ -144,7 +144,7 @@ fn sum(profile: &Profile, cost: impl Fn(&Node) -> f64) -> f64 {
 
 #[test]
 fn totals_match_the_closed_form_tied_and_untied() {
-    let shape = BatchShape { batch: 2, seq: 24 };
+    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None };
     for tied in [false, true] {
         for causal_half in [false, true] {
             let model = Llama { tied, ..SMALL };
@@ -162,7 +162,7 @@ fn totals_match_the_closed_form_tied_and_untied() {
 
 #[test]
 fn tied_head_is_a_chain_node_charged_to_the_embedding() {
-    let shape = BatchShape { batch: 2, seq: 24 };
+    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None };
     let tokens = 48.0;
     let (d, v) = (SMALL.hidden as f64, SMALL.vocab as f64);
     let untied = profile(&llama_ops(&SMALL), shape, false).unwrap();
@@ -185,7 +185,7 @@ fn tied_head_is_a_chain_node_charged_to_the_embedding() {
 
 #[test]
 fn causal_half_halves_only_the_attention_core() {
-    let shape = BatchShape { batch: 3, seq: 10 };
+    let shape = BatchShape { batch: 3, seq: 10, decoder_seq: None };
     let full = profile(&llama_ops(&SMALL), shape, false).unwrap();
     let half = profile(&llama_ops(&SMALL), shape, true).unwrap();
     for (a, b) in full.nodes.iter().zip(&half.nodes) {
@@ -202,14 +202,14 @@ fn biases_pass_gradients_through_for_free() {
         op("ln.weight".into(), OpKind::Norm { dim: 32 }, Some(0), TensorRole::Norm),
         op("ln.bias".into(), OpKind::NormBias { dim: 32 }, Some(0), TensorRole::Norm),
     ];
-    let profile = profile(&ops, BatchShape { batch: 1, seq: 5 }, false).unwrap();
+    let profile = profile(&ops, BatchShape { batch: 1, seq: 5, decoder_seq: None }, false).unwrap();
     let costs: Vec<_> = profile.nodes.iter().map(|n| (n.t_fp, n.t_dy, n.t_dw, n.param_numel)).collect();
     assert_eq!(costs, [(1280.0, 1280.0, 1280.0, 256), (160.0, 0.0, 160.0, 32), (160.0, 160.0, 160.0, 32), (160.0, 0.0, 160.0, 32)]);
 }
 
 #[test]
 fn candidates_are_indexed_from_the_output() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8 }, false).unwrap();
+    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None }, false).unwrap();
     let n = profile.nodes.len();
     let importance: Vec<f64> = (0..n).map(|i| i as f64 + 1.0).collect();
     let candidates = profile.candidates(&importance).unwrap();
@@ -225,7 +225,7 @@ fn candidates_are_indexed_from_the_output() {
 
 #[test]
 fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16 }, true).unwrap();
+    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16, decoder_seq: None }, true).unwrap();
     let index = |name: &str| profile.nodes.iter().position(|n| n.name == name).unwrap();
     let sets = [
         vec![index("model.layers.1.self_attn.q_proj.weight"), index("model.norm.weight")],
@@ -246,7 +246,7 @@ fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
 
 #[test]
 fn bad_selections_and_tied_heads_without_embedding_are_refused() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8 }, false).unwrap();
+    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None }, false).unwrap();
     let core = profile.nodes.iter().position(|n| n.name.ends_with("core")).unwrap();
     assert!(matches!(
         profile.selection_cost(&[core], CostRule::Exact),
@@ -257,7 +257,7 @@ fn bad_selections_and_tied_heads_without_embedding_are_refused() {
 
     let mut ops = llama_ops(&Llama { tied: true, ..SMALL });
     ops.remove(0);
-    let err = greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8 }, false).unwrap_err();
+    let err = greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8, decoder_seq: None }, false).unwrap_err();
     assert!(matches!(err, ProfileError::TiedHeadWithoutEmbedding { .. }), "{err}");
 }
 
@@ -282,7 +282,7 @@ fn paper_full_fine_tuning_pflops_are_reproduced() {
         ("BLOOMZ-3B DialogSum", bloom_ops(30, 2560, 32, 250880), dialogsum, 294.8),
     ];
     for (name, ops, steps, paper_pflops) in cases {
-        let profile = profile(&ops, BatchShape { batch: 4, seq: 512 }, false).unwrap();
+        let profile = profile(&ops, BatchShape { batch: 4, seq: 512, decoder_seq: None }, false).unwrap();
         let pflops = FlopsConvention::PaperMac.from_macs(profile.t_full()) * steps / 1e15;
         assert!((pflops / paper_pflops - 1.0).abs() < 0.005, "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
     }
@@ -304,7 +304,7 @@ fn importances(seed: u64, n: usize) -> Vec<f64> {
 
 /// Full attention cost (no causal halving): the engine computes the whole S x S score matrix.
 fn smollm2_profile(causal_half: bool) -> Profile {
-    profile(&llama_ops(&SMOLLM2_135M), BatchShape { batch: 4, seq: 256 }, causal_half).unwrap()
+    profile(&llama_ops(&SMOLLM2_135M), BatchShape { batch: 4, seq: 256, decoder_seq: None }, causal_half).unwrap()
 }
 
 #[test]

@@ -121,7 +121,14 @@ fn top_k_nodes(p: &Profile, k: usize) -> Vec<usize> {
 pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
     let s = &app.settings;
     (!app.model.ops.is_empty()).then(|| {
-        estimate(&app.model.ops, s.method, s.rho, s.top_k, s.lora_rank, BatchShape { batch: s.batch_size.max(1), seq: s.max_len.max(1) })
+        estimate(
+            &app.model.ops,
+            s.method,
+            s.rho,
+            s.top_k,
+            s.lora_rank,
+            BatchShape { batch: s.batch_size.max(1), seq: s.max_len.max(1), decoder_seq: None },
+        )
     })
 }
 

@@ -19,7 +19,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         ui.label("Load a model to see its tensors.");
         return;
     }
-    let shape = BatchShape { batch: app.settings.batch_size.max(1), seq: app.settings.max_len.max(1) };
+    let shape = BatchShape { batch: app.settings.batch_size.max(1), seq: app.settings.max_len.max(1), decoder_seq: None };
     let p = match profile(&app.model.ops, shape, false) {
         Ok(p) => p,
         Err(e) => {

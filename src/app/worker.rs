@@ -363,7 +363,7 @@ impl Engine {
         let start = Instant::now();
         pass()?;
         let seconds = start.elapsed().as_secs_f64();
-        let shape = BatchShape { batch: 1, seq };
+        let shape = BatchShape { batch: 1, seq, decoder_seq: None };
         let flops = 2.0 * profile(&loaded.model.op_graph(), shape, false).map_err(|e| e.to_string())?.t_full();
         Ok(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),

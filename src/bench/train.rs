@@ -66,7 +66,7 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
         target_tokens: batch * seq,
     };
     let b = DeviceBatch::new(&host, device);
-    let p = profile(&model.op_graph(), BatchShape { batch, seq }, false).map_err(|e| e.to_string())?;
+    let p = profile(&model.op_graph(), BatchShape { batch, seq, decoder_seq: None }, false).map_err(|e| e.to_string())?;
     let methods = methods(model, &p, &b)?;
     let mut rows: Vec<TrainRow> = Vec::new();
     let mut full_time = None;

@@ -15,7 +15,7 @@ use super::config::LlamaConfig;
 use super::linear::{Linear, Linears};
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
-use crate::profile::{OpKind, OpSpec, TensorRole};
+use crate::profile::{OpKind, OpSpec, Stream, TensorRole};
 
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
@@ -319,15 +319,34 @@ impl Llama {
             kind: OpKind::Embedding { vocab, dim },
             layer: None,
             role: TensorRole::Embedding,
+            stream: Stream::Input,
         });
         let norm = |ops: &mut Vec<OpSpec>, name: String, w: &Tensor<1>, layer| {
-            ops.push(OpSpec { name, kind: OpKind::Norm { dim: w.dims()[0] }, layer: Some(layer), role: TensorRole::Norm });
+            ops.push(OpSpec {
+                name,
+                kind: OpKind::Norm { dim: w.dims()[0] },
+                layer: Some(layer),
+                role: TensorRole::Norm,
+                stream: Stream::Input,
+            });
         };
         let linear = |ops: &mut Vec<OpSpec>, prefix: String, lin: &Linear, layer, role: TensorRole| {
             let [d_out, d_in] = lin.weight.dims();
-            ops.push(OpSpec { name: format!("{prefix}.weight"), kind: OpKind::Linear { d_in, d_out }, layer: Some(layer), role });
+            ops.push(OpSpec {
+                name: format!("{prefix}.weight"),
+                kind: OpKind::Linear { d_in, d_out },
+                layer: Some(layer),
+                role,
+                stream: Stream::Input,
+            });
             if lin.bias.is_some() {
-                ops.push(OpSpec { name: format!("{prefix}.bias"), kind: OpKind::Bias { dim: d_out }, layer: Some(layer), role });
+                ops.push(OpSpec {
+                    name: format!("{prefix}.bias"),
+                    kind: OpKind::Bias { dim: d_out },
+                    layer: Some(layer),
+                    role,
+                    stream: Stream::Input,
+                });
             }
         };
         for (i, l) in self.layers.iter().enumerate() {
@@ -342,6 +361,7 @@ impl Llama {
                 kind: OpKind::AttentionCore { n_heads: a.n_heads, head_dim: a.head_dim, causal: true },
                 layer: Some(i),
                 role: TensorRole::Other,
+                stream: Stream::Input,
             });
             linear(&mut ops, format!("{p}.self_attn.o_proj"), &a.o_proj, i, TensorRole::O);
             norm(&mut ops, format!("{p}.post_attention_layernorm.weight"), &l.post_attention_layernorm.weight, i);
@@ -349,10 +369,22 @@ impl Llama {
             linear(&mut ops, format!("{p}.mlp.up_proj"), &l.mlp.up_proj, i, TensorRole::Up);
             linear(&mut ops, format!("{p}.mlp.down_proj"), &l.mlp.down_proj, i, TensorRole::Down);
         }
-        ops.push(OpSpec { name: "model.norm.weight".into(), kind: OpKind::Norm { dim }, layer: None, role: TensorRole::Norm });
+        ops.push(OpSpec {
+            name: "model.norm.weight".into(),
+            kind: OpKind::Norm { dim },
+            layer: None,
+            role: TensorRole::Norm,
+            stream: Stream::Input,
+        });
         let tied = self.lm_head.is_none();
         let name = if tied { "lm_head (tied to model.embed_tokens.weight)" } else { "lm_head.weight" };
-        ops.push(OpSpec { name: name.into(), kind: OpKind::LmHead { vocab, dim, tied }, layer: None, role: TensorRole::LmHead });
+        ops.push(OpSpec {
+            name: name.into(),
+            kind: OpKind::LmHead { vocab, dim, tied },
+            layer: None,
+            role: TensorRole::LmHead,
+            stream: Stream::Input,
+        });
         ops
     }
 }

@@ -8,6 +8,7 @@ pub mod lora;
 pub mod loss;
 pub mod params;
 pub mod summary;
+pub mod t5;
 
 pub use cache::KvCache;
 pub use config::LlamaConfig;

@@ -1,6 +1,6 @@
 //! Per-op costs in multiply-accumulates (the table of spec section 2).
 
-use super::{BatchShape, OpKind};
+use super::{BatchShape, OpKind, Stream};
 
 /// MACs of one op for one batch.
 pub(super) struct OpCost {
@@ -11,10 +11,13 @@ pub(super) struct OpCost {
     pub t_dw: f64,
 }
 
-pub(super) fn op_cost(kind: &OpKind, shape: BatchShape, causal_half: bool) -> OpCost {
-    let tokens = shape.tokens() as f64;
+/// The cost of `kind` running on `stream`; `None` when the shape has no length for that stream.
+pub(super) fn op_cost(kind: &OpKind, shape: BatchShape, stream: Stream, causal_half: bool) -> Option<OpCost> {
+    let tokens = shape.tokens_of(stream)? as f64;
+    let keys = shape.len_of(stream)? as f64;
     let per_token = |macs: usize| tokens * macs as f64;
-    match *kind {
+    let half = |causal: bool| if causal && causal_half { 0.5 } else { 1.0 };
+    Some(match *kind {
         // A lookup: one copy per token forward, a scatter-add backward; the first op needs no dx.
         OpKind::Embedding { dim, .. } => OpCost { t_fp: per_token(dim), t_dy: 0.0, t_dw: per_token(dim) },
         OpKind::Linear { d_in, d_out } => {
@@ -27,15 +30,24 @@ pub(super) fn op_cost(kind: &OpKind, shape: BatchShape, causal_half: bool) -> Op
             let macs = per_token(dim);
             OpCost { t_fp: macs, t_dy: macs, t_dw: macs }
         }
+        // Added to every layer's scores, its gradient summed over them; positions need no dx.
+        OpKind::RelativeBias { n_heads, layers, causal, .. } => {
+            let macs = half(causal) * tokens * keys * (n_heads * layers) as f64;
+            OpCost { t_fp: macs, t_dy: 0.0, t_dw: macs }
+        }
         OpKind::AttentionCore { n_heads, head_dim, causal } => {
             // QK^T and PV each cost S * d_attn per token; backward needs twice that.
-            let scale = if causal && causal_half { 0.5 } else { 1.0 };
-            let macs = scale * tokens * shape.seq as f64 * (n_heads * head_dim) as f64;
+            let macs = half(causal) * tokens * keys * (n_heads * head_dim) as f64;
+            OpCost { t_fp: 2.0 * macs, t_dy: 4.0 * macs, t_dw: 0.0 }
+        }
+        OpKind::CrossAttentionCore { n_heads, head_dim } => {
+            // As self-attention, over the input stream's keys.
+            let macs = tokens * shape.seq as f64 * (n_heads * head_dim) as f64;
             OpCost { t_fp: 2.0 * macs, t_dy: 4.0 * macs, t_dw: 0.0 }
         }
         OpKind::LmHead { vocab, dim, .. } => {
             let macs = per_token(vocab * dim);
             OpCost { t_fp: macs, t_dy: macs, t_dw: macs }
         }
-    }
+    })
 }

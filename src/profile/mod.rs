@@ -5,11 +5,26 @@
 //! The backward pass is modelled as one chain in execution order: training a tensor means
 //! propagating activation gradients through every node between it and the loss. Parallel branches
 //! (q/k/v, gate/up) are charged as if chained, which can only over-estimate a selection's cost.
+//!
+//! Encoder-decoder models run two token streams ([`Stream`]): each op says which one it runs on, and
+//! [`BatchShape::decoder_seq`] gives the decoder's length. The loss sits at the decoder output and
+//! reaches the encoder only through the cross-attention keys/values, which every decoder layer
+//! computes from the encoder output. Their chain is therefore: the encoder, the cross-attention
+//! keys/values of all decoder layers (computed before the decoder runs, as incremental decoding
+//! does), the decoder. Training decoder tensors is then charged the decoder's backward down to the
+//! deepest of them, and training an encoder tensor the whole decoder, every cross key/value input
+//! gradient and the encoder above it, as the chain rule needs (up to the branch over-estimates above;
+//! a cross-attention core is also charged its key/value gradients, which a frozen encoder does not
+//! need). The approximation falls on the cross keys/values: training layer l's is charged the
+//! decoder's backward down to its first layer, and the input gradients of the layers above l, where
+//! it needs the backward down to layer l only. An over-estimate again. The decoder's lookup into a
+//! shared embedding table (batch x decoder_seq x dim) is not charged.
 
 pub mod blocks;
 mod cost;
 mod flops;
 pub mod llama;
+pub mod t5;
 
 pub use flops::FlopsConvention;
 
@@ -49,8 +64,14 @@ pub enum OpKind {
     Norm { dim: usize },
     /// LayerNorm bias; a parameter.
     NormBias { dim: usize },
-    /// Weightless `softmax(QK^T)V`; a chain node.
+    /// Weightless `softmax(QK^T)V` over the op's own stream; a chain node.
     AttentionCore { n_heads: usize, head_dim: usize, causal: bool },
+    /// Weightless cross-attention: queries from the op's stream, keys and values over the input
+    /// stream (an encoder-decoder's source); a chain node.
+    CrossAttentionCore { n_heads: usize, head_dim: usize },
+    /// T5's relative position bias: a `[buckets, n_heads]` table whose values are added to the
+    /// attention scores of all `layers` of a stack; a parameter.
+    RelativeBias { buckets: usize, n_heads: usize, layers: usize, causal: bool },
     /// Untied: a parameter. Tied: a chain node whose weight gradient is charged to the embedding
     /// with the same `vocab` and `dim`.
     LmHead { vocab: usize, dim: usize, tied: bool },
@@ -63,22 +84,52 @@ pub struct OpSpec {
     pub kind: OpKind,
     pub layer: Option<usize>,
     pub role: TensorRole,
+    #[serde(default)]
+    pub stream: Stream,
+}
+
+/// The token stream an op runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Stream {
+    /// The input tokens: a decoder-only model's sequence, an encoder-decoder's source.
+    #[default]
+    Input,
+    /// An encoder-decoder's target tokens ([`BatchShape::decoder_seq`]).
+    Decoder,
 }
 
 /// The batch the costs are computed for.
 ///
-/// Every per-token term uses `batch * seq`. Callers that know the real (unpadded) token count may pass
-/// `seq` = mean real length per sequence: the linear terms are then exact, and the attention term
-/// (`S^2` per sequence) slightly under-estimates a batch of unequal lengths.
+/// Every per-token term uses `batch * seq` (`batch * decoder_seq` on the decoder stream). Callers that
+/// know the real (unpadded) token count may pass `seq` = mean real length per sequence: the linear terms
+/// are then exact, and the attention term (`S^2` per sequence) slightly under-estimates a batch of
+/// unequal lengths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BatchShape {
     pub batch: usize,
     pub seq: usize,
+    /// The target length of an encoder-decoder model; `None` for decoder-only models.
+    #[serde(default)]
+    pub decoder_seq: Option<usize>,
 }
 
 impl BatchShape {
+    /// Tokens of the input stream.
     pub fn tokens(self) -> usize {
         self.batch * self.seq
+    }
+
+    /// Sequence length of a stream; `None` for the decoder stream of a shape without one.
+    pub fn len_of(self, stream: Stream) -> Option<usize> {
+        match stream {
+            Stream::Input => Some(self.seq),
+            Stream::Decoder => self.decoder_seq,
+        }
+    }
+
+    /// Tokens of a stream; `None` for the decoder stream of a shape without one.
+    pub fn tokens_of(self, stream: Stream) -> Option<usize> {
+        self.len_of(stream).map(|s| self.batch * s)
     }
 }
 
@@ -88,6 +139,8 @@ pub struct Node {
     pub name: String,
     pub layer: Option<usize>,
     pub role: TensorRole,
+    #[serde(default)]
+    pub stream: Stream,
     pub t_fp: f64,
     pub t_dy: f64,
     pub t_dw: f64,
@@ -110,6 +163,8 @@ pub struct Profile {
 pub enum ProfileError {
     #[error("tied head `{head}` has no earlier embedding with vocab {vocab} and dim {dim}")]
     TiedHeadWithoutEmbedding { head: String, vocab: usize, dim: usize },
+    #[error("`{op}` runs on the decoder stream, but the batch shape has no decoder length")]
+    NoDecoderLength { op: String },
     #[error("{got} importances given for {expected} nodes")]
     ImportanceLength { expected: usize, got: usize },
     #[error("node index {index} is out of range for {len} nodes")]
@@ -127,12 +182,14 @@ pub enum ProfileError {
 pub fn profile(ops: &[OpSpec], shape: BatchShape, causal_half: bool) -> Result<Profile, ProfileError> {
     let mut nodes: Vec<Node> = Vec::with_capacity(ops.len());
     for op in ops {
-        let cost = cost::op_cost(&op.kind, shape, causal_half);
+        let cost =
+            cost::op_cost(&op.kind, shape, op.stream, causal_half).ok_or_else(|| ProfileError::NoDecoderLength { op: op.name.clone() })?;
         let (selectable, param_numel, t_dw) = match op.kind {
             OpKind::Embedding { vocab, dim } => (true, vocab * dim, cost.t_dw),
             OpKind::Linear { d_in, d_out } => (true, d_in * d_out, cost.t_dw),
             OpKind::Bias { dim } | OpKind::Norm { dim } | OpKind::NormBias { dim } => (true, dim, cost.t_dw),
-            OpKind::AttentionCore { .. } => (false, 0, 0.0),
+            OpKind::RelativeBias { buckets, n_heads, .. } => (true, buckets * n_heads, cost.t_dw),
+            OpKind::AttentionCore { .. } | OpKind::CrossAttentionCore { .. } => (false, 0, 0.0),
             OpKind::LmHead { vocab, dim, tied: false } => (true, vocab * dim, cost.t_dw),
             OpKind::LmHead { vocab, dim, tied: true } => {
                 // The shared weight sits at the input, so training it needs the full backward pass.
@@ -150,6 +207,7 @@ pub fn profile(ops: &[OpSpec], shape: BatchShape, causal_half: bool) -> Result<P
             name: op.name.clone(),
             layer: op.layer,
             role: op.role,
+            stream: op.stream,
             t_fp: cost.t_fp,
             t_dy: cost.t_dy,
             t_dw,

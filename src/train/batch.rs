@@ -21,7 +21,7 @@ impl DeviceBatch {
             ids: Tensor::from_data(TensorData::new(ids, [batch.batch, batch.seq]), device),
             mask: attention_mask(Some(&batch.attention_mask), batch.batch, batch.seq, 0, device),
             labels: batch.labels.clone(),
-            shape: BatchShape { batch: batch.batch, seq: batch.seq },
+            shape: BatchShape { batch: batch.batch, seq: batch.seq, decoder_seq: None },
             real_tokens: batch.real_tokens,
         }
     }

@@ -72,7 +72,7 @@ impl Trainer {
         let loaded = load_model(&config.model, &device.device)?;
         if config.method == MethodKind::Greentrainer && config.budget.is_none() {
             // Refuse an infeasible rho now, not after loading data and scoring importance.
-            let shape = BatchShape { batch: config.batch_size, seq: config.max_len };
+            let shape = BatchShape { batch: config.batch_size, seq: config.max_len, decoder_seq: None };
             let p = profile(&loaded.model.op_graph(), shape, false).map_err(|e| Error::Other(e.to_string()))?;
             if config.rho < p.min_rho() {
                 return Err(Error::Other(format!(
@@ -173,7 +173,7 @@ impl Trainer {
             at_epoch: (at / self.steps_per_epoch().max(1)) as u64,
         });
         let ops = model.op_graph();
-        let full_shape = crate::profile::BatchShape { batch: c.batch_size, seq: c.max_len };
+        let full_shape = crate::profile::BatchShape { batch: c.batch_size, seq: c.max_len, decoder_seq: None };
         let full_profile = profile(&ops, full_shape, false).map_err(|e| Error::Other(e.to_string()))?;
         sink.emit(&Event::Started {
             method: method_label(&c),
