@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use burn::tensor::IndexingUpdateOp;
 
-use crate::kernels::{AdamWHyper, has_fused_adamw, masked_adamw, row_index};
+use crate::kernels::{AdamWHyper, runs_wgsl, masked_adamw, row_index};
 use crate::model::{Llama, ParamMut, Parameters};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -112,7 +112,7 @@ impl AdamW {
                 bias_correction2: 1.0 - (c.beta2 as f32).powi(s.step as i32),
             };
             let (m, v) = (s.m.extract().reshape([n_rows, d_in]), s.v.extract().reshape([n_rows, d_in]));
-            let (new_w, new_m, new_v) = if has_fused_adamw(&w.device()) {
+            let (new_w, new_m, new_v) = if runs_wgsl(&w.device()) {
                 masked_adamw(w.extract(), g.clone(), m, v, r, hp)
             } else {
                 adamw_rows_reference(w.extract(), g.clone(), m, v, r, hp)
