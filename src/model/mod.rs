@@ -1,5 +1,6 @@
 //! Architectures, their configs and the parameter inventory the rest of the engine works on.
 
+pub mod bloom;
 pub mod cache;
 pub mod config;
 pub mod linear;

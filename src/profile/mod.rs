@@ -7,6 +7,7 @@
 //! (q/k/v, gate/up) are charged as if chained, which can only over-estimate a selection's cost.
 
 pub mod blocks;
+pub mod bloom;
 mod cost;
 mod flops;
 pub mod llama;
