@@ -10,6 +10,7 @@ pub mod blocks;
 mod cost;
 mod flops;
 pub mod llama;
+pub mod opt;
 
 pub use flops::FlopsConvention;
 
