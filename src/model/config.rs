@@ -171,7 +171,7 @@ fn arch_to_model_type(arch: &str) -> String {
     }
 }
 
-fn first_id(v: &Value) -> Option<u32> {
+pub(crate) fn first_id(v: &Value) -> Option<u32> {
     match v {
         Value::Number(n) => n.as_u64().map(|n| n as u32),
         Value::Array(a) => a.first().and_then(first_id),
@@ -179,7 +179,7 @@ fn first_id(v: &Value) -> Option<u32> {
     }
 }
 
-fn all_ids(v: &Value) -> Vec<u32> {
+pub(crate) fn all_ids(v: &Value) -> Vec<u32> {
     match v {
         Value::Array(a) => a.iter().filter_map(first_id).collect(),
         other => first_id(other).into_iter().collect(),

@@ -11,6 +11,7 @@ pub mod bloom;
 mod cost;
 mod flops;
 pub mod llama;
+pub mod opt;
 
 pub use flops::FlopsConvention;
 
