@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrainer::kernels::{AdamWHyper, DwPath, runs_wgsl, masked_adamw, masked_dw, masked_linear};
+use greentrainer::kernels::{AdamWHyper, DwPath, masked_adamw, masked_dw, masked_linear, runs_wgsl};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn random(rng: &mut StdRng, shape: [usize; 2], device: &burn::tensor::Device) -> (Vec<f32>, Tensor<2>) {

@@ -9,7 +9,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use super::guarded;
 use crate::device::ComputeDevice;
-use crate::kernels::{DwPath, runs_wgsl, masked_dw};
+use crate::kernels::{DwPath, masked_dw, runs_wgsl};
 
 /// (name, d_out, d_in) of SmolLM2-135M's linear layers.
 const SHAPES: [(&str, usize, usize); 4] =

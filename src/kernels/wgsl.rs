@@ -147,13 +147,8 @@ fn tiled_dw(dy: CubeTensor, x: CubeTensor, rows: &[u32]) -> CubeTensor {
     let d_in = x.meta.shape()[1];
     let r = rows.len();
     let shape = Shape::new([r, d_in]);
-    let out = CubeTensor::new_contiguous(
-        x.client.clone(),
-        x.device.clone(),
-        shape,
-        x.client.empty((r * d_in).max(1) * x.dtype.size()),
-        x.dtype,
-    );
+    let out =
+        CubeTensor::new_contiguous(x.client.clone(), x.device.clone(), shape, x.client.empty((r * d_in).max(1) * x.dtype.size()), x.dtype);
     if r == 0 {
         return out;
     }

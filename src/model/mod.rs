@@ -1,5 +1,6 @@
 //! Architectures, their configs and the parameter inventory the rest of the engine works on.
 
+pub mod arch;
 pub mod bloom;
 pub mod cache;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod opt;
 pub mod params;
 pub mod summary;
 
+pub use arch::{Model, ModelInfo};
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use linear::{Linear, Linears};
