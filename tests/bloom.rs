@@ -1,6 +1,6 @@
 //! The BLOOM implementation against HF transformers (tiny-bloom fixture): logits, loss, every
-//! parameter's gradient on the CPU and on wgpu; cached decoding; the config-derived op graph and
-//! the paper's BLOOMZ-3B FLOPs; config validation; ALiBi slopes.
+//! parameter's gradient on the CPU and on wgpu; cached decoding; an untied head; the paper's
+//! BLOOMZ-3B FLOPs from its config; config validation; ALiBi slopes.
 
 mod common;
 
@@ -135,17 +135,13 @@ fn cached_decoding_matches_the_uncached_forward() {
 }
 
 #[test]
-fn config_derived_ops_equal_the_loaded_models_graph() {
+fn an_untied_head_is_a_parameter_of_its_own_with_the_same_logits() {
     let device = ComputeDevice::cpu().device;
     let path = common::fixture("tiny-bloom").join("config.json");
     let tied = load(&device);
-    assert_eq!(bloom_ops(&tied.config), tied.op_graph());
-
-    // Untied: the head becomes a parameter of its own, and computes the same logits.
     let mut config = read_config(&path);
     config.tie_word_embeddings = false;
     let untied = load_with(config, &device);
-    assert_eq!(bloom_ops(&untied.config), untied.op_graph());
     assert_eq!(untied.param_names().last().map(String::as_str), Some("lm_head.weight"));
     assert_eq!(untied.param_names().len(), tied.param_names().len() + 1);
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![4i64, 264, 18, 268, 222], [1, 5]), &device);
@@ -156,14 +152,14 @@ fn config_derived_ops_equal_the_loaded_models_graph() {
 
 #[test]
 fn paper_bloomz_3b_full_fine_tuning_pflops_are_reproduced() {
-    // paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP, full (not
-    // halved) causal attention, as tests/profile.rs.
+    // paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP; the paper's
+    // figures are matched with full (not halved) causal attention.
     let config = read_config(&common::fixture("paper-configs").join("bloomz-3b.json"));
     let p = profile(&bloom_ops(&config), BatchShape { batch: 4, seq: 512 }, false).unwrap();
     for (dataset, steps, paper_pflops) in [("SciTLDR", 2490.0, 47.2), ("DialogSum", 15575.0, 294.8)] {
         let pflops = FlopsConvention::PaperMac.from_macs(p.t_full()) * steps / 1e15;
         eprintln!("BLOOMZ-3B {dataset}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
-        assert!((pflops / paper_pflops - 1.0).abs() < 0.01, "BLOOMZ-3B {dataset}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
+        assert!((pflops / paper_pflops - 1.0).abs() < 0.005, "BLOOMZ-3B {dataset}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
     }
 }
 

@@ -138,16 +138,6 @@ fn tiny_opt_matches_transformers() {
     }
 }
 
-#[test]
-fn tiny_opt_op_graph_equals_the_config_derived_one() {
-    let dir = common::fixture("tiny-opt");
-    let model = load_fixture(&dir, &Device::flex()).unwrap();
-    assert_eq!(model.op_graph(), opt_ops(&model.config));
-    let numel: usize =
-        profile(&model.op_graph(), BatchShape { batch: 1, seq: 8 }, false).unwrap().nodes.iter().map(|n| n.param_numel).sum();
-    assert_eq!(numel, model.num_params());
-}
-
 /// Incremental decoding (a prefill, then one token at a time) gives the uncached last-position logits.
 fn assert_cache_matches(model: &Opt, ids: &[i64], prefill: usize, label: &str) {
     let device = model.device();
@@ -183,15 +173,15 @@ fn tiny_opt_cached_decoding_matches_the_full_forward() {
 
 #[test]
 fn paper_full_fine_tuning_pflops_from_config_json() {
-    // shared/fixtures/paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP,
-    // full (not halved) causal attention as in tests/profile.rs.
+    // shared/fixtures/paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP;
+    // the paper's figures are matched with full (not halved) causal attention.
     let (scitldr, dialogsum) = (2490.0, 15575.0);
     let rows = [("opt-1.3b", scitldr, 20.8), ("opt-2.7b", scitldr, 41.8), ("opt-2.7b", dialogsum, 262.0)];
     for (name, steps, paper_pflops) in rows {
         let config = read_config(&common::fixture("paper-configs").join(format!("{name}.json")));
         let profile = profile(&opt_ops(&config), BatchShape { batch: 4, seq: 512 }, false).unwrap();
         let pflops = FlopsConvention::PaperMac.from_macs(profile.t_full()) * steps / 1e15;
-        assert!((pflops / paper_pflops - 1.0).abs() < 0.01, "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
+        assert!((pflops / paper_pflops - 1.0).abs() < 0.005, "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
         eprintln!("{name}, {steps} steps: {pflops:.2} PFLOPs (paper {paper_pflops})");
     }
 }
@@ -259,7 +249,6 @@ fn variants_beyond_the_fixture_load_run_and_train() {
             assert_eq!(model.param_names(), asked, "{label}: visit order is load order");
             assert!(model.param_names().iter().any(|n| n == "model.decoder.project_in.weight"), "{label}");
             assert!(!model.param_names().iter().any(|n| n == "model.decoder.final_layer_norm.weight"), "{label}");
-            assert_eq!(model.op_graph(), opt_ops(&model.config), "{label}");
 
             let trained = with_trainable(&model, |_| true);
             let mask = attention_mask(None, 2, 5, 0, &dev.device);

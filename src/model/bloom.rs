@@ -14,11 +14,14 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::{KvCache, LayerCache};
+use super::config::{all_ids, first_id, parse_json};
 use super::linear::{Linear, Linears};
-use super::llama::TensorSource;
+use super::llama::{Loader, TensorSource};
+use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};
-use crate::profile::{OpKind, OpSpec, TensorRole};
+use crate::profile::OpSpec;
+use crate::profile::bloom::bloom_ops;
 
 /// The fields of a BLOOM `config.json` the engine needs; `raw` keeps the whole file for export.
 #[derive(Debug, Clone)]
@@ -63,8 +66,7 @@ struct RawConfig {
 impl BloomConfig {
     /// Parses a config.json text; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let raw: Value = serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))?;
-        Self::from_value(raw, origin)
+        Self::from_value(parse_json(text, origin)?, origin)
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
@@ -124,21 +126,6 @@ fn either(origin: &str, name: &str, a: Option<usize>, alias: &str, b: Option<usi
     }
 }
 
-fn first_id(v: &Value) -> Option<u32> {
-    match v {
-        Value::Number(n) => n.as_u64().map(|n| n as u32),
-        Value::Array(a) => a.first().and_then(first_id),
-        _ => None,
-    }
-}
-
-fn all_ids(v: &Value) -> Vec<u32> {
-    match v {
-        Value::Array(a) => a.iter().filter_map(first_id).collect(),
-        other => first_id(other).into_iter().collect(),
-    }
-}
-
 /// ALiBi slopes per head, as transformers' `build_alibi_tensor`: for the largest power of two
 /// `p <= n_heads`, the geometric sequence `2^(-8k/p)`, k = 1..p; the remaining heads take the odd
 /// terms `2^(-4k/p)`, k = 1, 3, 5, .. of the sequence for `2p` heads.
@@ -164,21 +151,6 @@ fn alibi(slopes: &[f32], keys: usize, device: &Device) -> Tensor<4> {
 fn bloom_gelu(x: Tensor<3>) -> Tensor<3> {
     let inner = x.clone() * x.clone().square().mul_scalar(0.044715).add_scalar(1.0).mul_scalar(0.79788456);
     x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
-}
-
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    pub weight: Tensor<1>,
-    pub bias: Tensor<1>,
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let centered = x.clone() - x.mean_dim(2);
-        let inv_std = centered.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
-        centered * inv_std * self.weight.clone().unsqueeze::<3>() + self.bias.clone().unsqueeze::<3>()
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -273,25 +245,6 @@ impl Block {
     }
 }
 
-fn read_vector(source: &mut TensorSource<'_>, name: &str, len: usize, device: &Device) -> Result<Tensor<1>> {
-    Ok(Tensor::from_data(TensorData::new(source(name, &[len])?, [len]), device))
-}
-
-fn read_matrix(source: &mut TensorSource<'_>, name: &str, shape: [usize; 2], device: &Device) -> Result<Tensor<2>> {
-    Ok(Tensor::from_data(TensorData::new(source(name, &shape)?, shape), device))
-}
-
-fn read_layer_norm(source: &mut TensorSource<'_>, prefix: &str, dim: usize, eps: f64, device: &Device) -> Result<LayerNorm> {
-    let weight = read_vector(source, &format!("{prefix}.weight"), dim, device)?;
-    Ok(LayerNorm { weight, bias: read_vector(source, &format!("{prefix}.bias"), dim, device)?, eps })
-}
-
-/// Every BLOOM linear layer has a bias.
-fn read_linear(source: &mut TensorSource<'_>, prefix: &str, d_out: usize, d_in: usize, device: &Device) -> Result<Linear> {
-    let weight = read_matrix(source, &format!("{prefix}.weight"), [d_out, d_in], device)?;
-    Ok(Linear::new(weight, Some(read_vector(source, &format!("{prefix}.bias"), d_out, device)?)))
-}
-
 #[derive(Clone, Debug)]
 pub struct Bloom {
     pub config: BloomConfig,
@@ -307,18 +260,22 @@ impl Bloom {
     /// Builds the model, asking `source` for every parameter in HF order.
     pub fn load(config: BloomConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
         let c = &config;
-        let (d, vocab, eps) = (c.hidden_size, c.vocab_size, c.layer_norm_epsilon);
-        let word_embeddings = read_matrix(source, "transformer.word_embeddings.weight", [vocab, d], device)?;
-        let word_embeddings_layernorm = read_layer_norm(source, "transformer.word_embeddings_layernorm", d, eps, device)?;
+        let mut l = Loader::new(source, device);
+        let (d, vocab) = (c.hidden_size, c.vocab_size);
+        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| LayerNorm::load(l, prefix, d, true, c.layer_norm_epsilon);
+        // Every BLOOM linear layer has a bias.
+        let linear = |l: &mut Loader<'_, '_>, prefix: &str, d_out: usize, d_in: usize| l.linear(prefix, d_out, d_in, true);
+        let word_embeddings = l.matrix("transformer.word_embeddings.weight", [vocab, d])?;
+        let word_embeddings_layernorm = layer_norm(&mut l, "transformer.word_embeddings_layernorm")?;
         let mut h = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
             let p = format!("transformer.h.{i}");
-            let input_layernorm = read_layer_norm(source, &format!("{p}.input_layernorm"), d, eps, device)?;
-            let query_key_value = read_linear(source, &format!("{p}.self_attention.query_key_value"), 3 * d, d, device)?;
-            let dense = read_linear(source, &format!("{p}.self_attention.dense"), d, d, device)?;
-            let post_attention_layernorm = read_layer_norm(source, &format!("{p}.post_attention_layernorm"), d, eps, device)?;
-            let dense_h_to_4h = read_linear(source, &format!("{p}.mlp.dense_h_to_4h"), 4 * d, d, device)?;
-            let dense_4h_to_h = read_linear(source, &format!("{p}.mlp.dense_4h_to_h"), d, 4 * d, device)?;
+            let input_layernorm = layer_norm(&mut l, &format!("{p}.input_layernorm"))?;
+            let query_key_value = linear(&mut l, &format!("{p}.self_attention.query_key_value"), 3 * d, d)?;
+            let dense = linear(&mut l, &format!("{p}.self_attention.dense"), d, d)?;
+            let post_attention_layernorm = layer_norm(&mut l, &format!("{p}.post_attention_layernorm"))?;
+            let dense_h_to_4h = linear(&mut l, &format!("{p}.mlp.dense_h_to_4h"), 4 * d, d)?;
+            let dense_4h_to_h = linear(&mut l, &format!("{p}.mlp.dense_4h_to_h"), d, 4 * d)?;
             h.push(Block {
                 input_layernorm,
                 self_attention: Attention { query_key_value, dense, n_heads: c.n_head, head_dim: c.head_dim() },
@@ -326,8 +283,8 @@ impl Bloom {
                 mlp: Mlp { dense_h_to_4h, dense_4h_to_h },
             });
         }
-        let ln_f = read_layer_norm(source, "transformer.ln_f", d, eps, device)?;
-        let lm_head = if c.tie_word_embeddings { None } else { Some(read_matrix(source, "lm_head.weight", [vocab, d], device)?) };
+        let ln_f = layer_norm(&mut l, "transformer.ln_f")?;
+        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [vocab, d])?) };
         Ok(Self { config, word_embeddings, word_embeddings_layernorm, h, ln_f, lm_head })
     }
 
@@ -354,124 +311,46 @@ impl Bloom {
         x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
     }
 
-    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, read off the
-    /// model's own tensors. For head-sized row blocks, `query_key_value` needs `3 * head_dim` rows
-    /// per head (see the module docs).
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
+    /// fixes every shape and the head's tying (`load` reads exactly those), so it is
+    /// [`bloom_ops`] of the config.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        let [vocab, dim] = self.word_embeddings.dims();
-        let mut ops = vec![embedding_op(vocab, dim)];
-        let norm = |ops: &mut Vec<OpSpec>, prefix: &str, ln: &LayerNorm, layer| {
-            layer_norm_ops(ops, prefix, ln.weight.dims()[0], layer);
-        };
-        let linear = |ops: &mut Vec<OpSpec>, prefix: String, lin: &Linear, layer, role| {
-            let [d_out, d_in] = lin.weight.dims();
-            linear_ops(ops, &prefix, d_in, d_out, lin.bias.is_some(), layer, role);
-        };
-        norm(&mut ops, "transformer.word_embeddings_layernorm", &self.word_embeddings_layernorm, None);
-        for (i, l) in self.h.iter().enumerate() {
-            let p = format!("transformer.h.{i}");
-            let a = &l.self_attention;
-            norm(&mut ops, &format!("{p}.input_layernorm"), &l.input_layernorm, Some(i));
-            linear(&mut ops, format!("{p}.self_attention.query_key_value"), &a.query_key_value, Some(i), TensorRole::Qkv);
-            ops.push(attention_core_op(&p, a.n_heads, a.head_dim, i));
-            linear(&mut ops, format!("{p}.self_attention.dense"), &a.dense, Some(i), TensorRole::O);
-            norm(&mut ops, &format!("{p}.post_attention_layernorm"), &l.post_attention_layernorm, Some(i));
-            linear(&mut ops, format!("{p}.mlp.dense_h_to_4h"), &l.mlp.dense_h_to_4h, Some(i), TensorRole::Fc1);
-            linear(&mut ops, format!("{p}.mlp.dense_4h_to_h"), &l.mlp.dense_4h_to_h, Some(i), TensorRole::Fc2);
-        }
-        norm(&mut ops, "transformer.ln_f", &self.ln_f, None);
-        ops.push(lm_head_op(vocab, dim, self.lm_head.is_none()));
-        ops
+        bloom_ops(&self.config)
     }
-}
-
-// Op builders shared with `profile::bloom`, so the config-derived graph names ops identically.
-
-pub(crate) fn embedding_op(vocab: usize, dim: usize) -> OpSpec {
-    OpSpec {
-        name: "transformer.word_embeddings.weight".into(),
-        kind: OpKind::Embedding { vocab, dim },
-        layer: None,
-        role: TensorRole::Embedding,
-    }
-}
-
-/// A LayerNorm: its weight (`Norm`) then its bias (`NormBias`).
-pub(crate) fn layer_norm_ops(ops: &mut Vec<OpSpec>, prefix: &str, dim: usize, layer: Option<usize>) {
-    ops.push(OpSpec { name: format!("{prefix}.weight"), kind: OpKind::Norm { dim }, layer, role: TensorRole::Norm });
-    ops.push(OpSpec { name: format!("{prefix}.bias"), kind: OpKind::NormBias { dim }, layer, role: TensorRole::Norm });
-}
-
-/// A linear weight and, when present, its bias, both with the linear's role.
-pub(crate) fn linear_ops(
-    ops: &mut Vec<OpSpec>,
-    prefix: &str,
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    layer: Option<usize>,
-    role: TensorRole,
-) {
-    ops.push(OpSpec { name: format!("{prefix}.weight"), kind: OpKind::Linear { d_in, d_out }, layer, role });
-    if bias {
-        ops.push(OpSpec { name: format!("{prefix}.bias"), kind: OpKind::Bias { dim: d_out }, layer, role });
-    }
-}
-
-pub(crate) fn attention_core_op(prefix: &str, n_heads: usize, head_dim: usize, layer: usize) -> OpSpec {
-    OpSpec {
-        name: format!("{prefix}.self_attention.core"),
-        kind: OpKind::AttentionCore { n_heads, head_dim, causal: true },
-        layer: Some(layer),
-        role: TensorRole::Other,
-    }
-}
-
-pub(crate) fn lm_head_op(vocab: usize, dim: usize, tied: bool) -> OpSpec {
-    let name = if tied { "lm_head (tied to transformer.word_embeddings.weight)" } else { "lm_head.weight" };
-    OpSpec { name: name.into(), kind: OpKind::LmHead { vocab, dim, tied }, layer: None, role: TensorRole::LmHead }
 }
 
 impl Parameters for Bloom {
     fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
-        let norm = |f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str, ln: &LayerNorm| {
-            f(&format!("{prefix}.weight"), ParamRef::Vector(&ln.weight));
-            f(&format!("{prefix}.bias"), ParamRef::Vector(&ln.bias));
-        };
         f("transformer.word_embeddings.weight", ParamRef::Matrix(&self.word_embeddings));
-        norm(f, "transformer.word_embeddings_layernorm", &self.word_embeddings_layernorm);
+        self.word_embeddings_layernorm.visit(f, "transformer.word_embeddings_layernorm");
         for (i, l) in self.h.iter().enumerate() {
             let p = format!("transformer.h.{i}");
-            norm(f, &format!("{p}.input_layernorm"), &l.input_layernorm);
+            l.input_layernorm.visit(f, &format!("{p}.input_layernorm"));
             l.self_attention.query_key_value.visit(f, &format!("{p}.self_attention.query_key_value"));
             l.self_attention.dense.visit(f, &format!("{p}.self_attention.dense"));
-            norm(f, &format!("{p}.post_attention_layernorm"), &l.post_attention_layernorm);
+            l.post_attention_layernorm.visit(f, &format!("{p}.post_attention_layernorm"));
             l.mlp.dense_h_to_4h.visit(f, &format!("{p}.mlp.dense_h_to_4h"));
             l.mlp.dense_4h_to_h.visit(f, &format!("{p}.mlp.dense_4h_to_h"));
         }
-        norm(f, "transformer.ln_f", &self.ln_f);
+        self.ln_f.visit(f, "transformer.ln_f");
         if let Some(head) = &self.lm_head {
             f("lm_head.weight", ParamRef::Matrix(head));
         }
     }
 
     fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        let norm = |f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str, ln: &mut LayerNorm| {
-            f(&format!("{prefix}.weight"), ParamMut::Vector(&mut ln.weight));
-            f(&format!("{prefix}.bias"), ParamMut::Vector(&mut ln.bias));
-        };
         f("transformer.word_embeddings.weight", ParamMut::Matrix(&mut self.word_embeddings));
-        norm(f, "transformer.word_embeddings_layernorm", &mut self.word_embeddings_layernorm);
+        self.word_embeddings_layernorm.visit_mut(f, "transformer.word_embeddings_layernorm");
         for (i, l) in self.h.iter_mut().enumerate() {
             let p = format!("transformer.h.{i}");
-            norm(f, &format!("{p}.input_layernorm"), &mut l.input_layernorm);
+            l.input_layernorm.visit_mut(f, &format!("{p}.input_layernorm"));
             l.self_attention.query_key_value.visit_mut(f, &format!("{p}.self_attention.query_key_value"));
             l.self_attention.dense.visit_mut(f, &format!("{p}.self_attention.dense"));
-            norm(f, &format!("{p}.post_attention_layernorm"), &mut l.post_attention_layernorm);
+            l.post_attention_layernorm.visit_mut(f, &format!("{p}.post_attention_layernorm"));
             l.mlp.dense_h_to_4h.visit_mut(f, &format!("{p}.mlp.dense_h_to_4h"));
             l.mlp.dense_4h_to_h.visit_mut(f, &format!("{p}.mlp.dense_4h_to_h"));
         }
-        norm(f, "transformer.ln_f", &mut self.ln_f);
+        self.ln_f.visit_mut(f, "transformer.ln_f");
         if let Some(head) = &mut self.lm_head {
             f("lm_head.weight", ParamMut::Matrix(head));
         }

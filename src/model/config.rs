@@ -86,8 +86,7 @@ struct RawConfig {
 impl LlamaConfig {
     /// Parses a config.json text; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let raw: Value = serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))?;
-        Self::from_value(raw, origin)
+        Self::from_value(parse_json(text, origin)?, origin)
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
@@ -169,6 +168,11 @@ fn arch_to_model_type(arch: &str) -> String {
         "Qwen2ForCausalLM" => "qwen2".into(),
         other => other.to_string(),
     }
+}
+
+/// A config.json text as JSON; `origin` names the file in errors.
+pub(crate) fn parse_json(text: &str, origin: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))
 }
 
 pub(crate) fn first_id(v: &Value) -> Option<u32> {

@@ -8,6 +8,7 @@ pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod loss;
+pub mod norm;
 pub mod opt;
 pub mod params;
 pub mod summary;

@@ -7,18 +7,19 @@
 
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::{KvCache, LayerCache};
-use super::config::{all_ids, first_id};
+use super::config::{all_ids, first_id, parse_json};
 use super::linear::{Linear, Linears};
-use super::llama::TensorSource;
+use super::llama::{Loader, TensorSource};
+use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};
 use crate::profile::OpSpec;
-use crate::profile::opt::OptShape;
+use crate::profile::opt::opt_ops;
 
 /// OPT's learned position table starts at row 2 (rows 0 and 1 are a fairseq padding leftover).
 pub const POSITION_OFFSET: usize = 2;
@@ -83,8 +84,7 @@ struct RawConfig {
 impl OptConfig {
     /// Parses a config.json text; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let raw: Value = serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))?;
-        Self::from_value(raw, origin)
+        Self::from_value(parse_json(text, origin)?, origin)
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
@@ -156,47 +156,6 @@ impl OptConfig {
     /// The decoder-level LayerNorm after the last layer exists only in pre-LN models.
     pub fn has_final_layer_norm(&self) -> bool {
         self.do_layer_norm_before && !self.remove_final_layer_norm
-    }
-}
-
-/// `nn.LayerNorm`: weight and bias are absent without `layer_norm_elementwise_affine`.
-#[derive(Clone, Debug)]
-pub struct LayerNorm {
-    pub weight: Option<Tensor<1>>,
-    pub bias: Option<Tensor<1>>,
-    pub eps: f64,
-}
-
-impl LayerNorm {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let centered = x.clone() - x.mean_dim(2);
-        let inv_std = centered.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
-        let mut y = centered * inv_std;
-        if let Some(w) = &self.weight {
-            y = y * w.clone().unsqueeze::<3>();
-        }
-        if let Some(b) = &self.bias {
-            y = y + b.clone().unsqueeze::<3>();
-        }
-        y
-    }
-
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str) {
-        if let Some(w) = &self.weight {
-            f(&format!("{prefix}.weight"), ParamRef::Vector(w));
-        }
-        if let Some(b) = &self.bias {
-            f(&format!("{prefix}.bias"), ParamRef::Vector(b));
-        }
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str) {
-        if let Some(w) = &mut self.weight {
-            f(&format!("{prefix}.weight"), ParamMut::Vector(w));
-        }
-        if let Some(b) = &mut self.bias {
-            f(&format!("{prefix}.bias"), ParamMut::Vector(b));
-        }
     }
 }
 
@@ -321,64 +280,33 @@ pub struct Opt {
     pub lm_head: Option<Tensor<2>>,
 }
 
-/// Reads parameters from a [`TensorSource`] onto a device.
-struct Loader<'s, 'a> {
-    source: &'s mut TensorSource<'a>,
-    device: &'s Device,
-}
-
-impl Loader<'_, '_> {
-    fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
-        Ok(Tensor::from_data(TensorData::new((self.source)(name, &shape)?, shape), self.device))
-    }
-
-    fn vector(&mut self, name: &str, dim: usize) -> Result<Tensor<1>> {
-        Ok(Tensor::from_data(TensorData::new((self.source)(name, &[dim])?, [dim]), self.device))
-    }
-
-    fn linear(&mut self, prefix: &str, d_out: usize, d_in: usize, bias: bool) -> Result<Linear> {
-        let weight = self.matrix(&format!("{prefix}.weight"), [d_out, d_in])?;
-        let bias = if bias { Some(self.vector(&format!("{prefix}.bias"), d_out)?) } else { None };
-        Ok(Linear::new(weight, bias))
-    }
-
-    fn layer_norm(&mut self, prefix: &str, dim: usize, affine: bool) -> Result<LayerNorm> {
-        let (weight, bias) = if affine {
-            (Some(self.vector(&format!("{prefix}.weight"), dim)?), Some(self.vector(&format!("{prefix}.bias"), dim)?))
-        } else {
-            (None, None)
-        };
-        Ok(LayerNorm { weight, bias, eps: LAYER_NORM_EPS })
-    }
-}
-
 impl Opt {
     /// Builds the model, asking `source` for every parameter in execution order.
     pub fn load(config: OptConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
         let c = &config;
-        let mut l = Loader { source, device };
+        let mut l = Loader::new(source, device);
         let (d, e, affine) = (c.hidden_size, c.word_embed_proj_dim, c.layer_norm_elementwise_affine);
+        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| LayerNorm::load(l, prefix, d, affine, LAYER_NORM_EPS);
         let embed_tokens = l.matrix("model.decoder.embed_tokens.weight", [c.vocab_size, e])?;
         let project_in = if c.has_projections() { Some(l.linear("model.decoder.project_in", d, e, false)?) } else { None };
         let embed_positions = l.matrix("model.decoder.embed_positions.weight", [c.max_position_embeddings + POSITION_OFFSET, d])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.decoder.layers.{i}");
-            let self_attn_layer_norm = l.layer_norm(&format!("{p}.self_attn_layer_norm"), d, affine)?;
+            let self_attn_layer_norm = layer_norm(&mut l, &format!("{p}.self_attn_layer_norm"))?;
             let mut proj = |name: &str| l.linear(&format!("{p}.self_attn.{name}"), d, d, c.enable_bias);
             let (q_proj, k_proj, v_proj, out_proj) = (proj("q_proj")?, proj("k_proj")?, proj("v_proj")?, proj("out_proj")?);
             let self_attn = Attention { q_proj, k_proj, v_proj, out_proj, n_heads: c.num_attention_heads, head_dim: c.head_dim() };
             layers.push(Block {
                 self_attn_layer_norm,
                 self_attn,
-                final_layer_norm: l.layer_norm(&format!("{p}.final_layer_norm"), d, affine)?,
+                final_layer_norm: layer_norm(&mut l, &format!("{p}.final_layer_norm"))?,
                 fc1: l.linear(&format!("{p}.fc1"), c.ffn_dim, d, c.enable_bias)?,
                 fc2: l.linear(&format!("{p}.fc2"), d, c.ffn_dim, c.enable_bias)?,
                 norm_before: c.do_layer_norm_before,
             });
         }
-        let final_layer_norm =
-            if c.has_final_layer_norm() { Some(l.layer_norm("model.decoder.final_layer_norm", d, affine)?) } else { None };
+        let final_layer_norm = if c.has_final_layer_norm() { Some(layer_norm(&mut l, "model.decoder.final_layer_norm")?) } else { None };
         let project_out = if c.has_projections() { Some(l.linear("model.decoder.project_out", e, d, false)?) } else { None };
         let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [c.vocab_size, e])?) };
         Ok(Self { config, embed_tokens, embed_positions, project_in, layers, final_layer_norm, project_out, lm_head })
@@ -422,30 +350,11 @@ impl Opt {
         x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
     }
 
-    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, read off the
-    /// model's own tensors: their shapes, which biases and LayerNorm parameters exist, the head.
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
+    /// fixes every shape, bias, LayerNorm parameter and the head (`load` reads exactly those), so
+    /// it is [`opt_ops`] of the config.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        let [vocab, embed_dim] = self.embed_tokens.dims();
-        let [positions, hidden] = self.embed_positions.dims();
-        let first = self.layers.first();
-        let attn = first.map(|l| &l.self_attn);
-        let shape = OptShape {
-            vocab,
-            embed_dim,
-            hidden,
-            positions,
-            ffn: first.map_or(0, |l| l.fc1.weight.dims()[0]),
-            n_heads: attn.map_or(0, |a| a.n_heads),
-            head_dim: attn.map_or(0, |a| a.head_dim),
-            layers: self.layers.len(),
-            norm_before: first.is_none_or(|l| l.norm_before),
-            bias: attn.is_some_and(|a| a.q_proj.bias.is_some()),
-            affine: first.is_some_and(|l| l.self_attn_layer_norm.weight.is_some()),
-            projected: self.project_in.is_some(),
-            final_norm: self.final_layer_norm.is_some(),
-            tied: self.lm_head.is_none(),
-        };
-        shape.ops()
+        opt_ops(&self.config)
     }
 }
 

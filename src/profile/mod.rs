@@ -11,6 +11,7 @@ pub mod bloom;
 mod cost;
 mod flops;
 pub mod llama;
+mod ops;
 pub mod opt;
 
 pub use flops::FlopsConvention;
