@@ -432,5 +432,8 @@ fn eval(args: EvalArgs) -> Result<()> {
         r.count
     );
     println!("predictions: {}", out.display());
+    if args.model.is_dir() && crate::green::card::RunCard::record_rouge(&args.model, &args.data.display().to_string(), result.rouge)? {
+        println!("run card: {}", args.model.join("run_card.md").display());
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Llama, Parameters};
+use crate::model::{Model, Parameters};
 use crate::train::batch::DeviceBatch;
 use crate::train::optim::AdamW;
 use crate::train::step::forward_backward;
@@ -22,7 +22,7 @@ pub struct Importance {
 }
 
 /// Scores the tensors `candidates` names on `batch` with the run's optimizer at learning rate `lr`.
-pub fn score(model: &Llama, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Importance {
+pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Importance {
     let first = forward_backward(model, candidates, batch);
     let mut stepped = model.clone();
     optimizer.clone().step(&mut stepped, &first.grads, lr);

@@ -202,3 +202,18 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     wait_for(&mut harness, "Showing the past run");
     harness.get_by_label_contains("step 3 of 3");
 }
+
+#[test]
+fn a_budget_typed_in_the_method_tab_replaces_rho_in_the_run() {
+    use greentrainer::green::budget::Budget;
+    let mut s = Settings { budget: " 30g ".into(), ..Settings::default() };
+    assert_eq!(s.train_config().budget, Some(Budget::Co2G(30.0)));
+    s.budget = "30 parsecs".into();
+    assert!(matches!(s.budget_choice(), Some(Err(e)) if e.contains("unknown unit")));
+    assert_eq!(s.train_config().budget, None);
+    s.budget.clear();
+    assert!(s.budget_choice().is_none());
+    s.budget = "2.5wh".into();
+    s.method = greentrainer::train::MethodKind::Full;
+    assert_eq!(s.train_config().budget, None, "a budget only applies to GreenTrainer");
+}

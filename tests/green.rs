@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use greentrainer::device::ComputeDevice;
+use greentrainer::eval::rouge::CorpusRouge;
 use greentrainer::green::Footprint;
 use greentrainer::green::budget::{Budget, RunPlan};
 use greentrainer::green::carbon::parse_intensity;
@@ -148,13 +149,6 @@ fn budget_rho_is_monotone_and_fits_on_smollm2() {
 }
 
 #[test]
-fn config_op_list_matches_the_loaded_model() {
-    let dir = common::fixture("tiny-llama");
-    let loaded = greentrainer::io::load_model(&dir, &ComputeDevice::cpu().device).unwrap();
-    assert_eq!(llama_ops(&loaded.model.config), loaded.model.op_graph());
-}
-
-#[test]
 fn budget_and_intensity_parse_from_flags_and_toml() {
     assert_eq!("2.5wh".parse::<Budget>().unwrap(), Budget::EnergyWh(2.5));
     assert_eq!("30 g".parse::<Budget>().unwrap(), Budget::Co2G(30.0));
@@ -189,6 +183,7 @@ fn run_card_round_trips() {
             grid_g_per_kwh: 475.0,
             budget: Some(greentrainer::green::budget::BudgetReport { budget: Budget::Flops(2e12), rho: 0.5, realised: 1.5e12 }),
         },
+        rouge: Vec::new(),
     };
     let json = serde_json::to_string(&card).unwrap();
     assert_eq!(serde_json::from_str::<RunCard>(&json).unwrap(), card);
@@ -198,6 +193,18 @@ fn run_card_round_trips() {
     assert_eq!(back, card);
     let md = fs::read_to_string(dir.path().join("run_card.md")).unwrap();
     assert!(md.contains("estimated") && md.contains("475 g/kWh") && md.contains("rho"), "{md}");
+
+    // Evaluating the saved model adds its ROUGE; a second evaluation of the same file replaces it.
+    let rouge = |r1| CorpusRouge { rouge1: r1, rouge2: 0.1, rouge_l: 0.2, rouge_lsum: 0.25, count: 50 };
+    assert!(RunCard::record_rouge(dir.path(), "test.jsonl", rouge(0.3)).unwrap());
+    assert!(RunCard::record_rouge(dir.path(), "test.jsonl", rouge(0.35)).unwrap());
+    let back = RunCard::read(dir.path()).unwrap().unwrap();
+    assert_eq!(back.rouge.len(), 1);
+    assert_eq!(back.rouge[0].rouge, rouge(0.35));
+    let md = fs::read_to_string(dir.path().join("run_card.md")).unwrap();
+    assert!(md.contains("35.00 / 10.00 / 20.00 / 25.00 on test.jsonl (50 rows)"), "{md}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert!(!RunCard::record_rouge(elsewhere.path(), "test.jsonl", rouge(0.3)).unwrap(), "no card, nothing written");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrainer::kernels::{AdamWHyper, has_fused_adamw, masked_adamw, masked_dw, masked_linear};
+use greentrainer::kernels::{AdamWHyper, DwPath, masked_adamw, masked_dw, masked_linear, runs_wgsl};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn random(rng: &mut StdRng, shape: [usize; 2], device: &burn::tensor::Device) -> (Vec<f32>, Tensor<2>) {
@@ -32,17 +32,19 @@ fn masked_dw_equals_the_dense_gradient_on_selected_rows() {
             let (dy_v, dy) = random(&mut rng, [n, d_out], &dev.device);
             let (x_v, x) = random(&mut rng, [n, d_in], &dev.device);
             let rows = rows_subset(&mut rng, d_out);
-            let got = host(masked_dw(dy, x, &rows));
-            assert_eq!(got.len(), rows.len() * d_in);
-            for (ri, &r) in rows.iter().enumerate() {
-                for c in 0..d_in {
-                    let want: f32 = (0..n).map(|t| dy_v[t * d_out + r as usize] * x_v[t * d_in + c]).sum();
-                    let g = got[ri * d_in + c];
-                    assert!(
-                        (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "{} n={n} out={d_out} in={d_in} row {r} col {c}: {g} vs {want}",
-                        dev.name
-                    );
+            for path in [DwPath::Tiled, DwPath::GatherMatmul, DwPath::Auto] {
+                let got = host(masked_dw(dy.clone(), x.clone(), &rows, path));
+                assert_eq!(got.len(), rows.len() * d_in);
+                for (ri, &r) in rows.iter().enumerate() {
+                    for c in 0..d_in {
+                        let want: f32 = (0..n).map(|t| dy_v[t * d_out + r as usize] * x_v[t * d_in + c]).sum();
+                        let g = got[ri * d_in + c];
+                        assert!(
+                            (g - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{} {path:?} n={n} out={d_out} in={d_in} row {r} col {c}: {g} vs {want}",
+                            dev.name
+                        );
+                    }
                 }
             }
         }
@@ -84,7 +86,7 @@ fn masked_linear_backward_gives_dense_input_grad_and_only_selected_weight_rows()
 #[test]
 fn fused_masked_adamw_equals_the_reference_update_and_leaves_other_rows() {
     let mut rng = StdRng::seed_from_u64(9);
-    let devices: Vec<_> = common::devices().into_iter().filter(|d| has_fused_adamw(&d.device)).collect();
+    let devices: Vec<_> = common::devices().into_iter().filter(|d| runs_wgsl(&d.device)).collect();
     if devices.is_empty() {
         eprintln!("!!! no wgpu device: the fused AdamW kernel is not exercised here");
     }

@@ -42,10 +42,10 @@ fn hf_folder_round_trip_is_exact() {
     save_hf_folder(&original, &saved, None).unwrap();
     let reloaded = load_model(&saved, &dev.device).unwrap();
     assert_eq!(tensors(&reloaded.model), tensors(&original.model));
-    let mut want = original.model.config.raw.clone();
+    let mut want = original.model.raw_config().clone();
     want["torch_dtype"] = serde_json::json!("float32");
     want["dtype"] = serde_json::json!("float32");
-    assert_eq!(reloaded.model.config.raw, want);
+    assert_eq!(reloaded.model.raw_config(), &want);
     // Nothing half-written is left beside the folder.
     let leftovers: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers, vec![std::ffi::OsString::from("model")]);

@@ -1,6 +1,18 @@
-//! The FLOPs profiler against closed forms, and selection on a SmolLM2-135M-shaped profile.
+//! The FLOPs profiler against closed forms, selection on a SmolLM2-135M-shaped profile, and each
+//! architecture's config-derived op graph against the parameters its model loads. The paper's
+//! PFLOPs rows are reproduced from the paper configs in tests/opt.rs and tests/bloom.rs.
 
+mod common;
+
+use std::collections::BTreeMap;
+
+use greentrainer::device::ComputeDevice;
+use greentrainer::model::bloom::{Bloom, BloomConfig};
+use greentrainer::model::opt::{Opt, OptConfig};
+use greentrainer::model::t5::{T5, T5Config};
+use greentrainer::model::{Llama as LlamaModel, LlamaConfig, Parameters};
 use greentrainer::{profile::*, select::*};
+use serde_json::{Value, json};
 
 /// The shape of a Llama-style decoder (pre-norm, SwiGLU MLP, grouped-query attention).
 struct Llama {
@@ -47,66 +59,6 @@ fn llama_ops(m: &Llama) -> Vec<OpSpec> {
     }
     ops.push(op("model.norm.weight".into(), OpKind::Norm { dim: d }, None, TensorRole::Norm));
     ops.push(op("lm_head.weight".into(), OpKind::LmHead { vocab: m.vocab, dim: d, tied: m.tied }, None, TensorRole::LmHead));
-    ops
-}
-
-/// Appends a linear weight and its bias.
-fn linear_with_bias(ops: &mut Vec<OpSpec>, name: String, d_in: usize, d_out: usize, layer: Option<usize>) {
-    ops.push(op(format!("{name}.weight"), OpKind::Linear { d_in, d_out }, layer, TensorRole::Other));
-    ops.push(op(format!("{name}.bias"), OpKind::Bias { dim: d_out }, layer, TensorRole::Other));
-}
-
-fn layer_norm(ops: &mut Vec<OpSpec>, name: String, dim: usize, layer: Option<usize>) {
-    ops.push(op(format!("{name}.weight"), OpKind::Norm { dim }, layer, TensorRole::Norm));
-    ops.push(op(format!("{name}.bias"), OpKind::NormBias { dim }, layer, TensorRole::Norm));
-}
-
-fn attention_core(layer: usize, d: usize, heads: usize) -> OpSpec {
-    let kind = OpKind::AttentionCore { n_heads: heads, head_dim: d / heads, causal: true };
-    op(format!("{layer}.core"), kind, Some(layer), TensorRole::Other)
-}
-
-fn tied_head(vocab: usize, d: usize) -> OpSpec {
-    op("lm_head".into(), OpKind::LmHead { vocab, dim: d, tied: true }, None, TensorRole::LmHead)
-}
-
-/// OPT (pre-LN, learned positions with offset 2, tied head), shapes from paper-configs/opt-*.json.
-fn opt_ops(layers: usize, d: usize, ffn: usize, heads: usize) -> Vec<OpSpec> {
-    let embedding = |name: &str, vocab| op(name.into(), OpKind::Embedding { vocab, dim: d }, None, TensorRole::Embedding);
-    let mut ops = vec![embedding("embed_tokens", 50272), embedding("embed_positions", 2048 + 2)];
-    for l in 0..layers {
-        let at = Some(l);
-        layer_norm(&mut ops, format!("{l}.self_attn_layer_norm"), d, at);
-        for proj in ["q_proj", "k_proj", "v_proj"] {
-            linear_with_bias(&mut ops, format!("{l}.{proj}"), d, d, at);
-        }
-        ops.push(attention_core(l, d, heads));
-        linear_with_bias(&mut ops, format!("{l}.out_proj"), d, d, at);
-        layer_norm(&mut ops, format!("{l}.final_layer_norm"), d, at);
-        linear_with_bias(&mut ops, format!("{l}.fc1"), d, ffn, at);
-        linear_with_bias(&mut ops, format!("{l}.fc2"), ffn, d, at);
-    }
-    layer_norm(&mut ops, "final_layer_norm".into(), d, None);
-    ops.push(tied_head(50272, d));
-    ops
-}
-
-/// BLOOM (embedding LayerNorm, fused qkv, 4d MLP, tied head), shapes from paper-configs/bloomz-3b.json.
-fn bloom_ops(layers: usize, d: usize, heads: usize, vocab: usize) -> Vec<OpSpec> {
-    let mut ops = vec![op("word_embeddings".into(), OpKind::Embedding { vocab, dim: d }, None, TensorRole::Embedding)];
-    layer_norm(&mut ops, "word_embeddings_layernorm".into(), d, None);
-    for l in 0..layers {
-        let at = Some(l);
-        layer_norm(&mut ops, format!("{l}.input_layernorm"), d, at);
-        linear_with_bias(&mut ops, format!("{l}.query_key_value"), d, 3 * d, at);
-        ops.push(attention_core(l, d, heads));
-        linear_with_bias(&mut ops, format!("{l}.dense"), d, d, at);
-        layer_norm(&mut ops, format!("{l}.post_attention_layernorm"), d, at);
-        linear_with_bias(&mut ops, format!("{l}.dense_h_to_4h"), d, 4 * d, at);
-        linear_with_bias(&mut ops, format!("{l}.dense_4h_to_h"), 4 * d, d, at);
-    }
-    layer_norm(&mut ops, "ln_f".into(), d, None);
-    ops.push(tied_head(vocab, d));
     ops
 }
 
@@ -269,25 +221,6 @@ fn flops_conventions() {
     assert_eq!(FlopsConvention::PaperMac.format(41.8e15), "41.800 PFLOPs (paper: 1 MAC = 1 FLOP)");
 }
 
-#[test]
-fn paper_full_fine_tuning_pflops_are_reproduced() {
-    // shared/fixtures/paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, PFLOPs counted
-    // as MACs. The paper's figures are matched with full (not halved) causal attention.
-    let (scitldr, dialogsum) = (2490.0, 15575.0);
-    let cases = [
-        ("OPT-1.3B SciTLDR", opt_ops(24, 2048, 8192, 32), scitldr, 20.8),
-        ("OPT-2.7B SciTLDR", opt_ops(32, 2560, 10240, 32), scitldr, 41.8),
-        ("OPT-2.7B DialogSum", opt_ops(32, 2560, 10240, 32), dialogsum, 262.0),
-        ("BLOOMZ-3B SciTLDR", bloom_ops(30, 2560, 32, 250880), scitldr, 47.2),
-        ("BLOOMZ-3B DialogSum", bloom_ops(30, 2560, 32, 250880), dialogsum, 294.8),
-    ];
-    for (name, ops, steps, paper_pflops) in cases {
-        let profile = profile(&ops, BatchShape { batch: 4, seq: 512, decoder_seq: None }, false).unwrap();
-        let pflops = FlopsConvention::PaperMac.from_macs(profile.t_full()) * steps / 1e15;
-        assert!((pflops / paper_pflops - 1.0).abs() < 0.005, "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
-    }
-}
-
 /// splitmix64, for reproducible importances without the rand crate.
 fn importances(seed: u64, n: usize) -> Vec<f64> {
     let mut state = seed;
@@ -335,4 +268,79 @@ fn smollm2_tied_head_gradient_walls_off_low_rho_with_causal_halving() {
     let selection = select(&candidates, profile.t_fp(), &SelectConfig::new(0.4)).unwrap();
     assert!(selection.is_empty());
     assert_eq!(selection.total_cost, profile.t_fp());
+}
+
+/// Zero weights of the asked shape: enough to compare a model's parameters with its op graph.
+fn zeros(_: &str, shape: &[usize]) -> greentrainer::error::Result<Vec<f32>> {
+    Ok(vec![0.0; shape.iter().product()])
+}
+
+/// A tiny fixture's config.json with some fields replaced.
+fn tiny_config(fixture: &str, overrides: &Value) -> Value {
+    let text = std::fs::read_to_string(common::fixture(fixture).join("config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&text).unwrap();
+    for (k, v) in overrides.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    config
+}
+
+/// The graph's parameter ops, each with the HF shape its kind implies, are exactly the model's parameters.
+fn assert_graph_matches_parameters(model: &impl Parameters, ops: &[OpSpec], label: &str) {
+    let in_graph: BTreeMap<String, Vec<usize>> = ops
+        .iter()
+        .filter_map(|op| {
+            let shape = match op.kind {
+                OpKind::Embedding { vocab, dim } | OpKind::LmHead { vocab, dim, tied: false } => vec![vocab, dim],
+                OpKind::Linear { d_in, d_out } => vec![d_out, d_in],
+                OpKind::Bias { dim } | OpKind::Norm { dim } | OpKind::NormBias { dim } => vec![dim],
+                OpKind::RelativeBias { buckets, n_heads, .. } => vec![buckets, n_heads],
+                OpKind::AttentionCore { .. } | OpKind::CrossAttentionCore { .. } | OpKind::LmHead { tied: true, .. } => return None,
+            };
+            Some((op.name.clone(), shape))
+        })
+        .collect();
+    let mut in_model = BTreeMap::new();
+    model.visit(&mut |name, p| {
+        in_model.insert(name.to_string(), p.shape());
+    });
+    assert_eq!(in_graph, in_model, "{label}");
+}
+
+#[test]
+fn config_derived_op_graphs_match_the_loaded_parameters() {
+    // `op_graph` is derived from the config alone; this checks it against what `load` asks for.
+    let device = ComputeDevice::cpu().device;
+    let llama = [
+        json!({}),
+        json!({"tie_word_embeddings": false}),
+        json!({"attention_bias": true, "mlp_bias": true}),
+        json!({"model_type": "qwen2"}),
+    ];
+    for overrides in llama {
+        let config = LlamaConfig::from_value(tiny_config("tiny-llama", &overrides), "tiny-llama").unwrap();
+        let model = LlamaModel::load(config, &device, &mut zeros).unwrap();
+        assert_graph_matches_parameters(&model, &model.op_graph(), &format!("llama {overrides}"));
+    }
+    let opt = [
+        json!({}),
+        json!({"do_layer_norm_before": false, "word_embed_proj_dim": 32}),
+        json!({"word_embed_proj_dim": 48, "enable_bias": false, "layer_norm_elementwise_affine": false, "tie_word_embeddings": false}),
+        json!({"_remove_final_layer_norm": true}),
+    ];
+    for overrides in opt {
+        let config = OptConfig::from_value(tiny_config("tiny-opt", &overrides), "tiny-opt").unwrap();
+        let model = Opt::load(config, &device, &mut zeros).unwrap();
+        assert_graph_matches_parameters(&model, &model.op_graph(), &format!("opt {overrides}"));
+    }
+    for overrides in [json!({}), json!({"tie_word_embeddings": false})] {
+        let config = BloomConfig::from_value(tiny_config("tiny-bloom", &overrides), "tiny-bloom").unwrap();
+        let model = Bloom::load(config, &device, &mut zeros).unwrap();
+        assert_graph_matches_parameters(&model, &model.op_graph(), &format!("bloom {overrides}"));
+    }
+    for overrides in [json!({}), json!({"feed_forward_proj": "relu", "num_decoder_layers": 3})] {
+        let config = T5Config::from_value(tiny_config("tiny-t5", &overrides), "tiny-t5").unwrap();
+        let model = T5::load(config, &device, &mut zeros).unwrap();
+        assert_graph_matches_parameters(&model, &model.op_graph(), &format!("t5 {overrides}"));
+    }
 }

@@ -7,9 +7,10 @@ use eframe::egui;
 use super::StudioApp;
 use super::widgets::{bytes, flops, number, seconds};
 use super::worker::{Calibration, Command};
+use crate::model::lora::default_targets;
 use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
 use crate::select::{CostRule, SelectConfig, select};
-use crate::train::{MethodKind, TrainConfig};
+use crate::train::MethodKind;
 
 /// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
 const FLOPS_PER_MAC: f64 = 2.0;
@@ -52,6 +53,7 @@ pub fn estimate(
     rho: f64,
     top_k: usize,
     lora_rank: usize,
+    lora_targets: &[String],
     shape: BatchShape,
 ) -> Result<Estimate, String> {
     let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
@@ -79,9 +81,8 @@ pub fn estimate(
             }
         }
         MethodKind::Lora => {
-            let targets = TrainConfig::default().lora_targets;
             let idx: Vec<usize> =
-                selectable.iter().copied().filter(|&i| targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
+                selectable.iter().copied().filter(|&i| lora_targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
             let tokens = shape.tokens() as f64;
             let (mut adapter_macs, mut adapter_params) = (0.0, 0);
             for &i in &idx {
@@ -119,17 +120,15 @@ fn top_k_nodes(p: &Profile, k: usize) -> Vec<usize> {
 
 /// The estimate for the app's current settings, if a model is loaded.
 pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
+    (!app.model.ops.is_empty()).then(|| estimate_for(app, app.settings.method))
+}
+
+/// `method` at the user's settings on the loaded model.
+fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, String> {
     let s = &app.settings;
-    (!app.model.ops.is_empty()).then(|| {
-        estimate(
-            &app.model.ops,
-            s.method,
-            s.rho,
-            s.top_k,
-            s.lora_rank,
-            BatchShape { batch: s.batch_size.max(1), seq: s.max_len.max(1), decoder_seq: None },
-        )
-    })
+    let model_type = app.model.summary.as_ref().map(|m| m.architecture.as_str()).unwrap_or_default();
+    let shape = BatchShape { batch: s.batch_size.max(1), seq: s.max_len.max(1), decoder_seq: None };
+    estimate(&app.model.ops, method, s.rho, s.top_k, s.lora_rank, &default_targets(model_type), shape)
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -143,7 +142,20 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     });
     match s.method {
         MethodKind::Greentrainer => {
-            ui.add(egui::Slider::new(&mut s.rho, 0.05..=1.0).fixed_decimals(2).text("rho (share of full fine-tuning FLOPs)"));
+            ui.add_enabled(
+                s.budget.trim().is_empty(),
+                egui::Slider::new(&mut s.rho, 0.05..=1.0).fixed_decimals(2).text("rho (share of full fine-tuning FLOPs)"),
+            );
+            ui.horizontal(|ui| {
+                let name = ui.label("...or a budget");
+                ui.add(egui::TextEdit::singleline(&mut s.budget).hint_text("2.5wh, 30g, 600s or 1e15flops").desired_width(140.0))
+                    .labelled_by(name.id);
+                match s.budget_choice() {
+                    Some(Ok(b)) => ui.label(format!("{b}: the engine picks the largest rho that fits when training starts")),
+                    Some(Err(e)) => ui.colored_label(ui.visuals().error_fg_color, e),
+                    None => ui.weak("(empty: train at rho)"),
+                };
+            });
         }
         MethodKind::TopK => {
             ui.horizontal(|ui| number(ui, "Blocks trained (k)", &mut s.top_k, 1..=256, 0.1));
@@ -197,6 +209,18 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         ui.label("Saving vs full");
         ui.strong(format!("{:.1}%", 100.0 * (1.0 - e.step_flops / e.full_step_flops)));
         ui.end_row();
+        if s.method != MethodKind::Lora
+            && let Ok(lora) = estimate_for(app, MethodKind::Lora)
+        {
+            ui.label("LoRA for comparison");
+            ui.label(format!(
+                "{} per step (r {}, {:.1}% below full)",
+                flops(lora.step_flops),
+                s.lora_rank,
+                100.0 * (1.0 - lora.step_flops / lora.full_step_flops)
+            ));
+            ui.end_row();
+        }
         ui.label("FLOPs per epoch");
         ui.label(match steps_per_epoch {
             Some(n) => format!("{} ({n} steps; full {})", flops(e.step_flops * n as f64), flops(e.full_step_flops * n as f64)),

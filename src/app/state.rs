@@ -27,6 +27,8 @@ pub struct Settings {
     pub device: DeviceChoice,
     pub method: MethodKind,
     pub rho: f64,
+    /// GreenTrainer's budget instead of rho (`2.5wh`, `30g`, `600s`, `1e15flops`); empty: use rho.
+    pub budget: String,
     pub top_k: usize,
     pub lora_rank: usize,
     pub max_len: usize,
@@ -56,6 +58,7 @@ impl Default for Settings {
             device: DeviceChoice::Wgpu,
             method: MethodKind::Greentrainer,
             rho: train.rho,
+            budget: String::new(),
             top_k: train.top_k,
             lora_rank: train.lora_rank,
             // Shorter than the engine's default so a laptop run shows progress within minutes.
@@ -83,6 +86,7 @@ impl Settings {
             device: self.device,
             method: self.method,
             rho: self.rho,
+            budget: self.budget_choice().and_then(Result::ok),
             top_k: self.top_k,
             lora_rank: self.lora_rank,
             epochs: self.epochs,
@@ -94,6 +98,13 @@ impl Settings {
             save_model: false,
             ..TrainConfig::default()
         }
+    }
+}
+
+impl Settings {
+    /// The GreenTrainer budget the user typed, parsed; `None` when rho is used instead.
+    pub fn budget_choice(&self) -> Option<Result<crate::green::budget::Budget, String>> {
+        (self.method == MethodKind::Greentrainer && !self.budget.trim().is_empty()).then(|| self.budget.parse())
     }
 }
 

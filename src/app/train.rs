@@ -77,6 +77,9 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     let blocker = match &estimate {
         None => Some("Load a model first (Model tab).".to_string()),
         Some(Err(e)) => Some(e.clone()),
+        _ if matches!(app.settings.budget_choice(), Some(Err(_))) => Some("The budget does not parse: see the Method tab.".into()),
+        // With a budget the engine picks rho (and refuses a budget below the forward pass).
+        Some(Ok(_)) if matches!(app.settings.budget_choice(), Some(Ok(_))) => None,
         Some(Ok(e)) if !e.feasible(app.settings.method, app.settings.rho) => {
             Some(format!("rho is below {:.3}: see the Method tab.", e.min_rho))
         }

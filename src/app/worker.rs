@@ -336,7 +336,7 @@ impl Engine {
         let loaded = self.model()?;
         let device = self.device.as_ref().ok_or("load a model first (Model panel)")?;
         let seq = max_len.clamp(2, CALIBRATION_SEQ);
-        let vocab = loaded.model.config.vocab_size as u64;
+        let vocab = loaded.model.info().vocab_size as u64;
         // A fixed LCG: any tokens cost the same, and the pass stays reproducible.
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let input_ids: Vec<u32> = (0..seq)

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::{guarded, median_time};
 use crate::device::ComputeDevice;
-use crate::model::{Llama, attention_mask, loss::causal_lm_loss, params::with_trainable};
+use crate::model::{Model, attention_mask, loss::causal_lm_loss, params::with_trainable};
 
 pub struct ForwardRow {
     pub device: String,
@@ -15,16 +15,16 @@ pub struct ForwardRow {
 }
 
 /// Benchmarks `model` (already on `dev`) with random tokens `[batch, seq]`.
-pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, iters: usize) -> ForwardRow {
+pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, iters: usize) -> ForwardRow {
     let device = &dev.device;
     let mut rng = StdRng::seed_from_u64(0);
-    let vocab = model.config.vocab_size as i64;
+    let vocab = model.info().vocab_size as i64;
     let ids: Vec<i64> = (0..batch * seq).map(|_| rng.random_range(0..vocab)).collect();
     let labels = ids.clone();
     let tokens = (batch * seq) as f64;
     let input = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), device);
     let mask = attention_mask(None, batch, seq, 0, device);
-    if let Err(msg) = super::check_fits(dev, batch, seq, model.config.vocab_size) {
+    if let Err(msg) = super::check_fits(dev, batch, seq, model.info().vocab_size) {
         return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(msg.clone()), train_tokens_per_s: Err(msg) };
     }
     let forward = guarded(|| {

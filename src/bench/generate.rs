@@ -4,10 +4,10 @@ use std::time::Instant;
 
 use super::guarded;
 use crate::eval::generate::{GenerateOptions, generate};
-use crate::model::Llama;
+use crate::model::Model;
 
 /// New tokens per second of greedy decoding of `new_tokens` after `prompt`, with and without the cache.
-pub fn run(model: &Llama, prompt: &[u32], new_tokens: usize) -> Vec<(bool, Result<f64, String>)> {
+pub fn run(model: &Model, prompt: &[u32], new_tokens: usize) -> Vec<(bool, Result<f64, String>)> {
     [true, false]
         .into_iter()
         .map(|use_cache| {

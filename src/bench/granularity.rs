@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use crate::data::{LoadOptions, load_dataset, pad_batch};
 use crate::device::ComputeDevice;
 use crate::error::Result;
-use crate::model::Llama;
+use crate::model::Model;
 use crate::train::batch::DeviceBatch;
 use crate::train::step::forward_backward;
 use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
@@ -78,11 +78,11 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
 }
 
 /// Mean loss over the first 16 held-out examples, in batches of 4.
-fn held_out_loss(model: &Llama, trainer: &Trainer, path: &Path, max_len: usize) -> Result<f64> {
+fn held_out_loss(model: &Model, trainer: &Trainer, path: &Path, max_len: usize) -> Result<f64> {
     let eos = trainer.loaded.eos_token_id()?;
     let data = load_dataset(path, &trainer.loaded.tokenizer, &LoadOptions::new(max_len, eos))?;
     let examples: Vec<_> = data.examples.iter().take(16).collect();
-    let pad = model.config.pad_token_id.unwrap_or(eos);
+    let pad = model.info().pad_token_id.unwrap_or(eos);
     let losses: Vec<f64> = examples
         .chunks(4)
         .map(|chunk| forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(chunk, pad), &model.device())).loss)

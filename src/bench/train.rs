@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::guarded;
 use crate::device::ComputeDevice;
 use crate::importance;
-use crate::model::lora::LoraConfig;
-use crate::model::{Linears, Llama, Parameters};
+use crate::model::lora::{LoraConfig, default_targets};
+use crate::model::{Linears, Model, Parameters};
 use crate::profile::{BatchShape, Profile, profile};
 use crate::select::{SelectConfig, select};
 use crate::train::batch::DeviceBatch;
@@ -46,16 +46,16 @@ pub struct TrainRow {
 struct Method {
     name: String,
     /// The model as this method trains it (LoRA adds adapters).
-    model: Llama,
+    model: Model,
     trainable: BTreeSet<String>,
 }
 
 /// Runs the comparison on `dev`; `steps` timed steps per method after one warm-up step.
-pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize) -> Result<Vec<TrainRow>, String> {
+pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize) -> Result<Vec<TrainRow>, String> {
     let device = &dev.device;
-    super::check_fits(dev, batch, seq, model.config.vocab_size)?;
+    super::check_fits(dev, batch, seq, model.info().vocab_size)?;
     let mut rng = StdRng::seed_from_u64(1);
-    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.config.vocab_size as u32)).collect();
+    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.info().vocab_size as u32)).collect();
     let host = crate::data::Batch {
         labels: ids.iter().map(|&t| t as i64).collect(),
         attention_mask: vec![1; batch * seq],
@@ -139,7 +139,7 @@ pub fn run(model: &Llama, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
 
 /// Full first (the reference), then GreenTrainer at rho 0.4/0.5/0.7 (importance scored once on the
 /// batch), FT-top-2 and LoRA.
-fn methods(model: &Llama, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, String> {
+fn methods(model: &Model, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, String> {
     let method = |name: String, trainable: BTreeSet<String>| Method { name, model: model.clone(), trainable };
     let mut out = vec![method("full".into(), model.param_names().into_iter().collect())];
     let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true);
@@ -150,15 +150,9 @@ fn methods(model: &Llama, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, S
         let exec = p.selected_nodes(&chosen).map_err(|e| e.to_string())?;
         out.push(method(format!("GreenTrainer rho={rho}"), exec.iter().map(|&i| p.nodes[i].name.clone()).collect()));
     }
-    let first = model.layers.len().saturating_sub(2);
-    let top2 = model
-        .param_names()
-        .into_iter()
-        .filter(|n| n == "model.norm.weight" || (first..model.layers.len()).any(|i| n.starts_with(&format!("model.layers.{i}."))))
-        .collect();
-    out.push(method("FT-top-2".into(), top2));
+    out.push(method("FT-top-2".into(), model.top_layers(2)));
     let mut adapted = model.clone();
-    let lora = LoraConfig::default();
+    let lora = LoraConfig { targets: default_targets(&model.info().model_type), ..LoraConfig::default() };
     let names = adapted.attach_lora(&lora);
     out.push(Method { name: format!("LoRA r={} on q,v", lora.rank), model: adapted, trainable: names.into_iter().collect() });
     Ok(out)

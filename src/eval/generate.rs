@@ -4,7 +4,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::model::{KvCache, Llama, attention_mask};
+use crate::model::{KvCache, Model, attention_mask};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -45,13 +45,13 @@ impl GenerateOptions {
 
 /// Runs the model over growing sequences of several rows, with or without the KV cache.
 struct Decoder<'a> {
-    model: &'a Llama,
+    model: &'a Model,
     cache: Option<KvCache>,
 }
 
 impl<'a> Decoder<'a> {
-    fn new(model: &'a Llama, use_cache: bool) -> Self {
-        Self { model, cache: use_cache.then(|| KvCache::new(model.layers.len())) }
+    fn new(model: &'a Model, use_cache: bool) -> Self {
+        Self { model, cache: use_cache.then(|| KvCache::new(model.info().layers)) }
     }
 
     /// Next-token logits `[rows][vocab]` for `seqs` (all the same length). With the cache only the
@@ -81,7 +81,7 @@ impl<'a> Decoder<'a> {
 }
 
 /// Generates up to `max_new_tokens` after `prompt`; returns only the new tokens (EOS excluded).
-pub fn generate(model: &Llama, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
+pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
     if prompt.is_empty() || opts.max_new_tokens == 0 {
         return Vec::new();
     }
@@ -91,7 +91,7 @@ pub fn generate(model: &Llama, prompt: &[u32], opts: &GenerateOptions) -> Vec<u3
     }
 }
 
-fn sample_or_greedy(model: &Llama, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
+fn sample_or_greedy(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
     let mut decoder = Decoder::new(model, opts.use_cache);
     let mut seq = prompt.to_vec();
     let mut rng = match opts.strategy {
@@ -176,7 +176,7 @@ struct Hypothesis {
 /// Beam search as transformers' `_beam_search` (early_stopping=False): log-softmax, repetition
 /// penalty on the log-probabilities, top 2*beams candidates, finished hypotheses scored by
 /// sum_logprobs / generated_len^length_penalty.
-fn beam_search(model: &Llama, prompt: &[u32], opts: &GenerateOptions, num_beams: usize, length_penalty: f32) -> Vec<u32> {
+fn beam_search(model: &Model, prompt: &[u32], opts: &GenerateOptions, num_beams: usize, length_penalty: f32) -> Vec<u32> {
     let mut decoder = Decoder::new(model, opts.use_cache);
     let mut beams: Vec<(Vec<u32>, f32)> = vec![(prompt.to_vec(), 0.0)];
     let mut finished: Vec<Hypothesis> = Vec::new();

@@ -34,7 +34,7 @@ pub struct RougeScores {
 }
 
 /// Corpus-level ROUGE: the mean per-example F1 of each metric, as fractions.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CorpusRouge {
     pub rouge1: f64,
     pub rouge2: f64,

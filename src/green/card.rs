@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Footprint;
 use crate::error::{Error, Result};
+use crate::eval::rouge::CorpusRouge;
 use crate::io::atomic::write_file;
 use crate::profile::FlopsConvention;
 
@@ -23,6 +24,15 @@ pub struct RunCard {
     pub flops_full: f64,
     pub final_loss: Option<f64>,
     pub footprint: Footprint,
+    /// ROUGE of the saved model, one entry per evaluated data file (added by `greentrainer eval`).
+    #[serde(default)]
+    pub rouge: Vec<RougeRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RougeRecord {
+    pub data: String,
+    pub rouge: CorpusRouge,
 }
 
 impl RunCard {
@@ -31,6 +41,25 @@ impl RunCard {
         let json = serde_json::to_string_pretty(self).map_err(|e| Error::Other(e.to_string()))?;
         write_file(&dir.join("run_card.json"), json.as_bytes())?;
         write_file(&dir.join("run_card.md"), self.markdown().as_bytes())
+    }
+
+    /// The card in `dir`, if the folder has one.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("run_card.json");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map(Some).map_err(|e| Error::invalid(&path, format!("not a run card: {e}")))
+    }
+
+    /// Adds (or replaces) the ROUGE of `data` on the card in `dir`; false when `dir` has no card.
+    pub fn record_rouge(dir: &Path, data: &str, rouge: CorpusRouge) -> Result<bool> {
+        let Some(mut card) = Self::read(dir)? else { return Ok(false) };
+        card.rouge.retain(|r| r.data != data);
+        card.rouge.push(RougeRecord { data: data.to_string(), rouge });
+        card.write(dir)?;
+        Ok(true)
     }
 
     pub fn markdown(&self) -> String {
@@ -50,6 +79,22 @@ impl RunCard {
             ("CO2", format!("{:.2} g at {} g/kWh", f.co2_g, f.grid_g_per_kwh)),
             ("Final loss", self.final_loss.map_or("-".into(), |l| format!("{l:.4}"))),
         ]);
+        for r in &self.rouge {
+            let g = &r.rouge;
+            let pct = |x: f64| format!("{:.2}", 100.0 * x);
+            rows.push((
+                "ROUGE-1/2/L/Lsum",
+                format!(
+                    "{} / {} / {} / {} on {} ({} rows)",
+                    pct(g.rouge1),
+                    pct(g.rouge2),
+                    pct(g.rouge_l),
+                    pct(g.rouge_lsum),
+                    r.data,
+                    g.count
+                ),
+            ));
+        }
         if let Some(b) = &f.budget {
             rows.push(("Budget", format!("{} -> rho {:.4}; realised {:.4} {}", b.budget, b.rho, b.realised, b.budget.unit())));
         }

@@ -10,17 +10,17 @@ use super::atomic;
 use super::safetensors_file;
 use crate::error::{Error, Result};
 use crate::model::lora::LoraConfig;
-use crate::model::{Linears, Llama, Parameters};
+use crate::model::{Linears, Model, Parameters};
 
 /// Writes model.safetensors (HF names, f32), config.json, tokenizer.json, tokenizer_config.json
 /// and generation_config.json into `dir`, atomically. `metadata` goes into the safetensors header.
 pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
     let mut tensors = Vec::new();
     loaded.model.merged().visit(&mut |name, p| tensors.push((name.to_string(), p.shape(), p.to_vec())));
-    let config = hf_config(&loaded.model.config.raw);
+    let config = hf_config(loaded.model.raw_config());
     let tokenizer_json = loaded.tokenizer.to_string(true).map_err(|e| Error::Other(format!("cannot serialise tokenizer: {e}")))?;
     let generation = loaded.generation_config.clone().unwrap_or_else(|| {
-        let c = &loaded.model.config;
+        let c = loaded.model.info();
         json!({ "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_ids, "pad_token_id": c.pad_token_id })
     });
     atomic::write_dir(dir, |tmp| {
@@ -59,7 +59,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 
 /// Saves only the LoRA adapters as a PEFT folder (adapter_model.safetensors + adapter_config.json)
 /// that `peft.PeftModel.from_pretrained(base, dir)` loads.
-pub fn save_peft_adapter(model: &Llama, config: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
+pub fn save_peft_adapter(model: &Model, config: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
     let mut tensors = Vec::new();
     model.visit(&mut |name, p| {
         if name.contains(".lora_") {

@@ -10,18 +10,25 @@ use tokenizers::Tokenizer;
 use super::safetensors_file::SafetensorsFiles;
 use super::{LoadedModel, ModelSource};
 use crate::error::{Error, Result};
-use crate::model::{Llama, LlamaConfig};
+use crate::model::Model;
+
+/// transformers' `base_model_prefix`es: checkpoints saved from the bare base model (bigscience's
+/// BLOOM, early OPT files) name their tensors without them.
+const BASE_MODEL_PREFIXES: [&str; 2] = ["model.", "transformer."];
 
 pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-    let config = LlamaConfig::from_json_str(&text, &config_path.display().to_string())?;
+    let origin = config_path.display().to_string();
+    let config = serde_json::from_str(&text).map_err(|e| Error::invalid(&config_path, format!("not valid JSON: {e}")))?;
     let files = SafetensorsFiles::open_dir(dir)?;
-    let model = Llama::load(config, device, &mut |name, shape| {
-        let path = files.path_of(name).unwrap_or(dir).to_path_buf();
-        if !files.contains(name) {
-            return Err(Error::MissingTensor { path, tensor: name.into() });
-        }
+    let model = Model::load(config, &origin, device, &mut |name, shape| {
+        let stored = std::iter::once(name)
+            .chain(BASE_MODEL_PREFIXES.iter().filter_map(|p| name.strip_prefix(p)))
+            .find(|n| files.contains(n))
+            .ok_or_else(|| Error::MissingTensor { path: dir.to_path_buf(), tensor: name.into() })?;
+        let path = files.path_of(stored).unwrap_or(dir).to_path_buf();
+        let name = stored;
         let (found, values) = files.read_f32(name)?;
         if found != shape {
             return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with config.json, which implies {shape:?}")));

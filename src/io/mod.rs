@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::model::Llama;
+use crate::model::Model;
 
 /// Where a model came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +25,7 @@ pub enum ModelSource {
 /// A model with everything needed to train, generate and save it as an HF folder.
 #[derive(Clone)]
 pub struct LoadedModel {
-    pub model: Llama,
+    pub model: Model,
     pub tokenizer: Tokenizer,
     /// tokenizer_config.json (chat template, special tokens) when known.
     pub tokenizer_config: Option<Value>,
@@ -68,7 +68,7 @@ impl LoadedModel {
             Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|i| i as u32).collect(),
             v => v.as_u64().map(|i| i as u32).into_iter().collect::<Vec<_>>(),
         });
-        from_generation.filter(|ids| !ids.is_empty()).unwrap_or_else(|| self.model.config.eos_token_ids.clone())
+        from_generation.filter(|ids| !ids.is_empty()).unwrap_or_else(|| self.model.info().eos_token_ids)
     }
 }
 
@@ -92,8 +92,7 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
 /// Loads a GGUF file (dequantized to f32, q/k permutation undone, tokenizer rebuilt from metadata).
 pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
     let gguf = gguf::GgufModel::open(path)?;
-    let config = crate::model::LlamaConfig::from_value(gguf.config_json(), &path.display().to_string())?;
-    let model = Llama::load(config, device, &mut |name, shape| {
+    let model = Model::load(gguf.config_json(), &path.display().to_string(), device, &mut |name, shape| {
         let (found, values) = gguf.load_tensor(name)?;
         if found != shape {
             return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with the metadata, which implies {shape:?}")));
@@ -104,10 +103,10 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
     let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
     let mut tokenizer_config = serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": model.config.max_position_embeddings,
+        "model_max_length": model.info().context_length,
         "bos_token": token(gguf.bos_token_id()),
         "eos_token": token(gguf.eos_token_id()),
-        "pad_token": token(model.config.pad_token_id),
+        "pad_token": token(model.info().pad_token_id),
     });
     if let Some(template) = gguf.chat_template() {
         tokenizer_config["chat_template"] = Value::String(template.to_string());

@@ -8,7 +8,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 
-use super::MaskedGradOps;
+use super::{DwPath, MaskedGradOps};
 
 #[derive(Debug)]
 struct MaskedLinearBackward;
@@ -34,16 +34,16 @@ impl<B: MaskedGradOps> Backward<B, 2> for MaskedLinearBackward {
             grads.register::<B>(node.id, B::float_matmul(dy.clone(), w));
         }
         if let (Some(node), Some(x)) = (w_rows_node, x) {
-            grads.register::<B>(node.id, B::masked_dw(dy, x, rows));
+            grads.register::<B>(node.id, B::masked_dw(dy, x, rows, DwPath::Auto));
         }
     }
 }
 
 impl<B: MaskedGradOps, C: CheckpointStrategy> MaskedGradOps for Autodiff<B, C> {
-    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self> {
+    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>, path: DwPath) -> FloatTensor<Self> {
         // A gradient computation itself: recorded as a constant, never differentiated further.
         let prep = NotDifferentiated.prepare::<C>([dy.node(), x.node()]).compute_bound();
-        prep.stateless(B::masked_dw(dy.into_primitive(), x.into_primitive(), rows))
+        prep.stateless(B::masked_dw(dy.into_primitive(), x.into_primitive(), rows, path))
     }
 
     fn masked_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, w_rows: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self> {

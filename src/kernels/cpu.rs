@@ -5,10 +5,11 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Flex, TensorMetadata};
 use burn::tensor::TensorData;
 
-use super::MaskedGradOps;
+use super::{DwPath, MaskedGradOps};
 
 impl MaskedGradOps for Flex {
-    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self> {
+    /// The CPU has one path: gather dY's selected columns, then matmul.
+    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>, _path: DwPath) -> FloatTensor<Self> {
         let device = dy.device();
         let n = rows.len();
         let idx = Self::int_from_data(TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &device);

@@ -8,19 +8,21 @@
 
 mod autodiff;
 mod cpu;
+mod tune;
 mod wgsl;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
+pub use tune::DwPath;
 pub use wgsl::AdamWHyper;
 
 #[backend_extension(Cube, Flex, Fusion, Autodiff)]
 pub trait MaskedGradOps: Backend {
     /// `dy[:, rows]^T x`: the weight gradient of the listed output rows, `[rows.len(), d_in]`.
     #[fusion(dtype = x, shape = Shape::new([rows.len(), x[1]]))]
-    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self>;
+    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>, path: DwPath) -> FloatTensor<Self>;
 
     /// `x W^T` (`x [n, d_in]`, `w [d_out, d_in]`) whose weight gradient flows, for `rows` only,
     /// into `w_rows` (`[rows.len(), d_in]`, equal to `W[rows]`).
@@ -43,9 +45,9 @@ pub trait MaskedAdamWOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// `dy[:, rows]^T x` on any device.
-pub fn masked_dw(dy: Tensor<2>, x: Tensor<2>, rows: &[u32]) -> Tensor<2> {
-    Tensor::from_dispatch(burn::backend::Dispatch::masked_dw(dy.into_dispatch(), x.into_dispatch(), rows.to_vec()))
+/// `dy[:, rows]^T x` on any device; `path` picks the wgpu implementation (training uses `Auto`).
+pub fn masked_dw(dy: Tensor<2>, x: Tensor<2>, rows: &[u32], path: DwPath) -> Tensor<2> {
+    Tensor::from_dispatch(burn::backend::Dispatch::masked_dw(dy.into_dispatch(), x.into_dispatch(), rows.to_vec(), path))
 }
 
 /// `x W^T` training only `w_rows = W[rows]` (see the module docs).
@@ -58,7 +60,7 @@ pub fn masked_linear(x: Tensor<2>, w: Tensor<2>, w_rows: Tensor<2>, rows: &[u32]
     ))
 }
 
-/// Fused masked AdamW; wgpu devices only (see [`has_fused_adamw`]), the CPU path uses tensor ops.
+/// Fused masked AdamW; wgpu devices only (see [`runs_wgsl`]), the CPU path uses tensor ops.
 pub fn masked_adamw(
     w: Tensor<2>,
     grad: Tensor<2>,
@@ -79,7 +81,7 @@ pub fn masked_adamw(
 }
 
 /// Whether `device` runs the WGSL kernels (wgpu), rather than the CPU tensor-op path.
-pub fn has_fused_adamw(device: &burn::tensor::Device) -> bool {
+pub fn runs_wgsl(device: &burn::tensor::Device) -> bool {
     !matches!(device.clone().without_autodiff().as_dispatch(), burn::backend::DispatchDevice::Flex(_))
 }
 

@@ -1,13 +1,15 @@
 //! The wgpu side: raw WGSL kernels from shaders/ launched on burn's cubecl runtime.
 
-use burn::backend::ops::FloatTensorOps;
+use burn::backend::Backend;
+use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous, kernel_source};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId};
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Shape, TensorData};
 use derive_new::new;
 
+use super::tune::{self, DwKey, DwPath};
 use super::{MaskedAdamWOps, MaskedGradOps};
 
 kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
@@ -79,38 +81,20 @@ fn writable(t: CubeTensor) -> CubeTensor {
 }
 
 impl MaskedGradOps for CubeBackend {
-    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>) -> FloatTensor<Self> {
-        let (dy, x) = (into_contiguous(dy), into_contiguous(x));
-        let (n, d_out) = (dy.meta.shape()[0], dy.meta.shape()[1]);
-        let d_in = x.meta.shape()[1];
-        let r = rows.len();
-        let shape = Shape::new([r, d_in]);
-        let out = CubeTensor::new_contiguous(
-            x.client.clone(),
-            x.device.clone(),
-            shape,
-            x.client.empty((r * d_in).max(1) * x.dtype.size()),
-            x.dtype,
-        );
-        if r == 0 {
-            return out;
+    fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>, path: DwPath) -> FloatTensor<Self> {
+        match path {
+            DwPath::Tiled => tiled_dw(dy, x, &rows),
+            DwPath::GatherMatmul => gather_matmul_dw(dy, x, rows),
+            DwPath::Auto => {
+                let key = DwKey::new(format!("{:?}", x.device), x.meta.shape()[0], dy.meta.shape()[1], x.meta.shape()[1], rows.len());
+                let device = x.device.clone();
+                let chosen = tune::pick(key, |p| {
+                    let run = || drop(Self::masked_dw(dy.clone(), x.clone(), rows.clone(), p));
+                    tune::timed(run, || Self::sync(&device).expect("wgpu device lost while tuning masked dW"))
+                });
+                Self::masked_dw(dy, x, rows, chosen)
+            }
         }
-        let rows_buf = u32_buffer(&x, &rows);
-        let info = u32_buffer(&x, &[n as u32, d_out as u32, d_in as u32, r as u32]);
-        let cube_dim = CubeDim::new_2d(DW_THREADS, DW_THREADS);
-        let count = CubeCount::Static((d_in as u32).div_ceil(DW_BLOCK), (r as u32).div_ceil(DW_BLOCK), 1);
-        x.client.launch(
-            Box::new(SourceKernel::new(MaskedDw { dtype: x.dtype }, cube_dim)),
-            count,
-            KernelArguments::new().with_buffers(vec![
-                dy.handle.binding(),
-                x.handle.clone().binding(),
-                rows_buf.binding(),
-                out.handle.clone().binding(),
-                info.binding(),
-            ]),
-        );
-        out
     }
 
     fn masked_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, _w_rows: FloatTensor<Self>, _rows: Vec<u32>) -> FloatTensor<Self> {
@@ -154,4 +138,42 @@ impl MaskedAdamWOps for CubeBackend {
         );
         (w, m, v)
     }
+}
+
+/// shaders/masked_dw.wgsl over the selected rows.
+fn tiled_dw(dy: CubeTensor, x: CubeTensor, rows: &[u32]) -> CubeTensor {
+    let (dy, x) = (into_contiguous(dy), into_contiguous(x));
+    let (n, d_out) = (dy.meta.shape()[0], dy.meta.shape()[1]);
+    let d_in = x.meta.shape()[1];
+    let r = rows.len();
+    let shape = Shape::new([r, d_in]);
+    let out =
+        CubeTensor::new_contiguous(x.client.clone(), x.device.clone(), shape, x.client.empty((r * d_in).max(1) * x.dtype.size()), x.dtype);
+    if r == 0 {
+        return out;
+    }
+    let rows_buf = u32_buffer(&x, rows);
+    let info = u32_buffer(&x, &[n as u32, d_out as u32, d_in as u32, r as u32]);
+    let cube_dim = CubeDim::new_2d(DW_THREADS, DW_THREADS);
+    let count = CubeCount::Static((d_in as u32).div_ceil(DW_BLOCK), (r as u32).div_ceil(DW_BLOCK), 1);
+    x.client.launch(
+        Box::new(SourceKernel::new(MaskedDw { dtype: x.dtype }, cube_dim)),
+        count,
+        KernelArguments::new().with_buffers(vec![
+            dy.handle.binding(),
+            x.handle.clone().binding(),
+            rows_buf.binding(),
+            out.handle.clone().binding(),
+            info.binding(),
+        ]),
+    );
+    out
+}
+
+/// dY's selected columns gathered into a compact `[n, rows]` tensor, then the dense matmul.
+fn gather_matmul_dw(dy: CubeTensor, x: CubeTensor, rows: Vec<u32>) -> CubeTensor {
+    let n = rows.len();
+    let idx = CubeBackend::int_from_data(TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &dy.device);
+    let dy_rows = CubeBackend::float_select(dy, 1, idx);
+    CubeBackend::float_matmul(CubeBackend::float_transpose(dy_rows), x)
 }

@@ -86,8 +86,7 @@ struct RawConfig {
 impl LlamaConfig {
     /// Parses a config.json text; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
-        let raw: Value = serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))?;
-        Self::from_value(raw, origin)
+        Self::from_value(parse_json(text, origin)?, origin)
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
@@ -171,7 +170,12 @@ fn arch_to_model_type(arch: &str) -> String {
     }
 }
 
-fn first_id(v: &Value) -> Option<u32> {
+/// A config.json text as JSON; `origin` names the file in errors.
+pub(crate) fn parse_json(text: &str, origin: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))
+}
+
+pub(crate) fn first_id(v: &Value) -> Option<u32> {
     match v {
         Value::Number(n) => n.as_u64().map(|n| n as u32),
         Value::Array(a) => a.first().and_then(first_id),
@@ -179,7 +183,7 @@ fn first_id(v: &Value) -> Option<u32> {
     }
 }
 
-fn all_ids(v: &Value) -> Vec<u32> {
+pub(crate) fn all_ids(v: &Value) -> Vec<u32> {
     match v {
         Value::Array(a) => a.iter().filter_map(first_id).collect(),
         other => first_id(other).into_iter().collect(),

@@ -13,22 +13,11 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::cache::{KvCache, LayerCache};
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears};
+use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
-use crate::profile::{OpKind, OpSpec, Stream, TensorRole};
-
-#[derive(Clone, Debug)]
-pub struct RmsNorm {
-    pub weight: Tensor<1>,
-    pub eps: f64,
-}
-
-impl RmsNorm {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let inv_rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
-        x * inv_rms * self.weight.clone().unsqueeze::<3>()
-    }
-}
+use crate::profile::OpSpec;
+use crate::profile::llama::llama_ops;
 
 #[derive(Clone, Debug)]
 pub struct Attention {
@@ -145,25 +134,44 @@ pub struct Llama {
 /// the shape it is asked for against its file.
 pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
 
+/// Reads parameters from a [`TensorSource`] onto a device; every architecture's `load` uses it.
+pub(crate) struct Loader<'s, 'a> {
+    source: &'s mut TensorSource<'a>,
+    device: &'s Device,
+}
+
+impl<'s, 'a> Loader<'s, 'a> {
+    pub(crate) fn new(source: &'s mut TensorSource<'a>, device: &'s Device) -> Self {
+        Self { source, device }
+    }
+
+    pub(crate) fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
+        Ok(Tensor::from_data(TensorData::new((self.source)(name, &shape)?, shape), self.device))
+    }
+
+    pub(crate) fn vector(&mut self, name: &str, dim: usize) -> Result<Tensor<1>> {
+        Ok(Tensor::from_data(TensorData::new((self.source)(name, &[dim])?, [dim]), self.device))
+    }
+
+    /// `{prefix}.weight` (`[d_out, d_in]`), then `{prefix}.bias` when `bias`.
+    pub(crate) fn linear(&mut self, prefix: &str, d_out: usize, d_in: usize, bias: bool) -> Result<Linear> {
+        let weight = self.matrix(&format!("{prefix}.weight"), [d_out, d_in])?;
+        let bias = if bias { Some(self.vector(&format!("{prefix}.bias"), d_out)?) } else { None };
+        Ok(Linear::new(weight, bias))
+    }
+}
+
 impl Llama {
     /// Builds the model, asking `source` for every parameter in HF order.
     pub fn load(config: LlamaConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
         let c = &config;
-        let mut matrix = |name: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
-            Ok(Tensor::from_data(TensorData::new(source(name, &shape)?, shape), device))
-        };
-        let embed_tokens = matrix("model.embed_tokens.weight", [c.vocab_size, c.hidden_size])?;
+        let mut l = Loader::new(source, device);
+        let (d, q, kv, f, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps);
+        let embed_tokens = l.matrix("model.embed_tokens.weight", [c.vocab_size, d])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let mut get = |name: &str, shape: &[usize]| source(&format!("{p}.{name}"), shape);
-            let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [v.len()]), device);
-            let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| -> Result<Linear> {
-                let weight = Tensor::from_data(TensorData::new(get(&format!("{name}.weight"), &[d_out, d_in])?, [d_out, d_in]), device);
-                let bias = if bias { Some(vector(get(&format!("{name}.bias"), &[d_out])?)) } else { None };
-                Ok(Linear::new(weight, bias))
-            };
-            let (d, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+            let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| l.linear(&format!("{p}.{name}"), d_out, d_in, bias);
             let q_proj = linear("self_attn.q_proj", q, d, c.qkv_bias)?;
             let k_proj = linear("self_attn.k_proj", kv, d, c.qkv_bias)?;
             let v_proj = linear("self_attn.v_proj", kv, d, c.qkv_bias)?;
@@ -171,11 +179,8 @@ impl Llama {
             let gate_proj = linear("mlp.gate_proj", f, d, c.mlp_bias)?;
             let up_proj = linear("mlp.up_proj", f, d, c.mlp_bias)?;
             let down_proj = linear("mlp.down_proj", d, f, c.mlp_bias)?;
-            let norm = |w: Vec<f32>| RmsNorm { weight: vector(w), eps: c.rms_norm_eps };
-            let input_layernorm = norm(source(&format!("{p}.input_layernorm.weight"), &[d])?);
-            let post_attention_layernorm = norm(source(&format!("{p}.post_attention_layernorm.weight"), &[d])?);
             layers.push(Block {
-                input_layernorm,
+                input_layernorm: RmsNorm::load(&mut l, &format!("{p}.input_layernorm"), d, eps)?,
                 self_attn: Attention {
                     q_proj,
                     k_proj,
@@ -185,18 +190,12 @@ impl Llama {
                     n_kv_heads: c.num_key_value_heads,
                     head_dim: c.head_dim,
                 },
-                post_attention_layernorm,
+                post_attention_layernorm: RmsNorm::load(&mut l, &format!("{p}.post_attention_layernorm"), d, eps)?,
                 mlp: Mlp { gate_proj, up_proj, down_proj },
             });
         }
-        let final_norm = source("model.norm.weight", &[c.hidden_size])?;
-        let norm = RmsNorm { weight: Tensor::from_data(TensorData::new(final_norm, [c.hidden_size]), device), eps: c.rms_norm_eps };
-        let lm_head = if c.tie_word_embeddings {
-            None
-        } else {
-            let shape = [c.vocab_size, c.hidden_size];
-            Some(Tensor::from_data(TensorData::new(source("lm_head.weight", &shape)?, shape), device))
-        };
+        let norm = RmsNorm::load(&mut l, "model.norm", d, eps)?;
+        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [c.vocab_size, d])?) };
         Ok(Self { config, embed_tokens, layers, norm, lm_head })
     }
 
@@ -279,13 +278,13 @@ impl Parameters for Llama {
         f("model.embed_tokens.weight", ParamRef::Matrix(&self.embed_tokens));
         for (i, l) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
-            f(&format!("{p}.input_layernorm.weight"), ParamRef::Vector(&l.input_layernorm.weight));
-            f(&format!("{p}.post_attention_layernorm.weight"), ParamRef::Vector(&l.post_attention_layernorm.weight));
+            l.input_layernorm.visit(f, &format!("{p}.input_layernorm"));
+            l.post_attention_layernorm.visit(f, &format!("{p}.post_attention_layernorm"));
             for (name, lin) in l.linears() {
                 lin.visit(f, &format!("{p}.{name}"));
             }
         }
-        f("model.norm.weight", ParamRef::Vector(&self.norm.weight));
+        self.norm.visit(f, "model.norm");
         if let Some(head) = &self.lm_head {
             f("lm_head.weight", ParamRef::Matrix(head));
         }
@@ -295,13 +294,13 @@ impl Parameters for Llama {
         f("model.embed_tokens.weight", ParamMut::Matrix(&mut self.embed_tokens));
         for (i, l) in self.layers.iter_mut().enumerate() {
             let p = format!("model.layers.{i}");
-            f(&format!("{p}.input_layernorm.weight"), ParamMut::Vector(&mut l.input_layernorm.weight));
-            f(&format!("{p}.post_attention_layernorm.weight"), ParamMut::Vector(&mut l.post_attention_layernorm.weight));
+            l.input_layernorm.visit_mut(f, &format!("{p}.input_layernorm"));
+            l.post_attention_layernorm.visit_mut(f, &format!("{p}.post_attention_layernorm"));
             for (name, lin) in l.linears_mut() {
                 lin.visit_mut(f, &format!("{p}.{name}"));
             }
         }
-        f("model.norm.weight", ParamMut::Vector(&mut self.norm.weight));
+        self.norm.visit_mut(f, "model.norm");
         if let Some(head) = &mut self.lm_head {
             f("lm_head.weight", ParamMut::Matrix(head));
         }
@@ -309,83 +308,11 @@ impl Parameters for Llama {
 }
 
 impl Llama {
-    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, read off the
-    /// model's own tensors: their shapes, which biases exist, whether the head is tied.
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
+    /// fixes every shape, bias and the head's tying (`load` reads exactly those), so it is
+    /// [`llama_ops`] of the config.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        let mut ops = Vec::new();
-        let [vocab, dim] = self.embed_tokens.dims();
-        ops.push(OpSpec {
-            name: "model.embed_tokens.weight".into(),
-            kind: OpKind::Embedding { vocab, dim },
-            layer: None,
-            role: TensorRole::Embedding,
-            stream: Stream::Input,
-        });
-        let norm = |ops: &mut Vec<OpSpec>, name: String, w: &Tensor<1>, layer| {
-            ops.push(OpSpec {
-                name,
-                kind: OpKind::Norm { dim: w.dims()[0] },
-                layer: Some(layer),
-                role: TensorRole::Norm,
-                stream: Stream::Input,
-            });
-        };
-        let linear = |ops: &mut Vec<OpSpec>, prefix: String, lin: &Linear, layer, role: TensorRole| {
-            let [d_out, d_in] = lin.weight.dims();
-            ops.push(OpSpec {
-                name: format!("{prefix}.weight"),
-                kind: OpKind::Linear { d_in, d_out },
-                layer: Some(layer),
-                role,
-                stream: Stream::Input,
-            });
-            if lin.bias.is_some() {
-                ops.push(OpSpec {
-                    name: format!("{prefix}.bias"),
-                    kind: OpKind::Bias { dim: d_out },
-                    layer: Some(layer),
-                    role,
-                    stream: Stream::Input,
-                });
-            }
-        };
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            let a = &l.self_attn;
-            norm(&mut ops, format!("{p}.input_layernorm.weight"), &l.input_layernorm.weight, i);
-            linear(&mut ops, format!("{p}.self_attn.q_proj"), &a.q_proj, i, TensorRole::Q);
-            linear(&mut ops, format!("{p}.self_attn.k_proj"), &a.k_proj, i, TensorRole::K);
-            linear(&mut ops, format!("{p}.self_attn.v_proj"), &a.v_proj, i, TensorRole::V);
-            ops.push(OpSpec {
-                name: format!("{p}.self_attn.core"),
-                kind: OpKind::AttentionCore { n_heads: a.n_heads, head_dim: a.head_dim, causal: true },
-                layer: Some(i),
-                role: TensorRole::Other,
-                stream: Stream::Input,
-            });
-            linear(&mut ops, format!("{p}.self_attn.o_proj"), &a.o_proj, i, TensorRole::O);
-            norm(&mut ops, format!("{p}.post_attention_layernorm.weight"), &l.post_attention_layernorm.weight, i);
-            linear(&mut ops, format!("{p}.mlp.gate_proj"), &l.mlp.gate_proj, i, TensorRole::Gate);
-            linear(&mut ops, format!("{p}.mlp.up_proj"), &l.mlp.up_proj, i, TensorRole::Up);
-            linear(&mut ops, format!("{p}.mlp.down_proj"), &l.mlp.down_proj, i, TensorRole::Down);
-        }
-        ops.push(OpSpec {
-            name: "model.norm.weight".into(),
-            kind: OpKind::Norm { dim },
-            layer: None,
-            role: TensorRole::Norm,
-            stream: Stream::Input,
-        });
-        let tied = self.lm_head.is_none();
-        let name = if tied { "lm_head (tied to model.embed_tokens.weight)" } else { "lm_head.weight" };
-        ops.push(OpSpec {
-            name: name.into(),
-            kind: OpKind::LmHead { vocab, dim, tied },
-            layer: None,
-            role: TensorRole::LmHead,
-            stream: Stream::Input,
-        });
-        ops
+        llama_ops(&self.config)
     }
 }
 

@@ -10,15 +10,22 @@ pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
     pub dropout: f64,
-    /// Linear layers to adapt, by their last name part (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).
+    /// Linear layers to adapt, by their last name part (q_proj, v_proj, query_key_value, ...).
     pub targets: Vec<String>,
 }
 
 impl Default for LoraConfig {
     /// The paper's baseline: r 8, alpha 32, dropout 0.1, on the q and v projections.
     fn default() -> Self {
-        Self { rank: 8, alpha: 32.0, dropout: 0.1, targets: vec!["q_proj".into(), "v_proj".into()] }
+        Self { rank: 8, alpha: 32.0, dropout: 0.1, targets: default_targets("llama") }
     }
+}
+
+/// PEFT's default LoRA targets per `model_type`: the attention's query and value projections
+/// (BLOOM fuses them into query_key_value).
+pub fn default_targets(model_type: &str) -> Vec<String> {
+    let names: &[&str] = if model_type == "bloom" { &["query_key_value"] } else { &["q_proj", "v_proj"] };
+    names.iter().map(|n| n.to_string()).collect()
 }
 
 #[derive(Clone, Debug)]

@@ -1,15 +1,20 @@
 //! Architectures, their configs and the parameter inventory the rest of the engine works on.
 
+pub mod arch;
+pub mod bloom;
 pub mod cache;
 pub mod config;
 pub mod linear;
 pub mod llama;
 pub mod lora;
 pub mod loss;
+pub mod norm;
+pub mod opt;
 pub mod params;
 pub mod summary;
 pub mod t5;
 
+pub use arch::{Model, ModelInfo};
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use linear::{Linear, Linears};

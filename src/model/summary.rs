@@ -17,7 +17,8 @@ pub struct ModelSummary {
     pub heads: usize,
     pub kv_heads: usize,
     pub vocab_size: usize,
-    pub context_length: usize,
+    /// `None`: no position table (ALiBi).
+    pub context_length: Option<usize>,
     pub tied_embeddings: bool,
     pub tokenizer: String,
     pub has_chat_template: bool,
@@ -25,7 +26,7 @@ pub struct ModelSummary {
 
 impl ModelSummary {
     pub fn of(loaded: &LoadedModel) -> Self {
-        let c = &loaded.model.config;
+        let c = loaded.model.info();
         let (source, format) = match &loaded.source {
             ModelSource::HfFolder(p) => (p.display().to_string(), "HF folder"),
             ModelSource::Gguf(p) => (p.display().to_string(), "GGUF"),
@@ -42,13 +43,13 @@ impl ModelSummary {
             architecture: c.model_type.clone(),
             parameters: loaded.model.num_params(),
             tensors: loaded.model.param_names().len(),
-            layers: c.num_hidden_layers,
+            layers: c.layers,
             hidden_size: c.hidden_size,
-            heads: c.num_attention_heads,
-            kv_heads: c.num_key_value_heads,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
             vocab_size: c.vocab_size,
-            context_length: c.max_position_embeddings,
-            tied_embeddings: c.tie_word_embeddings,
+            context_length: c.context_length,
+            tied_embeddings: c.tied_embeddings,
             tokenizer: format!("{tokenizer_model}, {} tokens", loaded.tokenizer.get_vocab_size(true)),
             has_chat_template: loaded.chat_template().is_some(),
         }
@@ -62,7 +63,10 @@ impl std::fmt::Display for ModelSummary {
         writeln!(f, "parameters   {:.1} M in {} tensors", self.parameters as f64 / 1e6, self.tensors)?;
         writeln!(f, "layers       {} (hidden {}, {} heads, {} kv heads)", self.layers, self.hidden_size, self.heads, self.kv_heads)?;
         writeln!(f, "vocabulary   {} (embeddings {})", self.vocab_size, if self.tied_embeddings { "tied" } else { "untied" })?;
-        writeln!(f, "context      {}", self.context_length)?;
+        match self.context_length {
+            Some(n) => writeln!(f, "context      {n}")?,
+            None => writeln!(f, "context      unbounded (ALiBi)")?,
+        }
         write!(f, "tokenizer    {}{}", self.tokenizer, if self.has_chat_template { ", chat template" } else { "" })
     }
 }

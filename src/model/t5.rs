@@ -20,11 +20,12 @@ use serde_json::Value;
 
 use super::cache::KvCache;
 use super::linear::{Linear, Linears};
-use super::llama::{RmsNorm, TensorSource};
+use super::llama::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
+use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};
-use crate::profile::{OpKind, OpSpec, Stream, TensorRole};
+use crate::profile::{OpSpec, t5};
 
 /// The feed-forward variants of `feed_forward_proj` this engine runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -363,26 +364,19 @@ impl T5Cache {
     }
 }
 
-/// Asks a [`TensorSource`] for T5's parameters by HF name and shape.
-struct Loader<'a, 'b> {
-    config: &'a T5Config,
-    device: &'a Device,
-    source: &'a mut TensorSource<'b>,
+/// Reads T5's modules off a [`Loader`], in the config's shapes.
+struct T5Loader<'c, 's, 'a> {
+    l: Loader<'s, 'a>,
+    config: &'c T5Config,
 }
 
-impl Loader<'_, '_> {
-    fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
-        Ok(Tensor::from_data(TensorData::new((self.source)(name, &shape)?, shape), self.device))
-    }
-
-    fn norm(&mut self, name: &str) -> Result<RmsNorm> {
-        let d = self.config.d_model;
-        let weight = Tensor::from_data(TensorData::new((self.source)(name, &[d])?, [d]), self.device);
-        Ok(RmsNorm { weight, eps: self.config.layer_norm_epsilon })
+impl T5Loader<'_, '_, '_> {
+    fn norm(&mut self, prefix: &str) -> Result<RmsNorm> {
+        RmsNorm::load(&mut self.l, prefix, self.config.d_model, self.config.layer_norm_epsilon)
     }
 
     fn linear(&mut self, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear> {
-        Ok(Linear::new(self.matrix(&format!("{prefix}.weight"), [d_out, d_in])?, None))
+        self.l.linear(prefix, d_out, d_in, false)
     }
 
     fn attention(&mut self, prefix: &str) -> Result<Attention> {
@@ -420,21 +414,21 @@ impl Loader<'_, '_> {
             let self_attn = self.attention(&format!("{p}.0.SelfAttention"))?;
             if i == 0 {
                 let shape = [self.config.relative_attention_num_buckets, self.config.num_heads];
-                relative_attention_bias = Some(self.matrix(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), shape)?);
+                relative_attention_bias = Some(self.l.matrix(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), shape)?);
             }
-            let self_attn_norm = self.norm(&format!("{p}.0.layer_norm.weight"))?;
+            let self_attn_norm = self.norm(&format!("{p}.0.layer_norm"))?;
             let cross = if decoder {
                 let attn = self.attention(&format!("{p}.1.EncDecAttention"))?;
-                Some((self.norm(&format!("{p}.1.layer_norm.weight"))?, attn))
+                Some((self.norm(&format!("{p}.1.layer_norm"))?, attn))
             } else {
                 None
             };
             let f = if decoder { 2 } else { 1 };
             let ff = self.feed_forward(&format!("{p}.{f}.DenseReluDense"))?;
-            let ff_norm = self.norm(&format!("{p}.{f}.layer_norm.weight"))?;
+            let ff_norm = self.norm(&format!("{p}.{f}.layer_norm"))?;
             blocks.push(Block { self_attn_norm, self_attn, cross, ff_norm, ff });
         }
-        let final_layer_norm = self.norm(&format!("{name}.final_layer_norm.weight"))?;
+        let final_layer_norm = self.norm(&format!("{name}.final_layer_norm"))?;
         let relative_attention_bias = relative_attention_bias.expect("T5Config refuses stacks without blocks");
         Ok(Stack { blocks, relative_attention_bias, final_layer_norm, name })
     }
@@ -457,12 +451,12 @@ impl T5 {
     /// `lm_head.weight` when the checkpoint has it; when it has not and `tie_word_embeddings` is set,
     /// the head is `shared` (transformers 5 ties only what the checkpoint lacks).
     pub fn load(config: T5Config, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
-        let mut l = Loader { config: &config, device, source };
+        let mut l = T5Loader { l: Loader::new(source, device), config: &config };
         let (vocab, d) = (config.vocab_size, config.d_model);
-        let shared = l.matrix("shared.weight", [vocab, d])?;
+        let shared = l.l.matrix("shared.weight", [vocab, d])?;
         let encoder = l.stack("encoder", config.num_layers)?;
         let decoder = l.stack("decoder", config.num_decoder_layers)?;
-        let lm_head = match l.matrix("lm_head.weight", [vocab, d]) {
+        let lm_head = match l.l.matrix("lm_head.weight", [vocab, d]) {
             Ok(w) => Some(w),
             Err(Error::MissingTensor { .. }) if config.tie_word_embeddings => None,
             Err(e) => return Err(e),
@@ -662,20 +656,20 @@ impl Parameters for T5 {
                 if i == 0 {
                     f(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), ParamRef::Matrix(&stack.relative_attention_bias));
                 }
-                f(&format!("{p}.0.layer_norm.weight"), ParamRef::Vector(&b.self_attn_norm.weight));
+                b.self_attn_norm.visit(f, &format!("{p}.0.layer_norm"));
                 if let Some((norm, c)) = &b.cross {
                     for (n, l) in [("q", &c.q), ("k", &c.k), ("v", &c.v), ("o", &c.o)] {
                         l.visit(f, &format!("{p}.1.EncDecAttention.{n}"));
                     }
-                    f(&format!("{p}.1.layer_norm.weight"), ParamRef::Vector(&norm.weight));
+                    norm.visit(f, &format!("{p}.1.layer_norm"));
                 }
                 let ff = b.ff_index();
                 for (n, l) in b.ff.linears() {
                     l.visit(f, &format!("{p}.{ff}.DenseReluDense.{n}"));
                 }
-                f(&format!("{p}.{ff}.layer_norm.weight"), ParamRef::Vector(&b.ff_norm.weight));
+                b.ff_norm.visit(f, &format!("{p}.{ff}.layer_norm"));
             }
-            f(&format!("{}.final_layer_norm.weight", stack.name), ParamRef::Vector(&stack.final_layer_norm.weight));
+            stack.final_layer_norm.visit(f, &format!("{}.final_layer_norm", stack.name));
         }
         if let Some(head) = &self.lm_head {
             f("lm_head.weight", ParamRef::Matrix(head));
@@ -695,19 +689,19 @@ impl Parameters for T5 {
                 if i == 0 {
                     f(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), ParamMut::Matrix(&mut stack.relative_attention_bias));
                 }
-                f(&format!("{p}.0.layer_norm.weight"), ParamMut::Vector(&mut b.self_attn_norm.weight));
+                b.self_attn_norm.visit_mut(f, &format!("{p}.0.layer_norm"));
                 if let Some((norm, c)) = &mut b.cross {
                     for (n, l) in [("q", &mut c.q), ("k", &mut c.k), ("v", &mut c.v), ("o", &mut c.o)] {
                         l.visit_mut(f, &format!("{p}.1.EncDecAttention.{n}"));
                     }
-                    f(&format!("{p}.1.layer_norm.weight"), ParamMut::Vector(&mut norm.weight));
+                    norm.visit_mut(f, &format!("{p}.1.layer_norm"));
                 }
                 for (n, l) in b.ff.linears_mut() {
                     l.visit_mut(f, &format!("{p}.{ff}.DenseReluDense.{n}"));
                 }
-                f(&format!("{p}.{ff}.layer_norm.weight"), ParamMut::Vector(&mut b.ff_norm.weight));
+                b.ff_norm.visit_mut(f, &format!("{p}.{ff}.layer_norm"));
             }
-            f(&format!("{}.final_layer_norm.weight", stack.name), ParamMut::Vector(&mut stack.final_layer_norm.weight));
+            stack.final_layer_norm.visit_mut(f, &format!("{}.final_layer_norm", stack.name));
         }
         if let Some(head) = &mut self.lm_head {
             f("lm_head.weight", ParamMut::Matrix(head));
@@ -716,87 +710,15 @@ impl Parameters for T5 {
 }
 
 impl T5 {
-    /// The execution-ordered op graph the FLOPs profiler works on, read off the loaded tensors.
-    /// Block `layer`s count through both stacks: encoder blocks `0..num_layers`, decoder blocks after
-    /// them. Ops of the decoder stack run on [`Stream::Decoder`]; the cross-attention keys/values read
-    /// the encoder output, so they run on [`Stream::Input`].
+    /// The execution-ordered op graph the FLOPs profiler works on: `profile::t5::ops` of the config, which
+    /// fixes every shape `load` reads, with the head tied as loaded. Block `layer`s count through both
+    /// stacks: encoder blocks `0..num_layers`, decoder blocks after them. Ops of the decoder stack run
+    /// on [`Stream::Decoder`]; the cross-attention keys/values read the encoder output, so they run on
+    /// [`Stream::Input`].
+    ///
+    /// [`Stream::Decoder`]: crate::profile::Stream::Decoder
+    /// [`Stream::Input`]: crate::profile::Stream::Input
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        let [vocab, dim] = self.shared.dims();
-        let mut g = OpGraph::default();
-        g.push("shared.weight".into(), OpKind::Embedding { vocab, dim }, None, TensorRole::Embedding, Stream::Input);
-        let layers = self.encoder.blocks.len();
-        g.stack(&self.encoder, 0, Stream::Input);
-        for (i, b) in self.decoder.blocks.iter().enumerate() {
-            if let Some((_, c)) = &b.cross {
-                let p = format!("decoder.block.{i}.layer.1.EncDecAttention");
-                g.linear(format!("{p}.k"), &c.k, layers + i, TensorRole::K, Stream::Input);
-                g.linear(format!("{p}.v"), &c.v, layers + i, TensorRole::V, Stream::Input);
-            }
-        }
-        g.stack(&self.decoder, layers, Stream::Decoder);
-        let tied = self.lm_head.is_none();
-        let name = if tied { "lm_head (tied to shared.weight)" } else { "lm_head.weight" };
-        g.push(name.into(), OpKind::LmHead { vocab, dim, tied }, None, TensorRole::LmHead, Stream::Decoder);
-        g.ops
-    }
-}
-
-#[derive(Default)]
-struct OpGraph {
-    ops: Vec<OpSpec>,
-}
-
-impl OpGraph {
-    fn push(&mut self, name: String, kind: OpKind, layer: Option<usize>, role: TensorRole, stream: Stream) {
-        self.ops.push(OpSpec { name, kind, layer, role, stream });
-    }
-
-    fn linear(&mut self, prefix: String, lin: &Linear, layer: usize, role: TensorRole, stream: Stream) {
-        let [d_out, d_in] = lin.weight.dims();
-        self.push(format!("{prefix}.weight"), OpKind::Linear { d_in, d_out }, Some(layer), role, stream);
-    }
-
-    fn norm(&mut self, name: String, norm: &RmsNorm, layer: Option<usize>, stream: Stream) {
-        self.push(name, OpKind::Norm { dim: norm.weight.dims()[0] }, layer, TensorRole::Norm, stream);
-    }
-
-    /// A stack's blocks (numbered from `first`) and final norm; the cross-attention keys/values are
-    /// pushed by the caller, before the decoder.
-    fn stack(&mut self, stack: &Stack, first: usize, stream: Stream) {
-        let decoder = stream == Stream::Decoder;
-        let [buckets, n_heads] = stack.relative_attention_bias.dims();
-        for (i, b) in stack.blocks.iter().enumerate() {
-            let (layer, p) = (first + i, format!("{}.block.{i}.layer", stack.name));
-            let a = &b.self_attn;
-            self.norm(format!("{p}.0.layer_norm.weight"), &b.self_attn_norm, Some(layer), stream);
-            self.linear(format!("{p}.0.SelfAttention.q"), &a.q, layer, TensorRole::Q, stream);
-            self.linear(format!("{p}.0.SelfAttention.k"), &a.k, layer, TensorRole::K, stream);
-            self.linear(format!("{p}.0.SelfAttention.v"), &a.v, layer, TensorRole::V, stream);
-            if i == 0 {
-                let kind = OpKind::RelativeBias { buckets, n_heads, layers: stack.blocks.len(), causal: decoder };
-                self.push(format!("{p}.0.SelfAttention.relative_attention_bias.weight"), kind, Some(layer), TensorRole::Other, stream);
-            }
-            let core = OpKind::AttentionCore { n_heads: a.n_heads, head_dim: a.d_kv, causal: decoder };
-            self.push(format!("{p}.0.SelfAttention.core"), core, Some(layer), TensorRole::Other, stream);
-            self.linear(format!("{p}.0.SelfAttention.o"), &a.o, layer, TensorRole::O, stream);
-            if let Some((norm, c)) = &b.cross {
-                self.norm(format!("{p}.1.layer_norm.weight"), norm, Some(layer), stream);
-                self.linear(format!("{p}.1.EncDecAttention.q"), &c.q, layer, TensorRole::Q, stream);
-                let core = OpKind::CrossAttentionCore { n_heads: c.n_heads, head_dim: c.d_kv };
-                self.push(format!("{p}.1.EncDecAttention.core"), core, Some(layer), TensorRole::Other, stream);
-                self.linear(format!("{p}.1.EncDecAttention.o"), &c.o, layer, TensorRole::O, stream);
-            }
-            let f = b.ff_index();
-            self.norm(format!("{p}.{f}.layer_norm.weight"), &b.ff_norm, Some(layer), stream);
-            for (n, l) in b.ff.linears() {
-                let role = match n {
-                    "wi_0" => TensorRole::Gate,
-                    "wi" | "wi_1" => TensorRole::Up,
-                    _ => TensorRole::Down,
-                };
-                self.linear(format!("{p}.{f}.DenseReluDense.{n}"), l, layer, role, stream);
-            }
-        }
-        self.norm(format!("{}.final_layer_norm.weight", stack.name), &stack.final_layer_norm, None, stream);
+        t5::ops(&self.config, self.lm_head.is_none())
     }
 }

@@ -21,9 +21,12 @@
 //! shared embedding table (batch x decoder_seq x dim) is not charged.
 
 pub mod blocks;
+pub mod bloom;
 mod cost;
 mod flops;
 pub mod llama;
+mod ops;
+pub mod opt;
 pub mod t5;
 
 pub use flops::FlopsConvention;

@@ -14,7 +14,7 @@ use crate::io::{
     atomic,
     safetensors_file::{SafetensorsFiles, write_f32},
 };
-use crate::model::{Llama, ParamMut, Parameters};
+use crate::model::{Model, ParamMut, Parameters};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -41,7 +41,7 @@ impl RunState {
     }
 }
 
-pub fn save(dir: &Path, model: &Llama, optimizer: &AdamW, state: &RunState) -> Result<()> {
+pub fn save(dir: &Path, model: &Model, optimizer: &AdamW, state: &RunState) -> Result<()> {
     let mut params = Vec::new();
     model.visit(&mut |name, p| params.push((name.to_string(), p.shape(), p.to_vec())));
     let host = |t: &Tensor<1>| t.try_to_vec_as::<f32>().unwrap_or_default();
@@ -60,7 +60,7 @@ pub fn save(dir: &Path, model: &Llama, optimizer: &AdamW, state: &RunState) -> R
 }
 
 /// Restores parameters and optimizer state in place; returns the run state.
-pub fn load(dir: &Path, model: &mut Llama, optimizer: &mut AdamW) -> Result<RunState> {
+pub fn load(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<RunState> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
     let state: RunState = serde_json::from_str(&text).map_err(|e| Error::invalid(&state_path, e.to_string()))?;

@@ -59,7 +59,8 @@ pub struct TrainConfig {
     pub lora_rank: usize,
     pub lora_alpha: f64,
     pub lora_dropout: f64,
-    /// Linear layers LoRA adapts, e.g. ["q_proj", "v_proj"].
+    /// Linear layers LoRA adapts, e.g. ["q_proj", "v_proj"]; empty: the architecture's query and
+    /// value projections, as PEFT.
     pub lora_targets: Vec<String>,
     /// Re-score importance and re-select every N optimizer steps (0: only at the start)...
     pub reselect_every_steps: usize,
@@ -114,7 +115,7 @@ impl Default for TrainConfig {
             lora_rank: 8,
             lora_alpha: 32.0,
             lora_dropout: 0.1,
-            lora_targets: vec!["q_proj".into(), "v_proj".into()],
+            lora_targets: Vec::new(),
             reselect_every_steps: 0,
             reselect_every_epochs: 2,
             granularity: Granularity::Tensor,
@@ -170,10 +171,8 @@ impl TrainConfig {
         if self.method == MethodKind::TopK && self.top_k == 0 {
             return bad("top_k must be at least 1");
         }
-        if self.method == MethodKind::Lora
-            && (self.lora_rank == 0 || self.lora_targets.is_empty() || !(0.0..1.0).contains(&self.lora_dropout))
-        {
-            return bad("LoRA needs lora_rank >= 1, at least one of lora_targets, and lora_dropout in [0, 1)");
+        if self.method == MethodKind::Lora && (self.lora_rank == 0 || !(0.0..1.0).contains(&self.lora_dropout)) {
+            return bad("LoRA needs lora_rank >= 1 and lora_dropout in [0, 1)");
         }
         if !(self.grid_g_per_kwh.is_finite() && self.grid_g_per_kwh >= 0.0) {
             return bad("grid_g_per_kwh must be a number >= 0");

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::model::{Llama, ParamRef, Parameters};
+use crate::model::{Model, ParamRef, Parameters};
 use crate::profile::Profile;
 use crate::select::CostRule;
 
 /// Multiply-accumulates of one step (exact chain rule).
-pub fn step_macs(p: &Profile, model: &Llama, trainable: &BTreeSet<String>) -> f64 {
+pub fn step_macs(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f64 {
     let mut adapters: Vec<(String, usize, usize)> = Vec::new();
     model.visit(&mut |name, t| {
         if let (Some(base), ParamRef::Matrix(a)) = (name.strip_suffix(".lora_A.weight"), t)

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use burn::tensor::IndexingUpdateOp;
 
-use crate::kernels::{AdamWHyper, has_fused_adamw, masked_adamw, row_index};
-use crate::model::{Llama, ParamMut, Parameters};
+use crate::kernels::{AdamWHyper, masked_adamw, row_index, runs_wgsl};
+use crate::model::{Model, ParamMut, Parameters};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -89,7 +89,7 @@ impl AdamW {
 impl AdamW {
     /// Updates only the given output rows of weights, from compact `[rows, d_in]` gradients: the
     /// fused WGSL kernel on wgpu, gathered tensor ops on the CPU. State is kept under `name#rows`.
-    pub fn step_rows(&mut self, model: &mut Llama, grads: &BTreeMap<String, Tensor<2>>, rows: &BTreeMap<String, Vec<u32>>, lr: f64) {
+    pub fn step_rows(&mut self, model: &mut Model, grads: &BTreeMap<String, Tensor<2>>, rows: &BTreeMap<String, Vec<u32>>, lr: f64) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
             let (Some(g), Some(r), ParamMut::Matrix(w)) = (grads.get(name), rows.get(name), p) else { return };
@@ -112,7 +112,7 @@ impl AdamW {
                 bias_correction2: 1.0 - (c.beta2 as f32).powi(s.step as i32),
             };
             let (m, v) = (s.m.extract().reshape([n_rows, d_in]), s.v.extract().reshape([n_rows, d_in]));
-            let (new_w, new_m, new_v) = if has_fused_adamw(&w.device()) {
+            let (new_w, new_m, new_v) = if runs_wgsl(&w.device()) {
                 masked_adamw(w.extract(), g.clone(), m, v, r, hp)
             } else {
                 adamw_rows_reference(w.extract(), g.clone(), m, v, r, hp)

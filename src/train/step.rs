@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use super::batch::DeviceBatch;
-use crate::model::{Linears, Llama, Parameters, loss::causal_lm_loss, params::with_trainable};
+use crate::model::{Linears, Model, Parameters, loss::causal_lm_loss, params::with_trainable};
 
 pub struct Pass {
     pub loss: f64,
@@ -17,13 +17,13 @@ pub struct Pass {
 
 /// Loss on `batch`, and the gradients of the tensors `trainable` names. Frozen tensors stay plain
 /// tensors, so autodiff neither records nor differentiates anything below the deepest trainable one.
-pub fn forward_backward(model: &Llama, trainable: &dyn Fn(&str) -> bool, batch: &DeviceBatch) -> Pass {
+pub fn forward_backward(model: &Model, trainable: &dyn Fn(&str) -> bool, batch: &DeviceBatch) -> Pass {
     forward_backward_rows(model, trainable, &BTreeMap::new(), batch)
 }
 
 /// As [`forward_backward`], with some weights trained on the listed output rows only.
 pub fn forward_backward_rows(
-    model: &Llama,
+    model: &Model,
     trainable: &dyn Fn(&str) -> bool,
     rows: &BTreeMap<String, Vec<u32>>,
     batch: &DeviceBatch,

@@ -25,9 +25,10 @@ use crate::io::{
     export::{save_hf_folder, save_peft_adapter},
     load_model,
 };
-use crate::model::{Linears, Llama, Parameters};
+use crate::model::lora::default_targets;
+use crate::model::{Linears, Model, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
-use crate::profile::{BatchShape, OpKind, Profile, profile};
+use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
 use crate::select::{SelectConfig, select};
 
 /// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
@@ -67,9 +68,12 @@ struct Selection {
 }
 
 impl Trainer {
-    pub fn prepare(config: TrainConfig, device: ComputeDevice) -> Result<Self> {
+    pub fn prepare(mut config: TrainConfig, device: ComputeDevice) -> Result<Self> {
         config.validate()?;
         let loaded = load_model(&config.model, &device.device)?;
+        if config.method == MethodKind::Lora {
+            config.lora_targets = lora_targets(&config, &loaded.model)?;
+        }
         if config.method == MethodKind::Greentrainer && config.budget.is_none() {
             // Refuse an infeasible rho now, not after loading data and scoring importance.
             let shape = BatchShape { batch: config.batch_size, seq: config.max_len, decoder_seq: None };
@@ -84,7 +88,7 @@ impl Trainer {
             }
         }
         let eos = loaded.eos_token_id()?;
-        let pad_id = loaded.model.config.pad_token_id.unwrap_or(eos);
+        let pad_id = loaded.model.info().pad_token_id.unwrap_or(eos);
         let chat_template =
             loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
         let opts = LoadOptions {
@@ -305,6 +309,7 @@ impl Trainer {
                 flops_full: state.flops_full,
                 final_loss: losses.last().copied(),
                 footprint: footprint.clone(),
+                rouge: Vec::new(),
             }
             .write(&out)?;
             Some(out)
@@ -326,16 +331,17 @@ impl Trainer {
     }
 
     /// The profile GreenTrainer selects over: per tensor, or split into row blocks.
-    fn profile_for(&self, model: &Llama, shape: BatchShape) -> Result<Profile> {
+    fn profile_for(&self, model: &Model, shape: BatchShape) -> Result<Profile> {
         let ops = model.op_graph();
         let p = profile(&ops, shape, false).map_err(|e| Error::Other(e.to_string()))?;
         let c = &self.config;
         let rows = match (c.method, c.granularity) {
-            (MethodKind::Greentrainer, Granularity::Head) => model.config.head_dim,
-            (MethodKind::Greentrainer, Granularity::Rows) => c.block_rows,
+            (MethodKind::Greentrainer, Granularity::Head) => None,
+            (MethodKind::Greentrainer, Granularity::Rows) => Some(c.block_rows),
             _ => return Ok(p),
         };
-        Ok(split_rows(&p, &ops, &|op| matches!(op.kind, OpKind::Linear { .. }).then_some(rows)))
+        let block = |op: &OpSpec| matches!(op.kind, OpKind::Linear { .. }).then(|| rows.unwrap_or_else(|| model.head_rows(op.role)));
+        Ok(split_rows(&p, &ops, &block))
     }
 
     fn reselect_due(&self, current: &Option<Selection>, step: usize, epoch: u64) -> bool {
@@ -351,7 +357,7 @@ impl Trainer {
     /// Picks the trainable tensors for the coming steps; returns them and the FLOPs spent choosing.
     fn choose(
         &self,
-        model: &Llama,
+        model: &Model,
         optimizer: &AdamW,
         at: SelectionPoint<'_>,
         previous: Option<&Selection>,
@@ -362,7 +368,7 @@ impl Trainer {
         let p = self.profile_for(model, batch.shape)?;
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
-            MethodKind::TopK => (top_k_names(model, c.top_k), Vec::new(), 0.0, None),
+            MethodKind::TopK => (model.top_layers(c.top_k), Vec::new(), 0.0, None),
             MethodKind::Lora => (model.param_names().into_iter().filter(|n| n.contains(".lora_")).collect(), Vec::new(), 0.0, None),
             MethodKind::Greentrainer => {
                 // With warmup the first lr is 0, which would make every importance 0.
@@ -444,20 +450,23 @@ fn accumulate<const D: usize>(
 }
 
 /// FT-top-k: the last k blocks, the final norm and an untied head.
-fn top_k_names(model: &Llama, k: usize) -> BTreeSet<String> {
-    let first = model.layers.len().saturating_sub(k);
-    model
-        .param_names()
-        .into_iter()
-        .filter(|n| {
-            n == "model.norm.weight"
-                || n == "lm_head.weight"
-                || n.strip_prefix("model.layers.")
-                    .and_then(|r| r.split('.').next())
-                    .and_then(|i| i.parse::<usize>().ok())
-                    .is_some_and(|i| i >= first)
-        })
-        .collect()
+/// The configured LoRA targets, or the architecture's default; an error when none names a linear
+/// layer of the model.
+fn lora_targets(c: &TrainConfig, model: &Model) -> Result<Vec<String>> {
+    let targets = if c.lora_targets.is_empty() { default_targets(&model.info().model_type) } else { c.lora_targets.clone() };
+    let linears: BTreeSet<String> =
+        model.linears().into_iter().filter_map(|(prefix, _)| prefix.rsplit('.').next().map(String::from)).collect();
+    if targets.iter().any(|t| linears.contains(t)) {
+        return Ok(targets);
+    }
+    Err(Error::invalid(
+        &c.model,
+        format!(
+            "lora_targets {} name no linear layer of this model; its linear layers are {}",
+            targets.join(", "),
+            linears.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+    ))
 }
 
 fn method_label(c: &TrainConfig) -> String {

@@ -1,0 +1,376 @@
+//! BLOOM and BLOOMZ as in HF transformers' `modeling_bloom` (`BloomForCausalLM`): an embedding
+//! LayerNorm, ALiBi attention biases instead of position embeddings, a fused query_key_value
+//! projection, a tanh-approximated GELU MLP of width 4 x hidden, LayerNorms with bias and a head
+//! tied to the word embeddings.
+//!
+//! Weights keep HF's layout and names. In `query_key_value.weight` (`[3 * hidden, hidden]`) the
+//! output rows are grouped per head: rows `h * 3 * head_dim ..` hold head h's query, key and value
+//! (`head_dim` rows each), so one head's row block is `3 * head_dim` rows, not `head_dim`.
+
+use burn::tensor::activation::softmax;
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::cache::{KvCache, LayerCache};
+use super::config::{all_ids, first_id, parse_json};
+use super::linear::{Linear, Linears};
+use super::llama::{Loader, TensorSource};
+use super::norm::LayerNorm;
+use super::params::{ParamMut, ParamRef, Parameters};
+use crate::error::{Error, Result};
+use crate::profile::OpSpec;
+use crate::profile::bloom::bloom_ops;
+
+/// The fields of a BLOOM `config.json` the engine needs; `raw` keeps the whole file for export.
+#[derive(Debug, Clone)]
+pub struct BloomConfig {
+    pub hidden_size: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub vocab_size: usize,
+    pub layer_norm_epsilon: f64,
+    /// Residuals branch off after the LayerNorms instead of before them.
+    pub apply_residual_connection_post_layernorm: bool,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    pub raw: Value,
+}
+
+/// transformers' `BloomConfig` maps `num_hidden_layers`/`num_attention_heads` onto `n_layer`/`n_head`
+/// and reads the legacy `n_embed` as `hidden_size`, so a file may use either spelling.
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    hidden_size: Option<usize>,
+    n_embed: Option<usize>,
+    n_layer: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    n_head: Option<usize>,
+    num_attention_heads: Option<usize>,
+    vocab_size: usize,
+    layer_norm_epsilon: Option<f64>,
+    apply_residual_connection_post_layernorm: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    pretraining_tp: Option<usize>,
+    slow_but_exact: Option<bool>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+    pad_token_id: Option<Value>,
+}
+
+impl BloomConfig {
+    /// Parses a config.json text; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        Self::from_value(parse_json(text, origin)?, origin)
+    }
+
+    pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
+        let c: RawConfig =
+            serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not a BLOOM config.json: {e}")))?;
+        let model_type = c.model_type.clone().or_else(|| {
+            c.architectures.as_ref().and_then(|a| a.first()).map(|a| if a == "BloomForCausalLM" { "bloom".into() } else { a.clone() })
+        });
+        if model_type.as_deref() != Some("bloom") {
+            return Err(Error::Unsupported { path: origin.into(), what: format!("model_type {model_type:?}"), supported: "bloom".into() });
+        }
+        // With slow_but_exact, transformers splits the dense layers into pretraining_tp slices
+        // summed in a different order; that rounding is not reproduced here.
+        let tp = c.pretraining_tp.unwrap_or(1);
+        if tp > 1 && c.slow_but_exact.unwrap_or(false) {
+            return Err(Error::Unsupported {
+                path: origin.into(),
+                what: format!("pretraining_tp {tp} with slow_but_exact"),
+                supported: "pretraining_tp 1, or slow_but_exact false".into(),
+            });
+        }
+        let hidden_size = either(origin, "hidden_size", c.hidden_size, "n_embed", c.n_embed)?;
+        let n_layer = either(origin, "n_layer", c.n_layer, "num_hidden_layers", c.num_hidden_layers)?;
+        let n_head = either(origin, "n_head", c.n_head, "num_attention_heads", c.num_attention_heads)?;
+        if hidden_size == 0 || n_layer == 0 || n_head == 0 || c.vocab_size == 0 {
+            return Err(Error::invalid(origin, "hidden_size, n_layer, n_head and vocab_size must be > 0"));
+        }
+        if !hidden_size.is_multiple_of(n_head) {
+            return Err(Error::invalid(origin, format!("hidden_size {hidden_size} is not a multiple of n_head {n_head}")));
+        }
+        Ok(Self {
+            hidden_size,
+            n_layer,
+            n_head,
+            vocab_size: c.vocab_size,
+            layer_norm_epsilon: c.layer_norm_epsilon.unwrap_or(1e-5),
+            apply_residual_connection_post_layernorm: c.apply_residual_connection_post_layernorm.unwrap_or(false),
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(true),
+            bos_token_id: c.bos_token_id.as_ref().and_then(first_id),
+            eos_token_ids: c.eos_token_id.as_ref().map(all_ids).unwrap_or_default(),
+            pad_token_id: c.pad_token_id.as_ref().and_then(first_id),
+            raw,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.n_head
+    }
+}
+
+/// A required field spelled one of two ways; both present must agree.
+fn either(origin: &str, name: &str, a: Option<usize>, alias: &str, b: Option<usize>) -> Result<usize> {
+    match (a, b) {
+        (Some(a), Some(b)) if a != b => Err(Error::invalid(origin, format!("{name} {a} disagrees with {alias} {b}"))),
+        (Some(v), _) | (None, Some(v)) => Ok(v),
+        (None, None) => Err(Error::invalid(origin, format!("missing {name} (or {alias})"))),
+    }
+}
+
+/// ALiBi slopes per head, as transformers' `build_alibi_tensor`: for the largest power of two
+/// `p <= n_heads`, the geometric sequence `2^(-8k/p)`, k = 1..p; the remaining heads take the odd
+/// terms `2^(-4k/p)`, k = 1, 3, 5, .. of the sequence for `2p` heads.
+pub fn alibi_slopes(n_heads: usize) -> Vec<f32> {
+    let p = 1usize << n_heads.max(1).ilog2();
+    let geometric = |n: usize, k: usize| 2f64.powf(-8.0 * k as f64 / n as f64) as f32;
+    let mut slopes: Vec<f32> = (1..=p).map(|k| geometric(p, k)).collect();
+    slopes.extend((1..).step_by(2).take(n_heads.saturating_sub(p)).map(|k| geometric(2 * p, k)));
+    slopes
+}
+
+/// The additive ALiBi bias `[1, heads, 1, keys]`: `slope * j` for key position j.
+///
+/// transformers numbers keys by the attention mask's cumulative sum (padding counts as 0). With
+/// left or right padding that differs from `j` by a constant per row, which softmax ignores, and
+/// padded keys are masked out either way; only padding between real tokens would differ.
+fn alibi(slopes: &[f32], keys: usize, device: &Device) -> Tensor<4> {
+    let values: Vec<f32> = slopes.iter().flat_map(|&m| (0..keys).map(move |j| m * j as f32)).collect();
+    Tensor::from_data(TensorData::new(values, [1, slopes.len(), 1, keys]), device)
+}
+
+/// BLOOM's GELU: the tanh approximation with transformers' rounded constant for sqrt(2/pi).
+fn bloom_gelu(x: Tensor<3>) -> Tensor<3> {
+    let inner = x.clone() * x.clone().square().mul_scalar(0.044715).add_scalar(1.0).mul_scalar(0.79788456);
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub query_key_value: Linear,
+    pub dense: Linear,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    /// `alibi` covers every key, cached ones included.
+    fn forward(&self, x: Tensor<3>, alibi: &Tensor<4>, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let hd = self.head_dim;
+        let qkv = self.query_key_value.forward(x).reshape([b, s, self.n_heads, 3 * hd]);
+        let part = |i: usize| qkv.clone().narrow(3, i * hd, hd).swap_dims(1, 2);
+        let (q, mut k, mut v) = (part(0), part(1), part(2));
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let scale = (hd as f64).powf(-0.5);
+        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + alibi.clone();
+        if let Some(mask) = mask {
+            scores = scores + mask.clone();
+        }
+        let out = softmax(scores, 3).matmul(v);
+        self.dense.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Mlp {
+    pub dense_h_to_4h: Linear,
+    pub dense_4h_to_h: Linear,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.dense_4h_to_h.forward(bloom_gelu(self.dense_h_to_4h.forward(x)))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub input_layernorm: LayerNorm,
+    pub self_attention: Attention,
+    pub post_attention_layernorm: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        alibi: &Tensor<4>,
+        mask: Option<&Tensor<4>>,
+        cache: Option<&mut LayerCache>,
+        residual_after_norm: bool,
+    ) -> Tensor<3> {
+        let normed = self.input_layernorm.forward(x.clone());
+        let residual = if residual_after_norm { normed.clone() } else { x };
+        let x = self.self_attention.forward(normed, alibi, mask, cache) + residual;
+        let normed = self.post_attention_layernorm.forward(x.clone());
+        let residual = if residual_after_norm { normed.clone() } else { x };
+        self.mlp.forward(normed) + residual
+    }
+
+    /// The four linear layers with their names inside the block, in execution order.
+    fn linears(&self) -> [(&'static str, &Linear); 4] {
+        let (a, m) = (&self.self_attention, &self.mlp);
+        [
+            ("self_attention.query_key_value", &a.query_key_value),
+            ("self_attention.dense", &a.dense),
+            ("mlp.dense_h_to_4h", &m.dense_h_to_4h),
+            ("mlp.dense_4h_to_h", &m.dense_4h_to_h),
+        ]
+    }
+
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
+        let (a, m) = (&mut self.self_attention, &mut self.mlp);
+        [
+            ("self_attention.query_key_value", &mut a.query_key_value),
+            ("self_attention.dense", &mut a.dense),
+            ("mlp.dense_h_to_4h", &mut m.dense_h_to_4h),
+            ("mlp.dense_4h_to_h", &mut m.dense_4h_to_h),
+        ]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Bloom {
+    pub config: BloomConfig,
+    pub word_embeddings: Tensor<2>,
+    pub word_embeddings_layernorm: LayerNorm,
+    pub h: Vec<Block>,
+    pub ln_f: LayerNorm,
+    /// `None` when tied to `word_embeddings`.
+    pub lm_head: Option<Tensor<2>>,
+}
+
+impl Bloom {
+    /// Builds the model, asking `source` for every parameter in HF order.
+    pub fn load(config: BloomConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        let c = &config;
+        let mut l = Loader::new(source, device);
+        let (d, vocab) = (c.hidden_size, c.vocab_size);
+        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| LayerNorm::load(l, prefix, d, true, c.layer_norm_epsilon);
+        // Every BLOOM linear layer has a bias.
+        let linear = |l: &mut Loader<'_, '_>, prefix: &str, d_out: usize, d_in: usize| l.linear(prefix, d_out, d_in, true);
+        let word_embeddings = l.matrix("transformer.word_embeddings.weight", [vocab, d])?;
+        let word_embeddings_layernorm = layer_norm(&mut l, "transformer.word_embeddings_layernorm")?;
+        let mut h = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let p = format!("transformer.h.{i}");
+            let input_layernorm = layer_norm(&mut l, &format!("{p}.input_layernorm"))?;
+            let query_key_value = linear(&mut l, &format!("{p}.self_attention.query_key_value"), 3 * d, d)?;
+            let dense = linear(&mut l, &format!("{p}.self_attention.dense"), d, d)?;
+            let post_attention_layernorm = layer_norm(&mut l, &format!("{p}.post_attention_layernorm"))?;
+            let dense_h_to_4h = linear(&mut l, &format!("{p}.mlp.dense_h_to_4h"), 4 * d, d)?;
+            let dense_4h_to_h = linear(&mut l, &format!("{p}.mlp.dense_4h_to_h"), d, 4 * d)?;
+            h.push(Block {
+                input_layernorm,
+                self_attention: Attention { query_key_value, dense, n_heads: c.n_head, head_dim: c.head_dim() },
+                post_attention_layernorm,
+                mlp: Mlp { dense_h_to_4h, dense_4h_to_h },
+            });
+        }
+        let ln_f = layer_norm(&mut l, "transformer.ln_f")?;
+        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [vocab, d])?) };
+        Ok(Self { config, word_embeddings, word_embeddings_layernorm, h, ln_f, lm_head })
+    }
+
+    pub fn device(&self) -> Device {
+        self.word_embeddings.device()
+    }
+
+    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
+    /// [`super::attention_mask`]; with a cache, positions continue after the cached ones.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, s] = ids.dims();
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let alibi = alibi(&alibi_slopes(self.config.n_head), past + s, &ids.device());
+        let mut x = self.word_embeddings_layernorm.forward(embedding(self.word_embeddings.clone(), ids));
+        let post = self.config.apply_residual_connection_post_layernorm;
+        for (i, block) in self.h.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| c.layer(i, self.h.len()));
+            x = block.forward(x, &alibi, mask, slot, post);
+        }
+        let x = self.ln_f.forward(x);
+        let [b, s, d] = x.dims();
+        let head = self.lm_head.clone().unwrap_or_else(|| self.word_embeddings.clone());
+        let vocab = head.dims()[0];
+        x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+    }
+
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
+    /// fixes every shape and the head's tying (`load` reads exactly those), so it is
+    /// [`bloom_ops`] of the config.
+    pub fn op_graph(&self) -> Vec<OpSpec> {
+        bloom_ops(&self.config)
+    }
+}
+
+impl Parameters for Bloom {
+    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        f("transformer.word_embeddings.weight", ParamRef::Matrix(&self.word_embeddings));
+        self.word_embeddings_layernorm.visit(f, "transformer.word_embeddings_layernorm");
+        for (i, l) in self.h.iter().enumerate() {
+            let p = format!("transformer.h.{i}");
+            l.input_layernorm.visit(f, &format!("{p}.input_layernorm"));
+            l.self_attention.query_key_value.visit(f, &format!("{p}.self_attention.query_key_value"));
+            l.self_attention.dense.visit(f, &format!("{p}.self_attention.dense"));
+            l.post_attention_layernorm.visit(f, &format!("{p}.post_attention_layernorm"));
+            l.mlp.dense_h_to_4h.visit(f, &format!("{p}.mlp.dense_h_to_4h"));
+            l.mlp.dense_4h_to_h.visit(f, &format!("{p}.mlp.dense_4h_to_h"));
+        }
+        self.ln_f.visit(f, "transformer.ln_f");
+        if let Some(head) = &self.lm_head {
+            f("lm_head.weight", ParamRef::Matrix(head));
+        }
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f("transformer.word_embeddings.weight", ParamMut::Matrix(&mut self.word_embeddings));
+        self.word_embeddings_layernorm.visit_mut(f, "transformer.word_embeddings_layernorm");
+        for (i, l) in self.h.iter_mut().enumerate() {
+            let p = format!("transformer.h.{i}");
+            l.input_layernorm.visit_mut(f, &format!("{p}.input_layernorm"));
+            l.self_attention.query_key_value.visit_mut(f, &format!("{p}.self_attention.query_key_value"));
+            l.self_attention.dense.visit_mut(f, &format!("{p}.self_attention.dense"));
+            l.post_attention_layernorm.visit_mut(f, &format!("{p}.post_attention_layernorm"));
+            l.mlp.dense_h_to_4h.visit_mut(f, &format!("{p}.mlp.dense_h_to_4h"));
+            l.mlp.dense_4h_to_h.visit_mut(f, &format!("{p}.mlp.dense_4h_to_h"));
+        }
+        self.ln_f.visit_mut(f, "transformer.ln_f");
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head.weight", ParamMut::Matrix(head));
+        }
+    }
+}
+
+impl Linears for Bloom {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.h.iter().enumerate() {
+            out.extend(l.linears().into_iter().map(|(name, lin)| (format!("transformer.h.{i}.{name}"), lin)));
+        }
+        out
+    }
+
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, l) in self.h.iter_mut().enumerate() {
+            out.extend(l.linears_mut().into_iter().map(|(name, lin)| (format!("transformer.h.{i}.{name}"), lin)));
+        }
+        out
+    }
+}

@@ -1,0 +1,421 @@
+//! OPT as in HF transformers' `modeling_opt` (OPTForCausalLM): learned positions with an offset of 2,
+//! LayerNorm before (most sizes) or after (350m) each sub-block, a ReLU MLP (fc1/fc2), and for 350m
+//! bias-free projections between the embedding width (`word_embed_proj_dim`) and `hidden_size`.
+//!
+//! Weights keep HF's names and `[out, in]` layout, like `Llama`; a parameter wrapped with
+//! `.autodiff().require_grad()` is trained, a plain one is frozen.
+
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::module::embedding;
+use burn::tensor::{Device, Int, Tensor};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::cache::{KvCache, LayerCache};
+use super::config::{all_ids, first_id, parse_json};
+use super::linear::{Linear, Linears};
+use super::llama::{Loader, TensorSource};
+use super::norm::LayerNorm;
+use super::params::{ParamMut, ParamRef, Parameters};
+use crate::error::{Error, Result};
+use crate::profile::OpSpec;
+use crate::profile::opt::opt_ops;
+
+/// OPT's learned position table starts at row 2 (rows 0 and 1 are a fairseq padding leftover).
+pub const POSITION_OFFSET: usize = 2;
+
+/// `nn.LayerNorm`'s default epsilon, which OPT keeps.
+const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Activations this build implements, by `activation_function`.
+const SUPPORTED_ACTIVATIONS: &[&str] = &["relu"];
+
+/// The fields of an OPT `config.json` the engine needs; `raw` keeps the whole file for export.
+#[derive(Debug, Clone)]
+pub struct OptConfig {
+    pub hidden_size: usize,
+    pub ffn_dim: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub vocab_size: usize,
+    pub max_position_embeddings: usize,
+    /// Width of the token embedding and the head; differs from `hidden_size` in opt-350m.
+    pub word_embed_proj_dim: usize,
+    /// Pre-LN (true) or post-LN (false, opt-350m).
+    pub do_layer_norm_before: bool,
+    /// Attention projections and fc1/fc2 carry biases.
+    pub enable_bias: bool,
+    /// LayerNorms carry a weight and a bias.
+    pub layer_norm_elementwise_affine: bool,
+    pub activation_function: String,
+    /// Only for checkpoints fine-tuned before transformers 4.20.1: no decoder-level final LayerNorm.
+    pub remove_final_layer_norm: bool,
+    pub tie_word_embeddings: bool,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    pub raw: Value,
+}
+
+/// `OPTConfig`'s fields; the optional ones default as in transformers.
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    architectures: Option<Vec<String>>,
+    hidden_size: usize,
+    ffn_dim: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    vocab_size: usize,
+    max_position_embeddings: Option<usize>,
+    word_embed_proj_dim: Option<usize>,
+    do_layer_norm_before: Option<bool>,
+    enable_bias: Option<bool>,
+    layer_norm_elementwise_affine: Option<bool>,
+    activation_function: Option<String>,
+    #[serde(rename = "_remove_final_layer_norm")]
+    remove_final_layer_norm: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<Value>,
+    eos_token_id: Option<Value>,
+    pad_token_id: Option<Value>,
+}
+
+impl OptConfig {
+    /// Parses a config.json text; `origin` names the file in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        Self::from_value(parse_json(text, origin)?, origin)
+    }
+
+    pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
+        let c: RawConfig =
+            serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not an OPT config.json: {e}")))?;
+        let is_opt = match (&c.model_type, &c.architectures) {
+            (Some(t), _) => t == "opt",
+            (None, Some(archs)) => archs.iter().any(|a| a.starts_with("OPT")),
+            (None, None) => false,
+        };
+        if !is_opt {
+            let what = c.model_type.as_deref().map_or("a config without model_type".into(), |t| format!("model_type {t:?}"));
+            return Err(Error::Unsupported { path: origin.into(), what, supported: "opt".into() });
+        }
+        let activation_function = c.activation_function.unwrap_or_else(|| "relu".into());
+        if !SUPPORTED_ACTIVATIONS.contains(&activation_function.as_str()) {
+            return Err(Error::Unsupported {
+                path: origin.into(),
+                what: format!("activation_function {activation_function:?}"),
+                supported: SUPPORTED_ACTIVATIONS.join(", "),
+            });
+        }
+        let word_embed_proj_dim = c.word_embed_proj_dim.unwrap_or(c.hidden_size);
+        let max_position_embeddings = c.max_position_embeddings.unwrap_or(2048);
+        let sizes = [c.hidden_size, c.ffn_dim, c.num_hidden_layers, c.num_attention_heads, c.vocab_size, word_embed_proj_dim];
+        if sizes.contains(&0) || max_position_embeddings == 0 {
+            return Err(Error::invalid(
+                origin,
+                "hidden_size, ffn_dim, num_hidden_layers, num_attention_heads, vocab_size, word_embed_proj_dim and \
+                 max_position_embeddings must be > 0",
+            ));
+        }
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            return Err(Error::invalid(
+                origin,
+                format!("hidden_size {} is not a multiple of num_attention_heads {}", c.hidden_size, c.num_attention_heads),
+            ));
+        }
+        Ok(Self {
+            hidden_size: c.hidden_size,
+            ffn_dim: c.ffn_dim,
+            num_hidden_layers: c.num_hidden_layers,
+            num_attention_heads: c.num_attention_heads,
+            vocab_size: c.vocab_size,
+            max_position_embeddings,
+            word_embed_proj_dim,
+            do_layer_norm_before: c.do_layer_norm_before.unwrap_or(true),
+            enable_bias: c.enable_bias.unwrap_or(true),
+            layer_norm_elementwise_affine: c.layer_norm_elementwise_affine.unwrap_or(true),
+            activation_function,
+            remove_final_layer_norm: c.remove_final_layer_norm.unwrap_or(false),
+            tie_word_embeddings: c.tie_word_embeddings.unwrap_or(true),
+            bos_token_id: c.bos_token_id.as_ref().and_then(first_id),
+            eos_token_ids: c.eos_token_id.as_ref().map(all_ids).unwrap_or_default(),
+            pad_token_id: c.pad_token_id.as_ref().and_then(first_id),
+            raw,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Whether the token embedding is projected in and out of the model width.
+    pub fn has_projections(&self) -> bool {
+        self.word_embed_proj_dim != self.hidden_size
+    }
+
+    /// The decoder-level LayerNorm after the last layer exists only in pre-LN models.
+    pub fn has_final_layer_norm(&self) -> bool {
+        self.do_layer_norm_before && !self.remove_final_layer_norm
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    n_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, self.head_dim]).swap_dims(1, 2);
+        // HF OPT scales the queries, not the scores, which rounds differently.
+        let q = heads(self.q_proj.forward(x.clone()).mul_scalar((self.head_dim as f64).powf(-0.5)));
+        let mut k = heads(self.k_proj.forward(x.clone()));
+        let mut v = heads(self.v_proj.forward(x));
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.take() {
+                k = Tensor::cat(vec![pk, k], 2);
+                v = Tensor::cat(vec![pv, v], 2);
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let mut scores = q.matmul(k.swap_dims(2, 3));
+        if let Some(mask) = mask {
+            scores = scores + mask.clone();
+        }
+        let out = softmax(scores, 3).matmul(v);
+        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Block {
+    pub self_attn_layer_norm: LayerNorm,
+    pub self_attn: Attention,
+    pub final_layer_norm: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+    /// Pre-LN (norm the sub-block's input) or post-LN (norm the residual sum).
+    norm_before: bool,
+}
+
+impl Block {
+    fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+        let pre = |norm: &LayerNorm, x: Tensor<3>| if self.norm_before { norm.forward(x) } else { x };
+        let post = |norm: &LayerNorm, x: Tensor<3>| if self.norm_before { x } else { norm.forward(x) };
+        let h = self.self_attn.forward(pre(&self.self_attn_layer_norm, x.clone()), mask, cache);
+        let x = post(&self.self_attn_layer_norm, x + h);
+        let h = self.fc2.forward(relu(self.fc1.forward(pre(&self.final_layer_norm, x.clone()))));
+        post(&self.final_layer_norm, x + h)
+    }
+
+    /// The six linear layers with their names inside the block, in execution order.
+    fn linears(&self) -> [(&'static str, &Linear); 6] {
+        let a = &self.self_attn;
+        [
+            ("self_attn.q_proj", &a.q_proj),
+            ("self_attn.k_proj", &a.k_proj),
+            ("self_attn.v_proj", &a.v_proj),
+            ("self_attn.out_proj", &a.out_proj),
+            ("fc1", &self.fc1),
+            ("fc2", &self.fc2),
+        ]
+    }
+
+    /// Visits the block's parameters in execution order (the order `Opt::load` reads them).
+    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), p: &str) {
+        let [q, k, v, out, fc1, fc2] = self.linears();
+        self.self_attn_layer_norm.visit(f, &format!("{p}.self_attn_layer_norm"));
+        for (name, lin) in [q, k, v, out] {
+            lin.visit(f, &format!("{p}.{name}"));
+        }
+        self.final_layer_norm.visit(f, &format!("{p}.final_layer_norm"));
+        for (name, lin) in [fc1, fc2] {
+            lin.visit(f, &format!("{p}.{name}"));
+        }
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), p: &str) {
+        self.self_attn_layer_norm.visit_mut(f, &format!("{p}.self_attn_layer_norm"));
+        let a = &mut self.self_attn;
+        for (name, lin) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("out_proj", &mut a.out_proj)]
+        {
+            lin.visit_mut(f, &format!("{p}.self_attn.{name}"));
+        }
+        self.final_layer_norm.visit_mut(f, &format!("{p}.final_layer_norm"));
+        self.fc1.visit_mut(f, &format!("{p}.fc1"));
+        self.fc2.visit_mut(f, &format!("{p}.fc2"));
+    }
+
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 6] {
+        let a = &mut self.self_attn;
+        [
+            ("self_attn.q_proj", &mut a.q_proj),
+            ("self_attn.k_proj", &mut a.k_proj),
+            ("self_attn.v_proj", &mut a.v_proj),
+            ("self_attn.out_proj", &mut a.out_proj),
+            ("fc1", &mut self.fc1),
+            ("fc2", &mut self.fc2),
+        ]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Opt {
+    pub config: OptConfig,
+    /// `[vocab, word_embed_proj_dim]`.
+    pub embed_tokens: Tensor<2>,
+    /// `[max_position_embeddings + 2, hidden]`.
+    pub embed_positions: Tensor<2>,
+    pub project_in: Option<Linear>,
+    pub layers: Vec<Block>,
+    pub final_layer_norm: Option<LayerNorm>,
+    pub project_out: Option<Linear>,
+    /// `None` when tied to `embed_tokens`.
+    pub lm_head: Option<Tensor<2>>,
+}
+
+impl Opt {
+    /// Builds the model, asking `source` for every parameter in execution order.
+    pub fn load(config: OptConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        let c = &config;
+        let mut l = Loader::new(source, device);
+        let (d, e, affine) = (c.hidden_size, c.word_embed_proj_dim, c.layer_norm_elementwise_affine);
+        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| LayerNorm::load(l, prefix, d, affine, LAYER_NORM_EPS);
+        let embed_tokens = l.matrix("model.decoder.embed_tokens.weight", [c.vocab_size, e])?;
+        let project_in = if c.has_projections() { Some(l.linear("model.decoder.project_in", d, e, false)?) } else { None };
+        let embed_positions = l.matrix("model.decoder.embed_positions.weight", [c.max_position_embeddings + POSITION_OFFSET, d])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.decoder.layers.{i}");
+            let self_attn_layer_norm = layer_norm(&mut l, &format!("{p}.self_attn_layer_norm"))?;
+            let mut proj = |name: &str| l.linear(&format!("{p}.self_attn.{name}"), d, d, c.enable_bias);
+            let (q_proj, k_proj, v_proj, out_proj) = (proj("q_proj")?, proj("k_proj")?, proj("v_proj")?, proj("out_proj")?);
+            let self_attn = Attention { q_proj, k_proj, v_proj, out_proj, n_heads: c.num_attention_heads, head_dim: c.head_dim() };
+            layers.push(Block {
+                self_attn_layer_norm,
+                self_attn,
+                final_layer_norm: layer_norm(&mut l, &format!("{p}.final_layer_norm"))?,
+                fc1: l.linear(&format!("{p}.fc1"), c.ffn_dim, d, c.enable_bias)?,
+                fc2: l.linear(&format!("{p}.fc2"), d, c.ffn_dim, c.enable_bias)?,
+                norm_before: c.do_layer_norm_before,
+            });
+        }
+        let final_layer_norm = if c.has_final_layer_norm() { Some(layer_norm(&mut l, "model.decoder.final_layer_norm")?) } else { None };
+        let project_out = if c.has_projections() { Some(l.linear("model.decoder.project_out", e, d, false)?) } else { None };
+        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [c.vocab_size, e])?) };
+        Ok(Self { config, embed_tokens, embed_positions, project_in, layers, final_layer_norm, project_out, lm_head })
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.device()
+    }
+
+    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
+    /// [`super::attention_mask`]; with a cache, positions continue after the cached ones.
+    ///
+    /// Positions are `past..past + S` for every row: HF derives them from the padding mask's
+    /// cumulative sum, which is the same for real tokens under right padding (padded positions
+    /// differ, but no real token or loss term depends on them).
+    ///
+    /// Panics when `past + S` exceeds `max_position_embeddings`: callers truncate to the context length.
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let [_, s] = ids.dims();
+        let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        let max = self.config.max_position_embeddings;
+        assert!(start + s <= max, "OPT: {} positions exceed max_position_embeddings {max}", start + s);
+        let mut x = embedding(self.embed_tokens.clone(), ids);
+        if let Some(project_in) = &self.project_in {
+            x = project_in.forward(x);
+        }
+        x = x + self.embed_positions.clone().narrow(0, start + POSITION_OFFSET, s).unsqueeze::<3>();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| c.layer(i, self.layers.len()));
+            x = layer.forward(x, mask, slot);
+        }
+        if let Some(norm) = &self.final_layer_norm {
+            x = norm.forward(x);
+        }
+        if let Some(project_out) = &self.project_out {
+            x = project_out.forward(x);
+        }
+        let [b, s, d] = x.dims();
+        let head = self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone());
+        let vocab = head.dims()[0];
+        x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+    }
+
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
+    /// fixes every shape, bias, LayerNorm parameter and the head (`load` reads exactly those), so
+    /// it is [`opt_ops`] of the config.
+    pub fn op_graph(&self) -> Vec<OpSpec> {
+        opt_ops(&self.config)
+    }
+}
+
+impl Parameters for Opt {
+    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        f("model.decoder.embed_tokens.weight", ParamRef::Matrix(&self.embed_tokens));
+        if let Some(project_in) = &self.project_in {
+            project_in.visit(f, "model.decoder.project_in");
+        }
+        f("model.decoder.embed_positions.weight", ParamRef::Matrix(&self.embed_positions));
+        for (i, l) in self.layers.iter().enumerate() {
+            l.visit(f, &format!("model.decoder.layers.{i}"));
+        }
+        if let Some(norm) = &self.final_layer_norm {
+            norm.visit(f, "model.decoder.final_layer_norm");
+        }
+        if let Some(project_out) = &self.project_out {
+            project_out.visit(f, "model.decoder.project_out");
+        }
+        if let Some(head) = &self.lm_head {
+            f("lm_head.weight", ParamRef::Matrix(head));
+        }
+    }
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f("model.decoder.embed_tokens.weight", ParamMut::Matrix(&mut self.embed_tokens));
+        if let Some(project_in) = &mut self.project_in {
+            project_in.visit_mut(f, "model.decoder.project_in");
+        }
+        f("model.decoder.embed_positions.weight", ParamMut::Matrix(&mut self.embed_positions));
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            l.visit_mut(f, &format!("model.decoder.layers.{i}"));
+        }
+        if let Some(norm) = &mut self.final_layer_norm {
+            norm.visit_mut(f, "model.decoder.final_layer_norm");
+        }
+        if let Some(project_out) = &mut self.project_out {
+            project_out.visit_mut(f, "model.decoder.project_out");
+        }
+        if let Some(head) = &mut self.lm_head {
+            f("lm_head.weight", ParamMut::Matrix(head));
+        }
+    }
+}
+
+impl Linears for Opt {
+    fn linears(&self) -> Vec<(String, &Linear)> {
+        let mut out: Vec<(String, &Linear)> = self.project_in.iter().map(|l| ("model.decoder.project_in".into(), l)).collect();
+        for (i, l) in self.layers.iter().enumerate() {
+            out.extend(l.linears().into_iter().map(|(name, lin)| (format!("model.decoder.layers.{i}.{name}"), lin)));
+        }
+        out.extend(self.project_out.iter().map(|l| ("model.decoder.project_out".into(), l)));
+        out
+    }
+
+    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out: Vec<(String, &mut Linear)> = self.project_in.iter_mut().map(|l| ("model.decoder.project_in".into(), l)).collect();
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            out.extend(l.linears_mut().into_iter().map(|(name, lin)| (format!("model.decoder.layers.{i}.{name}"), lin)));
+        }
+        out.extend(self.project_out.iter_mut().map(|l| ("model.decoder.project_out".into(), l)));
+        out
+    }
+}
