@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cache::{KvCache, LayerCache};
+use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, first_id, parse_json};
 use super::linear::{Linear, Linears};
 use super::llama::{Loader, TensorSource};
@@ -168,14 +168,8 @@ impl Attention {
         let hd = self.head_dim;
         let qkv = self.query_key_value.forward(x).reshape([b, s, self.n_heads, 3 * hd]);
         let part = |i: usize| qkv.clone().narrow(3, i * hd, hd).swap_dims(1, 2);
-        let (q, mut k, mut v) = (part(0), part(1), part(2));
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
+        let (q, k, v) = (part(0), part(1), part(2));
+        let (k, v) = extend(cache, k, v);
         let scale = (hd as f64).powf(-0.5);
         let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + alibi.clone();
         if let Some(mask) = mask {

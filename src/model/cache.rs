@@ -5,6 +5,18 @@ use burn::tensor::{Int, Tensor};
 /// One layer's cached keys and values, `[B, heads, past, head_dim]` each.
 pub type LayerCache = Option<(Tensor<4>, Tensor<4>)>;
 
+/// The keys and values attention should use: the new ones after any cached ones; the slot, when
+/// there is one, then holds them all for the next step.
+pub fn extend(slot: Option<&mut LayerCache>, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    let Some(slot) = slot else { return (k, v) };
+    let (k, v) = match slot.take() {
+        Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+        None => (k, v),
+    };
+    *slot = Some((k.clone(), v.clone()));
+    (k, v)
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct KvCache {
     layers: Vec<LayerCache>,

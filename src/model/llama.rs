@@ -10,7 +10,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::cache::{KvCache, LayerCache};
+use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears};
 use super::norm::RmsNorm;
@@ -69,15 +69,9 @@ impl Attention {
         let [b, s, _] = x.dims();
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, self.head_dim]).swap_dims(1, 2);
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.n_heads));
-        let mut k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads));
-        let mut v = heads(self.v_proj.forward(x), self.n_kv_heads);
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
+        let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads));
+        let v = heads(self.v_proj.forward(x), self.n_kv_heads);
+        let (k, v) = extend(cache, k, v);
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let scale = (self.head_dim as f64).powf(-0.5);
         let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);

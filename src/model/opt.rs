@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cache::{KvCache, LayerCache};
+use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, first_id, parse_json};
 use super::linear::{Linear, Linears};
 use super::llama::{Loader, TensorSource};
@@ -175,15 +175,9 @@ impl Attention {
         let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, self.head_dim]).swap_dims(1, 2);
         // HF OPT scales the queries, not the scores, which rounds differently.
         let q = heads(self.q_proj.forward(x.clone()).mul_scalar((self.head_dim as f64).powf(-0.5)));
-        let mut k = heads(self.k_proj.forward(x.clone()));
-        let mut v = heads(self.v_proj.forward(x));
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.take() {
-                k = Tensor::cat(vec![pk, k], 2);
-                v = Tensor::cat(vec![pv, v], 2);
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
+        let k = heads(self.k_proj.forward(x.clone()));
+        let v = heads(self.v_proj.forward(x));
+        let (k, v) = extend(cache, k, v);
         let mut scores = q.matmul(k.swap_dims(2, 3));
         if let Some(mask) = mask {
             scores = scores + mask.clone();

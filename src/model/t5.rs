@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::cache::KvCache;
+use super::cache::{KvCache, extend};
 use super::linear::{Linear, Linears};
 use super::llama::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
@@ -515,14 +515,8 @@ impl T5 {
         let n = self.decoder.blocks.len();
         for (i, (block, (ck, cv))) in self.decoder.blocks.iter().zip(cross.kv).enumerate() {
             let h = block.self_attn_norm.forward(x.clone());
-            let (mut k, mut v) = block.self_attn.keys_values(h.clone());
-            if let Some(slot) = cache.as_deref_mut().map(|c| c.self_attn.layer(i, n)) {
-                if let Some((pk, pv)) = slot.take() {
-                    k = Tensor::cat(vec![pk, k], 2);
-                    v = Tensor::cat(vec![pv, v], 2);
-                }
-                *slot = Some((k.clone(), v.clone()));
-            }
+            let (k, v) = block.self_attn.keys_values(h.clone());
+            let (k, v) = extend(cache.as_deref_mut().map(|c| c.self_attn.layer(i, n)), k, v);
             x = x + block.self_attn.attend(h, k, v, Some(&bias));
             if let Some((norm, attn)) = &block.cross {
                 x = x.clone() + attn.attend(norm.forward(x), ck, cv, cross.mask.as_ref());
