@@ -45,6 +45,20 @@ pub trait MaskedAdamWOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
+/// `dy[:, rows]^T x` in backend tensor ops: dY's selected columns gathered into a compact
+/// `[n, rows]` tensor, then the dense matmul (the CPU's path, and one of the two on wgpu).
+fn gather_matmul_dw<B: Backend>(dy: FloatTensor<B>, x: FloatTensor<B>, rows: Vec<u32>) -> FloatTensor<B> {
+    use burn::backend::TensorMetadata;
+    let n = rows.len();
+    let idx = B::int_from_data(burn::tensor::TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &dy.device());
+    B::float_matmul(B::float_transpose(B::float_select(dy, 1, idx)), x)
+}
+
+/// `x W^T`: the forward of a partially trained linear is the dense one (only its backward differs).
+fn dense_linear<B: Backend>(x: FloatTensor<B>, w: FloatTensor<B>) -> FloatTensor<B> {
+    B::float_matmul(x, B::float_transpose(w))
+}
+
 /// `dy[:, rows]^T x` on any device; `path` picks the wgpu implementation (training uses `Auto`).
 pub fn masked_dw(dy: Tensor<2>, x: Tensor<2>, rows: &[u32], path: DwPath) -> Tensor<2> {
     Tensor::from_dispatch(burn::backend::Dispatch::masked_dw(dy.into_dispatch(), x.into_dispatch(), rows.to_vec(), path))

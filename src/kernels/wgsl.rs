@@ -1,16 +1,16 @@
 //! The wgpu side: raw WGSL kernels from shaders/ launched on burn's cubecl runtime.
 
 use burn::backend::Backend;
-use burn::backend::ops::{FloatTensorOps, IntTensorOps};
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous, kernel_source};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId};
-use burn::tensor::{DType, Shape, TensorData};
+use burn::tensor::{DType, Shape};
 use derive_new::new;
 
 use super::tune::{self, DwKey, DwPath};
-use super::{MaskedAdamWOps, MaskedGradOps};
+use super::{MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw};
 
 kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
 kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
@@ -84,7 +84,7 @@ impl MaskedGradOps for CubeBackend {
     fn masked_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, rows: Vec<u32>, path: DwPath) -> FloatTensor<Self> {
         match path {
             DwPath::Tiled => tiled_dw(dy, x, &rows),
-            DwPath::GatherMatmul => gather_matmul_dw(dy, x, rows),
+            DwPath::GatherMatmul => gather_matmul_dw::<Self>(dy, x, rows),
             DwPath::Auto => {
                 let key = DwKey::new(format!("{:?}", x.device), x.meta.shape()[0], dy.meta.shape()[1], x.meta.shape()[1], rows.len());
                 let device = x.device.clone();
@@ -98,7 +98,7 @@ impl MaskedGradOps for CubeBackend {
     }
 
     fn masked_linear(x: FloatTensor<Self>, w: FloatTensor<Self>, _w_rows: FloatTensor<Self>, _rows: Vec<u32>) -> FloatTensor<Self> {
-        Self::float_matmul(x, Self::float_transpose(w))
+        dense_linear::<Self>(x, w)
     }
 }
 
@@ -168,12 +168,4 @@ fn tiled_dw(dy: CubeTensor, x: CubeTensor, rows: &[u32]) -> CubeTensor {
         ]),
     );
     out
-}
-
-/// dY's selected columns gathered into a compact `[n, rows]` tensor, then the dense matmul.
-fn gather_matmul_dw(dy: CubeTensor, x: CubeTensor, rows: Vec<u32>) -> CubeTensor {
-    let n = rows.len();
-    let idx = CubeBackend::int_from_data(TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &dy.device);
-    let dy_rows = CubeBackend::float_select(dy, 1, idx);
-    CubeBackend::float_matmul(CubeBackend::float_transpose(dy_rows), x)
 }
