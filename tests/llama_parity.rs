@@ -40,15 +40,7 @@ fn tiny_llama_matches_transformers() {
         assert!(rel <= 1e-5, "{}: loss {got_loss} vs {want_loss} (relative {rel})", dev.name);
 
         let grads = loss.backward();
-        let mut checked = 0;
-        model.visit(&mut |name, p| {
-            let grad = p.grad_flat(&grads).unwrap_or_else(|| panic!("{}: no gradient for {name}", dev.name));
-            let got: Vec<f32> = grad.try_into_vec_as::<f32>().unwrap();
-            let (_, want) = expected.read_f32(&format!("grad.{name}")).unwrap();
-            let e = common::rel_l2(&got, &want);
-            assert!(e <= 1e-3, "{}: gradient of {name}: relative L2 error {e}", dev.name);
-            checked += 1;
-        });
+        let (checked, _) = common::assert_gradients_match(&model, &grads, &expected, &dev.name);
         assert_eq!(checked, loaded.model.param_names().len());
         eprintln!("{}: logits err {err:.2e}, loss {got_loss} (want {want_loss}), {checked} gradients ok", dev.name);
     }

@@ -86,18 +86,7 @@ fn tiny_t5_matches_transformers() {
         assert!(rel <= 1e-5, "{}: loss {got_loss} vs {want_loss} (relative {rel})", dev.name);
 
         let grads = loss.backward();
-        let (mut checked, mut worst) = (0, (0.0, String::new()));
-        model.visit(&mut |name, p| {
-            let grad = p.grad_flat(&grads).unwrap_or_else(|| panic!("{}: no gradient for {name}", dev.name));
-            let got: Vec<f32> = grad.try_into_vec_as::<f32>().unwrap();
-            let (_, want) = expected.read_f32(&format!("grad.{name}")).unwrap();
-            let e = common::rel_l2(&got, &want);
-            assert!(e <= 1e-3, "{}: gradient of {name}: relative L2 error {e}", dev.name);
-            if e > worst.0 {
-                worst = (e, name.to_string());
-            }
-            checked += 1;
-        });
+        let (checked, worst) = common::assert_gradients_match(&model, &grads, &expected, &dev.name);
         assert_eq!(checked, expected.names().filter(|n| n.starts_with("grad.")).count());
         eprintln!(
             "{}: logits max abs err {err:.2e}, loss {got_loss} (want {want_loss}, rel {rel:.2e}), {checked} gradients, worst rel L2 {:.2e} ({})",

@@ -55,3 +55,27 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
     eprintln!("!!! SKIPPING: {} not found; run scripts/fetch-model.sh", path.display());
     None
 }
+
+/// Checks every parameter's gradient in `grads` against `grad.<name>` in a fixture's
+/// expected.safetensors (relative L2 <= 1e-3; a missing gradient fails). Returns how many were
+/// checked and the worst relative error with its parameter.
+pub fn assert_gradients_match(
+    model: &impl greentrainer::model::Parameters,
+    grads: &burn::tensor::Gradients,
+    expected: &greentrainer::io::safetensors_file::SafetensorsFiles,
+    device: &str,
+) -> (usize, (f64, String)) {
+    let (mut checked, mut worst) = (0, (0.0, String::new()));
+    model.visit(&mut |name, p| {
+        let grad = p.grad_flat(grads).unwrap_or_else(|| panic!("{device}: no gradient for {name}"));
+        let got: Vec<f32> = grad.try_into_vec_as::<f32>().unwrap();
+        let (_, want) = expected.read_f32(&format!("grad.{name}")).unwrap();
+        let e = rel_l2(&got, &want);
+        assert!(e <= 1e-3, "{device}: gradient of {name}: relative L2 error {e}");
+        if e > worst.0 {
+            worst = (e, name.to_string());
+        }
+        checked += 1;
+    });
+    (checked, worst)
+}
