@@ -144,3 +144,18 @@ fn lora_targets_that_name_no_layer_are_refused() {
     let err = Trainer::prepare(cfg, ComputeDevice::cpu()).err().expect("q_proj is not a BLOOM layer").to_string();
     assert!(err.contains("query_key_value") && err.contains("tiny-bloom"), "{err}");
 }
+
+#[test]
+fn the_context_length_bounds_training_and_generation_instead_of_panicking() {
+    use greentrainer::eval::generate::{GenerateOptions, generate};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { max_len: 300, ..config("tiny-opt", MethodKind::Full, dir.path()) };
+    let err = Trainer::prepare(cfg, ComputeDevice::cpu()).err().expect("tiny-opt has 256 positions").to_string();
+    assert!(err.contains("max_len 300") && err.contains("256 positions") && err.contains("tiny-opt"), "{err}");
+
+    let loaded = load_model(&common::fixture("tiny-opt"), &ComputeDevice::cpu().device).unwrap();
+    let prompt: Vec<u32> = (0..250).map(|i| 2 + i % 500).collect();
+    let out = generate(&loaded.model, &prompt, &GenerateOptions::greedy(20));
+    assert!(out.len() <= 6, "generated {} tokens past the 256-position table", out.len());
+    assert!(generate(&loaded.model, &(0..256).map(|i| 2 + i % 500).collect::<Vec<u32>>(), &GenerateOptions::greedy(5)).is_empty());
+}

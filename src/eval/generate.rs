@@ -80,8 +80,20 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// Generates up to `max_new_tokens` after `prompt`; returns only the new tokens (EOS excluded).
+/// Generates up to `max_new_tokens` after `prompt`, never past the model's last position (see
+/// `Model::position_limit`); returns only the new tokens (EOS excluded).
 pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
+    let room = model.position_limit().map_or(usize::MAX, |n| n.saturating_sub(prompt.len()));
+    if room == 0 {
+        tracing::warn!("a {}-token prompt fills the model's positions: nothing generated", prompt.len());
+    }
+    let capped;
+    let opts = if opts.max_new_tokens > room {
+        capped = GenerateOptions { max_new_tokens: room, ..opts.clone() };
+        &capped
+    } else {
+        opts
+    };
     if prompt.is_empty() || opts.max_new_tokens == 0 {
         return Vec::new();
     }

@@ -163,6 +163,15 @@ impl Model {
         }
     }
 
+    /// The longest sequence the model can run at all: OPT's learned position table ends at
+    /// `max_position_embeddings`; rotary (Llama) and ALiBi (BLOOM) positions have no hard end.
+    pub fn position_limit(&self) -> Option<usize> {
+        match self {
+            Self::Opt(m) => Some(m.config.max_position_embeddings),
+            Self::Llama(_) | Self::Bloom(_) => None,
+        }
+    }
+
     /// FT-top-k's tensors: every parameter of the last `k` blocks and of what follows them (the
     /// final norm, an untied head).
     pub fn top_layers(&self, k: usize) -> std::collections::BTreeSet<String> {

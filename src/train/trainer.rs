@@ -74,6 +74,11 @@ impl Trainer {
         if config.method == MethodKind::Lora {
             config.lora_targets = lora_targets(&config, &loaded.model)?;
         }
+        if let Some(limit) = loaded.model.position_limit()
+            && config.max_len > limit
+        {
+            return Err(Error::invalid(&config.model, format!("max_len {} is longer than the model's {limit} positions", config.max_len)));
+        }
         if config.method == MethodKind::Greentrainer && config.budget.is_none() {
             // Refuse an infeasible rho now, not after loading data and scoring importance.
             let shape = BatchShape { batch: config.batch_size, seq: config.max_len, decoder_seq: None };
