@@ -31,9 +31,11 @@ fn masked_dw_equals_the_dense_gradient_on_selected_rows() {
         for (n, d_out, d_in) in [(1, 1, 1), (7, 5, 3), (33, 17, 29), (64, 48, 40), (100, 70, 131)] {
             let (dy_v, dy) = random(&mut rng, [n, d_out], &dev.device);
             let (x_v, x) = random(&mut rng, [n, d_in], &dev.device);
-            let rows = rows_subset(&mut rng, d_out);
-            for path in [DwPath::Tiled, DwPath::GatherMatmul, DwPath::Auto] {
-                let got = host(masked_dw(dy.clone(), x.clone(), &rows, path));
+            // Scattered rows (a gather), a run of consecutive rows and all rows (slices).
+            let (start, len) = (d_out / 3, (d_out / 2).max(1));
+            let cases = [rows_subset(&mut rng, d_out), (start as u32..(start + len) as u32).collect(), (0..d_out as u32).collect()];
+            for (rows, path) in cases.iter().flat_map(|r| [DwPath::Tiled, DwPath::GatherMatmul, DwPath::Auto].map(|p| (r, p))) {
+                let got = host(masked_dw(dy.clone(), x.clone(), rows, path));
                 assert_eq!(got.len(), rows.len() * d_in);
                 for (ri, &r) in rows.iter().enumerate() {
                     for c in 0..d_in {

@@ -1,7 +1,8 @@
 //! `greentrainer bench masked-dw`: the masked weight gradient at 12.5/25/50/100% of row blocks
 //! against the dense weight gradient (`dY^T X` by burn's matmul), on SmolLM2-135M's linear shapes,
 //! by each wgpu path (the tiled WGSL kernel, gather + dense matmul) and the tuned choice between
-//! them that training uses. Goal: time proportional to the fraction selected.
+//! them that training uses. Goal: time proportional to the fraction selected. The last column, the
+//! matmul on already-gathered columns, is the floor of the gather path.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use burn::tensor::{Distribution, Tensor};
 
 use super::guarded;
 use crate::device::ComputeDevice;
-use crate::kernels::{DwPath, masked_dw, runs_wgsl};
+use crate::kernels::{DwPath, masked_dw, row_index, runs_wgsl};
 
 /// (name, d_out, d_in) of SmolLM2-135M's linear layers.
 const SHAPES: [(&str, usize, usize); 4] =
@@ -22,23 +23,12 @@ const BLOCK: usize = 64;
 pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
     let device = &dev.device;
     let mut out = String::from(
-        "| device | layer (out x in) | blocks selected | tiled WGSL ms | gather+matmul ms | tuned ms | dense ms | tuned / dense | ideal |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| device | layer (out x in) | blocks selected | tiled WGSL ms | gather+matmul ms | tuned ms | dense ms | tuned / dense | ideal | matmul alone / dense |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (name, d_out, d_in) in SHAPES {
         let dy = Tensor::<2>::random([tokens, d_out], Distribution::Uniform(-1.0, 1.0), device);
         let x = Tensor::<2>::random([tokens, d_in], Distribution::Uniform(-1.0, 1.0), device);
-        let time = |f: &dyn Fn() -> Tensor<2>| -> Result<f64, String> {
-            guarded(|| {
-                let _: f32 = f().sum().into_scalar();
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let _: f32 = f().sum().into_scalar();
-                }
-                start.elapsed().as_secs_f64() * 1e3 / iters as f64
-            })
-        };
-        let dense = time(&|| dy.clone().transpose().matmul(x.clone()));
         let blocks = d_out / BLOCK;
         let mut counts: Vec<usize> = FRACTIONS.iter().map(|f| ((blocks as f64 * f).round() as usize).max(1)).collect();
         // Small layers round two fractions to the same block count; measure it once.
@@ -49,17 +39,28 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
             order.truncate(chosen);
             order.sort_unstable();
             let rows: Vec<u32> = order.iter().flat_map(|b| (b * BLOCK..(b + 1) * BLOCK).map(|r| r as u32)).collect();
-            let path = |p| time(&|| masked_dw(dy.clone(), x.clone(), &rows, p));
+            let (dy, x, rows) = (&dy, &x, &rows);
+            let path = |p| move || masked_dw(dy.clone(), x.clone(), rows, p);
+            let dense = || dy.clone().transpose().matmul(x.clone());
+            let dy_rows = dy.clone().select(1, row_index(rows, device));
+            let compact = || dy_rows.clone().transpose().matmul(x.clone());
+            let (tiled, gathered, tuned) = (path(DwPath::Tiled), path(DwPath::GatherMatmul), path(DwPath::Auto));
             // The CPU has a single path (gather + matmul).
-            let tiled = if runs_wgsl(device) { path(DwPath::Tiled) } else { Err("n/a".into()) };
-            let (gathered, tuned) = (path(DwPath::GatherMatmul), path(DwPath::Auto));
+            let mut runs: Vec<&dyn Fn() -> Tensor<2>> = vec![&dense, &compact, &gathered, &tuned];
+            if runs_wgsl(device) {
+                runs.push(&tiled);
+            }
+            let mut times = interleaved_medians(&runs, iters).into_iter();
+            let [dense, compact, gathered, tuned] = [(); 4].map(|_| times.next().expect("one time per run"));
+            let tiled = times.next().unwrap_or_else(|| Err("n/a".into()));
             let cell = |r: &Result<f64, String>| r.as_ref().map(|v| format!("{v:.2}")).unwrap_or_else(|e| e.clone());
-            let ratio = match (&tuned, &dense) {
+            let ratio = |m: &Result<f64, String>| match (m, &dense) {
                 (Ok(m), Ok(d)) => format!("{:.3}", m / d),
                 _ => "-".into(),
             };
+            let (compact_ratio, ratio) = (ratio(&compact), ratio(&tuned));
             out += &format!(
-                "| {} | {name} ({d_out} x {d_in}) | {chosen}/{blocks} | {} | {} | {} | {} | {ratio} | {:.3} |\n",
+                "| {} | {name} ({d_out} x {d_in}) | {chosen}/{blocks} | {} | {} | {} | {} | {ratio} | {:.3} | {compact_ratio} |\n",
                 dev.name,
                 cell(&tiled),
                 cell(&gathered),
@@ -69,5 +70,39 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
             );
         }
     }
-    out + &format!("\n{tokens} tokens; blocks of {BLOCK} rows (one head); mean of {iters} runs after a warm-up\n")
+    out + &format!(
+        "\n{tokens} tokens; blocks of {BLOCK} rows (one head); median of {iters} rounds after a warm-up; each round runs every column once, so load drift hits them alike\n"
+    )
+}
+
+/// Median milliseconds of each of `runs` (run to completion and read back), over `iters` rounds
+/// that each time every run once, after one warm-up of each (shader compilation, autotune).
+fn interleaved_medians(runs: &[&dyn Fn() -> Tensor<2>], iters: usize) -> Vec<Result<f64, String>> {
+    let once = |f: &dyn Fn() -> Tensor<2>| {
+        guarded(|| {
+            let start = Instant::now();
+            let _: f32 = f().sum().into_scalar();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+    };
+    let mut samples: Vec<Result<Vec<f64>, String>> = runs.iter().map(|f| once(*f).map(|_| Vec::new())).collect();
+    for _ in 0..iters.max(1) {
+        for (f, s) in runs.iter().zip(&mut samples) {
+            if let Ok(times) = s {
+                match once(*f) {
+                    Ok(t) => times.push(t),
+                    Err(e) => *s = Err(e),
+                }
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .map(|s| {
+            s.map(|mut t| {
+                t.sort_by(f64::total_cmp);
+                t[t.len() / 2]
+            })
+        })
+        .collect()
 }

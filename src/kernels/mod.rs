@@ -50,8 +50,20 @@ pub trait MaskedAdamWOps: Backend {
 fn gather_matmul_dw<B: Backend>(dy: FloatTensor<B>, x: FloatTensor<B>, rows: Vec<u32>) -> FloatTensor<B> {
     use burn::backend::TensorMetadata;
     let n = rows.len();
-    let idx = B::int_from_data(burn::tensor::TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &dy.device());
-    B::float_matmul(B::float_transpose(B::float_select(dy, 1, idx)), x)
+    // A run of consecutive rows (e.g. a fully selected weight) is a slice: no gather, no copy.
+    let contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);
+    let dy_rows = match rows.first() {
+        Some(&first) if contiguous => {
+            let start = first as usize;
+            B::float_slice(dy, &[burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + n)])
+        }
+        _ => {
+            let idx =
+                B::int_from_data(burn::tensor::TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &dy.device());
+            B::float_select(dy, 1, idx)
+        }
+    };
+    B::float_matmul(B::float_transpose(dy_rows), x)
 }
 
 /// `x W^T`: the forward of a partially trained linear is the dense one (only its backward differs).
