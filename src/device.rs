@@ -30,6 +30,8 @@ pub struct ComputeDevice {
     pub name: String,
     /// True when the adapter is a software rasteriser such as lavapipe (correct but slow).
     pub software: bool,
+    /// The adapter's PCI address (`0000:01:00.0`), when the backend reports it.
+    pub pci_bus_id: Option<String>,
     /// Largest single buffer the adapter can bind, when known (tensors above it cannot be used).
     pub max_buffer_binding: Option<u64>,
     /// Set when the choice fell back to the CPU, saying why.
@@ -43,6 +45,7 @@ impl ComputeDevice {
             backend: BackendKind::Cpu,
             name: "CPU (flex)".into(),
             software: false,
+            pci_bus_id: None,
             max_buffer_binding: None,
             fallback_reason: None,
         }
@@ -79,6 +82,7 @@ fn wgpu() -> Result<&'static ComputeDevice, String> {
             backend: BackendKind::Wgpu,
             name: format!("{} / {:?}", info.name, info.backend),
             software: info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu,
+            pci_bus_id: Some(info.device_pci_bus_id.clone()).filter(|id| !id.is_empty()),
             max_buffer_binding: Some(limits.max_storage_buffer_binding_size),
             fallback_reason: None,
         })

@@ -1,12 +1,14 @@
-//! Green accounting: sysfs energy readers on fake trees (wraparound, odd content), budget -> rho on
-//! the SmolLM2-135M config, the run card, and a budgeted run end to end on the tiny Llama.
+//! Green accounting: sysfs energy readers on fake trees (wraparound, odd content), NVML against a
+//! fake libnvidia-ml built with the system C compiler, budget -> rho on the SmolLM2-135M config,
+//! the run card, and a budgeted run end to end on the tiny Llama.
 
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use greentrainer::device::ComputeDevice;
 use greentrainer::eval::rouge::CorpusRouge;
@@ -14,7 +16,7 @@ use greentrainer::green::Footprint;
 use greentrainer::green::budget::{Budget, RunPlan};
 use greentrainer::green::carbon::parse_intensity;
 use greentrainer::green::card::RunCard;
-use greentrainer::green::meter::{self, EnergySource, Meter, amdgpu_sensors, rapl_sensors};
+use greentrainer::green::meter::{self, EnergySource, Meter, amdgpu_sensors, nvml_sensors, rapl_sensors};
 use greentrainer::model::config::LlamaConfig;
 use greentrainer::profile::llama::llama_ops;
 use greentrainer::profile::{BatchShape, profile};
@@ -111,6 +113,195 @@ fn amdgpu_power_is_integrated_and_energy_counters_preferred() {
     let energy = meter.finish(0.0, meter::GPU);
     assert!((energy.joules - 2.0).abs() < 1e-9);
     assert_eq!(energy.source, EnergySource::Measured { sensors: vec!["amdgpu card0/hwmon3/energy1_input".into()] });
+}
+
+/// The NVML calls nvml-wrapper makes here, answering from `$STATE_DIR/gpus`: one GPU a line,
+/// `<pci bus> <energy mJ> <power mW> <name>`, where `-` is NOT_SUPPORTED and `x` an unknown error.
+/// The file is read on every call, so a test changes the counters by rewriting it.
+const FAKE_NVML: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { char legacy[16]; unsigned domain, bus, device, pci_device_id, subsystem_id; char bus_id[32]; } pci_info;
+static int handles[16];
+
+static int row(unsigned i, unsigned *bus, char *energy, char *power, char *name) {
+    FILE *f = fopen(STATE_DIR "/gpus", "r");
+    char line[256];
+    int found = 0;
+    for (unsigned n = 0; f && fgets(line, sizeof line, f); n++) {
+        if (n == i) { found = sscanf(line, "%u %31s %31s %127[^\n]", bus, energy, power, name) == 4; break; }
+    }
+    if (f) fclose(f);
+    return found;
+}
+
+static int value(const char *text, unsigned long long *out) {
+    if (!strcmp(text, "-")) return 3;
+    if (!strcmp(text, "x")) return 999;
+    *out = strtoull(text, NULL, 10);
+    return 0;
+}
+
+#define ROW(dev) unsigned bus; char energy[32], power[32], name[128]; \
+    if (!row((unsigned)((int *)(dev) - handles), &bus, energy, power, name)) return 2;
+
+int nvmlInit_v2(void) { return INIT_RESULT; }
+int nvmlShutdown(void) { return 0; }
+const char *nvmlErrorString(int r) { (void)r; return "fake NVML error"; }
+int nvmlDeviceGetCount_v2(unsigned *count) {
+    unsigned bus; char e[32], p[32], name[128];
+    for (*count = 0; *count < 16 && row(*count, &bus, e, p, name); ++*count) {}
+    return 0;
+}
+int nvmlDeviceGetHandleByIndex_v2(unsigned i, void **dev) {
+    unsigned count;
+    nvmlDeviceGetCount_v2(&count);
+    if (i >= count) return 2;
+    *dev = &handles[i];
+    return 0;
+}
+int nvmlDeviceGetName(void *dev, char *out, unsigned len) { ROW(dev) snprintf(out, len, "%s", name); return 0; }
+int nvmlDeviceGetPciInfo_v3(void *dev, pci_info *out) {
+    ROW(dev) memset(out, 0, sizeof *out);
+    out->bus = bus;
+    snprintf(out->bus_id, sizeof out->bus_id, "00000000:%02X:00.0", bus);
+    return 0;
+}
+int nvmlDeviceGetTotalEnergyConsumption(void *dev, unsigned long long *mj) { ROW(dev) return value(energy, mj); }
+int nvmlDeviceGetPowerUsage(void *dev, unsigned *mw) {
+    ROW(dev) unsigned long long v;
+    int r = value(power, &v);
+    *mw = (unsigned)v;
+    return r;
+}
+"#;
+
+/// Builds the fake libnvidia-ml in `dir` (its state file is `dir/gpus`); `init_result` is what
+/// nvmlInit_v2 returns (0, or 9: driver not loaded).
+fn fake_nvml(dir: &Path, init_result: u32) -> PathBuf {
+    fs::write(dir.join("fake_nvml.c"), FAKE_NVML).unwrap();
+    let lib = dir.join(format!("libnvidia-ml-{init_result}.so"));
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&lib)
+        .arg(format!("-DSTATE_DIR={:?}", dir.to_str().unwrap()))
+        .arg(format!("-DINIT_RESULT={init_result}"))
+        .arg(dir.join("fake_nvml.c"))
+        .status()
+        .unwrap_or_else(|e| panic!("the NVML tests build a fake libnvidia-ml with the system C compiler `cc`, which could not run: {e}"));
+    assert!(status.success(), "cc failed to build the fake libnvidia-ml ({status})");
+    lib
+}
+
+/// A GPU run on an adapter with this name and PCI address.
+fn gpu_device(name: &str, pci_bus_id: Option<&str>) -> ComputeDevice {
+    ComputeDevice {
+        backend: greentrainer::device::BackendKind::Wgpu,
+        name: name.into(),
+        pci_bus_id: pci_bus_id.map(Into::into),
+        ..ComputeDevice::cpu()
+    }
+}
+
+fn measured(sensors: &[&str]) -> EnergySource {
+    EnergySource::Measured { sensors: sensors.iter().map(|s| s.to_string()).collect() }
+}
+
+#[test]
+fn nvml_energy_counter_is_read_on_the_run_gpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml(dir.path(), 0);
+    let gpus =
+        |a100_mj: u64, t4_mj: u64| write(dir.path(), "gpus", &format!("1 {a100_mj} 250000 NVIDIA A100\n2 {t4_mj} 70000 NVIDIA T4\n"));
+    gpus(1_000_000, 5_000);
+    let sysfs = tempfile::tempdir().unwrap();
+
+    // By PCI address (wgpu writes a 4-digit domain, NVML 8), then by name.
+    let meter = Meter::open(sysfs.path(), Some(&lib), &gpu_device("NVIDIA A100 / Vulkan", Some("0000:01:00.0")));
+    gpus(3_500_000, 9_000);
+    let energy = meter.finish(1e15, meter::GPU);
+    assert!((energy.joules - 2500.0).abs() < 1e-9, "{}", energy.joules);
+    assert_eq!(energy.source, measured(&["NVML total energy: NVIDIA A100"]));
+    let meter = Meter::open(sysfs.path(), Some(&lib), &gpu_device("NVIDIA T4 / Vulkan", None));
+    gpus(3_500_000, 10_250);
+    let energy = meter.finish(1e15, meter::GPU);
+    assert!((energy.joules - 1.25).abs() < 1e-9, "{}", energy.joules);
+    assert_eq!(energy.source, measured(&["NVML total energy: NVIDIA T4"]));
+
+    // An adapter matching none by name: every GPU is read and labelled so; by PCI address: none
+    // (the run is not on an NVIDIA GPU), and a CPU run reads no GPU.
+    let mut meter = Meter::from_sensors(nvml_sensors(Some(&lib), &gpu_device("llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan", None)));
+    gpus(3_600_000, 10_500);
+    meter.sample();
+    gpus(3_700_000, 11_000);
+    let energy = meter.finish(1e15, meter::GPU);
+    assert!((energy.joules - (200.0 + 0.75)).abs() < 1e-9, "{}", energy.joules);
+    assert_eq!(
+        energy.source,
+        measured(&[
+            "NVML total energy: NVIDIA A100 (GPU 0, one of 2 read: the run's adapter is not identified)",
+            "NVML total energy: NVIDIA T4 (GPU 1, one of 2 read: the run's adapter is not identified)",
+        ])
+    );
+    assert!(nvml_sensors(Some(&lib), &gpu_device("Intel(R) Arc(tm) / Vulkan", Some("0000:03:00.0"))).is_empty());
+    assert!(nvml_sensors(Some(&lib), &gpu_device("NVIDIA T4 / Vulkan", Some("0000:03:00.0"))).is_empty());
+    assert!(matches!(
+        Meter::open(sysfs.path(), Some(&lib), &ComputeDevice::cpu()).finish(1e9, meter::CPU).source,
+        EnergySource::Estimated { .. }
+    ));
+
+    // A counter going backwards (driver reload) cannot be trusted: the estimate is used.
+    let meter = Meter::open(sysfs.path(), Some(&lib), &gpu_device("NVIDIA A100 / Vulkan", None));
+    gpus(10, 11_000);
+    let energy = meter.finish(5e10 * 3600.0, meter::GPU);
+    assert!((energy.wh() - 1.0).abs() < 1e-12 && matches!(energy.source, EnergySource::Estimated { .. }));
+}
+
+#[test]
+fn nvml_power_is_sampled_and_integrated_without_an_energy_counter() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml(dir.path(), 0);
+    write(dir.path(), "gpus", "1 - 150000 Tesla P100\n");
+    let device = gpu_device("Tesla P100 / Vulkan", None);
+    let outer = Instant::now();
+    let meter = Meter::open(tempfile::tempdir().unwrap().path(), Some(&lib), &device);
+    let inner = Instant::now();
+    std::thread::sleep(Duration::from_millis(350));
+    let inner_s = inner.elapsed().as_secs_f64();
+    let energy = meter.finish(0.0, meter::GPU);
+    let outer_s = outer.elapsed().as_secs_f64();
+    assert!(
+        150.0 * inner_s <= energy.joules && energy.joules <= 150.0 * outer_s,
+        "{} J for {inner_s}..{outer_s} s at 150 W",
+        energy.joules
+    );
+    assert_eq!(energy.source, measured(&["NVML power x time: Tesla P100"]));
+
+    // The sampler thread reads between the meter's own samples: a failed read while the run
+    // makes none still voids the measurement.
+    let mut meter = Meter::from_sensors(nvml_sensors(Some(&lib), &device));
+    write(dir.path(), "gpus", "1 - x Tesla P100\n");
+    std::thread::sleep(Duration::from_millis(350));
+    write(dir.path(), "gpus", "1 - 150000 Tesla P100\n");
+    meter.sample();
+    assert_eq!(meter.measured_joules(), None);
+    // A GPU reading neither energy nor power has no sensor.
+    write(dir.path(), "gpus", "1 - - Tesla P100\n");
+    assert!(nvml_sensors(Some(&lib), &device).is_empty());
+}
+
+#[test]
+fn nvml_missing_library_or_driver_means_no_sensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = gpu_device("NVIDIA A100 / Vulkan", None);
+    assert!(nvml_sensors(Some(&dir.path().join("libnvidia-ml.so.1")), &device).is_empty());
+    let no_driver = fake_nvml(dir.path(), 9);
+    write(dir.path(), "gpus", "1 1000 250000 NVIDIA A100\n");
+    assert!(nvml_sensors(Some(&no_driver), &device).is_empty());
+    let energy = Meter::open(dir.path(), Some(&no_driver), &device).finish(5e10, meter::GPU);
+    assert_eq!((energy.joules, &energy.source), (1.0, &EnergySource::Estimated { flops_per_joule: 5e10, device_class: "GPU".into() }));
 }
 
 fn smollm2_plan() -> RunPlan {

@@ -1,8 +1,9 @@
-//! A run's energy: measured from Linux sysfs where the platform exposes it, otherwise estimated
-//! from the FLOPs spent and a stated device efficiency.
+//! A run's energy: measured where the platform exposes it (Linux sysfs, NVIDIA's NVML), otherwise
+//! estimated from the FLOPs spent and a stated device efficiency.
 //!
 //! Measured figures are whole-device: RAPL counts the CPU packages (other processes and idle power
-//! included), amdgpu hwmon the whole board. NVIDIA (NVML) and Apple sensors are not read.
+//! included), amdgpu hwmon and NVML the whole board. NVML is loaded at run time, so a machine
+//! without the NVIDIA driver only loses that reader. Apple GPU sensors are not read.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::nvml;
 use crate::device::{BackendKind, ComputeDevice};
 
 /// Stated assumptions for estimates where nothing is measured. Rough orders of magnitude for
@@ -92,35 +94,49 @@ enum Reading {
     Power,
 }
 
-/// One sysfs file, with its previous value.
-#[derive(Debug, Clone)]
+/// One energy reader, named for the run card.
+#[derive(Debug)]
 pub struct Sensor {
     name: String,
-    path: PathBuf,
-    reading: Reading,
-    last: u64,
+    probe: Probe,
+}
+
+#[derive(Debug)]
+enum Probe {
+    /// A sysfs file, with its previous value.
+    File {
+        path: PathBuf,
+        reading: Reading,
+        last: u64,
+    },
+    Nvml(nvml::Probe),
 }
 
 impl Sensor {
     /// None when the file cannot be read as a number (RAPL is root-only on recent kernels).
     fn open(name: String, path: PathBuf, reading: Reading) -> Option<Self> {
         let last = read_u64(&path)?;
-        Some(Self { name, path, reading, last })
+        Some(Self { name, probe: Probe::File { path, reading, last } })
     }
 
     /// Joules since the previous sample, `dt_s` seconds ago; None when the value is unreadable or
     /// a counter went backwards without a known wrap range.
     fn sample(&mut self, dt_s: f64) -> Option<f64> {
-        let now = read_u64(&self.path)?;
-        let joules = match self.reading {
-            Reading::Counter { wrap_uj } => {
-                let delta = if now >= self.last { now - self.last } else { wrap_uj?.checked_sub(self.last)? + now };
-                delta as f64 * 1e-6
+        match &mut self.probe {
+            Probe::Nvml(gpu) => gpu.sample(),
+            Probe::File { path, reading, last } => {
+                let now = read_u64(path)?;
+                let joules = match *reading {
+                    Reading::Counter { wrap_uj } => {
+                        let delta = if now >= *last { now - *last } else { wrap_uj?.checked_sub(*last)? + now };
+                        delta as f64 * 1e-6
+                    }
+                    Reading::Power => (*last + now) as f64 / 2.0 * 1e-6 * dt_s,
+                };
+                *last = now;
+                Some(joules)
             }
-            Reading::Power => (self.last + now) as f64 / 2.0 * 1e-6 * dt_s,
-        };
-        self.last = now;
-        Some(joules)
+        }
     }
 }
 
@@ -185,6 +201,13 @@ pub fn amdgpu_sensors(root: &Path) -> Vec<Sensor> {
     out
 }
 
+/// NVIDIA GPUs for a run on `device` (the one it runs on when the adapter's PCI address or name
+/// identifies it, else every GPU, labelled so). `lib` overrides the system's libnvidia-ml; without
+/// a loadable library or driver there are none.
+pub fn nvml_sensors(lib: Option<&Path>, device: &ComputeDevice) -> Vec<Sensor> {
+    nvml::probes(lib, device).into_iter().map(|(name, gpu)| Sensor { name, probe: Probe::Nvml(gpu) }).collect()
+}
+
 /// Accumulates the sensors' energy; call [`Meter::sample`] now and then (each training step) so
 /// power readings are integrated and counters cannot wrap twice unseen.
 pub struct Meter {
@@ -195,12 +218,17 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// The sensors for a run on `device`: RAPL for the CPU; for a GPU, amdgpu boards plus RAPL for
-    /// the host, or nothing (estimated) when the GPU itself cannot be read.
-    pub fn open(root: &Path, device: &ComputeDevice) -> Self {
+    /// The sensors for a run on `device`: RAPL for the CPU; for a GPU, amdgpu boards and NVIDIA
+    /// GPUs plus RAPL for the host, or nothing (estimated) when the GPU itself cannot be read.
+    /// `root` is the sysfs root ("/"), `nvml_lib` a libnvidia-ml other than the system's.
+    pub fn open(root: &Path, nvml_lib: Option<&Path>, device: &ComputeDevice) -> Self {
         let sensors = if on_gpu(device) {
-            let gpu = amdgpu_sensors(root);
-            if gpu.is_empty() { gpu } else { [gpu, rapl_sensors(root)].concat() }
+            let mut sensors = amdgpu_sensors(root);
+            sensors.extend(nvml_sensors(nvml_lib, device));
+            if !sensors.is_empty() {
+                sensors.extend(rapl_sensors(root));
+            }
+            sensors
         } else {
             rapl_sensors(root)
         };

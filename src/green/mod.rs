@@ -5,6 +5,7 @@ pub mod budget;
 pub mod carbon;
 pub mod card;
 pub mod meter;
+mod nvml;
 
 use serde::{Deserialize, Serialize};
 

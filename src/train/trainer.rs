@@ -148,7 +148,7 @@ impl Trainer {
     /// Trains; with `resume`, continues from `<output>/checkpoint` when there is one.
     pub fn run(&mut self, sink: &mut dyn EventSink, cancel: &AtomicBool, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
-        let mut meter = Meter::open(Path::new("/"), &self.device);
+        let mut meter = Meter::open(Path::new("/"), None, &self.device);
         let c = self.config.clone();
         let total_steps = self.total_steps();
         let schedule = LinearSchedule { peak_lr: c.lr, warmup_steps: c.warmup_steps, total_steps };
