@@ -1,13 +1,16 @@
 //! `greentrainer bench granularity`: GreenTrainer at the same rho with whole-tensor selection and
 //! with head-block selection, from the same start on the same batches: FLOPs spent, realised rho,
-//! training loss and held-out loss, side by side.
+//! training loss, held-out loss and held-out ROUGE (greedy summaries), side by side.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use crate::data::{LoadOptions, load_dataset, pad_batch};
+use crate::data::{Example, LoadOptions, load_dataset, pad_batch};
 use crate::device::ComputeDevice;
 use crate::error::Result;
+use crate::eval::generate::GenerateOptions;
+use crate::eval::rouge::{CorpusRouge, RougeOptions};
+use crate::eval::runner::evaluate;
 use crate::model::Model;
 use crate::train::batch::DeviceBatch;
 use crate::train::step::forward_backward;
@@ -21,7 +24,14 @@ pub struct Row {
     pub final_train_loss: f64,
     pub held_out_before: f64,
     pub held_out_after: f64,
+    pub rouge_before: CorpusRouge,
+    pub rouge_after: CorpusRouge,
 }
+
+/// Held-out examples scored: enough to rank the runs, few enough to generate on a CPU in minutes.
+const HELD_OUT: usize = 16;
+/// Summaries of DialogSum's test split are ~20 words.
+const SUMMARY_TOKENS: usize = 48;
 
 /// Runs `steps` steps per granularity at `rho`; held-out loss on the first rows of `held_out`.
 pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho: f64, steps: usize, max_len: usize) -> Result<Vec<Row>> {
@@ -45,7 +55,9 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             ..TrainConfig::default()
         };
         let mut trainer = Trainer::prepare(config, dev.clone())?;
-        let before = held_out_loss(&trainer.loaded.model, &trainer, held_out, max_len)?;
+        let held = held_out_examples(&trainer, held_out, max_len)?;
+        let before = held_out_loss(&trainer.loaded.model, &trainer, &held);
+        let rouge_before = held_out_rouge(&trainer, &held)?;
         let (mut selected, mut realised, mut spent, mut last) = (0, 0.0, 0.0, f64::NAN);
         trainer.run(
             &mut |e: &Event| match e {
@@ -62,7 +74,8 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             &AtomicBool::new(false),
             false,
         )?;
-        let after = held_out_loss(&trainer.loaded.model, &trainer, held_out, max_len)?;
+        let after = held_out_loss(&trainer.loaded.model, &trainer, &held);
+        let rouge_after = held_out_rouge(&trainer, &held)?;
         let _ = std::fs::remove_dir_all(out);
         rows.push(Row {
             granularity,
@@ -72,42 +85,61 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             final_train_loss: last,
             held_out_before: before,
             held_out_after: after,
+            rouge_before,
+            rouge_after,
         });
     }
     Ok(rows)
 }
 
-/// Mean loss over the first 16 held-out examples, in batches of 4.
-fn held_out_loss(model: &Model, trainer: &Trainer, path: &Path, max_len: usize) -> Result<f64> {
+/// The first [`HELD_OUT`] rows of `path`.
+fn held_out_examples(trainer: &Trainer, path: &Path, max_len: usize) -> Result<Vec<Example>> {
     let eos = trainer.loaded.eos_token_id()?;
-    let data = load_dataset(path, &trainer.loaded.tokenizer, &LoadOptions::new(max_len, eos))?;
-    let examples: Vec<_> = data.examples.iter().take(16).collect();
-    let pad = model.info().pad_token_id.unwrap_or(eos);
+    let mut data = load_dataset(path, &trainer.loaded.tokenizer, &LoadOptions::new(max_len, eos))?;
+    data.examples.truncate(HELD_OUT);
+    Ok(data.examples)
+}
+
+/// Mean loss over `examples`, in batches of 4.
+fn held_out_loss(model: &Model, trainer: &Trainer, examples: &[Example]) -> f64 {
+    let pad = model.info().pad_token_id.or(trainer.loaded.eos_token_id().ok()).unwrap_or(0);
     let losses: Vec<f64> = examples
         .chunks(4)
-        .map(|chunk| forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(chunk, pad), &model.device())).loss)
+        .map(|chunk| {
+            let chunk: Vec<&Example> = chunk.iter().collect();
+            forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(&chunk, pad), &model.device())).loss
+        })
         .collect();
-    Ok(losses.iter().sum::<f64>() / losses.len().max(1) as f64)
+    losses.iter().sum::<f64>() / losses.len().max(1) as f64
+}
+
+/// ROUGE of greedy summaries of `examples` by the trainer's current model.
+fn held_out_rouge(trainer: &Trainer, examples: &[Example]) -> Result<CorpusRouge> {
+    let opts = GenerateOptions::greedy(SUMMARY_TOKENS);
+    let eval = evaluate(&trainer.loaded, examples, &opts, &RougeOptions { use_stemmer: true }, &mut |_, _| {})?;
+    Ok(eval.rouge)
 }
 
 pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
     let mut out = String::from(
-        "| granularity | candidates selected | realised rho | FLOPs spent | final train loss | held-out loss before -> after |\n|---|---|---|---|---|---|\n",
+        "| granularity | candidates selected | realised rho | FLOPs spent | final train loss | held-out loss before -> after | held-out ROUGE-1/2/L before -> after |\n|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out += &format!(
-            "| {:?} | {} | {:.3} | {} | {:.4} | {:.4} -> {:.4} |\n",
+            "| {:?} | {} | {:.3} | {} | {:.4} | {:.4} -> {:.4} | {} -> {} |\n",
             r.granularity,
             r.selected,
             r.realised_rho,
             crate::profile::FlopsConvention::Flops.format(r.flops_spent / 2.0),
             r.final_train_loss,
             r.held_out_before,
-            r.held_out_after
+            r.held_out_after,
+            rouge(&r.rouge_before),
+            rouge(&r.rouge_after)
         );
     }
     out + &format!(
-        "\nGreenTrainer rho {rho}, {steps} steps from the same start on the same batches (importance scoring included in FLOPs)\n"
+        "\nGreenTrainer rho {rho}, {steps} steps from the same start on the same batches (importance scoring included in FLOPs); held-out: the first {HELD_OUT} test rows, greedy summaries of up to {SUMMARY_TOKENS} tokens, ROUGE F1 x 100 with stemming\n"
     )
 }
 
@@ -115,4 +147,8 @@ pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
 pub fn demo_files() -> (PathBuf, PathBuf) {
     let dir = PathBuf::from("assets/demo");
     (dir.join("dialogsum.train.jsonl"), dir.join("dialogsum.test.jsonl"))
+}
+
+fn rouge(r: &CorpusRouge) -> String {
+    format!("{:.1}/{:.1}/{:.1}", r.rouge1 * 100.0, r.rouge2 * 100.0, r.rouge_l * 100.0)
 }
