@@ -1,6 +1,7 @@
 //! Green accounting: sysfs energy readers on fake trees (wraparound, odd content), NVML against a
-//! fake libnvidia-ml built with the system C compiler, budget -> rho on the SmolLM2-135M config,
-//! the run card, and a budgeted run end to end on the tiny Llama.
+//! fake libnvidia-ml built with the system C compiler, Apple's IOReport channels as plain values,
+//! budget -> rho on the SmolLM2-135M config, the run card, and a budgeted run end to end on the
+//! tiny Llama.
 
 mod common;
 
@@ -13,10 +14,13 @@ use std::time::{Duration, Instant};
 use greentrainer::device::ComputeDevice;
 use greentrainer::eval::rouge::CorpusRouge;
 use greentrainer::green::Footprint;
+use greentrainer::green::apple::{self, Channel};
 use greentrainer::green::budget::{Budget, RunPlan};
 use greentrainer::green::carbon::parse_intensity;
 use greentrainer::green::card::RunCard;
-use greentrainer::green::meter::{self, EnergySource, Meter, amdgpu_sensors, nvml_sensors, rapl_sensors};
+use greentrainer::green::meter::{
+    self, EnergySource, Meter, amdgpu_sensors, apple_gpu_sensor, ioreport_sensor, nvml_sensors, rapl_sensors,
+};
 use greentrainer::model::config::LlamaConfig;
 use greentrainer::profile::llama::llama_ops;
 use greentrainer::profile::{BatchShape, profile};
@@ -302,6 +306,113 @@ fn nvml_missing_library_or_driver_means_no_sensor() {
     assert!(nvml_sensors(Some(&no_driver), &device).is_empty());
     let energy = Meter::open(dir.path(), Some(&no_driver), &device).finish(5e10, meter::GPU);
     assert_eq!((energy.joules, &energy.source), (1.0, &EnergySource::Estimated { flops_per_joule: 5e10, device_class: "GPU".into() }));
+}
+
+/// An "Energy Model" channel.
+fn channel(name: &str, unit: &str, value: i64) -> Channel {
+    Channel { group: apple::ENERGY_GROUP.into(), name: name.into(), unit: unit.into(), value }
+}
+
+/// An IOReport reader answering these deltas in turn, then None.
+fn ioreport(deltas: Vec<Option<Vec<Channel>>>) -> apple::Deltas {
+    let mut deltas = deltas.into_iter();
+    Box::new(move || deltas.next().flatten())
+}
+
+fn names(channels: &[&str]) -> Vec<String> {
+    channels.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn apple_gpu_channels_and_units() {
+    assert_eq!(apple::to_joules("mJ", 1500), Some(1.5));
+    assert_eq!(apple::to_joules("uJ", 2_000_000), Some(2.0));
+    assert_eq!(apple::to_joules(" nJ ", 750_000_000), Some(0.75));
+    assert_eq!(apple::to_joules("nJ", 0), Some(0.0));
+    for unknown in ["J", "mW", "", "MJ"] {
+        assert_eq!(apple::to_joules(unknown, 5), None, "{unknown:?}");
+    }
+    assert_eq!(apple::to_joules("mJ", -1), None, "a counter going backwards");
+
+    // M1 to M4: the whole-GPU counter beside its blocks, which are not added to it; a channel of
+    // another group with the same name is not energy.
+    let m2 = [
+        channel("ECPU0", "mJ", 10),
+        channel("CPU Energy", "mJ", 900),
+        channel("GPU0", "mJ", 700),
+        channel("GPU SRAM0", "mJ", 30),
+        channel("GPU Energy", "nJ", 750_000_000),
+        channel("ANE", "mJ", 0),
+        channel("DRAM", "mJ", 120),
+        Channel { group: "GPU Stats".into(), name: "GPU Energy".into(), unit: "mJ".into(), value: 99 },
+    ];
+    let chosen = apple::gpu_channels(&m2);
+    assert_eq!(chosen, names(&["GPU Energy"]));
+    assert_eq!(apple::gpu_joules(&chosen, &m2), Some(0.75));
+    assert_eq!(apple::label(&chosen), "Apple GPU energy (IOReport GPU Energy)");
+
+    // Without "GPU Energy" the least specific level present counts, in mixed units, each once.
+    let dies = [channel("GPU0_0", "mJ", 400), channel("GPU1_0", "uJ", 350_000), channel("GPU SRAM0_0", "mJ", 20)];
+    let chosen = apple::gpu_channels(&dies);
+    assert_eq!(chosen, names(&["GPU0_0", "GPU1_0"]));
+    assert!((apple::gpu_joules(&chosen, &dies).unwrap() - 0.75).abs() < 1e-12);
+    let nested = [channel("GPU0_0", "mJ", 400), channel("GPU0", "mJ", 450), channel("GPU1", "nJ", 50_000_000)];
+    assert_eq!(apple::gpu_channels(&nested), names(&["GPU0", "GPU1"]));
+    assert!((apple::gpu_joules(&names(&["GPU0", "GPU1"]), &nested).unwrap() - 0.5).abs() < 1e-12);
+    let bare = [channel("GPU", "mJ", 250), channel("GPU0", "mJ", 240)];
+    assert_eq!(apple::gpu_channels(&bare), names(&["GPU"]));
+
+    // A chosen channel missing from a delta, or in an unknown unit, voids it; no GPU, no channels.
+    assert_eq!(apple::gpu_joules(&names(&["GPU Energy"]), &dies), None);
+    assert_eq!(apple::gpu_joules(&names(&["GPU Energy"]), &[channel("GPU Energy", "mW", 5)]), None);
+    let no_gpu = [channel("CPU Energy", "mJ", 900), channel("GPU SRAM0", "mJ", 30), channel("GPUX", "mJ", 1), channel("GPU0_", "mJ", 1)];
+    assert!(apple::gpu_channels(&no_gpu).is_empty());
+}
+
+#[test]
+fn ioreport_gpu_energy_is_summed_over_the_run() {
+    let m3 = |gpu_nj: i64, cpu_mj: i64| Some(vec![channel("CPU Energy", "mJ", cpu_mj), channel("GPU Energy", "nJ", gpu_nj)]);
+    // The first delta (at open) only finds the channels; the run's energy is what follows.
+    let sensor = ioreport_sensor(ioreport(vec![m3(3_000_000, 12), m3(1_250_000_000, 900), m3(2_500_000_000, 800)])).unwrap();
+    let mut meter = Meter::from_sensors(vec![sensor]);
+    meter.sample();
+    let energy = meter.finish(1e15, meter::GPU);
+    assert!((energy.joules - 3.75).abs() < 1e-12, "{}", energy.joules);
+    assert_eq!(energy.source, measured(&["Apple GPU energy (IOReport GPU Energy)"]));
+
+    let dies = |a_mj: i64, b_uj: i64| Some(vec![channel("GPU0", "mJ", a_mj), channel("GPU1", "uJ", b_uj)]);
+    let sensor = ioreport_sensor(ioreport(vec![dies(1, 1), dies(400, 350_000)])).unwrap();
+    let energy = Meter::from_sensors(vec![sensor]).finish(1e15, meter::GPU);
+    assert!((energy.joules - 0.75).abs() < 1e-12, "{}", energy.joules);
+    assert_eq!(energy.source, measured(&["Apple GPU energy (IOReport GPU0 + GPU1)"]));
+
+    // A failed sample, or a unit turning unknown mid-run: the estimate is used.
+    let sensor = ioreport_sensor(ioreport(vec![m3(0, 0), None, m3(1_000_000_000, 5)])).unwrap();
+    let mut meter = Meter::from_sensors(vec![sensor]);
+    meter.sample();
+    let energy = meter.finish(5e10 * 3600.0, meter::GPU);
+    assert!((energy.wh() - 1.0).abs() < 1e-12 && matches!(energy.source, EnergySource::Estimated { .. }));
+    let odd = Some(vec![channel("GPU Energy", "pJ", 5)]);
+    let meter = Meter::from_sensors(vec![ioreport_sensor(ioreport(vec![m3(0, 0), odd])).unwrap()]);
+    assert!(matches!(meter.finish(1.0, meter::GPU).source, EnergySource::Estimated { .. }));
+
+    // No sensor without a GPU channel, with the GPU in an unknown unit, or without a first sample.
+    assert!(ioreport_sensor(ioreport(vec![Some(vec![channel("CPU Energy", "mJ", 5), channel("GPU SRAM0", "mJ", 1)])])).is_none());
+    assert!(ioreport_sensor(ioreport(vec![Some(vec![channel("GPU Energy", "W", 5)])])).is_none());
+    assert!(ioreport_sensor(ioreport(vec![None, m3(1, 1)])).is_none());
+}
+
+#[test]
+fn apple_gpu_is_read_only_for_a_metal_run() {
+    let metal = gpu_device("Apple M2 Max / Metal", None);
+    assert!(apple::on_metal(&metal));
+    assert!(!apple::on_metal(&ComputeDevice { software: true, ..gpu_device("Apple M2 Max / Metal", None) }));
+    assert!(!apple::on_metal(&gpu_device("NVIDIA A100 / Vulkan", None)));
+    assert!(!apple::on_metal(&ComputeDevice { name: "Apple M2 Max / Metal".into(), ..ComputeDevice::cpu() }));
+    // IOReport exists only on macOS: elsewhere a Metal-named adapter still has no sensor.
+    if !cfg!(target_os = "macos") {
+        assert!(apple_gpu_sensor(&metal).is_none());
+    }
 }
 
 fn smollm2_plan() -> RunPlan {

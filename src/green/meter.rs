@@ -1,9 +1,12 @@
-//! A run's energy: measured where the platform exposes it (Linux sysfs, NVIDIA's NVML), otherwise
-//! estimated from the FLOPs spent and a stated device efficiency.
+//! A run's energy: measured where the platform exposes it (Linux sysfs, NVIDIA's NVML, Apple's
+//! IOReport), otherwise estimated from the FLOPs spent and a stated device efficiency.
 //!
-//! Measured figures are whole-device: RAPL counts the CPU packages (other processes and idle power
-//! included), amdgpu hwmon and NVML the whole board. NVML is loaded at run time, so a machine
-//! without the NVIDIA driver only loses that reader. Apple GPU sensors are not read.
+//! Measured figures are whole-device (other processes and idle power included): RAPL counts the
+//! CPU packages, amdgpu hwmon and NVML the whole board, IOReport the Apple GPU (not the CPU, SRAM
+//! or memory on the same chip). NVML and libIOReport are loaded at run time, so a
+//! machine without them only loses that reader. The IOReport reader is compiled for macOS but not
+//! run on a Mac in this project's CI: its channel choice, units and sums are tested on every
+//! platform with channel lists written for the tests, the calls into libIOReport are not.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::nvml;
+use super::{apple, nvml};
 use crate::device::{BackendKind, ComputeDevice};
 
 /// Stated assumptions for estimates where nothing is measured. Rough orders of magnitude for
@@ -110,6 +113,7 @@ enum Probe {
         last: u64,
     },
     Nvml(nvml::Probe),
+    Apple(apple::Probe),
 }
 
 impl Sensor {
@@ -124,6 +128,7 @@ impl Sensor {
     fn sample(&mut self, dt_s: f64) -> Option<f64> {
         match &mut self.probe {
             Probe::Nvml(gpu) => gpu.sample(),
+            Probe::Apple(gpu) => gpu.sample(),
             Probe::File { path, reading, last } => {
                 let now = read_u64(path)?;
                 let joules = match *reading {
@@ -208,6 +213,21 @@ pub fn nvml_sensors(lib: Option<&Path>, device: &ComputeDevice) -> Vec<Sensor> {
     nvml::probes(lib, device).into_iter().map(|(name, gpu)| Sensor { name, probe: Probe::Nvml(gpu) }).collect()
 }
 
+/// Apple's GPU from the IOReport energy deltas `read` returns (the system's: [`apple_gpu_sensor`]);
+/// None when the first holds no GPU channel in a known unit.
+pub fn ioreport_sensor(read: apple::Deltas) -> Option<Sensor> {
+    apple::Probe::open(read).map(|(name, gpu)| Sensor { name, probe: Probe::Apple(gpu) })
+}
+
+/// Apple Silicon's GPU for a run on its Metal adapter; None elsewhere (not macOS, a software
+/// adapter, or no readable libIOReport).
+pub fn apple_gpu_sensor(device: &ComputeDevice) -> Option<Sensor> {
+    if !apple::on_metal(device) {
+        return None;
+    }
+    apple::system().and_then(ioreport_sensor)
+}
+
 /// Accumulates the sensors' energy; call [`Meter::sample`] now and then (each training step) so
 /// power readings are integrated and counters cannot wrap twice unseen.
 pub struct Meter {
@@ -218,13 +238,14 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// The sensors for a run on `device`: RAPL for the CPU; for a GPU, amdgpu boards and NVIDIA
-    /// GPUs plus RAPL for the host, or nothing (estimated) when the GPU itself cannot be read.
-    /// `root` is the sysfs root ("/"), `nvml_lib` a libnvidia-ml other than the system's.
+    /// The sensors for a run on `device`: RAPL for the CPU; for a GPU, amdgpu boards, NVIDIA GPUs
+    /// and Apple's GPU plus RAPL for the host, or nothing (estimated) when the GPU itself cannot be
+    /// read. `root` is the sysfs root ("/"), `nvml_lib` a libnvidia-ml other than the system's.
     pub fn open(root: &Path, nvml_lib: Option<&Path>, device: &ComputeDevice) -> Self {
         let sensors = if on_gpu(device) {
             let mut sensors = amdgpu_sensors(root);
             sensors.extend(nvml_sensors(nvml_lib, device));
+            sensors.extend(apple_gpu_sensor(device));
             if !sensors.is_empty() {
                 sensors.extend(rapl_sensors(root));
             }

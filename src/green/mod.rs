@@ -1,9 +1,12 @@
 //! Green accounting: what a run costs in time, energy and CO2 beside its FLOPs, measured where the
 //! platform allows and estimated (and labelled so) elsewhere; budgets in those units; run cards.
 
+pub mod apple;
 pub mod budget;
 pub mod carbon;
 pub mod card;
+#[cfg(target_os = "macos")]
+mod ioreport;
 pub mod meter;
 mod nvml;
 
