@@ -85,8 +85,8 @@ fn held_out_loss(model: &Model, trainer: &Trainer, path: &Path, max_len: usize) 
     let pad = model.info().pad_token_id.unwrap_or(eos);
     let losses: Vec<f64> = examples
         .chunks(4)
-        .map(|chunk| forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(chunk, pad), &model.device())).loss)
-        .collect();
+        .map(|chunk| forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(chunk, pad), model)).map(|p| p.loss))
+        .collect::<Result<_>>()?;
     Ok(losses.iter().sum::<f64>() / losses.len().max(1) as f64)
 }
 
