@@ -14,9 +14,11 @@ use greentrainer::data::{BatchPlan, Batcher, IGNORE_INDEX, Seq2Seq, load_dataset
 use greentrainer::device::ComputeDevice;
 use greentrainer::eval::generate::{GenerateOptions, Strategy, generate};
 use greentrainer::io::load_model;
+use greentrainer::io::safetensors_file::SafetensorsFiles;
 use greentrainer::model::t5::T5;
 use greentrainer::model::{BatchInput, Linears, Model, Parameters};
-use greentrainer::profile::{Stream, profile};
+use greentrainer::profile::blocks::parse_block;
+use greentrainer::profile::{OpKind, Stream, profile};
 use greentrainer::select::CostRule;
 use greentrainer::train::batch::DeviceBatch;
 use greentrainer::train::{Event, MethodKind, TrainConfig, Trainer};
@@ -135,6 +137,19 @@ fn the_folder_loads_by_model_type_and_by_architecture() {
     std::fs::write(dir.path().join("config.json"), raw.to_string()).unwrap();
     let by_arch = load_model(dir.path(), &ComputeDevice::cpu().device).unwrap();
     assert_eq!(common::max_abs_diff(&logits(&by_arch.model), &logits(&loaded.model)), 0.0);
+
+    // A checkpoint that keeps the shared table only as the encoder's embed_tokens loads the same.
+    let files = SafetensorsFiles::open_dir(&fixture).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = files
+        .names()
+        .map(|n| {
+            let (shape, values) = files.read_f32(n).unwrap();
+            (if n == "shared.weight" { "encoder.embed_tokens.weight".to_string() } else { n.to_string() }, shape, values)
+        })
+        .collect();
+    greentrainer::io::safetensors_file::write_f32(&dir.path().join("model.safetensors"), &tensors, None).unwrap();
+    let aliased = load_model(dir.path(), &ComputeDevice::cpu().device).unwrap();
+    assert_eq!(common::max_abs_diff(&logits(&aliased.model), &logits(&loaded.model)), 0.0);
 }
 
 #[test]
@@ -282,6 +297,37 @@ fn every_method_trains_what_it_selects_and_saves_a_reloadable_folder() {
 
 fn cfg_model() -> std::path::PathBuf {
     common::fixture("tiny-t5")
+}
+
+#[test]
+fn head_blocks_train_whole_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { granularity: greentrainer::train::Granularity::Head, ..config(MethodKind::Greentrainer, dir.path()) };
+    let before = snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
+    let run = train(cfg, ComputeDevice::cpu());
+    assert!(run.realised_rho <= 0.6, "{}", run.realised_rho);
+    let after = snapshot(&run.trainer.loaded.model);
+    let blocks: Vec<(&str, std::ops::Range<usize>)> = run.selected.iter().filter_map(|n| parse_block(n)).collect();
+    assert!(!blocks.is_empty(), "head granularity selected no row block: {:?}", run.selected);
+    for (tensor, rows) in &blocks {
+        assert!(rows.start % 16 == 0 && rows.len() % 16 == 0, "{tensor} rows {rows:?} are not whole heads of d_kv 16");
+    }
+    // Every selected block trains; rows of a weight no block selected stay bit-identical.
+    let ops = run.trainer.loaded.model.op_graph();
+    let mut partial = 0;
+    for tensor in blocks.iter().map(|(t, _)| *t).collect::<std::collections::BTreeSet<_>>() {
+        let Some(OpKind::Linear { d_in, d_out }) = ops.iter().find(|o| o.name == tensor).map(|o| o.kind) else {
+            panic!("{tensor} is no linear")
+        };
+        let picked: Vec<usize> = blocks.iter().filter(|(t, _)| *t == tensor).flat_map(|(_, r)| r.clone()).collect();
+        let changed = |r: usize| before[tensor][r * d_in..(r + 1) * d_in] != after[tensor][r * d_in..(r + 1) * d_in];
+        assert!(picked.iter().any(|&r| changed(r)), "{tensor}: selected rows did not train");
+        if picked.len() < d_out && !run.selected.iter().any(|n| n == tensor) {
+            partial += 1;
+            assert!((0..d_out).filter(|r| !picked.contains(r)).all(|r| !changed(r)), "{tensor}: unselected rows changed");
+        }
+    }
+    assert!(partial > 0, "no weight was selected in part: {blocks:?}");
 }
 
 #[test]
