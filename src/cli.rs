@@ -139,7 +139,8 @@ pub struct EvalArgs {
     pub max_new_tokens: Option<usize>,
     #[arg(long, default_value_t = 2.5)]
     pub repetition_penalty: f32,
-    /// Longest prompt + target, as in training (the source is cut to fit).
+    /// Longest prompt + target, as in training (the source is cut to fit); an encoder-decoder
+    /// model's source and target are capped at it each.
     #[arg(long, default_value_t = 512)]
     pub max_len: usize,
     /// Stem words with the Porter stemmer before scoring.
@@ -229,8 +230,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => {
             let dev = args.device.open();
             let loaded = load_model(&args.model, &dev.device)?;
-            let prompt =
-                loaded.tokenizer.encode(args.prompt.as_str(), false).map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
+            let prompt = loaded.prompt_ids(&args.prompt)?;
             let strategy = match (args.beams, args.temperature) {
                 (Some(num_beams), _) => Strategy::Beam { num_beams, length_penalty: 1.0 },
                 (None, Some(temperature)) => Strategy::Sample { temperature, top_p: args.top_p, seed: args.seed },
@@ -243,9 +243,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 eos_token_ids: loaded.eos_token_ids(),
                 use_cache: true,
             };
-            let out = generate(&loaded.model, prompt.get_ids(), &opts);
+            let out = generate(&loaded.model, &prompt, &opts);
             let text = loaded.tokenizer.decode(&out, true).map_err(|e| anyhow::anyhow!("cannot decode: {e}"))?;
-            println!("{}{}", args.prompt, text);
+            // A decoder-only model continues the prompt; an encoder-decoder model answers it.
+            let shown = if loaded.model.is_encoder_decoder() { "" } else { args.prompt.as_str() };
+            println!("{shown}{text}");
         }
         Command::Export { model, out, device } => {
             let dev = device.open();
@@ -384,10 +386,7 @@ fn eval(args: EvalArgs) -> Result<()> {
     let dev = args.device.open();
     let loaded = load_model(&args.model, &dev.device)?;
     let eos = loaded.eos_token_ids();
-    let opts = crate::data::LoadOptions {
-        skip_bad_rows: args.skip_bad_rows,
-        ..crate::data::LoadOptions::new(args.max_len, loaded.eos_token_id()?)
-    };
+    let opts = crate::data::LoadOptions { skip_bad_rows: args.skip_bad_rows, ..loaded.load_options(args.max_len)? };
     let mut data = crate::data::load_dataset(&args.data, &loaded.tokenizer, &opts)?;
     if data.report.counts.skipped > 0 {
         eprintln!(

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::Result;
 use crate::model::{Model, Parameters};
 use crate::train::batch::DeviceBatch;
 use crate::train::optim::AdamW;
@@ -22,11 +23,11 @@ pub struct Importance {
 }
 
 /// Scores the tensors `candidates` names on `batch` with the run's optimizer at learning rate `lr`.
-pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Importance {
-    let first = forward_backward(model, candidates, batch);
+pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Result<Importance> {
+    let first = forward_backward(model, candidates, batch)?;
     let mut stepped = model.clone();
     optimizer.clone().step(&mut stepped, &first.grads, lr);
-    let second = forward_backward(&stepped, candidates, batch);
+    let second = forward_backward(&stepped, candidates, batch)?;
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {
         if second.grads.contains_key(name) {
@@ -51,5 +52,5 @@ pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, can
     });
     let max = raw.values().fold(0.0f64, |m, v| m.max(v.abs()));
     let scores = raw.iter().map(|(k, v)| (k.clone(), if max > 0.0 { v / max } else { 0.0 })).collect();
-    Importance { scores, raw, rows, loss: first.loss }
+    Ok(Importance { scores, raw, rows, loss: first.loss })
 }

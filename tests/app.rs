@@ -1,6 +1,7 @@
 //! The app driven through its widgets, rendered with wgpu (lavapipe without a GPU): it starts,
 //! loads the tiny Llama and the bundled DialogSum sample, checks rho, trains a few steps on the
-//! CPU, shows the tensor map, evaluates, saves a folder that reloads, and reopens the run's log.
+//! CPU, shows the tensor map, evaluates, saves a folder that reloads, and reopens the run's log;
+//! the tiny T5 goes through the same tabs.
 //!
 //! Each tab is snapshotted under tests/snapshots/. Paths, timings and fonts differ between
 //! machines, so the comparison tolerates 0.5% of the pixels (about 4700) differing: it catches a
@@ -201,6 +202,54 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     click(&mut harness, "Open run");
     wait_for(&mut harness, "Showing the past run");
     harness.get_by_label_contains("step 3 of 3");
+}
+
+/// T5 (encoder-decoder) through every tab: its cost estimate and calibration, a run, the tensor
+/// map, evaluation and generation, and a saved folder that reloads.
+#[test]
+fn a_t5_folder_loads_trains_evaluates_and_saves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(settings(dir.path()));
+    type_into(&mut harness, "Model path", &common::fixture("tiny-t5").display().to_string());
+    click(&mut harness, "Load model");
+    wait_for(&mut harness, "Model loaded");
+    harness.get_by_label_contains("Model: t5");
+
+    click(&mut harness, "Data");
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl");
+    type_into(&mut harness, "Data file", &data.display().to_string());
+    click(&mut harness, "Preview data");
+    wait_for(&mut harness, "for training");
+
+    click(&mut harness, "Method");
+    harness.get_by_role_and_label(Role::Slider, "rho (share of full fine-tuning FLOPs)").set_value_accesskit(0.6);
+    harness.run_ok();
+    harness.get_by_label_contains("Saving vs full");
+    click(&mut harness, "Calibrate");
+    wait_for(&mut harness, "Time per step (estimated)");
+
+    click(&mut harness, "Train");
+    click(&mut harness, "Start training");
+    wait_for(&mut harness, "Training finished: 3 steps");
+    click(&mut harness, "Tensors");
+    harness.get_by_label_contains("realised rho");
+
+    click(&mut harness, "Evaluate");
+    click(&mut harness, "Run evaluation");
+    wait_for(&mut harness, "Fine-tuned: ROUGE-1");
+    harness.get_by_role_and_label(Role::MultilineTextInput, "Prompt").set_text_value_accesskit("Summarize: hello");
+    harness.run_ok();
+    click(&mut harness, "Generate");
+    wait_for(&mut harness, "Output:");
+    assert!(harness.query_by_label_contains("Output: Summarize").is_none(), "T5 answers the prompt, it does not continue it");
+
+    click(&mut harness, "Save");
+    let saved = dir.path().join("saved");
+    type_into(&mut harness, "Save folder", &saved.display().to_string());
+    click(&mut harness, "Save model");
+    wait_for(&mut harness, "reloaded it as a check");
+    let reloaded = greentrainer::io::load_model(&saved, &greentrainer::device::ComputeDevice::cpu().device).unwrap();
+    assert_eq!(reloaded.model.info().model_type, "t5");
 }
 
 #[test]

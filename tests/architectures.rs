@@ -47,7 +47,7 @@ fn logits(model: &Model) -> Vec<f32> {
     let device = ComputeDevice::cpu().device;
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 9, 42, 7, 300, 11], [1, 6]), &device);
     let mask = attention_mask(None, 1, 6, 0, &device);
-    model.forward(ids, Some(&mask), None).try_into_vec_as::<f32>().unwrap()
+    model.forward(ids, Some(&mask), None).unwrap().try_into_vec_as::<f32>().unwrap()
 }
 
 /// Trains `config`; returns the trainer, the first selection's tensors and realised rho, and the losses.

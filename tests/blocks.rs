@@ -59,17 +59,17 @@ fn all_rows_partial_equals_whole_tensor_training() {
             real_tokens: 48,
             target_tokens: 48,
         };
-        let batch = DeviceBatch::new(&host, &dev.device);
+        let batch = DeviceBatch::new(&host, &model);
         let names = ["model.layers.1.mlp.up_proj.weight", "model.layers.1.self_attn.v_proj.weight"];
 
-        let whole = forward_backward_rows(&model, &|n| names.contains(&n), &BTreeMap::new(), &batch);
+        let whole = forward_backward_rows(&model, &|n| names.contains(&n), &BTreeMap::new(), &batch).unwrap();
         let mut dense_model = model.clone();
         AdamW::new(AdamWConfig::default()).step(&mut dense_model, &whole.grads, 1e-2);
 
         // Every row of each: up_proj is 160 x 64, v_proj 32 x 64 in the tiny model.
         let rows: BTreeMap<String, Vec<u32>> =
             [(names[0], 160u32), (names[1], 32)].into_iter().map(|(n, r)| (n.to_string(), (0..r).collect())).collect();
-        let part = forward_backward_rows(&model, &|_| false, &rows, &batch);
+        let part = forward_backward_rows(&model, &|_| false, &rows, &batch).unwrap();
         assert!((whole.loss - part.loss).abs() < 1e-6, "{}: loss", dev.name);
         assert!(part.grads.is_empty());
         let mut masked_model = model.clone();

@@ -32,11 +32,10 @@ fn smollm2_matches_transformers() {
     assert_eq!(prompt.get_ids(), ids(&want["prompt_ids"]).as_slice());
     let n = prompt.get_ids().len();
     let input: Vec<i64> = prompt.get_ids().iter().map(|&t| t as i64).collect();
-    let logits = loaded.model.forward(
-        Tensor::<2, Int>::from_data(TensorData::new(input, [1, n]), device),
-        Some(&attention_mask(None, 1, n, 0, device)),
-        None,
-    );
+    let logits = loaded
+        .model
+        .forward(Tensor::<2, Int>::from_data(TensorData::new(input, [1, n]), device), Some(&attention_mask(None, 1, n, 0, device)), None)
+        .unwrap();
     let vocab = logits.dims()[2];
     let last: Vec<f32> = logits.narrow(1, n - 1, 1).reshape([vocab]).try_into_vec_as::<f32>().unwrap();
     for entry in want["last_logits_top10"].as_array().unwrap() {
@@ -56,11 +55,10 @@ fn smollm2_matches_transformers() {
     let labels: Vec<i64> = tokens.iter().enumerate().map(|(i, &t)| if i < n_prompt { -100 } else { t as i64 }).collect();
     let s = tokens.len();
     let input: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-    let logits = loaded.model.forward(
-        Tensor::<2, Int>::from_data(TensorData::new(input, [1, s]), device),
-        Some(&attention_mask(None, 1, s, 0, device)),
-        None,
-    );
+    let logits = loaded
+        .model
+        .forward(Tensor::<2, Int>::from_data(TensorData::new(input, [1, s]), device), Some(&attention_mask(None, 1, s, 0, device)), None)
+        .unwrap();
     let (loss, _) = causal_lm_loss(logits, &labels);
     let loss: f32 = loss.into_scalar();
     let want_loss = dev0["loss"].as_f64().unwrap() as f32;

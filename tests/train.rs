@@ -94,9 +94,9 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     let model = trainer.loaded.model.clone();
     let data = &trainer.examples[..2];
     let batch = greentrainer::data::pad_batch(&data.iter().collect::<Vec<_>>(), 1);
-    let batch = DeviceBatch::new(&batch, &model.device());
+    let batch = DeviceBatch::new(&batch, &model);
     let wanted = ["model.layers.1.mlp.down_proj.weight", "model.layers.1.post_attention_layernorm.weight", "model.norm.weight"];
-    let pass = forward_backward(&model, &|n| wanted.contains(&n), &batch);
+    let pass = forward_backward(&model, &|n| wanted.contains(&n), &batch).unwrap();
     assert_eq!(pass.grads.keys().map(String::as_str).collect::<Vec<_>>(), {
         let mut w = wanted.to_vec();
         w.sort();
@@ -110,7 +110,7 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     let weights_before = snapshot(&warm);
     let state_before: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
-    let imp = greentrainer::importance::score(&warm, &optimizer, &batch, 1e-3, &|_| true);
+    let imp = greentrainer::importance::score(&warm, &optimizer, &batch, 1e-3, &|_| true).unwrap();
     assert_eq!(snapshot(&warm), weights_before);
     let state_after: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
@@ -157,8 +157,8 @@ fn lora_trains_adapters_only_and_exports_merged_weights() {
     assert!(exported.model.param_names().iter().all(|n| !n.contains("lora")));
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 9, 42, 7, 300, 11], [1, 6]), &device);
     let mask = greentrainer::model::attention_mask(None, 1, 6, 0, &device);
-    let a: Vec<f32> = trainer.loaded.model.forward(ids.clone(), Some(&mask), None).try_into_vec_as::<f32>().unwrap();
-    let b: Vec<f32> = exported.model.forward(ids, Some(&mask), None).try_into_vec_as::<f32>().unwrap();
+    let a: Vec<f32> = trainer.loaded.model.forward(ids.clone(), Some(&mask), None).unwrap().try_into_vec_as::<f32>().unwrap();
+    let b: Vec<f32> = exported.model.forward(ids, Some(&mask), None).unwrap().try_into_vec_as::<f32>().unwrap();
     assert!(common::max_abs_diff(&a, &b) < 1e-4);
     // ...and the PEFT adapter sits beside it.
     let adapter = dir.path().join("adapter");

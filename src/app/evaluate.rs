@@ -93,7 +93,10 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.label("Output: (the model ended the text at once)");
         }
         Some(text) => {
-            ui.label(egui::RichText::new(format!("Output: {}{text}", app.eval.prompt)).monospace());
+            // A decoder-only model continues the prompt; an encoder-decoder model answers it.
+            let answers = app.model.summary.as_ref().is_some_and(|s| s.encoder_decoder);
+            let prompt = if answers { "" } else { app.eval.prompt.as_str() };
+            ui.label(egui::RichText::new(format!("Output: {prompt}{}", displayable(text))).monospace());
         }
         None => {}
     }
@@ -115,6 +118,12 @@ fn scores(e: &Evaluation) -> String {
 fn wrapped(ui: &mut egui::Ui, text: &str, width: f32) {
     ui.allocate_ui(egui::vec2(width, 0.0), |ui| {
         ui.set_min_width(width);
-        ui.add(egui::Label::new(text).wrap());
+        ui.add(egui::Label::new(displayable(text)).wrap());
     });
+}
+
+/// Model output for a label: a byte-level tokenizer decodes a cut multi-byte character as U+FFFD,
+/// which the UI font has no glyph for.
+fn displayable(text: &str) -> String {
+    text.replace('\u{FFFD}', "?")
 }

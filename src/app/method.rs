@@ -83,9 +83,10 @@ pub fn estimate(
         MethodKind::Lora => {
             let idx: Vec<usize> =
                 selectable.iter().copied().filter(|&i| lora_targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
-            let tokens = shape.tokens() as f64;
             let (mut adapter_macs, mut adapter_params) = (0.0, 0);
             for &i in &idx {
+                // On the tokens of the layer's stream (a T5 decoder layer: the target's).
+                let tokens = shape.tokens_of(p.nodes[i].stream).unwrap_or(0) as f64;
                 if let Some(OpKind::Linear { d_in, d_out }) = ops.iter().find(|o| o.name == p.nodes[i].name).map(|o| o.kind) {
                     adapter_macs += 3.0 * tokens * (lora_rank * (d_in + d_out)) as f64;
                     adapter_params += lora_rank * (d_in + d_out);
@@ -106,14 +107,16 @@ pub fn estimate(
     })
 }
 
-/// FT-top-k: the last k blocks, the final norm and an untied head (as the trainer chooses).
+/// FT-top-k: the last k blocks and what follows them (the final norm, an untied head), as the
+/// trainer chooses (`Model::top_layers`).
 fn top_k_nodes(p: &Profile, k: usize) -> Vec<usize> {
     let layers = p.nodes.iter().filter_map(|n| n.layer).max().map_or(0, |l| l + 1);
     let first = layers.saturating_sub(k);
+    let last_block = p.nodes.iter().rposition(|n| n.layer.is_some()).unwrap_or(0);
     (0..p.nodes.len())
         .filter(|&i| {
             let n = &p.nodes[i];
-            n.selectable && (n.layer.is_some_and(|l| l >= first) || n.name == "model.norm.weight" || n.name == "lm_head.weight")
+            n.selectable && n.layer.map_or(i > last_block, |l| l >= first)
         })
         .collect()
 }
@@ -127,7 +130,7 @@ pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
 fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, String> {
     let s = &app.settings;
     let model_type = app.model.summary.as_ref().map(|m| m.architecture.as_str()).unwrap_or_default();
-    let shape = BatchShape { batch: s.batch_size.max(1), seq: s.max_len.max(1), decoder_seq: None };
+    let shape = BatchShape::padded(&app.model.ops, s.batch_size.max(1), s.max_len.max(1));
     estimate(&app.model.ops, method, s.rho, s.top_k, s.lora_rank, &default_targets(model_type), shape)
 }
 

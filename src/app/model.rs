@@ -41,7 +41,7 @@ impl ModelView {
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
-    ui.label("A Llama-family model as an HF folder (config.json, model.safetensors, tokenizer.json) or a .gguf file.");
+    ui.label("A Llama-family, OPT, BLOOM or T5 / FLAN-T5 model as an HF folder (config.json, model.safetensors, tokenizer.json), or a Llama-family .gguf file.");
     ui.horizontal(|ui| {
         ui.label("Browse for");
         ui.radio_value(&mut app.model.gguf, false, "HF folder");

@@ -19,7 +19,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         ui.label("Load a model to see its tensors.");
         return;
     }
-    let shape = BatchShape { batch: app.settings.batch_size.max(1), seq: app.settings.max_len.max(1), decoder_seq: None };
+    let shape = BatchShape::padded(&app.model.ops, app.settings.batch_size.max(1), app.settings.max_len.max(1));
     let p = match profile(&app.model.ops, shape, false) {
         Ok(p) => p,
         Err(e) => {
@@ -129,10 +129,20 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     });
 }
 
-/// "q_proj" from "model.layers.3.self_attn.q_proj.weight".
+/// "q_proj" from "model.layers.3.self_attn.q_proj.weight". T5's sub-layers reuse short names, so
+/// they keep their module: "cross.q" from "decoder.block.1.layer.1.EncDecAttention.q.weight",
+/// "norm1" from "encoder.block.0.layer.1.layer_norm.weight".
 fn kind(name: &str) -> String {
     let stem = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")).unwrap_or(name);
-    stem.rsplit('.').next().unwrap_or(stem).to_owned()
+    let mut parts = stem.rsplit('.');
+    let (last, parent) = (parts.next().unwrap_or(stem), parts.next().unwrap_or_default());
+    match (parent, last) {
+        ("SelfAttention", l) => format!("self.{l}"),
+        ("EncDecAttention", l) => format!("cross.{l}"),
+        ("DenseReluDense", l) => format!("ff.{l}"),
+        (sub, "layer_norm") if stem.contains(".layer.") => format!("norm{sub}"),
+        _ => last.to_owned(),
+    }
 }
 
 /// Column headers that fit a cell.
@@ -181,10 +191,14 @@ fn list(names: &[String]) -> String {
     if names.is_empty() { "none".into() } else { names.iter().map(|n| kind_with_layer(n)).collect::<Vec<_>>().join(", ") }
 }
 
-/// "3.q_proj" from "model.layers.3.self_attn.q_proj.weight".
+/// "3.q_proj" from "model.layers.3.self_attn.q_proj.weight", "dec1.cross.q" from
+/// "decoder.block.1.layer.1.EncDecAttention.q.weight".
 fn kind_with_layer(name: &str) -> String {
-    match name.strip_prefix("model.layers.").and_then(|r| r.split('.').next()) {
-        Some(layer) => format!("{layer}.{}", kind(name)),
-        None => kind(name),
+    let block = |prefix: &str| name.strip_prefix(prefix).and_then(|r| r.split('.').next());
+    match (block("model.layers."), block("encoder.block."), block("decoder.block.")) {
+        (Some(layer), _, _) => format!("{layer}.{}", kind(name)),
+        (_, Some(layer), _) => format!("enc{layer}.{}", kind(name)),
+        (_, _, Some(layer)) => format!("dec{layer}.{}", kind(name)),
+        _ => kind(name),
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use crate::data::{Batch, Example, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
+use crate::data::{Batch, Example, IGNORE_INDEX, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
 use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
 use crate::eval::generate::{GenerateOptions, Strategy, generate};
 use crate::eval::rouge::RougeOptions;
@@ -19,7 +19,7 @@ use crate::eval::runner::{Evaluation, evaluate};
 use crate::io::{LoadedModel, export::save_hf_folder, load_model, safetensors_file::write_f32};
 use crate::model::summary::ModelSummary;
 use crate::model::{Linears, Parameters};
-use crate::profile::{BatchShape, OpSpec, profile};
+use crate::profile::{OpSpec, profile};
 use crate::train::batch::DeviceBatch;
 use crate::train::events::read_log;
 use crate::train::step::forward_backward;
@@ -255,7 +255,7 @@ impl Engine {
             }
             Command::Preview { path, max_len, mapping } => {
                 let loaded = self.model()?;
-                let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, loaded.eos_token_id().map_err(|e| e.to_string())?) };
+                let opts = LoadOptions { mapping, ..loaded.load_options(max_len).map_err(|e| e.to_string())? };
                 preview(&path, &loaded.tokenizer, &opts, PREVIEW_ROWS, HISTOGRAM_BINS).map(Output::Preview).map_err(|e| e.to_string())
             }
             Command::Train { config, mapping, validation_fraction, resume } => self.train(config, mapping, validation_fraction, resume),
@@ -290,8 +290,8 @@ impl Engine {
             }
             Command::Generate { prompt, max_new_tokens } => {
                 let loaded = self.model()?;
-                let ids = loaded.tokenizer.encode(prompt.as_str(), false).map_err(|e| format!("cannot tokenize the prompt: {e}"))?;
-                if ids.get_ids().is_empty() {
+                let ids = loaded.prompt_ids(&prompt).map_err(|e| e.to_string())?;
+                if ids.is_empty() {
                     return Err("type a prompt first".into());
                 }
                 let opts = GenerateOptions {
@@ -299,7 +299,7 @@ impl Engine {
                     eos_token_ids: loaded.eos_token_ids(),
                     ..GenerateOptions::greedy(max_new_tokens)
                 };
-                let out = generate(&loaded.model, ids.get_ids(), &opts);
+                let out = generate(&loaded.model, &ids, &opts);
                 loaded.tokenizer.decode(&out, true).map(Output::Generated).map_err(|e| format!("cannot decode: {e}"))
             }
             Command::Save { dir, delta } => {
@@ -345,8 +345,9 @@ impl Engine {
                 ((state >> 33) % vocab) as u32
             })
             .collect();
+        // The second half is the target (for an encoder-decoder model, the decoder's input).
         let batch = Batch {
-            labels: input_ids.iter().map(|&t| t as i64).collect(),
+            labels: input_ids.iter().enumerate().map(|(i, &t)| if i < seq / 2 { IGNORE_INDEX } else { t as i64 }).collect(),
             attention_mask: vec![1; seq],
             input_ids,
             batch: 1,
@@ -354,17 +355,16 @@ impl Engine {
             real_tokens: seq,
             target_tokens: seq,
         };
-        let on_device = DeviceBatch::new(&batch, &device.device);
+        let on_device = DeviceBatch::new(&batch, &loaded.model);
         let pass = || {
-            forward_backward(&loaded.model, &|_| true, &on_device);
+            forward_backward(&loaded.model, &|_| true, &on_device).map_err(|e| e.to_string())?;
             device.device.sync().map_err(|e| format!("the device failed: {e:?}"))
         };
         pass()?;
         let start = Instant::now();
         pass()?;
         let seconds = start.elapsed().as_secs_f64();
-        let shape = BatchShape { batch: 1, seq, decoder_seq: None };
-        let flops = 2.0 * profile(&loaded.model.op_graph(), shape, false).map_err(|e| e.to_string())?.t_full();
+        let flops = 2.0 * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
         Ok(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),
             device_memory: match device.backend {
@@ -463,7 +463,7 @@ fn split(
     mapping: Option<Mapping>,
     fraction: f64,
 ) -> Result<(Vec<Example>, Vec<Example>), String> {
-    let opts = LoadOptions { mapping, ..LoadOptions::new(max_len, loaded.eos_token_id().map_err(|e| e.to_string())?) };
+    let opts = LoadOptions { mapping, ..loaded.load_options(max_len).map_err(|e| e.to_string())? };
     let data = load_dataset(path, &loaded.tokenizer, &opts).map_err(|e| e.to_string())?;
     data.require_targets().map_err(|e| e.to_string())?;
     split_by_ratio(data.examples, fraction, TrainConfig::default().seed).map_err(|e| e.to_string())

@@ -27,20 +27,26 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, iters: 
     if let Err(msg) = super::check_fits(dev, batch, seq, model.info().vocab_size) {
         return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(msg.clone()), train_tokens_per_s: Err(msg) };
     }
+    if let Err(e) = model.forward(input().narrow(1, 0, 1), None, None) {
+        return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(e.to_string()), train_tokens_per_s: Err(e.to_string()) };
+    }
+    // Decoder-only from here: the forward passes below succeed.
     let forward = guarded(|| {
         let t = median_time(iters, || {
-            let logits = model.forward(input(), Some(&mask), None);
-            let _: f32 = logits.sum().into_scalar();
+            if let Ok(logits) = model.forward(input(), Some(&mask), None) {
+                let _: f32 = logits.sum().into_scalar();
+            }
         });
         tokens / t.as_secs_f64()
     });
     let trainable = with_trainable(model, |_| true);
     let train = guarded(|| {
         let t = median_time(iters, || {
-            let (loss, _) = causal_lm_loss(trainable.forward(input(), Some(&mask), None), &labels);
-            let grads = loss.backward();
-            let _ = device.sync();
-            drop(grads);
+            if let Ok(logits) = trainable.forward(input(), Some(&mask), None) {
+                let grads = causal_lm_loss(logits, &labels).0.backward();
+                let _ = device.sync();
+                drop(grads);
+            }
         });
         tokens / t.as_secs_f64()
     });

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use crate::data::{Example, LoadOptions, load_dataset, pad_batch};
+use crate::data::{Example, load_dataset, pad_batch};
 use crate::device::ComputeDevice;
 use crate::error::Result;
 use crate::eval::generate::GenerateOptions;
@@ -56,7 +56,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
         };
         let mut trainer = Trainer::prepare(config, dev.clone())?;
         let held = held_out_examples(&trainer, held_out, max_len)?;
-        let before = held_out_loss(&trainer.loaded.model, &trainer, &held);
+        let before = held_out_loss(&trainer.loaded.model, &trainer, &held)?;
         let rouge_before = held_out_rouge(&trainer, &held)?;
         let (mut selected, mut realised, mut spent, mut last) = (0, 0.0, 0.0, f64::NAN);
         trainer.run(
@@ -74,7 +74,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             &AtomicBool::new(false),
             false,
         )?;
-        let after = held_out_loss(&trainer.loaded.model, &trainer, &held);
+        let after = held_out_loss(&trainer.loaded.model, &trainer, &held)?;
         let rouge_after = held_out_rouge(&trainer, &held)?;
         let _ = std::fs::remove_dir_all(out);
         rows.push(Row {
@@ -94,23 +94,23 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
 
 /// The first [`HELD_OUT`] rows of `path`.
 fn held_out_examples(trainer: &Trainer, path: &Path, max_len: usize) -> Result<Vec<Example>> {
-    let eos = trainer.loaded.eos_token_id()?;
-    let mut data = load_dataset(path, &trainer.loaded.tokenizer, &LoadOptions::new(max_len, eos))?;
+    // Encoded as the trainer encodes its data (chat template, an encoder-decoder's special tokens).
+    let mut data = load_dataset(path, &trainer.loaded.tokenizer, &trainer.loaded.load_options(max_len)?)?;
     data.examples.truncate(HELD_OUT);
     Ok(data.examples)
 }
 
 /// Mean loss over `examples`, in batches of 4.
-fn held_out_loss(model: &Model, trainer: &Trainer, examples: &[Example]) -> f64 {
+fn held_out_loss(model: &Model, trainer: &Trainer, examples: &[Example]) -> Result<f64> {
     let pad = model.info().pad_token_id.or(trainer.loaded.eos_token_id().ok()).unwrap_or(0);
     let losses: Vec<f64> = examples
         .chunks(4)
         .map(|chunk| {
             let chunk: Vec<&Example> = chunk.iter().collect();
-            forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(&chunk, pad), &model.device())).loss
+            forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(&chunk, pad), model)).map(|p| p.loss)
         })
-        .collect();
-    losses.iter().sum::<f64>() / losses.len().max(1) as f64
+        .collect::<Result<_>>()?;
+    Ok(losses.iter().sum::<f64>() / losses.len().max(1) as f64)
 }
 
 /// ROUGE of greedy summaries of `examples` by the trainer's current model.

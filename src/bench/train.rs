@@ -13,7 +13,7 @@ use crate::device::ComputeDevice;
 use crate::importance;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::{Linears, Model, Parameters};
-use crate::profile::{BatchShape, Profile, profile};
+use crate::profile::{Profile, profile};
 use crate::select::{SelectConfig, select};
 use crate::train::batch::DeviceBatch;
 use crate::train::cost::step_macs;
@@ -65,8 +65,8 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
         real_tokens: batch * seq,
         target_tokens: batch * seq,
     };
-    let b = DeviceBatch::new(&host, device);
-    let p = profile(&model.op_graph(), BatchShape { batch, seq, decoder_seq: None }, false).map_err(|e| e.to_string())?;
+    let b = DeviceBatch::new(&host, model);
+    let p = profile(&model.op_graph(), b.shape, false).map_err(|e| e.to_string())?;
     let methods = methods(model, &p, &b)?;
     let mut rows: Vec<TrainRow> = Vec::new();
     let mut full_time = None;
@@ -81,7 +81,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             for i in 0..=steps {
                 let before = reset_peak_rss();
                 let start = Instant::now();
-                let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b);
+                let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b).map_err(|e| e.to_string())?;
                 let _ = device.sync();
                 let fb = start.elapsed().as_secs_f64();
                 let during = peak_rss();
@@ -95,8 +95,8 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
                     }
                 }
             }
-            (median(times), median(fb_times), rss)
-        })?;
+            Ok::<_, String>((median(times), median(fb_times), rss))
+        })??;
         let (step_s, fwd_bwd_s, rss) = timed;
         if m.name == "full" {
             full_time = Some(step_s);
@@ -142,7 +142,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
 fn methods(model: &Model, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, String> {
     let method = |name: String, trainable: BTreeSet<String>| Method { name, model: model.clone(), trainable };
     let mut out = vec![method("full".into(), model.param_names().into_iter().collect())];
-    let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true);
+    let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true).map_err(|e| e.to_string())?;
     let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
     let candidates = p.candidates(&per_node).map_err(|e| e.to_string())?;
     for rho in [0.4, 0.5, 0.7] {

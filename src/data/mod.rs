@@ -2,7 +2,8 @@
 //!
 //! file (JSONL, JSON array, CSV, Parquet; streamed) -> records (field -> JSON value)
 //! -> mapped rows (source, target, references; presets guess the fields)
-//! -> examples (`{source} TL;DR: {target}` + EOS, loss on the target, source cut to `max_len`)
+//! -> examples (`{source} TL;DR: {target}` + EOS, loss on the target, source cut to `max_len`;
+//!    for an encoder-decoder model the prompt and the target apart, see `Seq2Seq`)
 //! -> padded batches in a seeded order that a run can resume.
 //!
 //! Presets: DialogSum, SciTLDR, Alpaca, ShareGPT and `messages` lists are recognised by their
@@ -38,7 +39,7 @@ pub use format::DataFormat;
 pub use jinja::JinjaChatTemplate;
 pub use mapping::{MappedRow, Mapping, Preset, detect_mapping};
 pub use preview::{HistogramBin, Preview, PreviewRow, histogram, preview};
-pub use prompt::{Encoder, Example, IGNORE_INDEX, PromptTemplate};
+pub use prompt::{Encoder, Example, IGNORE_INDEX, PromptTemplate, Seq2Seq};
 pub use rows::{ExampleStream, RowCounts, RowStream, SourceInfo};
 pub use shuffle::{seeded_shuffle, split_by_ratio};
 
@@ -53,17 +54,29 @@ pub struct LoadOptions {
     pub template: Option<PromptTemplate>,
     /// The model's chat template for conversation data; None: ChatML.
     pub chat_template: Option<Arc<dyn ChatTemplate + Send + Sync>>,
-    /// Longest example in tokens (prompt + target + EOS).
+    /// Longest example in tokens (prompt + target + EOS); for an encoder-decoder model
+    /// (`seq2seq`), the longest encoder input and, apart, the longest target + EOS.
     pub max_len: usize,
     /// Appended after every target.
     pub eos_id: u32,
     /// Step over (and count) rows that cannot be read or mapped instead of failing.
     pub skip_bad_rows: bool,
+    /// Encode for an encoder-decoder model; `None`: one causal-LM sequence.
+    pub seq2seq: Option<Seq2Seq>,
 }
 
 impl LoadOptions {
     pub fn new(max_len: usize, eos_id: u32) -> LoadOptions {
-        LoadOptions { format: None, mapping: None, template: None, chat_template: None, max_len, eos_id, skip_bad_rows: false }
+        LoadOptions {
+            format: None,
+            mapping: None,
+            template: None,
+            chat_template: None,
+            max_len,
+            eos_id,
+            skip_bad_rows: false,
+            seq2seq: None,
+        }
     }
 }
 
@@ -77,6 +90,7 @@ impl std::fmt::Debug for LoadOptions {
             .field("max_len", &self.max_len)
             .field("eos_id", &self.eos_id)
             .field("skip_bad_rows", &self.skip_bad_rows)
+            .field("seq2seq", &self.seq2seq)
             .finish()
     }
 }

@@ -102,6 +102,33 @@ impl Example {
     }
 }
 
+/// How an encoder-decoder model (T5) reads an example: the prompt goes to the encoder wrapped in the
+/// special tokens the tokenizer adds to a single text (T5's `$A </s>`; none for a tokenizer without
+/// a template), as `tokenizer(source)` does in transformers; the target (+ EOS) goes to the decoder.
+/// `max_len` then caps each of the two separately.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seq2Seq {
+    pub source_prefix: Vec<u32>,
+    pub source_suffix: Vec<u32>,
+}
+
+impl Seq2Seq {
+    /// The special tokens `tokenizer` puts before and after a single text.
+    pub fn from_tokenizer(tokenizer: &Tokenizer) -> Result<Seq2Seq, DataError> {
+        let tokenize =
+            |special: bool| tokenizer.encode("a", special).map(|e| e.get_ids().to_vec()).map_err(|e| DataError::Tokenizer(e.to_string()));
+        let (plain, wrapped) = (tokenize(false)?, tokenize(true)?);
+        let at = (0..=wrapped.len().saturating_sub(plain.len()))
+            .find(|&i| wrapped[i..].starts_with(&plain))
+            .ok_or_else(|| DataError::Tokenizer("the tokenizer's special tokens change the text's own tokens".into()))?;
+        Ok(Seq2Seq { source_prefix: wrapped[..at].to_vec(), source_suffix: wrapped[at + plain.len()..].to_vec() })
+    }
+
+    fn len(&self) -> usize {
+        self.source_prefix.len() + self.source_suffix.len()
+    }
+}
+
 /// Encodes mapped rows with one template, length limit and EOS id.
 pub struct Encoder<'t> {
     tokenizer: &'t Tokenizer,
@@ -110,6 +137,7 @@ pub struct Encoder<'t> {
     template: PromptTemplate,
     max_len: usize,
     eos_id: u32,
+    seq2seq: Option<Seq2Seq>,
 }
 
 impl<'t> Encoder<'t> {
@@ -122,7 +150,17 @@ impl<'t> Encoder<'t> {
                 "max_len {max_len} leaves no room for a target after the template's {fixed} tokens"
             )));
         }
-        Ok(Encoder { tokenizer, before_source, between, template: template.clone(), max_len, eos_id })
+        Ok(Encoder { tokenizer, before_source, between, template: template.clone(), max_len, eos_id, seq2seq: None })
+    }
+
+    /// Encodes for an encoder-decoder model (see [`Seq2Seq`]).
+    pub fn with_seq2seq(mut self, seq2seq: Seq2Seq) -> Result<Encoder<'t>, DataError> {
+        let fixed = self.before_source.len() + self.between.len() + seq2seq.len();
+        if self.max_len < fixed {
+            return Err(DataError::InvalidOption(format!("max_len {} is shorter than the source's {fixed} fixed tokens", self.max_len)));
+        }
+        self.seq2seq = Some(seq2seq);
+        Ok(self)
     }
 
     /// Cuts the source's tail so the whole example fits `max_len`; only when the target and EOS
@@ -141,6 +179,9 @@ impl<'t> Encoder<'t> {
             }
             None => Vec::new(),
         };
+        if let Some(s2s) = &self.seq2seq {
+            return Ok(self.encode_seq2seq(s2s, row, source, target));
+        }
         let untruncated_len = fixed + source.len() + target.len();
         let target_fits = fixed + target.len() <= self.max_len;
         let source_room = if target_fits { self.max_len - fixed - target.len() } else { 0 };
@@ -164,6 +205,33 @@ impl<'t> Encoder<'t> {
             source_truncated: kept_source < source.len(),
             target_truncated: !target_fits,
         })
+    }
+}
+
+impl Encoder<'_> {
+    /// The prompt (source, template text and the tokenizer's special tokens) cut to `max_len`, then
+    /// the target cut to `max_len` on its own (without EOS when cut).
+    fn encode_seq2seq(&self, s2s: &Seq2Seq, row: &MappedRow, source: Vec<u32>, mut target: Vec<u32>) -> Example {
+        let fixed = s2s.len() + self.before_source.len() + self.between.len();
+        let kept_source = source.len().min(self.max_len - fixed);
+        let untruncated_len = fixed + source.len() + target.len();
+        let target_truncated = target.len() > self.max_len;
+        target.truncate(self.max_len);
+        let prompt: Vec<u32> = [&s2s.source_prefix, &self.before_source, &source[..kept_source], &self.between, &s2s.source_suffix]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        let prompt_len = prompt.len();
+        Example {
+            input_ids: prompt.into_iter().chain(target).collect(),
+            prompt_len,
+            references: row.references.clone(),
+            at: row.at,
+            untruncated_len,
+            source_truncated: kept_source < source.len(),
+            target_truncated,
+        }
     }
 }
 

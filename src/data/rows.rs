@@ -174,7 +174,10 @@ impl<'t> ExampleStream<'t> {
             Some(template) => template.clone(),
             None => PromptTemplate::default_for(&rows.info().mapping),
         };
-        let encoder = Encoder::new(tokenizer, &template, opts.max_len, opts.eos_id)?;
+        let mut encoder = Encoder::new(tokenizer, &template, opts.max_len, opts.eos_id)?;
+        if let Some(s2s) = &opts.seq2seq {
+            encoder = encoder.with_seq2seq(s2s.clone())?;
+        }
         Ok(ExampleStream { rows, encoder, template, counts: RowCounts::default() })
     }
 

@@ -4,6 +4,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use crate::model::t5::{T5, T5Cache};
 use crate::model::{KvCache, Model, attention_mask};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -43,45 +44,101 @@ impl GenerateOptions {
     }
 }
 
-/// Runs the model over growing sequences of several rows, with or without the KV cache.
+/// Runs the model over growing sequences of several rows, with or without the KV cache. A
+/// decoder-only model's sequences are prompt + generated tokens; an encoder-decoder model encodes
+/// the prompt once and its sequences are decoder start token + generated tokens.
 struct Decoder<'a> {
     model: &'a Model,
-    cache: Option<KvCache>,
+    state: State<'a>,
+}
+
+enum State<'a> {
+    Causal(Option<KvCache>),
+    /// Boxed: tensors are large handles.
+    Seq2Seq(Box<Seq2SeqState<'a>>),
+}
+
+struct Seq2SeqState<'a> {
+    t5: &'a T5,
+    encoder_out: Tensor<3>,
+    cache: Option<T5Cache>,
 }
 
 impl<'a> Decoder<'a> {
-    fn new(model: &'a Model, use_cache: bool) -> Self {
-        Self { model, cache: use_cache.then(|| KvCache::new(model.info().layers)) }
+    /// The decoder and the sequence generation starts from.
+    fn new(model: &'a Model, prompt: &[u32], use_cache: bool) -> (Self, Vec<u32>) {
+        match model {
+            Model::T5(t5) => {
+                let ids = Tensor::<2, Int>::from_data(TensorData::new(ids_i64(prompt), [1, prompt.len()]), &model.device());
+                let state =
+                    State::Seq2Seq(Box::new(Seq2SeqState { t5, encoder_out: t5.encode(ids, None), cache: use_cache.then(T5Cache::new) }));
+                (Self { model, state }, vec![t5.config.decoder_start_token_id])
+            }
+            _ => (Self { model, state: State::Causal(use_cache.then(|| KvCache::new(model.info().layers))) }, prompt.to_vec()),
+        }
     }
 
     /// Next-token logits `[rows][vocab]` for `seqs` (all the same length). With the cache only the
     /// tokens not yet seen are fed.
-    fn next_logits(&mut self, seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    fn next_logits(&mut self, seqs: &[Vec<u32>]) -> crate::error::Result<Vec<Vec<f32>>> {
         let device = self.model.device();
-        let past = self.cache.as_ref().map(KvCache::len).unwrap_or(0);
+        let past = match &self.state {
+            State::Causal(cache) => cache.as_ref().map_or(0, KvCache::len),
+            State::Seq2Seq(s) => s.cache.as_ref().map_or(0, T5Cache::len),
+        };
         let rows = seqs.len();
         let new = seqs[0].len() - past;
-        let ids: Vec<i64> = seqs.iter().flat_map(|s| s[past..].iter().map(|&t| t as i64)).collect();
+        let ids: Vec<i64> = seqs.iter().flat_map(|s| ids_i64(&s[past..])).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, new]), &device);
-        let mask = (new > 1).then(|| attention_mask(None, rows, new, past, &device));
-        let logits = self.model.forward(ids, mask.as_ref(), self.cache.as_mut());
+        let logits = match &mut self.state {
+            State::Seq2Seq(s) => {
+                let Seq2SeqState { t5, encoder_out, cache } = s.as_mut();
+                // Without a cache every step reads the encoder output, once per row.
+                let encoder_out = match cache {
+                    None if rows > 1 => encoder_out.clone().select(0, Tensor::<1, Int>::zeros([rows], &device)),
+                    _ => encoder_out.clone(),
+                };
+                t5.decode(&encoder_out, None, ids, cache.as_mut())
+            }
+            State::Causal(cache) => {
+                let mask = (new > 1).then(|| attention_mask(None, rows, new, past, &device));
+                self.model.forward(ids, mask.as_ref(), cache.as_mut())?
+            }
+        };
         let vocab = logits.dims()[2];
         let last: Vec<f32> = logits.narrow(1, new - 1, 1).reshape([rows, vocab]).try_into_vec_as::<f32>().unwrap_or_default();
-        last.chunks(vocab).map(<[f32]>::to_vec).collect()
+        Ok(last.chunks(vocab).map(<[f32]>::to_vec).collect())
     }
 
     /// Beam search keeps `rows` hypotheses; after re-ranking, the cache follows their parents.
     fn reorder(&mut self, parents: &[usize]) {
-        if let Some(cache) = &mut self.cache {
-            let idx: Vec<i64> = parents.iter().map(|&p| p as i64).collect();
-            let n = idx.len();
-            cache.select_rows(Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &self.model.device()));
+        let idx: Vec<i64> = parents.iter().map(|&p| p as i64).collect();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(idx, [parents.len()]), &self.model.device());
+        match &mut self.state {
+            State::Causal(Some(cache)) => cache.select_rows(rows),
+            State::Seq2Seq(s) => {
+                if let Some(cache) = &mut s.cache {
+                    cache.select_rows(rows);
+                }
+            }
+            State::Causal(None) => {}
         }
     }
 }
 
+/// Generation ends (with what it has) when the model fails; the failure is logged.
+fn logits_or_stop(logits: crate::error::Result<Vec<Vec<f32>>>) -> Option<Vec<Vec<f32>>> {
+    logits.map_err(|e| tracing::error!("generation stopped: {e}")).ok()
+}
+
+fn ids_i64(ids: &[u32]) -> Vec<i64> {
+    ids.iter().map(|&t| t as i64).collect()
+}
+
 /// Generates up to `max_new_tokens` after `prompt`, never past the model's last position (see
-/// `Model::position_limit`); returns only the new tokens (EOS excluded).
+/// `Model::position_limit`); returns only the new tokens (EOS excluded). An encoder-decoder model
+/// reads `prompt` as its encoder input (with the tokenizer's special tokens, see
+/// `LoadedModel::prompt_ids`) and decodes from its decoder start token.
 pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
     let room = model.position_limit().map_or(usize::MAX, |n| n.saturating_sub(prompt.len()));
     if room == 0 {
@@ -104,14 +161,14 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u3
 }
 
 fn sample_or_greedy(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
-    let mut decoder = Decoder::new(model, opts.use_cache);
-    let mut seq = prompt.to_vec();
+    let (mut decoder, mut seq) = Decoder::new(model, prompt, opts.use_cache);
+    let start = seq.len();
     let mut rng = match opts.strategy {
         Strategy::Sample { seed, .. } => Some(StdRng::seed_from_u64(seed)),
         _ => None,
     };
     for _ in 0..opts.max_new_tokens {
-        let mut logits = decoder.next_logits(std::slice::from_ref(&seq)).remove(0);
+        let Some(mut logits) = logits_or_stop(decoder.next_logits(std::slice::from_ref(&seq))).and_then(|mut l| l.pop()) else { break };
         apply_repetition_penalty(&mut logits, &seq, opts.repetition_penalty);
         let next = match (&opts.strategy, rng.as_mut()) {
             (Strategy::Sample { temperature, top_p, .. }, Some(rng)) => sample_top_p(&logits, *temperature, *top_p, rng),
@@ -122,7 +179,7 @@ fn sample_or_greedy(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Ve
         }
         seq.push(next);
     }
-    seq.split_off(prompt.len())
+    seq.split_off(start)
 }
 
 /// transformers' RepetitionPenaltyLogitsProcessor: scores of tokens already in the sequence are
@@ -189,13 +246,14 @@ struct Hypothesis {
 /// penalty on the log-probabilities, top 2*beams candidates, finished hypotheses scored by
 /// sum_logprobs / generated_len^length_penalty.
 fn beam_search(model: &Model, prompt: &[u32], opts: &GenerateOptions, num_beams: usize, length_penalty: f32) -> Vec<u32> {
-    let mut decoder = Decoder::new(model, opts.use_cache);
-    let mut beams: Vec<(Vec<u32>, f32)> = vec![(prompt.to_vec(), 0.0)];
+    let (mut decoder, start) = Decoder::new(model, prompt, opts.use_cache);
+    let prompt_len = start.len();
+    let mut beams: Vec<(Vec<u32>, f32)> = vec![(start, 0.0)];
     let mut finished: Vec<Hypothesis> = Vec::new();
     let norm = |sum: f32, len: usize| sum / (len.max(1) as f32).powf(length_penalty);
     for step in 0..opts.max_new_tokens {
         let seqs: Vec<Vec<u32>> = beams.iter().map(|b| b.0.clone()).collect();
-        let logits = decoder.next_logits(&seqs);
+        let Some(logits) = logits_or_stop(decoder.next_logits(&seqs)) else { break };
         let mut candidates: Vec<(f32, usize, u32)> = Vec::new();
         for (row, ((seq, beam_score), logits)) in beams.iter().zip(logits).enumerate() {
             let mut scores = log_softmax(&logits);
@@ -209,7 +267,7 @@ fn beam_search(model: &Model, prompt: &[u32], opts: &GenerateOptions, num_beams:
             if opts.eos_token_ids.contains(&tok) {
                 // Like transformers, an EOS ranked below the first num_beams candidates is ignored.
                 if rank < num_beams {
-                    finished.push(Hypothesis { tokens: beams[row].0[prompt.len()..].to_vec(), score: norm(score, step + 1) });
+                    finished.push(Hypothesis { tokens: beams[row].0[prompt_len..].to_vec(), score: norm(score, step + 1) });
                 }
                 continue;
             }
@@ -233,8 +291,8 @@ fn beam_search(model: &Model, prompt: &[u32], opts: &GenerateOptions, num_beams:
         beams = next;
     }
     for (seq, score) in beams {
-        let len = seq.len() - prompt.len();
-        finished.push(Hypothesis { tokens: seq[prompt.len()..].to_vec(), score: norm(score, len) });
+        let len = seq.len() - prompt_len;
+        finished.push(Hypothesis { tokens: seq[prompt_len..].to_vec(), score: norm(score, len) });
     }
     finished.into_iter().max_by(|a, b| a.score.total_cmp(&b.score)).map(|h| h.tokens).unwrap_or_default()
 }

@@ -56,8 +56,7 @@ impl Footprint {
 pub fn run_plan(trainer: &Trainer) -> Result<RunPlan> {
     let c = &trainer.config;
     let ops = trainer.loaded.model.op_graph();
-    let p = profile(&ops, BatchShape { batch: c.batch_size, seq: c.max_len, decoder_seq: None }, false)
-        .map_err(|e| Error::Other(e.to_string()))?;
+    let p = profile(&ops, BatchShape::padded(&ops, c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
     let steps = trainer.total_steps();
     let selections = if c.method != MethodKind::Greentrainer || steps == 0 {
         0
@@ -85,8 +84,7 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     let mut lora_model = trainer.loaded.model.clone();
     let adapters = lora_model.attach_lora(&c.lora_config()).into_iter().collect();
     let ops = lora_model.op_graph();
-    let p = profile(&ops, BatchShape { batch: c.batch_size, seq: c.max_len, decoder_seq: None }, false)
-        .map_err(|e| Error::Other(e.to_string()))?;
+    let p = profile(&ops, BatchShape::padded(&ops, c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
     let lora_flops = 2.0 * plan.micro_steps as f64 * crate::train::cost::step_macs(&p, &lora_model, &adapters);
     let rows = [
         (format!("GreenTrainer, rho {:.3} (at most)", c.rho), plan.flops(c.rho)),

@@ -68,7 +68,7 @@ pub fn save_peft_adapter(model: &Model, config: &LoraConfig, base_model: &str, d
     });
     let adapter_config = json!({
         "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
+        "task_type": if model.is_encoder_decoder() { "SEQ_2_SEQ_LM" } else { "CAUSAL_LM" },
         "base_model_name_or_path": base_model,
         "r": config.rank,
         "lora_alpha": config.alpha,

@@ -16,6 +16,10 @@ use crate::model::Model;
 /// BLOOM, early OPT files) name their tensors without them.
 const BASE_MODEL_PREFIXES: [&str; 2] = ["model.", "transformer."];
 
+/// Tensors a checkpoint may keep under another name: T5's `shared` table is also each stack's
+/// `embed_tokens`, and some files store only those.
+const ALIASES: [(&str, [&str; 2]); 1] = [("shared.weight", ["encoder.embed_tokens.weight", "decoder.embed_tokens.weight"])];
+
 pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
@@ -23,8 +27,10 @@ pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config = serde_json::from_str(&text).map_err(|e| Error::invalid(&config_path, format!("not valid JSON: {e}")))?;
     let files = SafetensorsFiles::open_dir(dir)?;
     let model = Model::load(config, &origin, device, &mut |name, shape| {
+        let aliases = ALIASES.iter().filter(|(n, _)| *n == name).flat_map(|(_, a)| a.iter().copied());
         let stored = std::iter::once(name)
             .chain(BASE_MODEL_PREFIXES.iter().filter_map(|p| name.strip_prefix(p)))
+            .chain(aliases)
             .find(|n| files.contains(n))
             .ok_or_else(|| Error::MissingTensor { path: dir.to_path_buf(), tensor: name.into() })?;
         let path = files.path_of(stored).unwrap_or(dir).to_path_buf();

@@ -62,6 +62,28 @@ impl LoadedModel {
             .ok_or_else(|| Error::invalid(path, "the model defines no eos_token_id, which examples end with"))
     }
 
+    /// How data files are encoded for this model: examples end with its EOS, conversations use
+    /// its chat template, and an encoder-decoder model gets its prompt and target apart (see
+    /// `data::Seq2Seq`). `max_len` as `LoadOptions::max_len`.
+    pub fn load_options(&self, max_len: usize) -> Result<crate::data::LoadOptions> {
+        let chat_template =
+            self.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
+        let seq2seq = match self.model.is_encoder_decoder() {
+            true => Some(crate::data::Seq2Seq::from_tokenizer(&self.tokenizer)?),
+            false => None,
+        };
+        Ok(crate::data::LoadOptions { chat_template, seq2seq, ..crate::data::LoadOptions::new(max_len, self.eos_token_id()?) })
+    }
+
+    /// The generation input for a typed prompt: the text's tokens for a decoder-only model (whose
+    /// output continues them), the encoder input with the tokenizer's special tokens (T5's `</s>`)
+    /// for an encoder-decoder model, as its training examples have it.
+    pub fn prompt_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let special = self.model.is_encoder_decoder();
+        let encoding = self.tokenizer.encode(text, special).map_err(|e| Error::Other(format!("cannot tokenize the prompt: {e}")))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
     /// Token ids that end generation: generation_config.json's, else config.json's.
     pub fn eos_token_ids(&self) -> Vec<u32> {
         let from_generation = self.generation_config.as_ref().and_then(|g| g.get("eos_token_id")).map(|v| match v {

@@ -9,13 +9,15 @@ use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears};
 use super::llama::{Llama, TensorSource};
+use super::loss::{causal_lm_loss, seq2seq_lm_loss};
 use super::opt::{Opt, OptConfig};
 use super::params::{ParamMut, ParamRef, Parameters};
+use super::t5::{T5, T5Config};
 use crate::error::{Error, Result};
 use crate::profile::{OpSpec, TensorRole};
 
 /// `model_type`s this build runs.
-pub const SUPPORTED_MODEL_TYPES: &str = "llama, qwen2 (Llama family), opt, bloom";
+pub const SUPPORTED_MODEL_TYPES: &str = "llama, qwen2 (Llama family), opt, bloom, t5 (T5 v1.1, FLAN-T5)";
 
 /// Boxed: the architectures' structs differ in size by kilobytes.
 #[derive(Clone, Debug)]
@@ -23,6 +25,19 @@ pub enum Model {
     Llama(Box<Llama>),
     Opt(Box<Opt>),
     Bloom(Box<Bloom>),
+    /// Encoder-decoder: trained on [`BatchInput::Seq2Seq`], generated from with `T5::encode`/`T5::decode`.
+    T5(Box<T5>),
+}
+
+/// A training batch on the device, laid out for the kind of model it was made for
+/// (`train::batch::DeviceBatch::new` lets the model decide).
+#[derive(Clone, Debug)]
+pub enum BatchInput {
+    /// Prompt and target in one sequence, with the additive mask of `attention_mask`.
+    Causal { ids: Tensor<2, Int>, mask: Tensor<4> },
+    /// The prompt to the encoder (`padding` `[B, S]` row-major, 1 = real token), the target shifted
+    /// right behind the decoder start token to the decoder.
+    Seq2Seq { ids: Tensor<2, Int>, padding: Vec<u32>, decoder_ids: Tensor<2, Int> },
 }
 
 /// What the engine and the app need to know of any architecture's config.json.
@@ -31,11 +46,12 @@ pub struct ModelInfo {
     pub model_type: String,
     pub vocab_size: usize,
     pub hidden_size: usize,
+    /// Transformer blocks, of both stacks for an encoder-decoder model.
     pub layers: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
-    /// Longest sequence the position encoding covers; `None` for ALiBi, which has no table.
+    /// Longest sequence the position encoding covers; `None` without a table (ALiBi, T5's relative buckets).
     pub context_length: Option<usize>,
     pub tied_embeddings: bool,
     pub bos_token_id: Option<u32>,
@@ -49,6 +65,7 @@ macro_rules! each {
             Model::Llama($m) => $body,
             Model::Opt($m) => $body,
             Model::Bloom($m) => $body,
+            Model::T5($m) => $body,
         }
     };
 }
@@ -64,6 +81,7 @@ fn model_type(raw: &Value) -> String {
         "Qwen2ForCausalLM" => "qwen2",
         "OPTForCausalLM" => "opt",
         "BloomForCausalLM" => "bloom",
+        "T5ForConditionalGeneration" => "t5",
         other => other,
     }
     .to_string()
@@ -77,6 +95,14 @@ impl Model {
             "llama" | "qwen2" => Self::Llama(Box::new(Llama::load(LlamaConfig::from_value(raw, origin)?, device, source)?)),
             "opt" => Self::Opt(Box::new(Opt::load(OptConfig::from_value(raw, origin)?, device, source)?)),
             "bloom" => Self::Bloom(Box::new(Bloom::load(BloomConfig::from_value(raw, origin)?, device, source)?)),
+            "t5" => {
+                // T5Config checks `model_type` itself; older files name only the architecture.
+                let mut raw = raw;
+                if let Some(obj) = raw.as_object_mut() {
+                    obj.entry("model_type").or_insert_with(|| "t5".into());
+                }
+                Self::T5(Box::new(T5::load(T5Config::from_value(raw, origin)?, device, source)?))
+            }
             other => {
                 return Err(Error::Unsupported {
                     path: origin.into(),
@@ -87,10 +113,50 @@ impl Model {
         })
     }
 
-    /// Logits `[B, S, V]` for token ids `[B, S]`, with the additive mask of `attention_mask`;
-    /// with a cache, positions continue after the cached ones.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
-        each!(self, m => m.forward(ids, mask, cache))
+    /// A decoder-only model's logits `[B, S, V]` for token ids `[B, S]`, with the additive mask of
+    /// `attention_mask`; with a cache, positions continue after the cached ones. An error for an
+    /// encoder-decoder model, which needs decoder inputs (see [`Model::train_logits`] and `eval::generate`).
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+        Ok(match self {
+            Self::Llama(m) => m.forward(ids, mask, cache),
+            Self::Opt(m) => m.forward(ids, mask, cache),
+            Self::Bloom(m) => m.forward(ids, mask, cache),
+            Self::T5(_) => return Err(self.not_causal("a decoder-only forward pass")),
+        })
+    }
+
+    /// Encoder-decoder models read a source and write a target; decoder-only models continue one sequence.
+    pub fn is_encoder_decoder(&self) -> bool {
+        matches!(self, Self::T5(_))
+    }
+
+    fn not_causal(&self, what: &str) -> Error {
+        let t = self.info().model_type;
+        Error::Other(format!("{t} is an encoder-decoder model: {what} needs a decoder-only model (its source and target go apart)"))
+    }
+
+    /// Teacher-forced logits for a training batch: `[B, S, V]` over the whole sequence of a
+    /// decoder-only model, `[B, T, V]` over the target of an encoder-decoder model. An error when
+    /// the batch was laid out for the other kind of model.
+    pub fn train_logits(&self, input: &BatchInput) -> Result<Tensor<3>> {
+        match (self, input) {
+            (Self::T5(m), BatchInput::Seq2Seq { ids, padding, decoder_ids }) => {
+                Ok(m.forward(ids.clone(), Some(padding), decoder_ids.clone()))
+            }
+            (Self::T5(_), BatchInput::Causal { .. }) => Err(self.not_causal("a causal-LM batch")),
+            (_, BatchInput::Causal { ids, mask }) => self.forward(ids.clone(), Some(mask), None),
+            (_, BatchInput::Seq2Seq { .. }) => {
+                Err(Error::Other(format!("{} is a decoder-only model: an encoder-decoder batch needs an encoder", self.info().model_type)))
+            }
+        }
+    }
+
+    /// The training loss of `input` against `labels` as transformers computes it for this kind of
+    /// model (shifted by one for a causal LM, aligned for a sequence-to-sequence model), and the
+    /// number of tokens it averages over.
+    pub fn train_loss(&self, input: &BatchInput, labels: &[i64]) -> Result<(Tensor<1>, usize)> {
+        let logits = self.train_logits(input)?;
+        Ok(if self.is_encoder_decoder() { seq2seq_lm_loss(logits, labels) } else { causal_lm_loss(logits, labels) })
     }
 
     /// The execution-ordered op graph the FLOPs profiler works on.
@@ -160,23 +226,44 @@ impl Model {
                     pad_token_id: c.pad_token_id,
                 }
             }
+            Self::T5(m) => {
+                let c = &m.config;
+                ModelInfo {
+                    model_type: "t5".into(),
+                    vocab_size: c.vocab_size,
+                    hidden_size: c.d_model,
+                    layers: c.num_layers + c.num_decoder_layers,
+                    heads: c.num_heads,
+                    kv_heads: c.num_heads,
+                    head_dim: c.d_kv,
+                    context_length: None,
+                    tied_embeddings: m.lm_head.is_none(),
+                    bos_token_id: None,
+                    eos_token_ids: c.eos_token_ids.clone(),
+                    pad_token_id: Some(c.pad_token_id),
+                }
+            }
         }
     }
 
     /// The longest sequence the model can run at all: OPT's learned position table ends at
-    /// `max_position_embeddings`; rotary (Llama) and ALiBi (BLOOM) positions have no hard end.
+    /// `max_position_embeddings`; rotary (Llama), ALiBi (BLOOM) and relative-bucket (T5) positions
+    /// have no hard end.
     pub fn position_limit(&self) -> Option<usize> {
         match self {
             Self::Opt(m) => Some(m.config.max_position_embeddings),
-            Self::Llama(_) | Self::Bloom(_) => None,
+            Self::Llama(_) | Self::Bloom(_) | Self::T5(_) => None,
         }
     }
 
-    /// FT-top-k's tensors: every parameter of the last `k` blocks and of what follows them (the
-    /// final norm, an untied head).
+    /// FT-top-k's tensors: every parameter of the last `k` blocks in the op graph and of what
+    /// follows them (the final norm, an untied head). For T5, whose decoder blocks are numbered after
+    /// the encoder's, these are the decoder's last blocks (with their cross-attention keys/values),
+    /// the decoder's final norm and an untied head.
     pub fn top_layers(&self, k: usize) -> std::collections::BTreeSet<String> {
         let ops = self.op_graph();
-        let first = self.info().layers.saturating_sub(k);
+        let blocks = ops.iter().filter_map(|op| op.layer).max().map_or(0, |l| l + 1);
+        let first = blocks.saturating_sub(k);
         let last_block_op = ops.iter().rposition(|op| op.layer.is_some()).unwrap_or(0);
         let params: std::collections::BTreeSet<String> = self.param_names().into_iter().collect();
         ops.iter()

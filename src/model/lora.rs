@@ -22,9 +22,13 @@ impl Default for LoraConfig {
 }
 
 /// PEFT's default LoRA targets per `model_type`: the attention's query and value projections
-/// (BLOOM fuses them into query_key_value).
+/// (BLOOM fuses them into query_key_value; T5 names them q and v, in self- and cross-attention).
 pub fn default_targets(model_type: &str) -> Vec<String> {
-    let names: &[&str] = if model_type == "bloom" { &["query_key_value"] } else { &["q_proj", "v_proj"] };
+    let names: &[&str] = match model_type {
+        "bloom" => &["query_key_value"],
+        "t5" => &["q", "v"],
+        _ => &["q_proj", "v_proj"],
+    };
     names.iter().map(|n| n.to_string()).collect()
 }
 

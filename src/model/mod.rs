@@ -14,7 +14,7 @@ pub mod params;
 pub mod summary;
 pub mod t5;
 
-pub use arch::{Model, ModelInfo};
+pub use arch::{BatchInput, Model, ModelInfo};
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use linear::{Linear, Linears};

@@ -10,6 +10,8 @@ pub struct ModelSummary {
     pub source: String,
     pub format: &'static str,
     pub architecture: String,
+    /// Reads a source and writes a target (T5) rather than continuing one sequence.
+    pub encoder_decoder: bool,
     pub parameters: usize,
     pub tensors: usize,
     pub layers: usize,
@@ -17,7 +19,7 @@ pub struct ModelSummary {
     pub heads: usize,
     pub kv_heads: usize,
     pub vocab_size: usize,
-    /// `None`: no position table (ALiBi).
+    /// `None`: no position table (ALiBi, T5's relative buckets).
     pub context_length: Option<usize>,
     pub tied_embeddings: bool,
     pub tokenizer: String,
@@ -41,6 +43,7 @@ impl ModelSummary {
             source,
             format,
             architecture: c.model_type.clone(),
+            encoder_decoder: loaded.model.is_encoder_decoder(),
             parameters: loaded.model.num_params(),
             tensors: loaded.model.param_names().len(),
             layers: c.layers,
@@ -59,13 +62,13 @@ impl ModelSummary {
 impl std::fmt::Display for ModelSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "model        {} ({})", self.source, self.format)?;
-        writeln!(f, "architecture {}", self.architecture)?;
+        writeln!(f, "architecture {}{}", self.architecture, if self.encoder_decoder { " (encoder-decoder)" } else { "" })?;
         writeln!(f, "parameters   {:.1} M in {} tensors", self.parameters as f64 / 1e6, self.tensors)?;
         writeln!(f, "layers       {} (hidden {}, {} heads, {} kv heads)", self.layers, self.hidden_size, self.heads, self.kv_heads)?;
         writeln!(f, "vocabulary   {} (embeddings {})", self.vocab_size, if self.tied_embeddings { "tied" } else { "untied" })?;
         match self.context_length {
             Some(n) => writeln!(f, "context      {n}")?,
-            None => writeln!(f, "context      unbounded (ALiBi)")?,
+            None => writeln!(f, "context      unbounded (no position table)")?,
         }
         write!(f, "tokenizer    {}{}", self.tokenizer, if self.has_chat_template { ", chat template" } else { "" })
     }

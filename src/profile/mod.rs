@@ -117,6 +117,13 @@ pub struct BatchShape {
 }
 
 impl BatchShape {
+    /// The padded shape a run with `max_len` is planned at: `batch` rows of `max_len` on every stream
+    /// `ops` run on (for an encoder-decoder model `max_len` caps source and target each).
+    pub fn padded(ops: &[OpSpec], batch: usize, max_len: usize) -> Self {
+        let decoder = ops.iter().any(|op| op.stream == Stream::Decoder);
+        Self { batch, seq: max_len, decoder_seq: decoder.then_some(max_len) }
+    }
+
     /// Tokens of the input stream.
     pub fn tokens(self) -> usize {
         self.batch * self.seq

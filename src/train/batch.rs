@@ -1,28 +1,74 @@
-//! A host-side batch moved onto the device.
+//! A host-side batch moved onto the device, laid out for the model that trains on it.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::data::Batch;
-use crate::model::attention_mask;
+use crate::data::{Batch, IGNORE_INDEX};
+use crate::model::{BatchInput, Model, attention_mask};
 use crate::profile::BatchShape;
 
 pub struct DeviceBatch {
-    pub ids: Tensor<2, Int>,
-    pub mask: Tensor<4>,
+    pub input: BatchInput,
+    /// What the loss compares with (`Model::train_loss`): aligned with the sequence (not shifted) for
+    /// a decoder-only model, the target `[B, T]` row-major for an encoder-decoder model.
     pub labels: Vec<i64>,
     pub shape: BatchShape,
     pub real_tokens: usize,
 }
 
 impl DeviceBatch {
-    pub fn new(batch: &Batch, device: &Device) -> Self {
+    /// A decoder-only model reads each row whole. An encoder-decoder model reads a row's prompt
+    /// (up to its first labelled position) in the encoder and its target in the decoder, each
+    /// padded on the right to its own length, so `shape` carries both lengths.
+    pub fn new(batch: &Batch, model: &Model) -> Self {
+        let device = model.device();
+        if let Model::T5(t5) = model {
+            return seq2seq(batch, t5, &device);
+        }
         let ids: Vec<i64> = batch.input_ids.iter().map(|&t| t as i64).collect();
         Self {
-            ids: Tensor::from_data(TensorData::new(ids, [batch.batch, batch.seq]), device),
-            mask: attention_mask(Some(&batch.attention_mask), batch.batch, batch.seq, 0, device),
+            input: BatchInput::Causal {
+                ids: Tensor::from_data(TensorData::new(ids, [batch.batch, batch.seq]), &device),
+                mask: attention_mask(Some(&batch.attention_mask), batch.batch, batch.seq, 0, &device),
+            },
             labels: batch.labels.clone(),
             shape: BatchShape { batch: batch.batch, seq: batch.seq, decoder_seq: None },
             real_tokens: batch.real_tokens,
         }
+    }
+}
+
+/// Splits each right-padded row of `batch` into its prompt and its target.
+fn seq2seq(batch: &Batch, t5: &crate::model::t5::T5, device: &burn::tensor::Device) -> DeviceBatch {
+    let pad = t5.config.pad_token_id;
+    let rows: Vec<(&[u32], &[u32])> = (0..batch.batch)
+        .map(|r| {
+            let span = r * batch.seq..(r + 1) * batch.seq;
+            let (ids, mask, labels) = (&batch.input_ids[span.clone()], &batch.attention_mask[span.clone()], &batch.labels[span]);
+            let len = mask.iter().filter(|&&m| m != 0).count();
+            let prompt = labels[..len].iter().position(|&l| l != IGNORE_INDEX).unwrap_or(len);
+            (&ids[..prompt], &ids[prompt..len])
+        })
+        .collect();
+    // At least one position each, so a batch without targets (or prompts) still has a shape.
+    let enc_len = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(1);
+    let dec_len = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(1);
+    let (mut ids, mut padding, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+    for (source, target) in &rows {
+        let fill = enc_len - source.len();
+        ids.extend(source.iter().chain(std::iter::repeat_n(&pad, fill)).map(|&t| t as i64));
+        padding.extend(std::iter::repeat_n(1, source.len()).chain(std::iter::repeat_n(0, fill)));
+        labels.extend(target.iter().map(|&t| t as i64).chain(std::iter::repeat_n(IGNORE_INDEX, dec_len - target.len())));
+    }
+    let decoder_ids = t5.shift_right(&labels, dec_len);
+    let b = batch.batch;
+    DeviceBatch {
+        input: BatchInput::Seq2Seq {
+            ids: Tensor::from_data(TensorData::new(ids, [b, enc_len]), device),
+            padding,
+            decoder_ids: Tensor::<2, Int>::from_data(TensorData::new(decoder_ids, [b, dec_len]), device),
+        },
+        labels,
+        shape: BatchShape { batch: b, seq: enc_len, decoder_seq: Some(dec_len) },
+        real_tokens: batch.real_tokens,
     }
 }

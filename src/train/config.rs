@@ -79,6 +79,8 @@ pub struct TrainConfig {
     pub max_steps: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
+    /// Longest example in tokens (prompt + target + EOS, the source cut to fit); for an
+    /// encoder-decoder model the longest source and, apart, the longest target + EOS.
     pub max_len: usize,
     pub lr: f64,
     pub warmup_steps: usize,

@@ -34,13 +34,15 @@ pub fn step_macs(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f6
         }
     }
     let base = p.selection_cost(&selected, CostRule::Exact).unwrap_or_else(|_| p.t_full());
-    let tokens = p.shape.tokens() as f64;
-    // Per adapter: forward (x A^T, then B), activation and weight gradients of both factors.
+    // Per adapter: forward (x A^T, then B), activation and weight gradients of both factors, on the
+    // tokens of the stream its layer runs on.
     let adapter_macs: f64 = adapters
         .iter()
-        .map(|(name, rank, d_in)| {
-            let d_out = p.nodes.iter().find(|n| &n.name == name).map(|n| n.t_fp / (tokens * *d_in as f64)).unwrap_or(0.0);
-            3.0 * tokens * *rank as f64 * (*d_in as f64 + d_out)
+        .filter_map(|(name, rank, d_in)| {
+            let node = p.nodes.iter().find(|n| &n.name == name)?;
+            let tokens = p.shape.tokens_of(node.stream)? as f64;
+            let d_out = node.t_fp / (tokens * *d_in as f64);
+            Some(3.0 * tokens * *rank as f64 * (*d_in as f64 + d_out))
         })
         .sum();
     base - dw_not_trained + adapter_macs

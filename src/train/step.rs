@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use super::batch::DeviceBatch;
-use crate::model::{Linears, Model, Parameters, loss::causal_lm_loss, params::with_trainable};
+use crate::error::Result;
+use crate::model::{Linears, Model, Parameters, params::with_trainable};
 
 pub struct Pass {
     pub loss: f64,
@@ -17,7 +18,8 @@ pub struct Pass {
 
 /// Loss on `batch`, and the gradients of the tensors `trainable` names. Frozen tensors stay plain
 /// tensors, so autodiff neither records nor differentiates anything below the deepest trainable one.
-pub fn forward_backward(model: &Model, trainable: &dyn Fn(&str) -> bool, batch: &DeviceBatch) -> Pass {
+/// An error when `batch` was laid out for another kind of model.
+pub fn forward_backward(model: &Model, trainable: &dyn Fn(&str) -> bool, batch: &DeviceBatch) -> Result<Pass> {
     forward_backward_rows(model, trainable, &BTreeMap::new(), batch)
 }
 
@@ -27,10 +29,9 @@ pub fn forward_backward_rows(
     trainable: &dyn Fn(&str) -> bool,
     rows: &BTreeMap<String, Vec<u32>>,
     batch: &DeviceBatch,
-) -> Pass {
+) -> Result<Pass> {
     let model = with_trainable(&model.with_partial_rows(rows), trainable);
-    let logits = model.forward(batch.ids.clone(), Some(&batch.mask), None);
-    let (loss, _) = causal_lm_loss(logits, &batch.labels);
+    let (loss, _) = model.train_loss(&batch.input, &batch.labels)?;
     let mut grads = BTreeMap::new();
     let mut row_grads = BTreeMap::new();
     if loss.is_tracked() {
@@ -47,7 +48,7 @@ pub fn forward_backward_rows(
         }
     }
     let loss: f32 = loss.inner().into_scalar();
-    Pass { loss: loss as f64, grads, row_grads }
+    Ok(Pass { loss: loss as f64, grads, row_grads })
 }
 
 /// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.

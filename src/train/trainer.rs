@@ -81,8 +81,9 @@ impl Trainer {
         }
         if config.method == MethodKind::Greentrainer && config.budget.is_none() {
             // Refuse an infeasible rho now, not after loading data and scoring importance.
-            let shape = BatchShape { batch: config.batch_size, seq: config.max_len, decoder_seq: None };
-            let p = profile(&loaded.model.op_graph(), shape, false).map_err(|e| Error::Other(e.to_string()))?;
+            let ops = loaded.model.op_graph();
+            let p = profile(&ops, BatchShape::padded(&ops, config.batch_size, config.max_len), false)
+                .map_err(|e| Error::Other(e.to_string()))?;
             if config.rho < p.min_rho() {
                 return Err(Error::Other(format!(
                     "rho = {} is infeasible: the forward pass alone costs {:.4} of full fine-tuning; choose rho >= {:.4}",
@@ -92,16 +93,8 @@ impl Trainer {
                 )));
             }
         }
-        let eos = loaded.eos_token_id()?;
-        let pad_id = loaded.model.info().pad_token_id.unwrap_or(eos);
-        let chat_template =
-            loaded.chat_renderer().map(|t| std::sync::Arc::new(t) as std::sync::Arc<dyn crate::data::ChatTemplate + Send + Sync>);
-        let opts = LoadOptions {
-            mapping: config.mapping(),
-            chat_template,
-            skip_bad_rows: config.skip_bad_rows,
-            ..LoadOptions::new(config.max_len, eos)
-        };
+        let pad_id = loaded.model.info().pad_token_id.unwrap_or(loaded.eos_token_id()?);
+        let opts = LoadOptions { mapping: config.mapping(), skip_bad_rows: config.skip_bad_rows, ..loaded.load_options(config.max_len)? };
         let dataset = load_dataset(&config.data, &loaded.tokenizer, &opts)?;
         if dataset.report.counts.skipped > 0 {
             tracing::warn!(
@@ -182,7 +175,7 @@ impl Trainer {
             at_epoch: (at / self.steps_per_epoch().max(1)) as u64,
         });
         let ops = model.op_graph();
-        let full_shape = crate::profile::BatchShape { batch: c.batch_size, seq: c.max_len, decoder_seq: None };
+        let full_shape = BatchShape::padded(&ops, c.batch_size, c.max_len);
         let full_profile = profile(&ops, full_shape, false).map_err(|e| Error::Other(e.to_string()))?;
         sink.emit(&Event::Started {
             method: method_label(&c),
@@ -209,7 +202,7 @@ impl Trainer {
                     continue;
                 }
                 let step_started = Instant::now();
-                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &self.device.device)).collect();
+                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &model)).collect();
                 let lr = schedule.lr(state.step);
                 if self.reselect_due(&selection, state.step, pos.epoch) {
                     let (names, selection_flops) = self.choose(
@@ -229,7 +222,7 @@ impl Trainer {
                 let mut grads = BTreeMap::new();
                 let mut row_grads = BTreeMap::new();
                 for b in &batches {
-                    let pass = forward_backward_rows(&model, &|n| full.contains(n), &rows, b);
+                    let pass = forward_backward_rows(&model, &|n| full.contains(n), &rows, b)?;
                     loss_sum += pass.loss;
                     let scale = 1.0 / batches.len() as f64;
                     accumulate(&mut grads, pass.grads, scale);
@@ -378,7 +371,7 @@ impl Trainer {
             MethodKind::Greentrainer => {
                 // With warmup the first lr is 0, which would make every importance 0.
                 let scoring_lr = if lr > 0.0 { lr } else { c.lr };
-                let imp = importance::score(model, optimizer, batch, scoring_lr, &|_| true);
+                let imp = importance::score(model, optimizer, batch, scoring_lr, &|_| true)?;
                 let per_node = node_importance(&p, &imp);
                 let candidates = p.candidates(&per_node).map_err(|e| Error::Other(e.to_string()))?;
                 let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
