@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use burn::tensor::{Int, Tensor, TensorData};
@@ -15,33 +14,6 @@ use greentrainer::profile::blocks::parse_block;
 use greentrainer::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
 
 const FIXTURES: [&str; 2] = ["tiny-opt", "tiny-bloom"];
-
-fn config(fixture: &str, method: MethodKind, out: &std::path::Path) -> TrainConfig {
-    TrainConfig {
-        model: common::fixture(fixture),
-        data: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl"),
-        output: out.to_path_buf(),
-        method,
-        rho: 0.6,
-        top_k: 1,
-        epochs: 0,
-        max_steps: 3,
-        batch_size: 2,
-        max_len: 40,
-        lr: 1e-3,
-        lora_dropout: 0.0,
-        save_model: true,
-        ..TrainConfig::default()
-    }
-}
-
-fn snapshot(model: &impl Parameters) -> BTreeMap<String, Vec<f32>> {
-    let mut out = BTreeMap::new();
-    model.visit(&mut |n, p| {
-        out.insert(n.to_string(), p.to_vec());
-    });
-    out
-}
 
 fn logits(model: &Model) -> Vec<f32> {
     let device = ComputeDevice::cpu().device;
@@ -87,12 +59,12 @@ fn every_method_trains_what_it_selects_and_saves_a_reloadable_folder() {
     for fixture in FIXTURES {
         for method in [MethodKind::Greentrainer, MethodKind::Full, MethodKind::TopK, MethodKind::Lora] {
             let dir = tempfile::tempdir().unwrap();
-            let cfg = config(fixture, method, dir.path());
-            let before = snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
+            let cfg = common::short_run(fixture, method, dir.path());
+            let before = common::param_snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
             let (trainer, selected, losses, realised_rho) = train(cfg);
             assert_eq!(losses.len(), 3, "{fixture} {method:?}");
             assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{fixture} {method:?}: {losses:?}");
-            let after = snapshot(&trainer.loaded.model);
+            let after = common::param_snapshot(&trainer.loaded.model);
             match method {
                 MethodKind::Lora => {
                     for (name, values) in &before {
@@ -115,6 +87,7 @@ fn every_method_trains_what_it_selects_and_saves_a_reloadable_folder() {
             if method == MethodKind::TopK {
                 assert!(selected.iter().all(|n| n.contains(".1.") || !n.contains("layers.") && !n.contains(".h.")), "{selected:?}");
             }
+            common::assert_hf_layout(&dir.path().join("model"), fixture);
             let exported = load_model(&dir.path().join("model"), &ComputeDevice::cpu().device).unwrap();
             assert!(exported.model.param_names().iter().all(|n| !n.contains("lora")));
             let err = common::max_abs_diff(&logits(&trainer.loaded.model), &logits(&exported.model));
@@ -126,7 +99,7 @@ fn every_method_trains_what_it_selects_and_saves_a_reloadable_folder() {
 #[test]
 fn bloom_head_blocks_keep_a_heads_query_key_and_value_rows_together() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { granularity: Granularity::Head, ..config("tiny-bloom", MethodKind::Greentrainer, dir.path()) };
+    let cfg = TrainConfig { granularity: Granularity::Head, ..common::short_run("tiny-bloom", MethodKind::Greentrainer, dir.path()) };
     let (_, selected, _, _) = train(cfg);
     let head_dim = 64 / 4;
     let blocks: Vec<(&str, std::ops::Range<usize>)> = selected.iter().filter_map(|n| parse_block(n)).collect();
@@ -140,7 +113,7 @@ fn bloom_head_blocks_keep_a_heads_query_key_and_value_rows_together() {
 #[test]
 fn lora_targets_that_name_no_layer_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { lora_targets: vec!["q_proj".into()], ..config("tiny-bloom", MethodKind::Lora, dir.path()) };
+    let cfg = TrainConfig { lora_targets: vec!["q_proj".into()], ..common::short_run("tiny-bloom", MethodKind::Lora, dir.path()) };
     let err = Trainer::prepare(cfg, ComputeDevice::cpu()).err().expect("q_proj is not a BLOOM layer").to_string();
     assert!(err.contains("query_key_value") && err.contains("tiny-bloom"), "{err}");
 }
@@ -149,7 +122,7 @@ fn lora_targets_that_name_no_layer_are_refused() {
 fn the_context_length_bounds_training_and_generation_instead_of_panicking() {
     use greentrainer::eval::generate::{GenerateOptions, generate};
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { max_len: 300, ..config("tiny-opt", MethodKind::Full, dir.path()) };
+    let cfg = TrainConfig { max_len: 300, ..common::short_run("tiny-opt", MethodKind::Full, dir.path()) };
     let err = Trainer::prepare(cfg, ComputeDevice::cpu()).err().expect("tiny-opt has 256 positions").to_string();
     assert!(err.contains("max_len 300") && err.contains("256 positions") && err.contains("tiny-opt"), "{err}");
 

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -22,37 +21,6 @@ use greentrainer::profile::{OpKind, Stream, profile};
 use greentrainer::select::CostRule;
 use greentrainer::train::batch::DeviceBatch;
 use greentrainer::train::{Event, MethodKind, TrainConfig, Trainer};
-
-fn demo_data() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl")
-}
-
-fn config(method: MethodKind, out: &std::path::Path) -> TrainConfig {
-    TrainConfig {
-        model: common::fixture("tiny-t5"),
-        data: demo_data(),
-        output: out.to_path_buf(),
-        method,
-        rho: 0.6,
-        top_k: 1,
-        epochs: 0,
-        max_steps: 3,
-        batch_size: 2,
-        max_len: 40,
-        lr: 1e-3,
-        lora_dropout: 0.0,
-        save_model: true,
-        ..TrainConfig::default()
-    }
-}
-
-fn snapshot(model: &impl Parameters) -> BTreeMap<String, Vec<f32>> {
-    let mut out = BTreeMap::new();
-    model.visit(&mut |n, p| {
-        out.insert(n.to_string(), p.to_vec());
-    });
-    out
-}
 
 fn t5(model: &Model) -> &T5 {
     match model {
@@ -174,8 +142,8 @@ fn examples_split_into_encoder_and_decoder_inputs() {
 
     // max_len caps the source and the target each, not their sum.
     let max_len = 48;
-    let data = load_dataset(&demo_data(), &with_eos.tokenizer, &with_eos.load_options(max_len).unwrap()).unwrap();
-    let plain = load_dataset(&demo_data(), &loaded.tokenizer, &greentrainer::data::LoadOptions::new(max_len, 0)).unwrap();
+    let data = load_dataset(&common::demo_train(), &with_eos.tokenizer, &with_eos.load_options(max_len).unwrap()).unwrap();
+    let plain = load_dataset(&common::demo_train(), &loaded.tokenizer, &greentrainer::data::LoadOptions::new(max_len, 0)).unwrap();
     assert!(data.examples.iter().all(|e| e.prompt_len <= max_len && e.seq_len() - e.prompt_len <= max_len));
     assert!(data.examples.iter().any(|e| e.seq_len() > max_len), "no example uses both budgets");
     assert!(plain.examples.iter().all(|e| e.seq_len() <= max_len));
@@ -232,12 +200,12 @@ fn every_method_trains_what_it_selects_and_saves_a_reloadable_folder() {
         for method in [MethodKind::Greentrainer, MethodKind::Full, MethodKind::TopK, MethodKind::Lora] {
             let label = format!("{} {method:?}", dev.name);
             let dir = tempfile::tempdir().unwrap();
-            let cfg = config(method, dir.path());
-            let before = snapshot(&Trainer::prepare(cfg.clone(), dev.clone()).unwrap().loaded.model);
+            let cfg = common::short_run("tiny-t5", method, dir.path());
+            let before = common::param_snapshot(&Trainer::prepare(cfg.clone(), dev.clone()).unwrap().loaded.model);
             let run = train(cfg, dev.clone());
             assert_eq!(run.losses.len(), 3, "{label}");
             assert!(run.losses.iter().all(|l| l.is_finite() && *l > 0.0), "{label}: {:?}", run.losses);
-            let after = snapshot(&run.trainer.loaded.model);
+            let after = common::param_snapshot(&run.trainer.loaded.model);
             match method {
                 MethodKind::Lora => {
                     for (name, values) in &before {
@@ -284,6 +252,7 @@ fn every_method_trains_what_it_selects_and_saves_a_reloadable_folder() {
                 }
                 _ => {}
             }
+            common::assert_hf_layout(&dir.path().join("model"), "tiny-t5");
             let exported = load_model(&dir.path().join("model"), &dev.device).unwrap();
             assert!(exported.model.param_names().iter().all(|n| !n.contains("lora")));
             let err = common::max_abs_diff(&logits(&run.trainer.loaded.model), &logits(&exported.model));
@@ -308,11 +277,14 @@ fn cfg_model() -> std::path::PathBuf {
 #[test]
 fn head_blocks_train_whole_heads() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { granularity: greentrainer::train::Granularity::Head, ..config(MethodKind::Greentrainer, dir.path()) };
-    let before = snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
+    let cfg = TrainConfig {
+        granularity: greentrainer::train::Granularity::Head,
+        ..common::short_run("tiny-t5", MethodKind::Greentrainer, dir.path())
+    };
+    let before = common::param_snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
     let run = train(cfg, ComputeDevice::cpu());
     assert!(run.realised_rho <= 0.6, "{}", run.realised_rho);
-    let after = snapshot(&run.trainer.loaded.model);
+    let after = common::param_snapshot(&run.trainer.loaded.model);
     let blocks: Vec<(&str, std::ops::Range<usize>)> = run.selected.iter().filter_map(|n| parse_block(n)).collect();
     assert!(!blocks.is_empty(), "head granularity selected no row block: {:?}", run.selected);
     for (tensor, rows) in &blocks {
@@ -341,7 +313,7 @@ fn each_step_is_charged_the_profile_of_its_encoder_and_decoder_lengths() {
     for method in [MethodKind::Full, MethodKind::Greentrainer, MethodKind::Lora] {
         let dir = tempfile::tempdir().unwrap();
         // Long enough that the targets (26 to 130 tokens in the demo data) are not cut to the sources' length.
-        let cfg = TrainConfig { save_model: false, max_len: 160, ..config(method, dir.path()) };
+        let cfg = TrainConfig { save_model: false, max_len: 160, ..common::short_run("tiny-t5", method, dir.path()) };
         let run = train(cfg.clone(), ComputeDevice::cpu());
         let trainer = &run.trainer;
         // The batches the trainer saw, rebuilt with its plan.

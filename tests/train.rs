@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 
 use greentrainer::device::ComputeDevice;
@@ -17,7 +16,7 @@ use greentrainer::train::{Event, MethodKind, TrainConfig, Trainer};
 fn config(method: MethodKind, out: &std::path::Path) -> TrainConfig {
     TrainConfig {
         model: common::fixture("tiny-llama"),
-        data: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl"),
+        data: common::demo_train(),
         output: out.to_path_buf(),
         method,
         rho: 0.5,
@@ -30,14 +29,6 @@ fn config(method: MethodKind, out: &std::path::Path) -> TrainConfig {
         save_model: false,
         ..TrainConfig::default()
     }
-}
-
-fn snapshot(model: &impl Parameters) -> BTreeMap<String, Vec<f32>> {
-    let mut out = BTreeMap::new();
-    model.visit(&mut |n, p| {
-        out.insert(n.to_string(), p.to_vec());
-    });
-    out
 }
 
 fn run(config: TrainConfig, resume: bool, cancel_after: Option<usize>) -> (Trainer, Vec<Event>, Vec<f64>) {
@@ -65,7 +56,7 @@ fn run(config: TrainConfig, resume: bool, cancel_after: Option<usize>) -> (Train
 fn frozen_tensors_are_untouched_and_selected_ones_change() {
     for method in [MethodKind::TopK, MethodKind::Greentrainer] {
         let dir = tempfile::tempdir().unwrap();
-        let before = snapshot(&Trainer::prepare(config(method, dir.path()), ComputeDevice::cpu()).unwrap().loaded.model);
+        let before = common::param_snapshot(&Trainer::prepare(config(method, dir.path()), ComputeDevice::cpu()).unwrap().loaded.model);
         let (trainer, events, losses) = run(config(method, dir.path()), false, None);
         assert_eq!(losses.len(), 4);
         let selected: Vec<String> = events
@@ -76,7 +67,7 @@ fn frozen_tensors_are_untouched_and_selected_ones_change() {
             })
             .expect("a selection event");
         assert!(!selected.is_empty(), "{method:?} selected nothing");
-        let after = snapshot(&trainer.loaded.model);
+        let after = common::param_snapshot(&trainer.loaded.model);
         for (name, values) in &before {
             let same = after[name] == *values;
             assert_eq!(same, !selected.contains(name), "{method:?}: {name} selected={} but unchanged={same}", selected.contains(name));
@@ -107,11 +98,11 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     let mut optimizer = AdamW::new(AdamWConfig::default());
     let mut warm = model.clone();
     optimizer.step(&mut warm, &pass.grads, 1e-3);
-    let weights_before = snapshot(&warm);
+    let weights_before = common::param_snapshot(&warm);
     let state_before: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
     let imp = greentrainer::importance::score(&warm, &optimizer, &batch, 1e-3, &|_| true).unwrap();
-    assert_eq!(snapshot(&warm), weights_before);
+    assert_eq!(common::param_snapshot(&warm), weights_before);
     let state_after: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
     assert_eq!(state_after, state_before);
@@ -140,10 +131,10 @@ fn lora_trains_adapters_only_and_exports_merged_weights() {
     let mut cfg = config(MethodKind::Lora, dir.path());
     cfg.save_model = true;
     cfg.lora_dropout = 0.0;
-    let before = snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
+    let before = common::param_snapshot(&Trainer::prepare(cfg.clone(), ComputeDevice::cpu()).unwrap().loaded.model);
     let (trainer, _, losses) = run(cfg, false, None);
     assert_eq!(losses.len(), 4);
-    let after = snapshot(&trainer.loaded.model);
+    let after = common::param_snapshot(&trainer.loaded.model);
     for (name, values) in &before {
         assert_eq!(after[name], *values, "base weight {name} changed under LoRA");
     }
@@ -153,6 +144,7 @@ fn lora_trains_adapters_only_and_exports_merged_weights() {
 
     // The exported folder holds merged weights: same logits as the adapted model, no adapter tensors.
     let device = ComputeDevice::cpu().device;
+    common::assert_hf_layout(&dir.path().join("model"), "tiny-llama");
     let exported = greentrainer::io::load_model(&dir.path().join("model"), &device).unwrap();
     assert!(exported.model.param_names().iter().all(|n| !n.contains("lora")));
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 9, 42, 7, 300, 11], [1, 6]), &device);

@@ -1,9 +1,12 @@
 //! Shared helpers for integration tests: fixture paths, devices, numeric comparisons.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use greentrainer::device::{BackendKind, ComputeDevice, DeviceChoice};
+use greentrainer::model::Parameters;
+use greentrainer::train::{MethodKind, TrainConfig};
 
 pub fn shared() -> PathBuf {
     std::env::var_os("GREENTRAINER_SHARED")
@@ -13,6 +16,60 @@ pub fn shared() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     shared().join("fixtures").join(name)
+}
+
+/// The bundled demo training file (DialogSum rows).
+pub fn demo_train() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl")
+}
+
+/// Three short steps of `method` on a tiny fixture model, saving the trained model to `out`.
+pub fn short_run(fixture_name: &str, method: MethodKind, out: &Path) -> TrainConfig {
+    TrainConfig {
+        model: fixture(fixture_name),
+        data: demo_train(),
+        output: out.to_path_buf(),
+        method,
+        rho: 0.6,
+        top_k: 1,
+        epochs: 0,
+        max_steps: 3,
+        batch_size: 2,
+        max_len: 40,
+        lr: 1e-3,
+        lora_dropout: 0.0,
+        save_model: true,
+        ..TrainConfig::default()
+    }
+}
+
+/// Every parameter's values by name, to compare before and after training.
+pub fn param_snapshot(model: &impl Parameters) -> BTreeMap<String, Vec<f32>> {
+    let mut out = BTreeMap::new();
+    model.visit(&mut |n, p| {
+        out.insert(n.to_string(), p.to_vec());
+    });
+    out
+}
+
+/// A saved model folder holds exactly the tensors, by HF name and shape, of the checkpoint
+/// transformers' `save_pretrained` wrote for the fixture (tied copies left out as it leaves them
+/// out), and names the same architecture: what `from_pretrained` needs to load it without missing
+/// or unexpected keys.
+pub fn assert_hf_layout(saved: &Path, fixture_name: &str) {
+    use greentrainer::io::safetensors_file::SafetensorsFiles;
+    let layout = |dir: &Path| -> BTreeMap<String, Vec<usize>> {
+        let st = SafetensorsFiles::open_dir(dir).unwrap();
+        st.names().map(|n| (n.to_string(), st.read_f32(n).unwrap().0)).collect()
+    };
+    let reference = fixture(fixture_name);
+    assert_eq!(layout(saved), layout(&reference), "{}: tensors differ from {fixture_name}'s", saved.display());
+    let config =
+        |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap() };
+    let (got, want) = (config(saved), config(&reference));
+    for key in ["model_type", "architectures", "tie_word_embeddings"] {
+        assert_eq!(got.get(key), want.get(key), "{}: config.json {key}", saved.display());
+    }
 }
 
 /// The CPU, plus wgpu when an adapter exists. In CI (lavapipe installed) wgpu must be there, so
