@@ -8,7 +8,7 @@ use super::StudioApp;
 use super::widgets::{bytes, flops, number, seconds};
 use super::worker::{Calibration, Command};
 use crate::model::lora::default_targets;
-use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
+use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile, top_k_blocks};
 use crate::select::{CostRule, SelectConfig, select};
 use crate::train::MethodKind;
 
@@ -110,15 +110,8 @@ pub fn estimate(
 /// FT-top-k: the last k blocks and what follows them (the final norm, an untied head), as the
 /// trainer chooses (`Model::top_layers`).
 fn top_k_nodes(p: &Profile, k: usize) -> Vec<usize> {
-    let layers = p.nodes.iter().filter_map(|n| n.layer).max().map_or(0, |l| l + 1);
-    let first = layers.saturating_sub(k);
-    let last_block = p.nodes.iter().rposition(|n| n.layer.is_some()).unwrap_or(0);
-    (0..p.nodes.len())
-        .filter(|&i| {
-            let n = &p.nodes[i];
-            n.selectable && n.layer.map_or(i > last_block, |l| l >= first)
-        })
-        .collect()
+    let top = top_k_blocks(&p.nodes.iter().map(|n| n.layer).collect::<Vec<_>>(), k);
+    (0..p.nodes.len()).filter(|&i| top[i] && p.nodes[i].selectable).collect()
 }
 
 /// The estimate for the app's current settings, if a model is loaded.

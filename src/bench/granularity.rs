@@ -11,7 +11,6 @@ use crate::error::Result;
 use crate::eval::generate::GenerateOptions;
 use crate::eval::rouge::{CorpusRouge, RougeOptions};
 use crate::eval::runner::evaluate;
-use crate::model::Model;
 use crate::train::batch::DeviceBatch;
 use crate::train::step::forward_backward;
 use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
@@ -22,10 +21,16 @@ pub struct Row {
     pub realised_rho: f64,
     pub flops_spent: f64,
     pub final_train_loss: f64,
-    pub held_out_before: f64,
-    pub held_out_after: f64,
-    pub rouge_before: CorpusRouge,
-    pub rouge_after: CorpusRouge,
+    /// Both runs start from the same model, scored once.
+    pub before: HeldOut,
+    pub after: HeldOut,
+}
+
+/// Loss and ROUGE on the held-out rows.
+#[derive(Clone)]
+pub struct HeldOut {
+    pub loss: f64,
+    pub rouge: CorpusRouge,
 }
 
 /// Held-out examples scored: enough to rank the runs, few enough to generate on a CPU in minutes.
@@ -36,6 +41,7 @@ const SUMMARY_TOKENS: usize = 48;
 /// Runs `steps` steps per granularity at `rho`; held-out loss on the first rows of `held_out`.
 pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho: f64, steps: usize, max_len: usize) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
+    let mut start: Option<(Vec<Example>, HeldOut)> = None;
     for granularity in [Granularity::Tensor, Granularity::Head] {
         let out = std::env::temp_dir().join(format!("greentrainer-bench-granularity-{}", std::process::id()));
         let config = TrainConfig {
@@ -55,9 +61,14 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             ..TrainConfig::default()
         };
         let mut trainer = Trainer::prepare(config, dev.clone())?;
-        let held = held_out_examples(&trainer, held_out, max_len)?;
-        let before = held_out_loss(&trainer.loaded.model, &trainer, &held)?;
-        let rouge_before = held_out_rouge(&trainer, &held)?;
+        let (held, before) = match start.take() {
+            Some(scored) => scored,
+            None => {
+                let held = held_out_examples(&trainer, held_out, max_len)?;
+                let before = held_out_scores(&trainer, &held)?;
+                (held, before)
+            }
+        };
         let (mut selected, mut realised, mut spent, mut last) = (0, 0.0, 0.0, f64::NAN);
         trainer.run(
             &mut |e: &Event| match e {
@@ -74,8 +85,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             &AtomicBool::new(false),
             false,
         )?;
-        let after = held_out_loss(&trainer.loaded.model, &trainer, &held)?;
-        let rouge_after = held_out_rouge(&trainer, &held)?;
+        let after = held_out_scores(&trainer, &held)?;
         let _ = std::fs::remove_dir_all(out);
         rows.push(Row {
             granularity,
@@ -83,11 +93,10 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             realised_rho: realised,
             flops_spent: spent,
             final_train_loss: last,
-            held_out_before: before,
-            held_out_after: after,
-            rouge_before,
-            rouge_after,
+            before: before.clone(),
+            after,
         });
+        start = Some((held, before));
     }
     Ok(rows)
 }
@@ -100,24 +109,19 @@ fn held_out_examples(trainer: &Trainer, path: &Path, max_len: usize) -> Result<V
     Ok(data.examples)
 }
 
-/// Mean loss over `examples`, in batches of 4.
-fn held_out_loss(model: &Model, trainer: &Trainer, examples: &[Example]) -> Result<f64> {
-    let pad = model.info().pad_token_id.or(trainer.loaded.eos_token_id().ok()).unwrap_or(0);
+/// The trainer's current model on `examples`: mean loss in batches of 4, ROUGE of greedy summaries.
+fn held_out_scores(trainer: &Trainer, examples: &[Example]) -> Result<HeldOut> {
+    let model = &trainer.loaded.model;
     let losses: Vec<f64> = examples
         .chunks(4)
         .map(|chunk| {
             let chunk: Vec<&Example> = chunk.iter().collect();
-            forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(&chunk, pad), model)).map(|p| p.loss)
+            forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(&chunk, trainer.pad_id()), model)).map(|p| p.loss)
         })
         .collect::<Result<_>>()?;
-    Ok(losses.iter().sum::<f64>() / losses.len().max(1) as f64)
-}
-
-/// ROUGE of greedy summaries of `examples` by the trainer's current model.
-fn held_out_rouge(trainer: &Trainer, examples: &[Example]) -> Result<CorpusRouge> {
     let opts = GenerateOptions::greedy(SUMMARY_TOKENS);
     let eval = evaluate(&trainer.loaded, examples, &opts, &RougeOptions { use_stemmer: true }, &mut |_, _| {})?;
-    Ok(eval.rouge)
+    Ok(HeldOut { loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64, rouge: eval.rouge })
 }
 
 pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
@@ -132,10 +136,10 @@ pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
             r.realised_rho,
             crate::profile::FlopsConvention::Flops.format(r.flops_spent / 2.0),
             r.final_train_loss,
-            r.held_out_before,
-            r.held_out_after,
-            rouge(&r.rouge_before),
-            rouge(&r.rouge_after)
+            r.before.loss,
+            r.after.loss,
+            rouge(&r.before.rouge),
+            rouge(&r.after.rouge)
         );
     }
     out + &format!(

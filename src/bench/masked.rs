@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use burn::tensor::{Distribution, Tensor};
 
-use super::guarded;
+use super::{guarded, median};
 use crate::device::ComputeDevice;
 use crate::kernels::{DwPath, masked_dw, row_index, runs_wgsl};
 
@@ -96,13 +96,5 @@ fn interleaved_medians(runs: &[&dyn Fn() -> Tensor<2>], iters: usize) -> Vec<Res
             }
         }
     }
-    samples
-        .into_iter()
-        .map(|s| {
-            s.map(|mut t| {
-                t.sort_by(f64::total_cmp);
-                t[t.len() / 2]
-            })
-        })
-        .collect()
+    samples.into_iter().map(|s| s.map(median)).collect()
 }

@@ -24,6 +24,12 @@ pub fn median_time(iters: usize, mut f: impl FnMut()) -> Duration {
     times[times.len() / 2]
 }
 
+/// The middle value (the upper one of an even count); `v` must not be empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Runs a benchmark body that may fail on a device (e.g. a tensor larger than the adapter can
 /// bind), turning a panic inside the backend into a message for the table.
 pub fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use super::guarded;
+use super::{guarded, median};
 use crate::device::ComputeDevice;
 use crate::importance;
 use crate::model::lora::{LoraConfig, default_targets};
@@ -156,11 +156,6 @@ fn methods(model: &Model, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, S
     let names = adapted.attach_lora(&lora);
     out.push(Method { name: format!("LoRA r={} on q,v", lora.rank), model: adapted, trainable: names.into_iter().collect() });
     Ok(out)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Resets the kernel's peak-RSS mark (Linux `clear_refs` 5) and returns the current RSS in MiB.

@@ -262,16 +262,9 @@ impl Model {
     /// the decoder's final norm and an untied head.
     pub fn top_layers(&self, k: usize) -> std::collections::BTreeSet<String> {
         let ops = self.op_graph();
-        let blocks = ops.iter().filter_map(|op| op.layer).max().map_or(0, |l| l + 1);
-        let first = blocks.saturating_sub(k);
-        let last_block_op = ops.iter().rposition(|op| op.layer.is_some()).unwrap_or(0);
+        let top = crate::profile::top_k_blocks(&ops.iter().map(|op| op.layer).collect::<Vec<_>>(), k);
         let params: std::collections::BTreeSet<String> = self.param_names().into_iter().collect();
-        ops.iter()
-            .enumerate()
-            .filter(|(i, op)| op.layer.map_or(*i > last_block_op, |l| l >= first))
-            .map(|(_, op)| op.name.clone())
-            .filter(|name| params.contains(name))
-            .collect()
+        ops.into_iter().zip(top).filter(|(op, top)| *top && params.contains(&op.name)).map(|(op, _)| op.name).collect()
     }
 
     /// Rows of one attention head in a weight of this role (head granularity): BLOOM's fused

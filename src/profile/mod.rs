@@ -143,6 +143,17 @@ impl BatchShape {
     }
 }
 
+/// FT-top-k's rule over the block number of each op in execution order: true for the ops of the
+/// last `k` blocks and for every op after the last block (the final norm, an untied head). For an
+/// encoder-decoder model, whose decoder blocks are numbered after the encoder's, these are the
+/// decoder's last blocks.
+pub fn top_k_blocks(layers: &[Option<usize>], k: usize) -> Vec<bool> {
+    let blocks = layers.iter().flatten().max().map_or(0, |l| l + 1);
+    let first = blocks.saturating_sub(k);
+    let last_block = layers.iter().rposition(Option::is_some).unwrap_or(0);
+    layers.iter().enumerate().map(|(i, layer)| layer.map_or(i > last_block, |l| l >= first)).collect()
+}
+
 /// One node of the execution-ordered graph, costs in MACs for one batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Node {

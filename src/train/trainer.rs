@@ -138,6 +138,11 @@ impl Trainer {
         }
     }
 
+    /// The token right-padded batches are filled with: the model's pad token, else its EOS.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
     /// Trains; with `resume`, continues from `<output>/checkpoint` when there is one.
     pub fn run(&mut self, sink: &mut dyn EventSink, cancel: &AtomicBool, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
