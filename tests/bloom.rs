@@ -41,20 +41,10 @@ fn load(device: &Device) -> Bloom {
     load_with(read_config(&common::fixture("tiny-bloom").join("config.json")), device)
 }
 
-fn ints(files: &SafetensorsFiles, name: &str) -> (Vec<usize>, Vec<i64>) {
-    files.read_i64(name).unwrap()
-}
-
 #[test]
 fn tiny_bloom_matches_transformers() {
-    let dir = common::fixture("tiny-bloom");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let (shape, ids) = ints(&expected, "input_ids");
-    let (_, mask) = ints(&expected, "attention_mask");
-    let (_, labels) = ints(&expected, "labels");
-    let (b, s) = (shape[0], shape[1]);
-    let (_, want_logits) = expected.read_f32("logits").unwrap();
-    let want_loss = expected.read_f32("loss").unwrap().1[0];
+    let common::Golden { files: expected, batch: b, seq: s, ids, mask, labels, logits: want_logits, loss: want_loss } =
+        common::golden("tiny-bloom");
 
     for dev in common::devices() {
         let loaded = load(&dev.device);
@@ -89,11 +79,10 @@ fn tiny_bloom_matches_transformers() {
 
 #[test]
 fn cached_decoding_matches_the_uncached_forward() {
-    let expected = SafetensorsFiles::open_files(&[common::fixture("tiny-bloom").join("expected.safetensors")]).unwrap();
-    let (shape, ids) = ints(&expected, "input_ids");
+    let common::Golden { ids, seq, .. } = common::golden("tiny-bloom");
     let (prefix, steps) = (8, 4);
     // The first prefix + steps tokens of both rows, all real.
-    let rows: Vec<Vec<i64>> = (0..2).map(|r| ids[r * shape[1]..r * shape[1] + prefix + steps].to_vec()).collect();
+    let rows: Vec<Vec<i64>> = (0..2).map(|r| ids[r * seq..r * seq + prefix + steps].to_vec()).collect();
     let tokens = |from: usize, to: usize| -> Vec<i64> { rows.iter().flat_map(|r| r[from..to].to_vec()).collect() };
 
     for dev in common::devices() {

@@ -4,23 +4,14 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrainer::io::{load_model, safetensors_file::SafetensorsFiles};
+use greentrainer::io::load_model;
 use greentrainer::model::{Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
-
-fn ints(files: &SafetensorsFiles, name: &str) -> (Vec<usize>, Vec<i64>) {
-    files.read_i64(name).unwrap()
-}
 
 #[test]
 fn tiny_llama_matches_transformers() {
     let dir = common::fixture("tiny-llama");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let (shape, ids) = ints(&expected, "input_ids");
-    let (_, mask) = ints(&expected, "attention_mask");
-    let (_, labels) = ints(&expected, "labels");
-    let (b, s) = (shape[0], shape[1]);
-    let (_, want_logits) = expected.read_f32("logits").unwrap();
-    let want_loss = expected.read_f32("loss").unwrap().1[0];
+    let common::Golden { files: expected, batch: b, seq: s, ids, mask, labels, logits: want_logits, loss: want_loss } =
+        common::golden("tiny-llama");
 
     for dev in common::devices() {
         let loaded = load_model(&dir, &dev.device).unwrap();
@@ -50,9 +41,9 @@ fn tiny_llama_matches_transformers() {
 fn tiny_llama_greedy_generation_matches_transformers() {
     use greentrainer::eval::generate::{GenerateOptions, generate};
     let dir = common::fixture("tiny-llama");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let prompt: Vec<u32> = ints(&expected, "gen.prompt").1.iter().map(|&t| t as u32).collect();
-    let want: Vec<u32> = ints(&expected, "gen.greedy").1.iter().map(|&t| t as u32).collect();
+    let expected = common::golden("tiny-llama").files;
+    let tokens = |name: &str| -> Vec<u32> { expected.read_i64(name).unwrap().1.iter().map(|&t| t as u32).collect() };
+    let (prompt, want) = (tokens("gen.prompt"), tokens("gen.greedy"));
     for dev in common::devices() {
         let loaded = load_model(&dir, &dev.device).unwrap();
         for use_cache in [true, false] {

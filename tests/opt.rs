@@ -76,13 +76,8 @@ fn values(t: Tensor<3>) -> Vec<f32> {
 #[test]
 fn tiny_opt_matches_transformers() {
     let dir = common::fixture("tiny-opt");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let (shape, ids) = expected.read_i64("input_ids").unwrap();
-    let mask = expected.read_i64("attention_mask").unwrap().1;
-    let labels = expected.read_i64("labels").unwrap().1;
-    let (b, s) = (shape[0], shape[1]);
-    let (_, want_logits) = expected.read_f32("logits").unwrap();
-    let want_loss = expected.read_f32("loss").unwrap().1[0];
+    let common::Golden { files: expected, batch: b, seq: s, ids, mask, labels, logits: want_logits, loss: want_loss } =
+        common::golden("tiny-opt");
     let vocab = want_logits.len() / (b * s);
 
     for dev in common::devices() {
@@ -163,8 +158,7 @@ fn assert_cache_matches(model: &Opt, ids: &[i64], prefill: usize, label: &str) {
 #[test]
 fn tiny_opt_cached_decoding_matches_the_full_forward() {
     let dir = common::fixture("tiny-opt");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let ids = expected.read_i64("input_ids").unwrap().1;
+    let ids = common::golden("tiny-opt").ids;
     for dev in common::devices() {
         let model = load_fixture(&dir, &dev.device).unwrap();
         assert_cache_matches(&model, &ids[..12], 7, &dev.name);

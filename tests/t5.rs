@@ -41,21 +41,6 @@ fn load(dir: &Path, config: Option<T5Config>, device: &Device) -> Result<T5> {
     })
 }
 
-struct Inputs {
-    batch: usize,
-    len: usize,
-    ids: Vec<i64>,
-    padding: Vec<u32>,
-    labels: Vec<i64>,
-}
-
-fn inputs(expected: &SafetensorsFiles) -> Inputs {
-    let (shape, ids) = expected.read_i64("input_ids").unwrap();
-    let padding = expected.read_i64("attention_mask").unwrap().1.iter().map(|&m| m as u32).collect();
-    let labels = expected.read_i64("labels").unwrap().1;
-    Inputs { batch: shape[0], len: shape[1], ids, padding, labels }
-}
-
 fn int_tensor(values: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
@@ -63,21 +48,19 @@ fn int_tensor(values: Vec<i64>, shape: [usize; 2], device: &Device) -> Tensor<2,
 #[test]
 fn tiny_t5_matches_transformers() {
     let dir = common::fixture("tiny-t5");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let x = inputs(&expected);
-    let (_, want_logits) = expected.read_f32("logits").unwrap();
-    let want_loss = expected.read_f32("loss").unwrap().1[0];
+    let x = common::golden("tiny-t5");
+    let (expected, want_logits, want_loss, padding) = (&x.files, &x.logits, x.loss, x.padding());
 
     for dev in common::devices() {
         let device = dev.device.clone();
         let loaded = load(&dir, None, &device).unwrap();
         assert!(loaded.lm_head.is_none(), "tiny-t5 ties its head to shared.weight");
         let model = with_trainable(&loaded, |_| true);
-        let decoder_ids = model.shift_right(&x.labels, x.len);
-        let shape = [x.batch, x.len];
-        let logits = model.forward(int_tensor(x.ids.clone(), shape, &device), Some(&x.padding), int_tensor(decoder_ids, shape, &device));
+        let decoder_ids = model.shift_right(&x.labels, x.seq);
+        let shape = [x.batch, x.seq];
+        let logits = model.forward(int_tensor(x.ids.clone(), shape, &device), Some(&padding), int_tensor(decoder_ids, shape, &device));
         let got_logits: Vec<f32> = logits.clone().inner().try_into_vec_as::<f32>().unwrap();
-        let err = common::max_abs_diff(&got_logits, &want_logits);
+        let err = common::max_abs_diff(&got_logits, want_logits);
         assert!(err <= 1e-4, "{}: logits max abs error {err}", dev.name);
 
         let (loss, _) = seq2seq_lm_loss(logits, &x.labels);
@@ -86,7 +69,7 @@ fn tiny_t5_matches_transformers() {
         assert!(rel <= 1e-5, "{}: loss {got_loss} vs {want_loss} (relative {rel})", dev.name);
 
         let grads = loss.backward();
-        let (checked, worst) = common::assert_gradients_match(&model, &grads, &expected, &dev.name);
+        let (checked, worst) = common::assert_gradients_match(&model, &grads, expected, &dev.name);
         assert_eq!(checked, expected.names().filter(|n| n.starts_with("grad.")).count());
         eprintln!(
             "{}: logits max abs err {err:.2e}, loss {got_loss} (want {want_loss}, rel {rel:.2e}), {checked} gradients, worst rel L2 {:.2e} ({})",
@@ -98,14 +81,14 @@ fn tiny_t5_matches_transformers() {
 #[test]
 fn cached_decoding_equals_uncached() {
     let dir = common::fixture("tiny-t5");
-    let expected = SafetensorsFiles::open_files(&[dir.join("expected.safetensors")]).unwrap();
-    let x = inputs(&expected);
+    let x = common::golden("tiny-t5");
+    let padding = x.padding();
     for dev in common::devices() {
         let device = dev.device.clone();
         let model = load(&dir, None, &device).unwrap();
-        let encoder_out = model.encode(int_tensor(x.ids.clone(), [x.batch, x.len], &device), Some(&x.padding));
-        let decoder_ids = model.shift_right(&x.labels, x.len);
-        let prefix = |n: usize| -> Vec<i64> { decoder_ids.chunks(x.len).flat_map(|row| row[..n].iter().copied()).collect() };
+        let encoder_out = model.encode(int_tensor(x.ids.clone(), [x.batch, x.seq], &device), Some(&padding));
+        let decoder_ids = model.shift_right(&x.labels, x.seq);
+        let prefix = |n: usize| -> Vec<i64> { decoder_ids.chunks(x.seq).flat_map(|row| row[..n].iter().copied()).collect() };
         let last_logits = |logits: Tensor<3>| -> Vec<f32> {
             let [b, t, v] = logits.dims();
             logits.narrow(1, t - 1, 1).reshape([b, v]).try_into_vec_as::<f32>().unwrap()
@@ -113,9 +96,9 @@ fn cached_decoding_equals_uncached() {
         let steps = 5;
         let mut cache = T5Cache::new();
         for n in 1..=steps {
-            let full = model.decode(&encoder_out, Some(&x.padding), int_tensor(prefix(n), [x.batch, n], &device), None);
-            let step: Vec<i64> = decoder_ids.chunks(x.len).map(|row| row[n - 1]).collect();
-            let cached = model.decode(&encoder_out, Some(&x.padding), int_tensor(step, [x.batch, 1], &device), Some(&mut cache));
+            let full = model.decode(&encoder_out, Some(&padding), int_tensor(prefix(n), [x.batch, n], &device), None);
+            let step: Vec<i64> = decoder_ids.chunks(x.seq).map(|row| row[n - 1]).collect();
+            let cached = model.decode(&encoder_out, Some(&padding), int_tensor(step, [x.batch, 1], &device), Some(&mut cache));
             let err = common::max_abs_diff(&last_logits(cached), &last_logits(full));
             assert!(err <= 1e-4, "{}: step {n}: cached vs uncached max abs error {err}", dev.name);
         }
@@ -123,10 +106,10 @@ fn cached_decoding_equals_uncached() {
 
         // Swapping the two rows of the cache swaps the next step's rows.
         cache.select_rows(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device));
-        let next: Vec<i64> = decoder_ids.chunks(x.len).map(|row| row[steps]).collect();
+        let next: Vec<i64> = decoder_ids.chunks(x.seq).map(|row| row[steps]).collect();
         let swapped = vec![next[1], next[0]];
         let cached = last_logits(model.decode(&encoder_out, None, int_tensor(swapped, [2, 1], &device), Some(&mut cache)));
-        let full = last_logits(model.decode(&encoder_out, Some(&x.padding), int_tensor(prefix(steps + 1), [2, steps + 1], &device), None));
+        let full = last_logits(model.decode(&encoder_out, Some(&padding), int_tensor(prefix(steps + 1), [2, steps + 1], &device), None));
         let v = model.config.vocab_size;
         let full_swapped: Vec<f32> = full[v..].iter().chain(&full[..v]).copied().collect();
         let err = common::max_abs_diff(&cached, &full_swapped);

@@ -72,6 +72,37 @@ pub fn assert_hf_layout(saved: &Path, fixture_name: &str) {
     }
 }
 
+/// A fixture's golden batch and what transformers computed on it (`expected.safetensors`).
+pub struct Golden {
+    /// The file itself, for the `grad.<name>` tensors.
+    pub files: greentrainer::io::safetensors_file::SafetensorsFiles,
+    pub batch: usize,
+    pub seq: usize,
+    pub ids: Vec<i64>,
+    /// 1 on real tokens, 0 on padding.
+    pub mask: Vec<i64>,
+    pub labels: Vec<i64>,
+    pub logits: Vec<f32>,
+    pub loss: f32,
+}
+
+impl Golden {
+    /// The mask as the models take it (1 = real token).
+    pub fn padding(&self) -> Vec<u32> {
+        self.mask.iter().map(|&m| m as u32).collect()
+    }
+}
+
+pub fn golden(fixture_name: &str) -> Golden {
+    let files =
+        greentrainer::io::safetensors_file::SafetensorsFiles::open_files(&[fixture(fixture_name).join("expected.safetensors")]).unwrap();
+    let ints = |name: &str| files.read_i64(name).unwrap();
+    let ((shape, ids), mask, labels) = (ints("input_ids"), ints("attention_mask").1, ints("labels").1);
+    let logits = files.read_f32("logits").unwrap().1;
+    let loss = files.read_f32("loss").unwrap().1[0];
+    Golden { batch: shape[0], seq: shape[1], ids, mask, labels, logits, loss, files }
+}
+
 /// The CPU, plus wgpu when an adapter exists. In CI (lavapipe installed) wgpu must be there, so
 /// the GPU code path is always exercised.
 pub fn devices() -> Vec<ComputeDevice> {
