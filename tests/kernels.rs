@@ -34,7 +34,8 @@ fn masked_dw_equals_the_dense_gradient_on_selected_rows() {
             // Scattered rows (a gather), a run of consecutive rows and all rows (slices).
             let (start, len) = (d_out / 3, (d_out / 2).max(1));
             let cases = [rows_subset(&mut rng, d_out), (start as u32..(start + len) as u32).collect(), (0..d_out as u32).collect()];
-            for (rows, path) in cases.iter().flat_map(|r| [DwPath::Tiled, DwPath::GatherMatmul, DwPath::Auto].map(|p| (r, p))) {
+            let paths = DwPath::CANDIDATES.into_iter().chain([DwPath::Auto]);
+            for (rows, path) in cases.iter().flat_map(|r| paths.clone().map(move |p| (r, p))) {
                 let got = host(masked_dw(dy.clone(), x.clone(), rows, path));
                 assert_eq!(got.len(), rows.len() * d_in);
                 for (ri, &r) in rows.iter().enumerate() {

@@ -1,8 +1,8 @@
 //! `greentrainer bench masked-dw`: the masked weight gradient at 12.5/25/50/100% of row blocks
 //! against the dense weight gradient (`dY^T X` by burn's matmul), on SmolLM2-135M's linear shapes,
-//! by each wgpu path (the tiled WGSL kernel, gather + dense matmul) and the tuned choice between
-//! them that training uses. Goal: time proportional to the fraction selected. The last column, the
-//! matmul on already-gathered columns, is the floor of the gather path.
+//! by each wgpu path (the tiled WGSL kernel, gather + dense matmul in either operand order) and the
+//! tuned choice between them that training uses. Goal: time proportional to the fraction selected.
+//! The last column, the matmul on already-gathered columns, is the floor of the gather path.
 
 use std::time::Instant;
 
@@ -23,8 +23,8 @@ const BLOCK: usize = 64;
 pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
     let device = &dev.device;
     let mut out = String::from(
-        "| device | layer (out x in) | blocks selected | tiled WGSL ms | gather+matmul ms | tuned ms | dense ms | tuned / dense | ideal | matmul alone / dense |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+        "| device | layer (out x in) | blocks selected | tiled WGSL ms | gather+matmul ms | swapped ms | tuned ms | dense ms | tuned / dense | ideal | matmul alone / dense |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for (name, d_out, d_in) in SHAPES {
         let dy = Tensor::<2>::random([tokens, d_out], Distribution::Uniform(-1.0, 1.0), device);
@@ -44,15 +44,15 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
             let dense = || dy.clone().transpose().matmul(x.clone());
             let dy_rows = dy.clone().select(1, row_index(rows, device));
             let compact = || dy_rows.clone().transpose().matmul(x.clone());
-            let (tiled, gathered, tuned) = (path(DwPath::Tiled), path(DwPath::GatherMatmul), path(DwPath::Auto));
+            let (tiled, gathered, swapped, tuned) =
+                (path(DwPath::Tiled), path(DwPath::GatherMatmul), path(DwPath::SwappedGatherMatmul), path(DwPath::Auto));
             // The CPU has a single path (gather + matmul).
             let mut runs: Vec<&dyn Fn() -> Tensor<2>> = vec![&dense, &compact, &gathered, &tuned];
             if runs_wgsl(device) {
-                runs.push(&tiled);
+                runs.extend([&tiled as &dyn Fn() -> Tensor<2>, &swapped]);
             }
             let mut times = interleaved_medians(&runs, iters).into_iter();
-            let [dense, compact, gathered, tuned] = [(); 4].map(|_| times.next().expect("one time per run"));
-            let tiled = times.next().unwrap_or_else(|| Err("n/a".into()));
+            let [dense, compact, gathered, tuned, tiled, swapped] = [(); 6].map(|_| times.next().unwrap_or_else(|| Err("n/a".into())));
             let cell = |r: &Result<f64, String>| r.as_ref().map(|v| format!("{v:.2}")).unwrap_or_else(|e| e.clone());
             let ratio = |m: &Result<f64, String>| match (m, &dense) {
                 (Ok(m), Ok(d)) => format!("{:.3}", m / d),
@@ -60,10 +60,11 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
             };
             let (compact_ratio, ratio) = (ratio(&compact), ratio(&tuned));
             out += &format!(
-                "| {} | {name} ({d_out} x {d_in}) | {chosen}/{blocks} | {} | {} | {} | {} | {ratio} | {:.3} | {compact_ratio} |\n",
+                "| {} | {name} ({d_out} x {d_in}) | {chosen}/{blocks} | {} | {} | {} | {} | {} | {ratio} | {:.3} | {compact_ratio} |\n",
                 dev.name,
                 cell(&tiled),
                 cell(&gathered),
+                cell(&swapped),
                 cell(&tuned),
                 cell(&dense),
                 chosen as f64 / blocks as f64

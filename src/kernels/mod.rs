@@ -45,25 +45,35 @@ pub trait MaskedAdamWOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
-/// `dy[:, rows]^T x` in backend tensor ops: dY's selected columns gathered into a compact
-/// `[n, rows]` tensor, then the dense matmul (the CPU's path, and one of the two on wgpu).
-fn gather_matmul_dw<B: Backend>(dy: FloatTensor<B>, x: FloatTensor<B>, rows: Vec<u32>) -> FloatTensor<B> {
-    use burn::backend::TensorMetadata;
+/// dY's selected columns as a compact `[n, rows]` tensor.
+fn selected_columns<B: Backend>(dy: FloatTensor<B>, rows: Vec<u32>) -> FloatTensor<B> {
     let n = rows.len();
     // A run of consecutive rows (e.g. a fully selected weight) is a slice: no gather, no copy.
     let contiguous = rows.windows(2).all(|w| w[1] == w[0] + 1);
-    let dy_rows = match rows.first() {
+    match rows.first() {
         Some(&first) if contiguous => {
             let start = first as usize;
             B::float_slice(dy, &[burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + n)])
         }
         _ => {
+            use burn::backend::TensorMetadata;
             let idx =
                 B::int_from_data(burn::tensor::TensorData::new(rows.into_iter().map(i64::from).collect::<Vec<_>>(), [n]), &dy.device());
             B::float_select(dy, 1, idx)
         }
-    };
-    B::float_matmul(B::float_transpose(dy_rows), x)
+    }
+}
+
+/// `dy[:, rows]^T x` in backend tensor ops: dY's selected columns gathered, then the dense matmul
+/// (the CPU's path, and one of the wgpu paths).
+fn gather_matmul_dw<B: Backend>(dy: FloatTensor<B>, x: FloatTensor<B>, rows: Vec<u32>) -> FloatTensor<B> {
+    B::float_matmul(B::float_transpose(selected_columns::<B>(dy, rows)), x)
+}
+
+/// The same product with the operands swapped, `(x^T dy[:, rows])^T`: a different problem shape
+/// for the matmul, which tiles some compact sizes better. The result is a transposed view.
+fn swapped_gather_matmul_dw<B: Backend>(dy: FloatTensor<B>, x: FloatTensor<B>, rows: Vec<u32>) -> FloatTensor<B> {
+    B::float_transpose(B::float_matmul(B::float_transpose(x), selected_columns::<B>(dy, rows)))
 }
 
 /// `x W^T`: the forward of a partially trained linear is the dense one (only its backward differs).

@@ -1,7 +1,7 @@
-//! Which of the two wgpu masked-dW paths to run, picked per device and problem size by timing both
-//! once, as cubecl autotunes its own matmul: the tiled WGSL kernel, or gathering dY's selected
-//! columns and running the device's tuned dense matmul on the compact problem. Which one wins
-//! depends on the device (on lavapipe the dense matmul does, by 3-6x).
+//! Which wgpu masked-dW path to run, picked per device and problem size by timing each once, as
+//! cubecl autotunes its own matmul: the tiled WGSL kernel, or gathering dY's selected columns and
+//! running the device's tuned dense matmul on the compact problem, in either operand order. Which
+//! one wins depends on the device and the shape (on lavapipe a matmul does, by 2-3x).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -12,13 +12,20 @@ use serde::{Deserialize, Serialize};
 /// How a masked weight gradient is computed on wgpu; the CPU has one path.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DwPath {
-    /// The faster of the two below on this device and size, measured on first use.
+    /// The fastest of the ones below on this device and size, measured on first use.
     #[default]
     Auto,
     /// shaders/masked_dw.wgsl: a tiled GEMM over the selected rows.
     Tiled,
-    /// Gather dY's selected columns, then the dense matmul.
+    /// Gather dY's selected columns, then the dense matmul `dY_sel^T X`.
     GatherMatmul,
+    /// Gather dY's selected columns, then `(X^T dY_sel)^T`: the matmul's tiles fall differently.
+    SwappedGatherMatmul,
+}
+
+impl DwPath {
+    /// The paths `Auto` chooses from.
+    pub const CANDIDATES: [DwPath; 3] = [DwPath::Tiled, DwPath::GatherMatmul, DwPath::SwappedGatherMatmul];
 }
 
 /// A problem size class: token and row counts rounded up to powers of two, so a run with varying
@@ -40,24 +47,30 @@ impl DwKey {
 
 static CHOSEN: LazyLock<Mutex<HashMap<DwKey, DwPath>>> = LazyLock::new(Default::default);
 
-/// The path for `key`: remembered, or the faster of `Tiled` and `GatherMatmul` by `time`
+/// Rounds of timing per candidate; each round times every candidate once, so load drift on a
+/// shared machine hits them alike, and a candidate's best round is its time.
+const ROUNDS: usize = 3;
+
+/// The path for `key`: remembered, or the fastest of [`DwPath::CANDIDATES`] by `time`
 /// (which runs a path to completion and returns how long it took; its first call per path also
-/// pays shader compilation, so each path is timed after a warm-up).
+/// pays shader compilation, so each path is warmed up first).
 pub fn pick(key: DwKey, mut time: impl FnMut(DwPath) -> Duration) -> DwPath {
     if let Some(&path) = CHOSEN.lock().expect("tuning table").get(&key) {
         return path;
     }
-    let mut best = (Duration::MAX, DwPath::GatherMatmul);
-    for path in [DwPath::Tiled, DwPath::GatherMatmul] {
+    for path in DwPath::CANDIDATES {
         time(path);
-        let took = time(path);
-        if took < best.0 {
-            best = (took, path);
+    }
+    let mut best = [Duration::MAX; DwPath::CANDIDATES.len()];
+    for _ in 0..ROUNDS {
+        for (b, path) in best.iter_mut().zip(DwPath::CANDIDATES) {
+            *b = (*b).min(time(path));
         }
     }
-    tracing::debug!("masked dW {key:?}: {:?} ({:.2} ms)", best.1, best.0.as_secs_f64() * 1e3);
-    CHOSEN.lock().expect("tuning table").insert(key, best.1);
-    best.1
+    let (took, path) = best.into_iter().zip(DwPath::CANDIDATES).min_by_key(|&(t, _)| t).expect("candidates");
+    tracing::debug!("masked dW {key:?}: {path:?} ({:.2} ms)", took.as_secs_f64() * 1e3);
+    CHOSEN.lock().expect("tuning table").insert(key, path);
+    path
 }
 
 /// Wall time of `run` followed by `sync`.
@@ -66,4 +79,33 @@ pub fn timed(run: impl FnOnce(), sync: impl FnOnce()) -> Duration {
     run();
     sync();
     start.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(rows: usize) -> DwKey {
+        DwKey::new("test device".into(), 1000, 576, 576, rows)
+    }
+
+    #[test]
+    fn picks_the_best_round_ignores_warm_up_and_remembers() {
+        // Per path: warm-up, then one time per round. Tiled's warm-up (compilation) is the slowest
+        // call of all and the swapped path has one noisy round; its best round still wins.
+        let mut script: HashMap<DwPath, Vec<u64>> = HashMap::from([
+            (DwPath::Tiled, vec![900, 30, 31, 29]),
+            (DwPath::GatherMatmul, vec![50, 24, 25, 26]),
+            (DwPath::SwappedGatherMatmul, vec![50, 60, 20, 22]),
+        ]);
+        let mut calls = 0;
+        let mut time = |p: DwPath| {
+            calls += 1;
+            Duration::from_millis(script.get_mut(&p).expect("scripted path").remove(0))
+        };
+        assert_eq!(pick(key(130), &mut time), DwPath::SwappedGatherMatmul);
+        assert_eq!(calls, 3 * (1 + ROUNDS));
+        // Remembered: no timing on the second call, and the same size class (rows up to 256) shares it.
+        assert_eq!(pick(key(200), |_| panic!("timed again")), DwPath::SwappedGatherMatmul);
+    }
 }

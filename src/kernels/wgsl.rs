@@ -10,13 +10,13 @@ use burn::tensor::{DType, Shape};
 use derive_new::new;
 
 use super::tune::{self, DwKey, DwPath};
-use super::{MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw};
+use super::{MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
 
 kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
 kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
 
-/// The masked dW kernel's workgroup: 16 x 16 threads computing a 64 x 64 output block.
-const DW_THREADS: u32 = 16;
+/// The masked dW kernel's workgroup: 8 x 8 threads computing a 64 x 64 output block.
+const DW_THREADS: u32 = 8;
 const DW_BLOCK: u32 = 64;
 const ADAMW_WORKGROUP: u32 = 256;
 /// Workgroups per grid row for element-wise kernels (each grid dimension is capped at 65535).
@@ -85,6 +85,8 @@ impl MaskedGradOps for CubeBackend {
         match path {
             DwPath::Tiled => tiled_dw(dy, x, &rows),
             DwPath::GatherMatmul => gather_matmul_dw::<Self>(dy, x, rows),
+            // Contiguous, so the caller (AdamW, the gradient sum) pays no strided reads.
+            DwPath::SwappedGatherMatmul => into_contiguous(swapped_gather_matmul_dw::<Self>(dy, x, rows)),
             DwPath::Auto => {
                 let key = DwKey::new(format!("{:?}", x.device), x.meta.shape()[0], dy.meta.shape()[1], x.meta.shape()[1], rows.len());
                 let device = x.device.clone();
