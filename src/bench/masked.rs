@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 
-use super::{guarded, median};
+use super::guarded;
 use crate::device::ComputeDevice;
 use crate::kernels::{DwPath, masked_dw, row_index, runs_wgsl};
 
@@ -51,7 +51,7 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
             if runs_wgsl(device) {
                 runs.extend([&tiled as &dyn Fn() -> Tensor<2>, &swapped]);
             }
-            let mut times = interleaved_medians(&runs, iters).into_iter();
+            let mut times = interleaved_best(&runs, iters, device).into_iter();
             let [dense, compact, gathered, tuned, tiled, swapped] = [(); 6].map(|_| times.next().unwrap_or_else(|| Err("n/a".into())));
             let cell = |r: &Result<f64, String>| r.as_ref().map(|v| format!("{v:.2}")).unwrap_or_else(|e| e.clone());
             let ratio = |m: &Result<f64, String>| match (m, &dense) {
@@ -72,18 +72,22 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
         }
     }
     out + &format!(
-        "\n{tokens} tokens; blocks of {BLOCK} rows (one head); median of {iters} rounds after a warm-up; each round runs every column once, so load drift hits them alike\n"
+        "\n{tokens} tokens; blocks of {BLOCK} rows (one head); best of {iters} rounds after a warm-up (load from other work only adds time); each round runs every column once, so load drift hits them alike\n"
     )
 }
 
-/// Median milliseconds of each of `runs` (run to completion and read back), over `iters` rounds
-/// that each time every run once, after one warm-up of each (shader compilation, autotune).
-fn interleaved_medians(runs: &[&dyn Fn() -> Tensor<2>], iters: usize) -> Vec<Result<f64, String>> {
+/// Best milliseconds of each of `runs` (run until the device is idle, with no read-back whose
+/// fixed cost would flatter small fractions), over `iters` rounds that each time every run once,
+/// after one warm-up of each (shader compilation, autotune).
+fn interleaved_best(runs: &[&dyn Fn() -> Tensor<2>], iters: usize, device: &Device) -> Vec<Result<f64, String>> {
     let once = |f: &dyn Fn() -> Tensor<2>| {
         guarded(|| {
             let start = Instant::now();
-            let _: f32 = f().sum().into_scalar();
-            start.elapsed().as_secs_f64() * 1e3
+            let out = f();
+            device.sync().expect("the device failed during the benchmark");
+            let took = start.elapsed().as_secs_f64() * 1e3;
+            drop(out);
+            took
         })
     };
     let mut samples: Vec<Result<Vec<f64>, String>> = runs.iter().map(|f| once(*f).map(|_| Vec::new())).collect();
@@ -97,5 +101,5 @@ fn interleaved_medians(runs: &[&dyn Fn() -> Tensor<2>], iters: usize) -> Vec<Res
             }
         }
     }
-    samples.into_iter().map(|s| s.map(median)).collect()
+    samples.into_iter().map(|s| s.map(|t| t.into_iter().fold(f64::INFINITY, f64::min))).collect()
 }
