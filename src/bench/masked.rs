@@ -10,7 +10,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use super::guarded;
 use crate::device::ComputeDevice;
-use crate::kernels::{DwPath, masked_dw, row_index, runs_wgsl};
+use crate::kernels::{DwPath, interleaved_best, masked_dw, row_index, runs_wgsl};
 
 /// (name, d_out, d_in) of SmolLM2-135M's linear layers.
 const SHAPES: [(&str, usize, usize); 4] =
@@ -51,7 +51,7 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
             if runs_wgsl(device) {
                 runs.extend([&tiled as &dyn Fn() -> Tensor<2>, &swapped]);
             }
-            let mut times = interleaved_best(&runs, iters, device).into_iter();
+            let mut times = best_times(&runs, iters, device).into_iter();
             let [dense, compact, gathered, tuned, tiled, swapped] = [(); 6].map(|_| times.next().unwrap_or_else(|| Err("n/a".into())));
             let cell = |r: &Result<f64, String>| r.as_ref().map(|v| format!("{v:.2}")).unwrap_or_else(|e| e.clone());
             let ratio = |m: &Result<f64, String>| match (m, &dense) {
@@ -76,30 +76,19 @@ pub fn run(dev: &ComputeDevice, tokens: usize, iters: usize) -> String {
     )
 }
 
-/// Best milliseconds of each of `runs` (run until the device is idle, with no read-back whose
-/// fixed cost would flatter small fractions), over `iters` rounds that each time every run once,
-/// after one warm-up of each (shader compilation, autotune).
-fn interleaved_best(runs: &[&dyn Fn() -> Tensor<2>], iters: usize, device: &Device) -> Vec<Result<f64, String>> {
-    let once = |f: &dyn Fn() -> Tensor<2>| {
+/// Best milliseconds of each of `runs` over `iters` interleaved rounds after a warm-up (see
+/// [`interleaved_best`]), each run timed until the device is idle, with no read-back whose fixed
+/// cost would flatter small fractions.
+fn best_times(runs: &[&dyn Fn() -> Tensor<2>], iters: usize, device: &Device) -> Vec<Result<f64, String>> {
+    let times = interleaved_best(runs.len(), iters, |i| {
         guarded(|| {
             let start = Instant::now();
-            let out = f();
+            let out = runs[i]();
             device.sync().expect("the device failed during the benchmark");
-            let took = start.elapsed().as_secs_f64() * 1e3;
+            let took = start.elapsed();
             drop(out);
             took
         })
-    };
-    let mut samples: Vec<Result<Vec<f64>, String>> = runs.iter().map(|f| once(*f).map(|_| Vec::new())).collect();
-    for _ in 0..iters.max(1) {
-        for (f, s) in runs.iter().zip(&mut samples) {
-            if let Ok(times) = s {
-                match once(*f) {
-                    Ok(t) => times.push(t),
-                    Err(e) => *s = Err(e),
-                }
-            }
-        }
-    }
-    samples.into_iter().map(|s| s.map(|t| t.into_iter().fold(f64::INFINITY, f64::min))).collect()
+    });
+    times.into_iter().map(|t| t.map(|d| d.as_secs_f64() * 1e3)).collect()
 }

@@ -15,7 +15,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
-pub use tune::DwPath;
+pub use tune::{DwPath, interleaved_best};
 pub use wgsl::AdamWHyper;
 
 #[backend_extension(Cube, Flex, Fusion, Autodiff)]

@@ -1,5 +1,5 @@
-//! Which wgpu masked-dW path to run, picked per device and problem size by timing each once, as
-//! cubecl autotunes its own matmul: the tiled WGSL kernel, or gathering dY's selected columns and
+//! Which wgpu masked-dW path to run, picked per device and problem size by timing each, as cubecl
+//! autotunes its own matmul: the tiled WGSL kernel, or gathering dY's selected columns and
 //! running the device's tuned dense matmul on the compact problem, in either operand order. Which
 //! one wins depends on the device and the shape (on lavapipe a matmul does, by 2-3x).
 
@@ -47,8 +47,7 @@ impl DwKey {
 
 static CHOSEN: LazyLock<Mutex<HashMap<DwKey, DwPath>>> = LazyLock::new(Default::default);
 
-/// Rounds of timing per candidate; each round times every candidate once, so load drift on a
-/// shared machine hits them alike, and a candidate's best round is its time.
+/// Rounds of timing per candidate (see [`interleaved_best`]).
 const ROUNDS: usize = 3;
 
 /// The path for `key`: remembered, or the fastest of [`DwPath::CANDIDATES`] by `time`
@@ -58,19 +57,31 @@ pub fn pick(key: DwKey, mut time: impl FnMut(DwPath) -> Duration) -> DwPath {
     if let Some(&path) = CHOSEN.lock().expect("tuning table").get(&key) {
         return path;
     }
-    for path in DwPath::CANDIDATES {
-        time(path);
-    }
-    let mut best = [Duration::MAX; DwPath::CANDIDATES.len()];
-    for _ in 0..ROUNDS {
-        for (b, path) in best.iter_mut().zip(DwPath::CANDIDATES) {
-            *b = (*b).min(time(path));
-        }
-    }
-    let (took, path) = best.into_iter().zip(DwPath::CANDIDATES).min_by_key(|&(t, _)| t).expect("candidates");
+    let best = interleaved_best(DwPath::CANDIDATES.len(), ROUNDS, |i| Ok::<_, std::convert::Infallible>(time(DwPath::CANDIDATES[i])));
+    let (took, path) = best.into_iter().flatten().zip(DwPath::CANDIDATES).min_by_key(|&(t, _)| t).expect("candidates");
     tracing::debug!("masked dW {key:?}: {path:?} ({:.2} ms)", took.as_secs_f64() * 1e3);
     CHOSEN.lock().expect("tuning table").insert(key, path);
     path
+}
+
+/// Each of `count` candidates' best time (`time(i)` runs candidate `i` once and says how long it
+/// took) over `rounds` rounds that each time every candidate once, after one warm-up of each
+/// (shader compilation, autotune). Rounds are interleaved so load drift on a shared machine hits
+/// all candidates alike, and the best round is taken because load only adds time. A candidate that
+/// fails keeps its first error and is not run again.
+pub fn interleaved_best<E>(count: usize, rounds: usize, mut time: impl FnMut(usize) -> Result<Duration, E>) -> Vec<Result<Duration, E>> {
+    let mut best: Vec<Result<Duration, E>> = (0..count).map(|i| time(i).map(|_| Duration::MAX)).collect();
+    for _ in 0..rounds.max(1) {
+        for (i, b) in best.iter_mut().enumerate() {
+            if let Ok(so_far) = b {
+                match time(i) {
+                    Ok(t) => *so_far = (*so_far).min(t),
+                    Err(e) => *b = Err(e),
+                }
+            }
+        }
+    }
+    best
 }
 
 /// Wall time of `run` followed by `sync`.
@@ -107,5 +118,23 @@ mod tests {
         assert_eq!(calls, 3 * (1 + ROUNDS));
         // Remembered: no timing on the second call, and the same size class (rows up to 256) shares it.
         assert_eq!(pick(key(200), |_| panic!("timed again")), DwPath::SwappedGatherMatmul);
+    }
+
+    #[test]
+    fn a_failing_candidate_keeps_its_first_error_and_is_not_run_again() {
+        // Candidate 0 fails at warm-up, 1 fails in its second round, 2 succeeds throughout.
+        let mut runs = [0; 3];
+        let best = interleaved_best(3, 3, |i| {
+            runs[i] += 1;
+            match (i, runs[i]) {
+                (0, _) => Err(format!("warm-up {}", runs[i])),
+                (1, 3) => Err("round 2".to_string()),
+                (_, n) => Ok(Duration::from_millis(10 - n as u64)),
+            }
+        });
+        assert_eq!(best[0], Err("warm-up 1".to_string()));
+        assert_eq!(best[1], Err("round 2".to_string()));
+        assert_eq!(best[2], Ok(Duration::from_millis(6)));
+        assert_eq!(runs, [1, 3, 4]);
     }
 }
