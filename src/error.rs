@@ -14,6 +14,21 @@ pub enum Error {
     Tensor { path: PathBuf, tensor: String, message: String },
     #[error("{path}: missing tensor {tensor}")]
     MissingTensor { path: PathBuf, tensor: String },
+    /// A run setting no run can use; `key` is the TrainConfig field.
+    #[error("invalid setting: {message}")]
+    Setting { key: String, message: String },
+    /// A new run would write over an earlier run's files; nothing was changed.
+    #[error("{path} holds an earlier run ({files}): nothing was changed; resume it, replace it, or choose another output folder")]
+    EarlierRun { path: PathBuf, files: String },
+    /// A folder the user owns would be replaced; nothing was written.
+    #[error("{path} exists and is not empty: nothing was written (choose another folder, or allow replacing it)")]
+    Exists { path: PathBuf },
+    /// Training stopped because values stopped being finite; nothing was saved from that state.
+    #[error("step {step}: {what}; nothing was saved from it{}", kept(checkpoint))]
+    Diverged { step: usize, what: String, checkpoint: Option<PathBuf> },
+    /// The model could not be saved at the end of a run; the trained weights went to a checkpoint.
+    #[error("saving the fine-tuned model failed: {error}{}", kept_weights(checkpoint))]
+    SaveFailed { error: Box<Error>, checkpoint: Option<PathBuf> },
     #[error(transparent)]
     Gguf(#[from] crate::io::gguf::GgufError),
     #[error(transparent)]
@@ -35,5 +50,19 @@ impl Error {
 
     pub fn tensor(path: impl Into<PathBuf>, tensor: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Tensor { path: path.into(), tensor: tensor.into(), message: message.into() }
+    }
+}
+
+fn kept(checkpoint: &Option<PathBuf>) -> String {
+    match checkpoint {
+        Some(dir) => format!(" (the last checkpoint, {}, is kept)", dir.display()),
+        None => String::new(),
+    }
+}
+
+fn kept_weights(checkpoint: &Option<PathBuf>) -> String {
+    match checkpoint {
+        Some(dir) => format!("; the trained weights are kept in the checkpoint {} (resume the run to save again)", dir.display()),
+        None => "; writing a checkpoint of the trained weights failed too".into(),
     }
 }

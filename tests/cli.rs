@@ -94,6 +94,8 @@ fn a_bad_row_stops_training_unless_the_user_asks_to_skip_it() {
         "0",
         "--save-model",
         "false",
+        "--max-len",
+        "64",
     ];
     let out_dir = dir.path().join("run");
     let mut args = base.to_vec();

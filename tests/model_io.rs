@@ -8,6 +8,7 @@ use std::path::Path;
 use greentrainer::Error;
 use greentrainer::device::ComputeDevice;
 use greentrainer::io::{
+    atomic::Existing,
     export::save_hf_folder,
     load_model,
     safetensors_file::{SafetensorsFiles, write_f32},
@@ -39,7 +40,7 @@ fn hf_folder_round_trip_is_exact() {
     let original = load_model(&common::fixture("tiny-llama"), &dev.device).unwrap();
     let out = tempfile::tempdir().unwrap();
     let saved = out.path().join("model");
-    save_hf_folder(&original, &saved, None).unwrap();
+    save_hf_folder(&original, &saved, Existing::Refuse, None).unwrap();
     let reloaded = load_model(&saved, &dev.device).unwrap();
     assert_eq!(tensors(&reloaded.model), tensors(&original.model));
     let mut want = original.model.raw_config().clone();
@@ -60,7 +61,7 @@ fn gguf_exports_to_an_hf_folder_that_reloads_identically() {
     let dev = ComputeDevice::cpu();
     let gguf = load_model(&path, &dev.device).unwrap();
     let out = tempfile::tempdir().unwrap();
-    save_hf_folder(&gguf, out.path().join("hf").as_path(), None).unwrap();
+    save_hf_folder(&gguf, out.path().join("hf").as_path(), Existing::Refuse, None).unwrap();
     let hf = load_model(&out.path().join("hf"), &dev.device).unwrap();
     assert_eq!(tensors(&hf.model), tensors(&gguf.model));
     let text = "The capital of France is";

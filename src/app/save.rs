@@ -15,6 +15,9 @@ use crate::train::Event;
 pub struct SaveView {
     /// The folder written, and the delta file with its tensor count when one was asked for.
     pub saved: Option<(PathBuf, Option<(PathBuf, usize)>)>,
+    /// Replace a save folder that exists and holds files; off each session, so nothing the user
+    /// keeps there is replaced without asking.
+    pub replace: bool,
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -25,11 +28,12 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         &mut app.settings.save_delta,
         format!("Also write {DELTA_FILE} beside the folder: only the tensors training changed, with the method, rho and selection"),
     );
+    ui.checkbox(&mut app.save.replace, "Replace the folder if it exists and holds files");
     if path_row(ui, "Save folder", &mut app.settings.save_dir, Pick::Folder, Some("Save model"), ready) {
         app.save.saved = None;
         app.error = None;
         let delta = app.settings.save_delta.then(|| delta_metadata(app));
-        app.worker.send(Command::Save { dir: PathBuf::from(app.settings.save_dir.trim()), delta });
+        app.worker.send(Command::Save { dir: PathBuf::from(app.settings.save_dir.trim()), replace: app.save.replace, delta });
     }
     if let Some((dir, delta)) = &app.save.saved {
         let shown = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string();

@@ -1,7 +1,7 @@
 //! Train tab: start, pause in place, cancel (a checkpoint is kept) and resume a run; live progress and plots from
 //! the engine's event stream; reopen a past run from its events.jsonl.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use eframe::egui;
@@ -138,10 +138,13 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
 }
 
 fn start(app: &mut StudioApp, resume: bool) {
-    let s = &app.settings;
     if !resume {
         app.run.events.clear();
+        // A new run never writes over an earlier one: it takes the next free numbered folder.
+        let free = crate::train::output::next_free(Path::new(app.settings.output_dir.trim()));
+        app.settings.output_dir = free.display().to_string();
     }
+    let s = &app.settings;
     app.run.running = true;
     app.run.reopened = None;
     app.run.outcome = None;

@@ -16,14 +16,15 @@ use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
 use crate::eval::generate::{GenerateOptions, Strategy, generate};
 use crate::eval::rouge::RougeOptions;
 use crate::eval::runner::{Evaluation, evaluate};
-use crate::io::{LoadedModel, export::save_hf_folder, load_model, safetensors_file::write_f32};
+use crate::io::{LoadedModel, atomic::Existing, export::save_hf_folder, load_model, safetensors_file::write_f32};
 use crate::model::summary::ModelSummary;
 use crate::model::{Linears, Parameters};
 use crate::profile::{OpSpec, profile};
 use crate::train::batch::DeviceBatch;
 use crate::train::events::read_log;
+use crate::train::output::OutputMode;
 use crate::train::step::forward_backward;
-use crate::train::{Event, JsonlLog, RunOutcome, TrainConfig, Trainer};
+use crate::train::{Event, RunOutcome, TrainConfig, Trainer};
 
 /// Preview rows and histogram bins the Data panel shows.
 const PREVIEW_ROWS: usize = 8;
@@ -69,6 +70,8 @@ pub enum Command {
     /// `delta`: also write the changed tensors beside `dir`, with this safetensors metadata.
     Save {
         dir: PathBuf,
+        /// Whether an existing folder that holds files may be replaced.
+        replace: bool,
         delta: Option<HashMap<String, String>>,
     },
     OpenRun {
@@ -302,14 +305,18 @@ impl Engine {
                 let out = generate(&loaded.model, &ids, &opts);
                 loaded.tokenizer.decode(&out, true).map(Output::Generated).map_err(|e| format!("cannot decode: {e}"))
             }
-            Command::Save { dir, delta } => {
+            Command::Save { dir, replace, delta } => {
                 let loaded = self.model()?;
                 // Computed first, so a delta that cannot be written leaves nothing half done.
                 let changed = match &delta {
                     Some(_) => Some(self.changed_tensors()?),
                     None => None,
                 };
-                save_hf_folder(loaded, &dir, None).map_err(|e| e.to_string())?;
+                let existing = if replace { Existing::Replace } else { Existing::Refuse };
+                save_hf_folder(loaded, &dir, existing, None).map_err(|e| match e {
+                    crate::error::Error::Exists { .. } => format!("{e}: tick \"Replace the folder\" to replace it"),
+                    e => e.to_string(),
+                })?;
                 // The self-check: what was written must load again.
                 let device = self.device.as_ref().map(|d| d.device.clone()).ok_or("no device")?;
                 load_model(&dir, &device).map_err(|e| format!("saved, but reloading failed: {e}"))?;
@@ -406,11 +413,8 @@ impl Engine {
             return Err("no training rows left after the validation split".into());
         }
         trainer.examples = train;
-        let events_path = config.events_path();
-        if !resume {
-            let _ = std::fs::remove_file(&events_path);
-        }
-        let mut log = JsonlLog::append(&events_path).map_err(|e| e.to_string())?;
+        let mode = if resume { OutputMode::Resume } else { OutputMode::New };
+        let mut log = crate::train::output::open(&config, mode).map_err(|e| e.to_string())?;
         let replies = self.replies.clone();
         let ctx = self.ctx.clone();
         let (paused, cancel) = (self.paused.clone(), self.cancel.clone());

@@ -126,9 +126,21 @@ impl<'a> Decoder<'a> {
     }
 }
 
-/// Generation ends (with what it has) when the model fails; the failure is logged.
+/// Generation ends (with what it has) when the model fails or its scores stop being numbers
+/// (NaN weights, a diverged model), which would otherwise pick token 0 forever; the failure is
+/// logged.
 fn logits_or_stop(logits: crate::error::Result<Vec<Vec<f32>>>) -> Option<Vec<Vec<f32>>> {
-    logits.map_err(|e| tracing::error!("generation stopped: {e}")).ok()
+    match logits {
+        Ok(rows) if rows.iter().flatten().any(|v| v.is_nan()) => {
+            tracing::error!("generation stopped: the model's scores are NaN (its weights or config give non-finite values)");
+            None
+        }
+        Ok(rows) => Some(rows),
+        Err(e) => {
+            tracing::error!("generation stopped: {e}");
+            None
+        }
+    }
 }
 
 fn ids_i64(ids: &[u32]) -> Vec<i64> {

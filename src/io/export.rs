@@ -5,16 +5,18 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use super::LoadedModel;
-use super::atomic;
+use super::atomic::{self, Existing};
 use super::safetensors_file;
+use super::{LoadedModel, ModelSource};
 use crate::error::{Error, Result};
 use crate::model::lora::LoraConfig;
 use crate::model::{Linears, Model, Parameters};
 
 /// Writes model.safetensors (HF names, f32), config.json, tokenizer.json, tokenizer_config.json
-/// and generation_config.json into `dir`, atomically. `metadata` goes into the safetensors header.
-pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+/// and generation_config.json into `dir`, atomically; an existing `dir` is replaced only as
+/// `existing` says. `metadata` goes into the safetensors header.
+pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, existing: Existing, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    refuse_replacing_source(loaded, dir)?;
     let mut tensors = Vec::new();
     loaded.model.merged().visit(&mut |name, p| tensors.push((name.to_string(), p.shape(), p.to_vec())));
     let config = hf_config(loaded.model.raw_config());
@@ -23,7 +25,7 @@ pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, metadata: Option<HashMap
         let c = loaded.model.info();
         json!({ "bos_token_id": c.bos_token_id, "eos_token_id": c.eos_token_ids, "pad_token_id": c.pad_token_id })
     });
-    atomic::write_dir(dir, |tmp| {
+    atomic::write_dir(dir, existing, |tmp| {
         let mut metadata = metadata.unwrap_or_default();
         metadata.insert("format".into(), "pt".into());
         safetensors_file::write_f32(&tmp.join("model.safetensors"), &tensors, Some(metadata))?;
@@ -34,6 +36,19 @@ pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, metadata: Option<HashMap
         }
         write_json(&tmp.join("generation_config.json"), &generation)
     })
+}
+
+/// A folder that is, or holds, the model being saved is never replaced: that would delete the
+/// source while it is being read from (its tensors may be memory-mapped).
+fn refuse_replacing_source(loaded: &LoadedModel, dir: &Path) -> Result<()> {
+    let source = match &loaded.source {
+        ModelSource::HfFolder(p) | ModelSource::Gguf(p) => p,
+    };
+    let (Ok(source), Ok(dir_abs)) = (source.canonicalize(), dir.canonicalize()) else { return Ok(()) };
+    if source.starts_with(&dir_abs) {
+        return Err(Error::invalid(dir, format!("holds the model being saved ({}): choose another folder", source.display())));
+    }
+    Ok(())
 }
 
 /// The user's config with the dtype we write (f32) stated.
@@ -59,7 +74,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 
 /// Saves only the LoRA adapters as a PEFT folder (adapter_model.safetensors + adapter_config.json)
 /// that `peft.PeftModel.from_pretrained(base, dir)` loads.
-pub fn save_peft_adapter(model: &Model, config: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
+pub fn save_peft_adapter(model: &Model, config: &LoraConfig, base_model: &str, dir: &Path, existing: Existing) -> Result<()> {
     let mut tensors = Vec::new();
     model.visit(&mut |name, p| {
         if name.contains(".lora_") {
@@ -78,7 +93,7 @@ pub fn save_peft_adapter(model: &Model, config: &LoraConfig, base_model: &str, d
         "fan_in_fan_out": false,
         "inference_mode": true,
     });
-    atomic::write_dir(dir, |tmp| {
+    atomic::write_dir(dir, existing, |tmp| {
         safetensors_file::write_f32(
             &tmp.join("adapter_model.safetensors"),
             &tensors,

@@ -246,13 +246,15 @@ impl Model {
         }
     }
 
-    /// The longest sequence the model can run at all: OPT's learned position table ends at
-    /// `max_position_embeddings`; rotary (Llama), ALiBi (BLOOM) and relative-bucket (T5) positions
-    /// have no hard end.
+    /// The longest sequence the model runs: OPT's learned position table ends at
+    /// `max_position_embeddings`, and a rotary (Llama) model was trained up to its
+    /// `max_position_embeddings` (past it, outputs degrade without any error to show it). ALiBi
+    /// (BLOOM) and relative-bucket (T5) positions have no stated end.
     pub fn position_limit(&self) -> Option<usize> {
         match self {
             Self::Opt(m) => Some(m.config.max_position_embeddings),
-            Self::Llama(_) | Self::Bloom(_) | Self::T5(_) => None,
+            Self::Llama(m) => Some(m.config.max_position_embeddings),
+            Self::Bloom(_) | Self::T5(_) => None,
         }
     }
 

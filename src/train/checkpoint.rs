@@ -7,6 +7,7 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use super::optim::{AdamW, Moments};
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
@@ -33,6 +34,10 @@ pub struct RunState {
     pub optimizer_rows: BTreeMap<String, Vec<u32>>,
     pub flops_spent: f64,
     pub flops_full: f64,
+    /// The settings of the run that wrote the checkpoint (absent in checkpoints from before they
+    /// were recorded), so a resume can refuse to continue it with other settings.
+    #[serde(default)]
+    pub config: Option<TrainConfig>,
 }
 
 impl RunState {
@@ -52,18 +57,23 @@ pub fn save(dir: &Path, model: &Model, optimizer: &AdamW, state: &RunState) -> R
         moments.push((format!("{name}.exp_avg_sq"), vec![n], host(&m.v)));
     }
     let state_json = serde_json::to_string_pretty(state).map_err(|e| Error::Other(e.to_string()))?;
-    atomic::write_dir(dir, |tmp| {
+    atomic::write_dir(dir, atomic::Existing::Replace, |tmp| {
         write_f32(&tmp.join("model.safetensors"), &params, None)?;
         write_f32(&tmp.join("optimizer.safetensors"), &moments, Some(HashMap::from([("format".into(), "pt".into())])))?;
         std::fs::write(tmp.join("state.json"), &state_json).map_err(|e| Error::io(tmp.join("state.json"), e))
     })
 }
 
-/// Restores parameters and optimizer state in place; returns the run state.
-pub fn load(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<RunState> {
+/// The run state a checkpoint folder holds.
+pub fn read_state(dir: &Path) -> Result<RunState> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    let state: RunState = serde_json::from_str(&text).map_err(|e| Error::invalid(&state_path, e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| Error::invalid(&state_path, e.to_string()))
+}
+
+/// Restores parameters and optimizer state in place; returns the run state.
+pub fn load(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<RunState> {
+    let state = read_state(dir)?;
     let params = SafetensorsFiles::open_files(&[dir.join("model.safetensors")])?;
     let device = model.device();
     let mut failure = None;

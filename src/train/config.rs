@@ -1,6 +1,6 @@
 //! A run's settings: one TOML file (`greentrainer train --config run.toml`), every field also a flag.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -144,48 +144,47 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        toml::from_str(&text).map_err(|e| Error::invalid(path, e.to_string()))
-    }
-
-    /// Refuses settings no run can use, naming the setting.
+    /// Refuses settings no run can use, naming the setting and the value.
     pub fn validate(&self) -> Result<()> {
-        let bad = |what: &str| Err(Error::Other(format!("invalid setting: {what}")));
-        if !(self.rho > 0.0 && self.rho <= 1.0) {
-            return bad("rho must be in (0, 1]");
-        }
+        let bad = |key: &str, message: String| Err(Error::Setting { key: key.into(), message });
+        let number = |key: &str, v: f64, ok: bool, rule: &str| {
+            if ok && v.is_finite() { Ok(()) } else { bad(key, format!("{key} must be {rule}, not {v}")) }
+        };
+        number("rho", self.rho, self.rho > 0.0 && self.rho <= 1.0, "in (0, 1]")?;
         if self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("batch_size and grad_accum must be at least 1");
+            return bad("batch_size", "batch_size and grad_accum must be at least 1".into());
         }
         if self.max_len < 8 {
-            return bad("max_len must be at least 8 tokens");
+            return bad("max_len", format!("max_len must be at least 8 tokens, not {}", self.max_len));
         }
-        if !(self.lr.is_finite() && self.lr >= 0.0) {
-            return bad("lr must be a non-negative number");
-        }
+        number("lr", self.lr, self.lr >= 0.0, "a non-negative number")?;
+        number("weight_decay", self.weight_decay, self.weight_decay >= 0.0, "a non-negative number")?;
+        number("clip_norm", self.clip_norm, self.clip_norm >= 0.0, "a non-negative number (0: off)")?;
         if self.epochs == 0 && self.max_steps == 0 {
-            return bad("set epochs or max_steps");
+            return bad("epochs", "set epochs or max_steps".into());
         }
         if self.granularity == Granularity::Rows && self.block_rows == 0 {
-            return bad("block_rows must be at least 1");
+            return bad("block_rows", "block_rows must be at least 1".into());
+        }
+        if self.dp_capacity == 0 {
+            return bad("dp_capacity", "dp_capacity must be at least 1".into());
         }
         if self.method == MethodKind::TopK && self.top_k == 0 {
-            return bad("top_k must be at least 1");
+            return bad("top_k", "top_k must be at least 1".into());
         }
-        if self.method == MethodKind::Lora && (self.lora_rank == 0 || !(0.0..1.0).contains(&self.lora_dropout)) {
-            return bad("LoRA needs lora_rank >= 1 and lora_dropout in [0, 1)");
+        if self.method == MethodKind::Lora {
+            if self.lora_rank == 0 {
+                return bad("lora_rank", "LoRA needs lora_rank >= 1".into());
+            }
+            number("lora_dropout", self.lora_dropout, (0.0..1.0).contains(&self.lora_dropout), "in [0, 1)")?;
+            number("lora_alpha", self.lora_alpha, self.lora_alpha > 0.0, "a positive number")?;
         }
-        if !(self.grid_g_per_kwh.is_finite() && self.grid_g_per_kwh >= 0.0) {
-            return bad("grid_g_per_kwh must be a number >= 0");
-        }
+        number("grid_g_per_kwh", self.grid_g_per_kwh, self.grid_g_per_kwh >= 0.0, "a number >= 0")?;
         if let Some(b) = self.budget {
             if self.method != MethodKind::Greentrainer {
-                return bad("a budget picks GreenTrainer's rho: use it with method greentrainer");
+                return bad("budget", "a budget picks GreenTrainer's rho: use it with method greentrainer".into());
             }
-            if !(b.amount().is_finite() && b.amount() > 0.0) {
-                return bad("the budget must be a positive number");
-            }
+            number("budget", b.amount(), b.amount() > 0.0, "a positive number")?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod cost;
 pub mod events;
 pub mod optim;
+pub mod output;
 pub mod overrides;
 pub mod progress;
 pub mod step;

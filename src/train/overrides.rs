@@ -1,10 +1,9 @@
 //! Command-line flags for every `TrainConfig` field; a flag given on the command line wins over
 //! the config file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::config::{Granularity, MethodKind, TrainConfig};
 use crate::device::DeviceChoice;
@@ -31,15 +30,15 @@ pub struct TrainOverrides {
     pub device: Option<DeviceChoice>,
     #[arg(long, value_enum)]
     pub method: Option<MethodKind>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub rho: Option<f64>,
     #[arg(long)]
     pub top_k: Option<usize>,
     #[arg(long)]
     pub lora_rank: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub lora_alpha: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub lora_dropout: Option<f64>,
     /// Comma-separated, e.g. q_proj,v_proj.
     #[arg(long, value_delimiter = ',')]
@@ -66,13 +65,13 @@ pub struct TrainOverrides {
     pub grad_accum: Option<usize>,
     #[arg(long)]
     pub max_len: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub lr: Option<f64>,
     #[arg(long)]
     pub warmup_steps: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub weight_decay: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub clip_norm: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
@@ -91,13 +90,59 @@ pub struct TrainOverrides {
 }
 
 impl TrainOverrides {
-    /// `base` with every field given here replaced.
-    pub fn apply(&self, base: TrainConfig) -> Result<TrainConfig> {
-        let mut merged = serde_json::to_value(base).map_err(|e| Error::Other(e.to_string()))?;
-        let given = serde_json::to_value(self).map_err(|e| Error::Other(e.to_string()))?;
-        if let (Value::Object(m), Value::Object(g)) = (&mut merged, given) {
-            m.extend(g.into_iter().filter(|(_, v)| !v.is_null()));
+    /// The run's settings: the config file's (when given), each flag given here replacing its key,
+    /// then validated. Errors name the file or the flag a bad value came from. A flag wins over
+    /// the file, and `rho` and `budget` exclude each other: a budget picks rho.
+    pub fn resolve(&self, file: Option<&Path>) -> Result<TrainConfig> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+                let table: toml::Table = text.parse().map_err(|e: toml::de::Error| Error::invalid(path, e.to_string()))?;
+                if table.contains_key("rho") && table.contains_key("budget") {
+                    return Err(Error::invalid(path, "sets both rho and budget; a budget picks rho, so set one"));
+                }
+                table
+            }
+            None => toml::Table::new(),
+        };
+        let flags = toml::Table::try_from(self).map_err(|e| Error::Other(e.to_string()))?;
+        if flags.contains_key("rho") && flags.contains_key("budget") {
+            return Err(Error::Setting {
+                key: "budget".into(),
+                message: "--rho and --budget exclude each other: a budget picks rho".into(),
+            });
         }
-        serde_json::from_value(merged).map_err(|e| Error::Other(format!("invalid setting: {e}")))
+        for (flag, overridden) in [("rho", "budget"), ("budget", "rho")] {
+            if flags.contains_key(flag) {
+                table.remove(overridden);
+            }
+        }
+        // Asking for a number of steps means running that many, not stopping at the default epochs.
+        if flags.contains_key("max_steps") && !flags.contains_key("epochs") && !table.contains_key("epochs") {
+            table.insert("epochs".into(), toml::Value::Integer(0));
+        }
+        table.extend(flags.clone());
+        let origin = |key: &str| match file {
+            Some(path) if !flags.contains_key(key) => path.display().to_string(),
+            _ => format!("--{}", key.replace('_', "-")),
+        };
+        let config: TrainConfig = table.try_into().map_err(|e: toml::de::Error| match file {
+            Some(path) => Error::invalid(path, format!("with the flags given: {}", e.message())),
+            None => Error::Other(format!("invalid setting: {}", e.message())),
+        })?;
+        config.validate().map_err(|e| match e {
+            Error::Setting { key, message } => Error::Setting { message: format!("{}: {message}", origin(&key)), key },
+            other => other,
+        })?;
+        Ok(config)
+    }
+}
+
+/// A number flag that must be finite: NaN and infinities are refused when the flag is parsed.
+fn finite(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("`{text}` is not a finite number")),
+        Err(e) => Err(format!("`{text}`: {e}")),
     }
 }

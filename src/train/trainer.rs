@@ -22,6 +22,7 @@ use crate::green::meter::{Efficiency, Meter};
 use crate::importance;
 use crate::io::{
     LoadedModel,
+    atomic::Existing,
     export::{save_hf_folder, save_peft_adapter},
     load_model,
 };
@@ -74,10 +75,14 @@ impl Trainer {
         if config.method == MethodKind::Lora {
             config.lora_targets = lora_targets(&config, &loaded.model)?;
         }
-        if let Some(limit) = loaded.model.position_limit()
-            && config.max_len > limit
+        if config.save_model
+            && let (Ok(source), Ok(out)) = (config.model.canonicalize(), config.output.canonicalize())
+            && source.starts_with(out.join("model"))
         {
-            return Err(Error::invalid(&config.model, format!("max_len {} is longer than the model's {limit} positions", config.max_len)));
+            return Err(Error::invalid(
+                &config.output,
+                "its model folder is the model being trained, which saving would replace: choose another output folder",
+            ));
         }
         if config.method == MethodKind::Greentrainer && config.budget.is_none() {
             // Refuse an infeasible rho now, not after loading data and scoring importance.
@@ -92,6 +97,11 @@ impl Trainer {
                     (p.min_rho() * 1e4).ceil() / 1e4
                 )));
             }
+        }
+        if let Some(limit) = loaded.model.position_limit()
+            && config.max_len > limit
+        {
+            return Err(Error::invalid(&config.model, format!("max_len {} is longer than the model's {limit} positions", config.max_len)));
         }
         let pad_id = loaded.model.info().pad_token_id.unwrap_or(loaded.eos_token_id()?);
         let opts = LoadOptions { mapping: config.mapping(), skip_bad_rows: config.skip_bad_rows, ..loaded.load_options(config.max_len)? };
@@ -111,6 +121,16 @@ impl Trainer {
         let mut trainer = Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id };
         if let Some(budget) = trainer.config.budget {
             trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
+        }
+        let c = &trainer.config;
+        if c.epochs > 0 && c.max_steps > trainer.total_steps() {
+            tracing::warn!(
+                "max_steps {} is more than {} epochs of {} steps: the run stops after {} steps (set epochs = 0 to run all the steps)",
+                c.max_steps,
+                c.epochs,
+                trainer.steps_per_epoch(),
+                trainer.total_steps()
+            );
         }
         Ok(trainer)
     }
@@ -143,9 +163,20 @@ impl Trainer {
         self.pad_id
     }
 
-    /// Trains; with `resume`, continues from `<output>/checkpoint` when there is one.
+    /// Trains; with `resume`, continues from `<output>/checkpoint` (an error when there is none, or
+    /// when it belongs to a run with other settings). A loss that stops being finite ends the run
+    /// with `Error::Diverged`, leaving the last checkpoint as it was.
     pub fn run(&mut self, sink: &mut dyn EventSink, cancel: &AtomicBool, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
+        let checkpoint_dir = self.config.checkpoint_dir();
+        if resume {
+            let saved = checkpoint::read_state(&checkpoint_dir)?;
+            if let Some(then) = &saved.config {
+                super::output::check_resumable(&checkpoint_dir, then, &self.config)?;
+                // A budget's rho came from timings; the resumed run keeps the one it trained with.
+                self.config.rho = then.rho;
+            }
+        }
         let mut meter = Meter::open(Path::new("/"), None, &self.device);
         let c = self.config.clone();
         let total_steps = self.total_steps();
@@ -167,11 +198,12 @@ impl Trainer {
             optimizer_rows: Default::default(),
             flops_spent: 0.0,
             flops_full: 0.0,
+            config: Some(c.clone()),
         };
-        let checkpoint_dir = c.checkpoint_dir();
-        let resumed = resume && checkpoint_dir.join("state.json").exists();
+        let resumed = resume;
         if resumed {
             state = checkpoint::load(&checkpoint_dir, &mut model, &mut optimizer)?;
+            state.config = Some(c.clone());
         }
         let flops_before = state.flops_spent;
         let mut selection = state.selected_at.map(|at| Selection {
@@ -236,6 +268,10 @@ impl Trainer {
                     state.flops_spent += step_macs(&p, &model, trainable) * FLOPS_PER_MAC;
                     state.flops_full += p.t_full() * FLOPS_PER_MAC;
                 }
+                let loss = loss_sum / batches.len() as f64;
+                if !loss.is_finite() {
+                    return Err(self.diverged(state.step + 1, loss, lr));
+                }
                 if c.clip_norm > 0.0 {
                     clip_grad_norm(&mut grads, c.clip_norm);
                 }
@@ -243,7 +279,6 @@ impl Trainer {
                 optimizer.step_rows(&mut model, &row_grads, &rows, lr);
                 meter.sample();
                 state.step += 1;
-                let loss = loss_sum / batches.len() as f64;
                 losses.push(loss);
                 position = DataPosition { epoch: pos.epoch, batch: pos.batch + 1 };
                 if epoch_done {
@@ -259,16 +294,8 @@ impl Trainer {
                     flops_spent: state.flops_spent,
                     flops_full: state.flops_full,
                 });
-                let snapshot = |state: &mut RunState| {
-                    state.epoch = position.epoch;
-                    state.batch = position.batch;
-                    state.selection = trainable.iter().cloned().collect();
-                    state.selected_at = selection.as_ref().map(|s| s.at_step);
-                    state.optimizer_steps = optimizer.state.iter().map(|(k, m)| (k.clone(), m.step)).collect();
-                    state.optimizer_rows = optimizer.state.iter().filter_map(|(k, m)| Some((k.clone(), m.rows.clone()?))).collect();
-                };
                 if cancel.load(Ordering::Relaxed) {
-                    snapshot(&mut state);
+                    snapshot(&mut state, position, selection.as_ref(), &optimizer);
                     checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
                     sink.emit(&Event::Cancelled { step: state.step, checkpoint: checkpoint_dir.clone() });
                     return Ok(RunOutcome {
@@ -280,7 +307,7 @@ impl Trainer {
                     });
                 }
                 if c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every) {
-                    snapshot(&mut state);
+                    snapshot(&mut state, position, selection.as_ref(), &optimizer);
                     checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
                     sink.emit(&Event::Checkpoint { step: state.step, path: checkpoint_dir.clone() });
                 }
@@ -294,12 +321,28 @@ impl Trainer {
         // Estimates cover this session's FLOPs, as the meter covers only this session.
         let energy = meter.finish(state.flops_spent - flops_before, Efficiency::for_device(&self.device));
         let footprint = Footprint::new(&c, energy, started.elapsed().as_secs_f64(), state.flops_spent);
+        // The last update comes after the last loss was checked.
+        if let Some(name) = first_non_finite(&model) {
+            return Err(Error::Diverged {
+                step: state.step,
+                what: format!("the last update left tensor {name} with NaN or infinite values (learning rate {:.3e})", c.lr),
+                checkpoint: self.last_checkpoint(),
+            });
+        }
         let output = if c.save_model {
             let out = c.model_dir();
             let finetuned = LoadedModel { model: model.clone(), ..self.loaded.clone() };
-            save_hf_folder(&finetuned, &out, Some(run_metadata(&c, selection.as_ref())))?;
-            if c.method == MethodKind::Lora {
-                save_peft_adapter(&model, &c.lora_config(), &c.model.display().to_string(), &c.output.join("adapter"))?;
+            let saved = save_hf_folder(&finetuned, &out, Existing::Replace, Some(run_metadata(&c, selection.as_ref()))).and_then(|()| {
+                if c.method != MethodKind::Lora {
+                    return Ok(());
+                }
+                save_peft_adapter(&model, &c.lora_config(), &c.model.display().to_string(), &c.output.join("adapter"), Existing::Replace)
+            });
+            if let Err(e) = saved {
+                // The trained weights must outlive a failed save (a full disk, a removed folder).
+                snapshot(&mut state, position, selection.as_ref(), &optimizer);
+                let kept = checkpoint::save(&checkpoint_dir, &model, &optimizer, &state);
+                return Err(Error::SaveFailed { error: Box::new(e), checkpoint: kept.is_ok().then(|| checkpoint_dir.clone()) });
             }
             RunCard {
                 model: c.model.display().to_string(),
@@ -331,6 +374,22 @@ impl Trainer {
             output,
         });
         Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: false })
+    }
+
+    /// The error for a loss that stopped being finite at `step`.
+    fn diverged(&self, step: usize, loss: f64, lr: f64) -> Error {
+        let what = if step == 1 {
+            format!("the loss of the first step is {loss}: the model's weights or config give non-finite values")
+        } else {
+            format!("the loss became {loss} (learning rate {lr:.3e}): training diverged; a lower lr or clip_norm may help")
+        };
+        Error::Diverged { step, what, checkpoint: self.last_checkpoint() }
+    }
+
+    /// The checkpoint a failed run leaves, when there is one.
+    fn last_checkpoint(&self) -> Option<std::path::PathBuf> {
+        let dir = self.config.checkpoint_dir();
+        dir.join("state.json").exists().then_some(dir)
     }
 
     /// The profile GreenTrainer selects over: per tensor, or split into row blocks.
@@ -418,6 +477,28 @@ fn node_importance(p: &Profile, imp: &importance::Importance) -> Vec<f64> {
         .collect();
     let max = raw.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     raw.into_iter().map(|v| if max > 0.0 { v / max } else { 0.0 }).collect()
+}
+
+/// Records in `state` where the run is: the next batch, the selection and the optimizer's steps.
+fn snapshot(state: &mut RunState, position: DataPosition, selection: Option<&Selection>, optimizer: &AdamW) {
+    state.epoch = position.epoch;
+    state.batch = position.batch;
+    state.selection = selection.map(|s| s.names.iter().cloned().collect()).unwrap_or_default();
+    state.selected_at = selection.map(|s| s.at_step);
+    state.optimizer_steps = optimizer.state.iter().map(|(k, m)| (k.clone(), m.step)).collect();
+    state.optimizer_rows = optimizer.state.iter().filter_map(|(k, m)| Some((k.clone(), m.rows.clone()?))).collect();
+}
+
+/// The first parameter holding a NaN or an infinity. Multiplying by zero keeps exactly those
+/// non-finite, so one sum per tensor on the device finds them without reading weights back.
+fn first_non_finite(model: &Model) -> Option<String> {
+    let mut found = None;
+    model.visit(&mut |name, p| {
+        if found.is_none() && !p.flat().mul_scalar(0.0).sum().into_scalar::<f32>().is_finite() {
+            found = Some(name.to_string());
+        }
+    });
+    found
 }
 
 /// Whole tensors, and the trained rows of tensors selected by blocks.

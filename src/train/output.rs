@@ -1,0 +1,123 @@
+//! A run's output folder: a new run never replaces a previous one unless the user says so, and a
+//! resumed run continues only the run its checkpoint belongs to.
+
+use std::path::{Path, PathBuf};
+
+use super::config::TrainConfig;
+use super::events::JsonlLog;
+use crate::error::{Error, Result};
+
+/// How a run treats what an earlier run left in its output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputMode {
+    /// The folder must hold no earlier run.
+    New,
+    /// Continue the run whose checkpoint the folder holds.
+    Resume,
+    /// Replace the earlier run's event log, checkpoint and saved model (other files stay).
+    Overwrite,
+}
+
+/// What a run writes into its output folder, relative to it.
+const RUN_FILES: [&str; 4] = ["events.jsonl", "checkpoint", "model", "adapter"];
+
+/// The files of an earlier run that `dir` holds.
+pub fn earlier_run(dir: &Path) -> Vec<&'static str> {
+    RUN_FILES.into_iter().filter(|f| dir.join(f).exists()).collect()
+}
+
+/// `dir` when it holds no earlier run, else the first free `dir-2`, `dir-3`, ...: where a new
+/// run goes without replacing one.
+pub fn next_free(dir: &Path) -> PathBuf {
+    if earlier_run(dir).is_empty() {
+        return dir.to_path_buf();
+    }
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    (2..).map(|n| dir.with_file_name(format!("{name}-{n}"))).find(|d| earlier_run(d).is_empty()).expect("some numbered folder is free")
+}
+
+/// Readies `config.output` for a run in `mode` and opens its event log (appended to on resume).
+pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
+    let dir = &config.output;
+    let earlier = earlier_run(dir);
+    match mode {
+        OutputMode::New if !earlier.is_empty() => {
+            return Err(Error::EarlierRun { path: dir.clone(), files: earlier.join(", ") });
+        }
+        OutputMode::Resume if !config.checkpoint_dir().join("state.json").exists() => {
+            return Err(Error::invalid(config.checkpoint_dir(), "no checkpoint to resume from (state.json is missing)"));
+        }
+        OutputMode::Overwrite => {
+            for stale in [config.events_path(), config.checkpoint_dir()] {
+                let removed = if stale.is_dir() { std::fs::remove_dir_all(&stale) } else { std::fs::remove_file(&stale) };
+                match removed {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&stale, e)),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    JsonlLog::append(&config.events_path())
+}
+
+/// The settings that decide which rows train which tensors how: a checkpoint continues only a run
+/// that shares them. Epochs, steps, device, checkpointing and saving may change.
+const RUN_DEFINING: [&str; 27] = [
+    "model",
+    "data",
+    "source_field",
+    "target_fields",
+    "method",
+    "rho",
+    "budget",
+    "top_k",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "reselect_every_steps",
+    "reselect_every_epochs",
+    "granularity",
+    "block_rows",
+    "dp_capacity",
+    "cost_rule",
+    "batch_size",
+    "grad_accum",
+    "max_len",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "clip_norm",
+    "seed",
+    "group_by_length",
+];
+
+/// Refuses to continue, with `now`'s settings, a checkpoint that a run with settings `then` wrote.
+pub fn check_resumable(checkpoint: &Path, then: &TrainConfig, now: &TrainConfig) -> Result<()> {
+    let (Ok(then_v), Ok(now_v)) = (serde_json::to_value(then), serde_json::to_value(now)) else {
+        return Err(Error::Other("cannot compare run settings".into()));
+    };
+    let same_path = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let differing: Vec<String> = RUN_DEFINING
+        .into_iter()
+        .filter(|&key| match key {
+            "model" => !same_path(&then.model, &now.model),
+            "data" => !same_path(&then.data, &now.data),
+            // A budget picks rho from timings, which vary: the budget is what must match.
+            "rho" => then.budget.is_none() && then_v[key] != now_v[key],
+            _ => then_v[key] != now_v[key],
+        })
+        .map(|key| format!("{key} {} (now {})", then_v[key], now_v[key]))
+        .collect();
+    if differing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        checkpoint,
+        format!(
+            "belongs to a run with other settings: {}; resume with that run's settings, or start a new run in another output folder",
+            differing.join(", ")
+        ),
+    ))
+}
