@@ -196,6 +196,20 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     assert!(metadata["selection"].starts_with('['), "{metadata:?}");
     snapshot(&mut harness, "save");
 
+    // The folder now holds a model: saving there again replaces it only when the user ticks it.
+    click(&mut harness, "Save model");
+    let start = Instant::now();
+    while harness.state().error().is_none() || harness.state().busy() {
+        harness.step();
+        assert!(start.elapsed() < Duration::from_secs(60), "saving over a folder was not refused");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = harness.state().error().unwrap().to_string();
+    assert!(refused.contains("exists and is not empty") && refused.contains("Replace the folder"), "{refused}");
+    click(&mut harness, "Replace the folder if it exists and holds files");
+    click(&mut harness, "Save model");
+    wait_for(&mut harness, "reloaded it as a check");
+
     click(&mut harness, "Train");
     let log = dir.path().join("run/events.jsonl");
     type_into(&mut harness, "Past run log", &log.display().to_string());
