@@ -280,3 +280,53 @@ fn a_budget_typed_in_the_method_tab_replaces_rho_in_the_run() {
     s.method = greentrainer::train::MethodKind::Full;
     assert_eq!(s.train_config().budget, None, "a budget only applies to GreenTrainer");
 }
+
+/// The Evaluate tab and `greentrainer eval` score the same model on the same rows alike (SmolLM2,
+/// whose summaries depend on the prompt, unlike a tiny random model's).
+#[test]
+fn the_evaluate_tab_and_the_eval_command_agree() {
+    let Some(model) = common::smollm2_gguf() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.test.jsonl");
+    let s = Settings { eval_rows: 3, max_new_tokens: 16, max_len: 160, ..settings(dir.path()) };
+    let (max_len, new_tokens) = (s.max_len, s.max_new_tokens);
+    let (validation_fraction, eval_rows) = (s.validation_fraction, s.eval_rows);
+    let mut harness = harness(s);
+    type_into(&mut harness, "Model path", &model.display().to_string());
+    click(&mut harness, "Load model");
+    wait_for(&mut harness, "Model loaded");
+    click(&mut harness, "Data");
+    type_into(&mut harness, "Data file", &data.display().to_string());
+    click(&mut harness, "Preview data");
+    wait_for(&mut harness, "for training");
+    click(&mut harness, "Evaluate");
+    click(&mut harness, "Run evaluation");
+    wait_for(&mut harness, "F1 x 100)");
+    let app = harness.state().evaluation().expect("an evaluation").clone();
+    assert_eq!(app.predictions.len(), eval_rows);
+
+    // The same rows, written out: the first validation rows of the app's seeded split.
+    let lines: Vec<&str> = std::fs::read_to_string(&data).unwrap().leak().lines().collect();
+    let seed = greentrainer::train::TrainConfig::default().seed;
+    let (_, validation) = greentrainer::data::split_by_ratio(lines, validation_fraction, seed).unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(&rows, validation[..eval_rows].join("\n")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_greentrainer"))
+        .args(["eval", "--device", "cpu", "--model", model.to_str().unwrap(), "--data", rows.to_str().unwrap()])
+        .args(["--max-len", &max_len.to_string(), "--max-new-tokens", &new_tokens.to_string()])
+        .args(["--out", dir.path().join("predictions.jsonl").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    let r = &app.rouge;
+    assert!(r.rouge1 > 0.0, "SmolLM2's summaries share words with the references: {:?}", app.predictions);
+    let expected = format!("ROUGE-1 {:.2}  ROUGE-2 {:.2}  ROUGE-L {:.2}", 100.0 * r.rouge1, 100.0 * r.rouge2, 100.0 * r.rouge_l);
+    assert!(printed.contains(&expected), "app: {expected}\ncommand: {printed}");
+    let command: Vec<String> = std::fs::read_to_string(dir.path().join("predictions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["prediction"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(command, app.predictions.iter().map(|p| p.prediction.clone()).collect::<Vec<_>>());
+}

@@ -683,3 +683,32 @@ fn preview_shows_rows_histogram_counts_and_fields() {
     let over: usize = p.histogram.iter().filter(|b| b.lo > 256).map(|b| b.count).sum();
     assert!(over <= p.counts.truncated_source);
 }
+
+#[test]
+fn evaluation_prompts_leave_room_for_the_answer_whatever_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let dialogue = "#Person1#: ".to_string() + &"we should meet at the station tomorrow morning. ".repeat(20);
+    let (short, long) = ("They meet.", &"They agree to meet at the station early tomorrow morning before work. ".repeat(3));
+    let path = write(
+        dir.path(),
+        "rows.jsonl",
+        jsonl(&[json!({"dialogue": dialogue, "summary": short}), json!({"dialogue": dialogue, "summary": long})]),
+    );
+    let (max_len, room) = (96, 24);
+    let training = load(&path, &opts(max_len)).unwrap();
+    assert_ne!(training.examples[0].prompt_ids(), training.examples[1].prompt_ids(), "in training the source makes room for the target");
+
+    let eval = load(&path, &LoadOptions { answer_room: Some(room), ..opts(max_len) }).unwrap();
+    let (a, b) = (&eval.examples[0], &eval.examples[1]);
+    assert_eq!(a.prompt_ids(), b.prompt_ids(), "the prompt does not depend on the reference");
+    assert_eq!(a.prompt_len, max_len - room, "the source fills what the answer leaves");
+    assert!(decode(a.prompt_ids()).starts_with("#Person1#: we should meet"), "the dialogue's start is kept");
+    for e in [a, b] {
+        assert!(e.seq_len() <= max_len && e.seq_len() - e.prompt_len <= room, "{} tokens", e.seq_len());
+    }
+    assert_eq!(a.references, vec![short.to_string()]);
+    assert_eq!(b.references, vec![long.trim().to_string()], "references stay whole for scoring");
+
+    let err = load(&path, &LoadOptions { answer_room: Some(max_len), ..opts(max_len) }).unwrap_err();
+    assert!(err.to_string().contains("leaves no room for 96 new tokens"), "{err}");
+}

@@ -41,7 +41,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             });
         }
     });
-    ui.label("Greedy summaries of the first validation rows of the Data tab's file, scored against their references; after training, the base model's beside the fine-tuned one's.");
+    ui.label("Greedy summaries of the first validation rows of the Data tab's file (each prompt leaves room for the new tokens), scored against their references; after training, the base model's beside the fine-tuned one's. `greentrainer eval` gives the same scores on the same rows.");
     if let Some((done, total)) = app.eval.progress
         && app.eval.result.is_none()
     {

@@ -94,6 +94,11 @@ impl StudioApp {
         self.error.as_deref()
     }
 
+    /// The last evaluation of the Evaluate tab (the fine-tuned model's, or the loaded one's).
+    pub fn evaluation(&self) -> Option<&crate::eval::runner::Evaluation> {
+        self.eval.result.as_ref().map(|(tuned, _)| tuned)
+    }
+
     fn handle(&mut self, reply: Reply) {
         match reply {
             Reply::TrainEvent(event) => self.run.on_event(event),

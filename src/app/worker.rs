@@ -14,8 +14,7 @@ use eframe::egui;
 use crate::data::{Batch, Example, IGNORE_INDEX, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
 use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
 use crate::eval::generate::{GenerateOptions, Strategy, generate};
-use crate::eval::rouge::RougeOptions;
-use crate::eval::runner::{Evaluation, evaluate};
+use crate::eval::runner::{EvalSettings, Evaluation, evaluate};
 use crate::io::{LoadedModel, atomic::Existing, export::save_hf_folder, load_model, safetensors_file::write_f32};
 use crate::model::summary::ModelSummary;
 use crate::model::{Linears, Parameters};
@@ -264,12 +263,15 @@ impl Engine {
             Command::Train { config, mapping, validation_fraction, resume } => self.train(config, mapping, validation_fraction, resume),
             Command::Evaluate { data, max_len, mapping, validation_fraction, rows, max_new_tokens } => {
                 let loaded = self.model()?;
-                let (_, mut validation) = split(loaded, &data, max_len, mapping, validation_fraction)?;
+                // The same evaluation as `greentrainer eval --max-len L --max-new-tokens N` on these rows.
+                let settings = EvalSettings::greedy(max_new_tokens, max_len);
+                let opts = settings.load_options(loaded).map_err(|e| e.to_string())?;
+                let (_, mut validation) = split(loaded, &data, LoadOptions { mapping, ..opts }, validation_fraction)?;
                 if validation.is_empty() {
                     return Err("no validation rows: raise the validation share in the Data panel".into());
                 }
                 validation.truncate(rows.max(1));
-                let generation = GenerateOptions { eos_token_ids: loaded.eos_token_ids(), ..GenerateOptions::greedy(max_new_tokens) };
+                let generation = settings.generation(loaded);
                 let replies = self.replies.clone();
                 let ctx = self.ctx.clone();
                 // With a base model each row is generated twice; progress counts both passes.
@@ -281,7 +283,7 @@ impl Engine {
                         ctx.request_repaint();
                     }
                 };
-                let rouge = RougeOptions::default();
+                let rouge = settings.rouge();
                 let tuned = evaluate(loaded, &validation, &generation, &rouge, &mut progress(0)).map_err(|e| e.to_string())?;
                 let base = match &self.base {
                     Some(base) => {
@@ -408,7 +410,8 @@ impl Engine {
         let mut trainer = Trainer::prepare(config.clone(), device).map_err(|e| e.to_string())?;
         // The app holds out a validation share and may remap columns, so the examples are
         // re-read with its options; the split is seeded, so a resumed run sees the same rows.
-        let (train, _) = split(&trainer.loaded, &config.data, config.max_len, mapping, validation_fraction)?;
+        let opts = trainer.loaded.load_options(config.max_len).map_err(|e| e.to_string())?;
+        let (train, _) = split(&trainer.loaded, &config.data, LoadOptions { mapping, ..opts }, validation_fraction)?;
         if train.is_empty() {
             return Err("no training rows left after the validation split".into());
         }
@@ -459,15 +462,8 @@ fn system_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// (train, validation) examples of a data file, split with the trainer's seed.
-fn split(
-    loaded: &LoadedModel,
-    path: &Path,
-    max_len: usize,
-    mapping: Option<Mapping>,
-    fraction: f64,
-) -> Result<(Vec<Example>, Vec<Example>), String> {
-    let opts = LoadOptions { mapping, ..loaded.load_options(max_len).map_err(|e| e.to_string())? };
+/// (train, validation) examples of a data file read with `opts`, split with the trainer's seed.
+fn split(loaded: &LoadedModel, path: &Path, opts: LoadOptions, fraction: f64) -> Result<(Vec<Example>, Vec<Example>), String> {
     let data = load_dataset(path, &loaded.tokenizer, &opts).map_err(|e| e.to_string())?;
     data.require_targets().map_err(|e| e.to_string())?;
     split_by_ratio(data.examples, fraction, TrainConfig::default().seed).map_err(|e| e.to_string())

@@ -5,14 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use crate::data::{Example, load_dataset, pad_batch};
+use super::held_out::{self, HeldOut, rouge_cell};
+use crate::data::Example;
 use crate::device::ComputeDevice;
 use crate::error::Result;
-use crate::eval::generate::GenerateOptions;
-use crate::eval::rouge::{CorpusRouge, RougeOptions};
-use crate::eval::runner::evaluate;
-use crate::train::batch::DeviceBatch;
-use crate::train::step::forward_backward;
 use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
 
 pub struct Row {
@@ -24,13 +20,6 @@ pub struct Row {
     /// Both runs start from the same model, scored once.
     pub before: HeldOut,
     pub after: HeldOut,
-}
-
-/// Loss and ROUGE on the held-out rows.
-#[derive(Clone)]
-pub struct HeldOut {
-    pub loss: f64,
-    pub rouge: CorpusRouge,
 }
 
 /// Held-out examples scored: enough to rank the runs, few enough to generate on a CPU in minutes.
@@ -64,8 +53,8 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
         let (held, before) = match start.take() {
             Some(scored) => scored,
             None => {
-                let held = held_out_examples(&trainer, held_out, max_len)?;
-                let before = held_out_scores(&trainer, &held)?;
+                let held = held_out::examples(&trainer.loaded, held_out, max_len, SUMMARY_TOKENS, HELD_OUT)?;
+                let before = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS)?;
                 (held, before)
             }
         };
@@ -85,7 +74,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             &AtomicBool::new(false),
             false,
         )?;
-        let after = held_out_scores(&trainer, &held)?;
+        let after = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS)?;
         let _ = std::fs::remove_dir_all(out);
         rows.push(Row {
             granularity,
@@ -99,29 +88,6 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
         start = Some((held, before));
     }
     Ok(rows)
-}
-
-/// The first [`HELD_OUT`] rows of `path`.
-fn held_out_examples(trainer: &Trainer, path: &Path, max_len: usize) -> Result<Vec<Example>> {
-    // Encoded as the trainer encodes its data (chat template, an encoder-decoder's special tokens).
-    let mut data = load_dataset(path, &trainer.loaded.tokenizer, &trainer.loaded.load_options(max_len)?)?;
-    data.examples.truncate(HELD_OUT);
-    Ok(data.examples)
-}
-
-/// The trainer's current model on `examples`: mean loss in batches of 4, ROUGE of greedy summaries.
-fn held_out_scores(trainer: &Trainer, examples: &[Example]) -> Result<HeldOut> {
-    let model = &trainer.loaded.model;
-    let losses: Vec<f64> = examples
-        .chunks(4)
-        .map(|chunk| {
-            let chunk: Vec<&Example> = chunk.iter().collect();
-            forward_backward(model, &|_| false, &DeviceBatch::new(&pad_batch(&chunk, trainer.pad_id()), model)).map(|p| p.loss)
-        })
-        .collect::<Result<_>>()?;
-    let opts = GenerateOptions::greedy(SUMMARY_TOKENS);
-    let eval = evaluate(&trainer.loaded, examples, &opts, &RougeOptions { use_stemmer: true }, &mut |_, _| {})?;
-    Ok(HeldOut { loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64, rouge: eval.rouge })
 }
 
 pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
@@ -138,8 +104,8 @@ pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
             r.final_train_loss,
             r.before.loss,
             r.after.loss,
-            rouge(&r.before.rouge),
-            rouge(&r.after.rouge)
+            rouge_cell(&r.before.rouge),
+            rouge_cell(&r.after.rouge)
         );
     }
     out + &format!(
@@ -151,8 +117,4 @@ pub fn table(rows: &[Row], rho: f64, steps: usize) -> String {
 pub fn demo_files() -> (PathBuf, PathBuf) {
     let dir = PathBuf::from("assets/demo");
     (dir.join("dialogsum.train.jsonl"), dir.join("dialogsum.test.jsonl"))
-}
-
-fn rouge(r: &CorpusRouge) -> String {
-    format!("{:.1}/{:.1}/{:.1}", r.rouge1 * 100.0, r.rouge2 * 100.0, r.rouge_l * 100.0)
 }

@@ -1,9 +1,11 @@
 //! Benchmarks behind `greentrainer bench ...`: each prints a markdown table (and may write JSON).
 //! Ratios are what to compare; absolute numbers depend on the machine's load.
 
+pub mod accuracy;
 pub mod forward;
 pub mod generate;
 pub mod granularity;
+pub mod held_out;
 pub mod masked;
 pub mod select;
 pub mod train;

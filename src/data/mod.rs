@@ -63,6 +63,11 @@ pub struct LoadOptions {
     pub skip_bad_rows: bool,
     /// Encode for an encoder-decoder model; `None`: one causal-LM sequence.
     pub seq2seq: Option<Seq2Seq>,
+    /// Evaluation: cut each prompt to leave this many tokens of `max_len` for the answer, whatever
+    /// the reference's length, so the model sees the same prompt whichever reference a row has
+    /// (the target is cut to the same room). `None`: training, where the source makes room for
+    /// the whole target.
+    pub answer_room: Option<usize>,
 }
 
 impl LoadOptions {
@@ -76,6 +81,7 @@ impl LoadOptions {
             eos_id,
             skip_bad_rows: false,
             seq2seq: None,
+            answer_room: None,
         }
     }
 }

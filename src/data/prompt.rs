@@ -71,9 +71,8 @@ impl PromptTemplate {
 pub struct Example {
     /// Prompt ids, then target ids and EOS (none for a prediction-only row).
     pub input_ids: Vec<u32>,
-    /// `input_ids[..prompt_len]` is the prompt: the generation input at evaluation time. A
-    /// prediction-only prompt may fill `max_len`, so load such files with `max_len` set to the
-    /// context length minus the tokens to generate.
+    /// `input_ids[..prompt_len]` is the prompt: the generation input at evaluation time, where
+    /// `LoadOptions::answer_room` keeps room for the tokens to generate.
     pub prompt_len: usize,
     /// Reference summaries for evaluation; `references[0]` is the training target.
     pub references: Vec<String>,
@@ -138,6 +137,7 @@ pub struct Encoder<'t> {
     max_len: usize,
     eos_id: u32,
     seq2seq: Option<Seq2Seq>,
+    answer_room: Option<usize>,
 }
 
 impl<'t> Encoder<'t> {
@@ -150,7 +150,7 @@ impl<'t> Encoder<'t> {
                 "max_len {max_len} leaves no room for a target after the template's {fixed} tokens"
             )));
         }
-        Ok(Encoder { tokenizer, before_source, between, template: template.clone(), max_len, eos_id, seq2seq: None })
+        Ok(Encoder { tokenizer, before_source, between, template: template.clone(), max_len, eos_id, seq2seq: None, answer_room: None })
     }
 
     /// Encodes for an encoder-decoder model (see [`Seq2Seq`]).
@@ -160,6 +160,20 @@ impl<'t> Encoder<'t> {
             return Err(DataError::InvalidOption(format!("max_len {} is shorter than the source's {fixed} fixed tokens", self.max_len)));
         }
         self.seq2seq = Some(seq2seq);
+        Ok(self)
+    }
+
+    /// Encodes for evaluation (see `LoadOptions::answer_room`): prompts leave `room` tokens of
+    /// `max_len` for the answer. An encoder-decoder model's prompt has `max_len` of its own.
+    pub fn with_answer_room(mut self, room: usize) -> Result<Encoder<'t>, DataError> {
+        let fixed = self.before_source.len() + self.between.len();
+        if self.seq2seq.is_none() && (room == 0 || fixed + room >= self.max_len) {
+            return Err(DataError::InvalidOption(format!(
+                "max_len {} leaves no room for {room} new tokens after the template's {fixed} tokens",
+                self.max_len
+            )));
+        }
+        self.answer_room = Some(room);
         Ok(self)
     }
 
@@ -183,11 +197,13 @@ impl<'t> Encoder<'t> {
             return Ok(self.encode_seq2seq(s2s, row, source, target));
         }
         let untruncated_len = fixed + source.len() + target.len();
-        let target_fits = fixed + target.len() <= self.max_len;
-        let source_room = if target_fits { self.max_len - fixed - target.len() } else { 0 };
+        // Room for the answer: the whole target in training, a fixed share in evaluation.
+        let answer = self.answer_room.unwrap_or(target.len());
+        let target_fits = fixed + answer <= self.max_len && target.len() <= answer;
+        let source_room = self.max_len.saturating_sub(fixed + answer);
         let kept_source = source.len().min(source_room);
         if !target_fits {
-            target.truncate(self.max_len - fixed);
+            target.truncate(self.max_len.saturating_sub(fixed + kept_source).min(answer));
         }
 
         let mut input_ids = Vec::with_capacity(fixed + kept_source + target.len());

@@ -178,6 +178,9 @@ impl<'t> ExampleStream<'t> {
         if let Some(s2s) = &opts.seq2seq {
             encoder = encoder.with_seq2seq(s2s.clone())?;
         }
+        if let Some(room) = opts.answer_room {
+            encoder = encoder.with_answer_room(room)?;
+        }
         Ok(ExampleStream { rows, encoder, template, counts: RowCounts::default() })
     }
 

@@ -31,17 +31,6 @@ impl GenerateOptions {
     pub fn greedy(max_new_tokens: usize) -> Self {
         Self { strategy: Strategy::Greedy, max_new_tokens, repetition_penalty: 1.0, eos_token_ids: Vec::new(), use_cache: true }
     }
-
-    /// The paper's evaluation setting: 4 beams, repetition penalty 2.5.
-    pub fn paper_beam(max_new_tokens: usize, eos_token_ids: Vec<u32>) -> Self {
-        Self {
-            strategy: Strategy::Beam { num_beams: 4, length_penalty: 1.0 },
-            max_new_tokens,
-            repetition_penalty: 2.5,
-            eos_token_ids,
-            use_cache: true,
-        }
-    }
 }
 
 /// Runs the model over growing sequences of several rows, with or without the KV cache. A

@@ -6,11 +6,55 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::generate::{GenerateOptions, generate};
+use super::generate::{GenerateOptions, Strategy, generate};
 use super::rouge::{CorpusRouge, RougeOptions, corpus_score, score_multi};
 use crate::data::Example;
 use crate::error::{Error, Result};
 use crate::io::LoadedModel;
+
+/// How a model is evaluated: one setting for `greentrainer eval`, the app's Evaluate tab and the
+/// benchmarks, so one model on the same rows gets one ROUGE everywhere.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalSettings {
+    /// Beams; 1 decodes greedily.
+    pub beams: usize,
+    /// transformers' repetition penalty (1: off).
+    pub repetition_penalty: f32,
+    /// Tokens generated at most; each prompt leaves this much of `max_len` for them.
+    pub max_new_tokens: usize,
+    /// Longest prompt + answer (for an encoder-decoder model, the longest prompt).
+    pub max_len: usize,
+    /// Porter-stem words before scoring.
+    pub stemmer: bool,
+}
+
+impl EvalSettings {
+    /// Greedy decoding with no penalty: what the app shows and `eval` does unless told otherwise
+    /// (the paper's setting is 4 beams with repetition penalty 2.5).
+    pub fn greedy(max_new_tokens: usize, max_len: usize) -> Self {
+        Self { beams: 1, repetition_penalty: 1.0, max_new_tokens, max_len, stemmer: false }
+    }
+
+    /// How data files are encoded for evaluation: as `loaded` trains, with each prompt cut to
+    /// leave room for the answer (see `LoadOptions::answer_room`).
+    pub fn load_options(&self, loaded: &LoadedModel) -> Result<crate::data::LoadOptions> {
+        Ok(crate::data::LoadOptions { answer_room: Some(self.max_new_tokens), ..loaded.load_options(self.max_len)? })
+    }
+
+    pub fn generation(&self, loaded: &LoadedModel) -> GenerateOptions {
+        GenerateOptions {
+            strategy: if self.beams > 1 { Strategy::Beam { num_beams: self.beams, length_penalty: 1.0 } } else { Strategy::Greedy },
+            max_new_tokens: self.max_new_tokens,
+            repetition_penalty: self.repetition_penalty,
+            eos_token_ids: loaded.eos_token_ids(),
+            use_cache: true,
+        }
+    }
+
+    pub fn rouge(&self) -> RougeOptions {
+        RougeOptions { use_stemmer: self.stemmer }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
