@@ -344,3 +344,27 @@ fn config_derived_op_graphs_match_the_loaded_parameters() {
         assert_graph_matches_parameters(&model, &model.op_graph(), &format!("t5 {overrides}"));
     }
 }
+
+/// The depth a rho lets GreenTrainer reach, for the user choosing rho: every block at or above the
+/// reported one has a tensor trainable within rho alone, none below it does, and less than half the
+/// blocks is flagged.
+#[test]
+fn reach_reports_the_deepest_block_a_rho_affords() {
+    use greentrainer::profile::reach::Reach;
+    let ops = llama_ops(&SMOLLM2_135M);
+    let p = profile(&ops, BatchShape::padded(&ops, 4, 256), false).unwrap();
+    let single = |i: usize| p.selection_cost(&[i], CostRule::Exact).unwrap() / p.t_full();
+    let affordable =
+        |rho: f64, block: usize| p.nodes.iter().enumerate().any(|(i, n)| n.selectable && n.layer == Some(block) && single(i) <= rho);
+    for rho in [0.5, 0.6, 0.7, 0.9] {
+        let reach = Reach::of(&p, rho);
+        assert_eq!(reach.blocks, 30);
+        let deepest = reach.deepest_block.expect("the top block fits these rho");
+        assert!(affordable(rho, deepest) && (0..deepest).all(|b| !affordable(rho, b)), "rho {rho}: block {deepest}");
+        assert_eq!(reach.shallow(), 30 - deepest < 15, "rho {rho}");
+        let half = reach.rho_for_half.unwrap();
+        assert!(Reach::of(&p, half).reachable_blocks() >= 15 && Reach::of(&p, half - 1e-6).reachable_blocks() < 15, "rho {rho}");
+    }
+    assert!(Reach::of(&p, 0.5).shallow() && !Reach::of(&p, 0.7).shallow(), "rho 0.5 is the shallow case measured on SmolLM2");
+    assert!(Reach::of(&p, 0.5).describe().contains("too shallow"));
+}

@@ -2,6 +2,7 @@
 //! the memory estimated live from the model's profile before anything runs.
 //! Calibrate times a pass on the device to turn FLOPs into estimated seconds.
 
+use crate::profile::reach::Reach;
 use eframe::egui;
 
 use super::StudioApp;
@@ -33,6 +34,8 @@ pub struct Estimate {
     pub min_rho: f64,
     /// Tensors trained, when known before training.
     pub tensors: Option<usize>,
+    /// GreenTrainer: how deep the backward pass can reach at this rho (whole-tensor selection).
+    pub reach: Option<Reach>,
 }
 
 impl Estimate {
@@ -104,6 +107,7 @@ pub fn estimate(
         total,
         min_rho: p.min_rho(),
         tensors,
+        reach: (method == MethodKind::Greentrainer && rho >= p.min_rho()).then(|| Reach::of(&p, rho)),
     })
 }
 
@@ -241,6 +245,16 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
             None => "preview the data to count steps".into(),
         });
         ui.end_row();
+        if let Some(reach) = &e.reach {
+            ui.label("Depth");
+            let text = reach.describe();
+            if reach.shallow() {
+                ui.colored_label(ui.visuals().warn_fg_color, text);
+            } else {
+                ui.label(text);
+            }
+            ui.end_row();
+        }
         ui.label("Smallest feasible rho");
         ui.label(format!("{:.3} (the forward pass)", e.min_rho));
         ui.end_row();

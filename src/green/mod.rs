@@ -102,6 +102,9 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     if let Some(b) = c.budget {
         out += &format!("budget {b} -> rho {:.4}\n", c.rho);
     }
+    if let Some(reach) = trainer.reach()? {
+        out += &format!("GreenTrainer {}\n", reach.describe());
+    }
     out += "| run | FLOPs | time | energy | CO2 |\n|---|---|---|---|---|\n";
     for (label, flops) in rows {
         let wh = eff.joules(flops) / 3600.0;

@@ -27,6 +27,7 @@ mod flops;
 pub mod llama;
 mod ops;
 pub mod opt;
+pub mod reach;
 pub mod t5;
 
 pub use flops::FlopsConvention;

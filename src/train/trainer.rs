@@ -29,6 +29,7 @@ use crate::io::{
 use crate::model::lora::default_targets;
 use crate::model::{Linears, Model, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
+use crate::profile::reach::Reach;
 use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
 use crate::select::{SelectConfig, select};
 
@@ -121,6 +122,11 @@ impl Trainer {
         let mut trainer = Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id };
         if let Some(budget) = trainer.config.budget {
             trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
+        }
+        if let Some(reach) = trainer.reach()?
+            && reach.shallow()
+        {
+            tracing::warn!("{}", reach.describe());
         }
         let c = &trainer.config;
         if c.epochs > 0 && c.max_steps > trainer.total_steps() {
@@ -390,6 +396,17 @@ impl Trainer {
     fn last_checkpoint(&self) -> Option<std::path::PathBuf> {
         let dir = self.config.checkpoint_dir();
         dir.join("state.json").exists().then_some(dir)
+    }
+
+    /// GreenTrainer: how deep the backward pass can reach at this rho, over the candidates it
+    /// selects from (row blocks reach deeper than whole tensors for the same FLOPs).
+    pub fn reach(&self) -> Result<Option<Reach>> {
+        if self.config.method != MethodKind::Greentrainer {
+            return Ok(None);
+        }
+        let model = &self.loaded.model;
+        let p = self.profile_for(model, BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len))?;
+        Ok(Some(Reach::of(&p, self.config.rho)))
     }
 
     /// The profile GreenTrainer selects over: per tensor, or split into row blocks.
