@@ -171,6 +171,49 @@ pub struct EvalArgs {
     pub device: DeviceArgs,
 }
 
+/// `greentrainer bench accuracy`'s flags (see `bench::accuracy::Settings`).
+#[derive(Args)]
+pub struct AccuracyArgs {
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    #[arg(long, default_value = "assets/demo/dialogsum.train.jsonl")]
+    pub train: PathBuf,
+    #[arg(long, default_value = "assets/demo/dialogsum.test.jsonl")]
+    pub held_out: PathBuf,
+    /// GreenTrainer's rho values (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.7")]
+    pub rho: Vec<f64>,
+    /// Training rows (the file's first).
+    #[arg(long, default_value_t = 200, value_parser = at_least_one)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Stop each run after this many steps (0: all epochs).
+    #[arg(long, default_value_t = 0)]
+    pub max_steps: usize,
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    /// LoRA's learning rate as a multiple of --lr.
+    #[arg(long, default_value_t = 10.0)]
+    pub lora_lr_scale: f64,
+    /// Held-out rows scored (the file's first).
+    #[arg(long, default_value_t = 50, value_parser = at_least_one)]
+    pub eval_rows: usize,
+    /// Tokens generated per held-out row (greedy), and left for the answer in its prompt.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    pub new_tokens: usize,
+    #[arg(long, default_value = "runs/bench-accuracy.json")]
+    pub json: PathBuf,
+    #[arg(long, default_value = "runs/bench-accuracy.svg")]
+    pub svg: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Tokens/s of forward and forward+backward on each available backend.
@@ -229,46 +272,7 @@ pub enum BenchCommand {
     /// Held-out quality next to cost: the base model, full fine-tuning, GreenTrainer at each rho,
     /// FT-top-k at the FLOPs of each rho and LoRA, from one start on the same rows. Prints a table,
     /// writes the rows as JSON and ROUGE-L vs FLOPs as SVG.
-    Accuracy {
-        #[arg(long, default_value = DEFAULT_MODEL)]
-        model: PathBuf,
-        #[arg(long, default_value = "assets/demo/dialogsum.train.jsonl")]
-        train: PathBuf,
-        #[arg(long, default_value = "assets/demo/dialogsum.test.jsonl")]
-        held_out: PathBuf,
-        /// GreenTrainer's rho values (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "0.5,0.7")]
-        rho: Vec<f64>,
-        /// Training rows (the file's first).
-        #[arg(long, default_value_t = 200, value_parser = at_least_one)]
-        rows: usize,
-        #[arg(long, default_value_t = 1)]
-        epochs: usize,
-        /// Stop each run after this many steps (0: all epochs).
-        #[arg(long, default_value_t = 0)]
-        max_steps: usize,
-        #[arg(long, default_value_t = 4, value_parser = at_least_one)]
-        batch_size: usize,
-        #[arg(long, default_value_t = 256)]
-        max_len: usize,
-        #[arg(long, default_value_t = 2e-5)]
-        lr: f64,
-        /// LoRA's learning rate as a multiple of --lr.
-        #[arg(long, default_value_t = 10.0)]
-        lora_lr_scale: f64,
-        /// Held-out rows scored (the file's first).
-        #[arg(long, default_value_t = 50, value_parser = at_least_one)]
-        eval_rows: usize,
-        /// Tokens generated per held-out row (greedy), and left for the answer in its prompt.
-        #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-        new_tokens: usize,
-        #[arg(long, default_value = "runs/bench-accuracy.json")]
-        json: PathBuf,
-        #[arg(long, default_value = "runs/bench-accuracy.svg")]
-        svg: PathBuf,
-        #[command(flatten)]
-        device: DeviceArgs,
-    },
+    Accuracy(AccuracyArgs),
     /// The selection DP on random instances (N tensors, C capacity units).
     Select {
         #[arg(long, default_value_t = 1000)]
@@ -413,45 +417,28 @@ pub fn run(cli: Cli) -> Result<()> {
             let rows = crate::bench::granularity::run(&model, &train, &held_out, &ComputeDevice::cpu(), rho, steps, max_len)?;
             println!("{}", crate::bench::granularity::table(&rows, rho, steps));
         }
-        Command::Bench(BenchCommand::Accuracy {
-            model,
-            train,
-            held_out,
-            rho,
-            rows,
-            epochs,
-            max_steps,
-            batch_size,
-            max_len,
-            lr,
-            lora_lr_scale,
-            eval_rows,
-            new_tokens,
-            json,
-            svg,
-            device,
-        }) => {
+        Command::Bench(BenchCommand::Accuracy(a)) => {
             use crate::bench::accuracy;
             let settings = accuracy::Settings {
-                model,
-                train,
-                held_out,
-                rhos: rho,
-                train_rows: rows,
-                epochs,
-                max_steps,
-                batch_size,
-                max_len,
-                lr,
-                lora_lr_scale,
-                eval_rows,
-                answer_tokens: new_tokens,
+                model: a.model,
+                train: a.train,
+                held_out: a.held_out,
+                rhos: a.rho,
+                train_rows: a.rows,
+                epochs: a.epochs,
+                max_steps: a.max_steps,
+                batch_size: a.batch_size,
+                max_len: a.max_len,
+                lr: a.lr,
+                lora_lr_scale: a.lora_lr_scale,
+                eval_rows: a.eval_rows,
+                answer_tokens: a.new_tokens,
             };
-            let dev = device.open();
+            let dev = a.device.open();
             let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."))?;
             println!("{}", accuracy::table(&rows, &settings));
-            accuracy::write(&rows, &json, &svg)?;
-            eprintln!("rows: {}, plot: {}", json.display(), svg.display());
+            accuracy::write(&rows, &a.json, &a.svg)?;
+            eprintln!("rows: {}, plot: {}", a.json.display(), a.svg.display());
         }
         Command::Bench(BenchCommand::Select { tensors, capacity }) => {
             println!("{}", crate::bench::select::run(tensors, capacity));
