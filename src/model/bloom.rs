@@ -261,7 +261,9 @@ impl Bloom {
         let linear = |l: &mut Loader<'_, '_>, prefix: &str, d_out: usize, d_in: usize| l.linear(prefix, d_out, d_in, true);
         let word_embeddings = l.matrix("transformer.word_embeddings.weight", [vocab, d])?;
         let word_embeddings_layernorm = layer_norm(&mut l, "transformer.word_embeddings_layernorm")?;
-        let mut h = Vec::with_capacity(c.n_layer);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut h = Vec::new();
         for i in 0..c.n_layer {
             let p = format!("transformer.h.{i}");
             let input_layernorm = layer_norm(&mut l, &format!("{p}.input_layernorm"))?;

@@ -288,7 +288,9 @@ impl Opt {
         let embed_tokens = l.matrix("model.decoder.embed_tokens.weight", [c.vocab_size, e])?;
         let project_in = if c.has_projections() { Some(l.linear("model.decoder.project_in", d, e, false)?) } else { None };
         let embed_positions = l.matrix("model.decoder.embed_positions.weight", [c.max_position_embeddings + POSITION_OFFSET, d])?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("model.decoder.layers.{i}");
             let self_attn_layer_norm = layer_norm(&mut l, &format!("{p}.self_attn_layer_norm"))?;

@@ -416,7 +416,9 @@ impl T5Loader<'_, '_, '_> {
     /// `n_blocks` (>= 1, as the config guarantees) blocks and the final norm, in HF order.
     fn stack(&mut self, name: &'static str, n_blocks: usize) -> Result<Stack> {
         let decoder = name == "decoder";
-        let mut blocks = Vec::with_capacity(n_blocks);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut blocks = Vec::new();
         let mut relative_attention_bias = None;
         for i in 0..n_blocks {
             let p = format!("{name}.block.{i}.layer");
