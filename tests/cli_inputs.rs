@@ -53,11 +53,13 @@ fn config(dir: &TempDir) -> PathBuf {
 
 #[test]
 fn token_ids_outside_the_vocabulary_are_refused_at_load() {
-    // config.json's pad id one past the last row; generate used to panic in the gather.
+    // config.json's pad id one past the last row: training pads its batches with it and used to
+    // panic in the gather (exit 101) at the first step.
     let llama = model_copy("tiny-llama");
     edit_json(&config(&llama), |c| c["pad_token_id"] = json!(512));
     let message = format!("{}: pad_token_id 512 is outside the vocabulary (512 tokens)", config(&llama).display());
-    assert_refused("generate", llama.path(), &["--prompt", "Hello", "--max-new-tokens", "2"], &message);
+    let output = llama.path().join("run");
+    assert_refused("train", llama.path(), &["--max-steps", "1", "--output", output.to_str().unwrap()], &message);
     inspect_refuses(llama.path(), &message);
 
     // BOS in OPT's config.json, and an id too large for u32 that used to wrap to a small one.
@@ -70,7 +72,7 @@ fn token_ids_outside_the_vocabulary_are_refused_at_load() {
     edit_json(&config(&bloom), |c| c["eos_token_id"] = json!([0, 700]));
     inspect_refuses(bloom.path(), &format!("{}: eos_token_id 700 is outside the vocabulary (512 tokens)", config(&bloom).display()));
 
-    // T5's decoder start token, which every decoded sequence begins with.
+    // T5's decoder start token, which every decoded sequence begins with (generate panicked).
     let t5 = model_copy("tiny-t5");
     edit_json(&config(&t5), |c| c["decoder_start_token_id"] = json!(600));
     let message = format!("{}: decoder_start_token_id 600 is outside the vocabulary (512 tokens)", config(&t5).display());
