@@ -1059,6 +1059,76 @@ fn corrupted_bytes_never_panic() {
     }
 }
 
+/// Points `tensor`'s directory entry at `offset` (relative to the data section) in a written file.
+fn set_offset(bytes: &mut [u8], tensor: &str, n_dims: usize, offset: u64) {
+    let mut name = (tensor.len() as u64).to_le_bytes().to_vec();
+    name.extend(tensor.as_bytes());
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 8 * n_dims + 4;
+    bytes[at..at + 8].copy_from_slice(&offset.to_le_bytes());
+}
+
+#[test]
+fn overlapping_tensors_are_refused_naming_both() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("overlap.gguf");
+    // blk.0.attn_q.weight (64 bytes at 96) moved onto token_embd.weight's bytes 0..80, as a bad
+    // converter or a flipped bit would; the offset is still aligned and inside the file.
+    let mut bytes = sample_file().bytes();
+    set_offset(&mut bytes, "blk.0.attn_q.weight", 2, 32);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = GgufModel::open(&path).err().expect("overlapping tensors open");
+    assert!(matches!(err, GgufError::Corrupt { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: corrupt GGUF file: tensors 'token_embd.weight' (data bytes 0..80) and 'blk.0.attn_q.weight' (data bytes 32..96) overlap",
+            path.display()
+        )
+    );
+
+    // A name longer than ggml's 63 bytes is a corrupt length that swallowed file content.
+    let g = sample_file().f32_tensor(&"x".repeat(64), &[4], &[1.0; 4]);
+    let err = GgufModel::open(&g.write(&dir, "overlap.gguf")).err().expect("a 64-byte name opens");
+    assert_eq!(err.to_string(), format!("{}: corrupt GGUF file: the name of tensor #5 is 64 bytes long (at most 63)", path.display()));
+
+    // Past the end of the file: a truncation error naming the tensor.
+    let mut bytes = sample_file().bytes();
+    set_offset(&mut bytes, "output_norm.weight", 1, 1 << 20);
+    std::fs::write(&path, &bytes).unwrap();
+    let err = GgufModel::open(&path).err().expect("a tensor past the end opens");
+    assert!(matches!(err, GgufError::Truncated { .. }), "{err}");
+    assert!(err.to_string().contains("overlap.gguf") && err.to_string().contains("output_norm.weight"), "{err}");
+}
+
+#[test]
+fn out_of_range_token_ids_and_nonsense_hyper_parameters_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let cases = [
+        (
+            sample_file().kv("tokenizer.ggml.padding_token_id", V::U32(5)),
+            "metadata key 'tokenizer.ggml.padding_token_id': token id 5 is outside the vocabulary (5 tokens)",
+        ),
+        (
+            sample_file().kv("tokenizer.ggml.eos_token_id", V::U32(70)),
+            "metadata key 'tokenizer.ggml.eos_token_id': token id 70 is outside the vocabulary (5 tokens)",
+        ),
+        (
+            sample_file().kv("llama.attention.layer_norm_rms_epsilon", V::F32(-1.0)),
+            "metadata key 'llama.attention.layer_norm_rms_epsilon': -1 must be a positive finite number",
+        ),
+        (
+            sample_file().kv("llama.rope.freq_base", V::F32(f32::NAN)),
+            "metadata key 'llama.rope.freq_base': NaN must be a positive finite number",
+        ),
+    ];
+    for (g, message) in cases {
+        let path = g.write(&dir, "bad.gguf");
+        let err = GgufModel::open(&path).err().expect(message);
+        assert!(matches!(err, GgufError::InvalidMetadata { .. }), "{err}");
+        assert_eq!(err.to_string(), format!("{}: {message}", path.display()));
+    }
+}
+
 #[test]
 fn bad_magic_and_version_are_reported() {
     let dir = TempDir::new().unwrap();

@@ -8,9 +8,10 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::safetensors_file::SafetensorsFiles;
-use super::{LoadedModel, ModelSource};
+use super::{LoadedModel, ModelSource, check_finite};
 use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::model::config::check_token_ids;
 
 /// transformers' `base_model_prefix`es: checkpoints saved from the bare base model (bigscience's
 /// BLOOM, early OPT files) name their tensors without them.
@@ -39,18 +40,37 @@ pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
         if found != shape {
             return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with config.json, which implies {shape:?}")));
         }
+        check_finite(&path, name, &values)?;
         Ok(values)
     })?;
+    let vocab_size = model.info().vocab_size;
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer =
         Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::invalid(&tokenizer_path, format!("cannot load tokenizer: {e}")))?;
+    check_tokenizer_fits(&tokenizer_path, &tokenizer, vocab_size)?;
+    let generation_path = dir.join("generation_config.json");
+    let generation_config = read_optional_json(&generation_path)?;
+    if let Some(generation) = &generation_config {
+        check_token_ids(generation, vocab_size, &generation_path.display().to_string())?;
+    }
     Ok(LoadedModel {
         model,
         tokenizer,
         tokenizer_config: read_optional_json(&dir.join("tokenizer_config.json"))?,
-        generation_config: read_optional_json(&dir.join("generation_config.json"))?,
+        generation_config,
         source: ModelSource::HfFolder(dir.to_path_buf()),
     })
+}
+
+/// Every id the tokenizer can produce must have an embedding row: a tokenizer from another model
+/// (a larger vocabulary of the same family) encodes text into ids the model cannot look up, which
+/// panics in the embedding's gather at the first such token instead of failing here.
+fn check_tokenizer_fits(path: &Path, tokenizer: &Tokenizer, rows: usize) -> Result<()> {
+    let tokens = tokenizer.get_vocab(true).into_values().max().map_or(0, |id| id as usize + 1);
+    if tokens > rows {
+        return Err(Error::invalid(path, format!("the tokenizer has {tokens} tokens but the model's embedding has {rows} rows")));
+    }
+    Ok(())
 }
 
 fn read_optional_json(path: &Path) -> Result<Option<Value>> {

@@ -119,6 +119,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         if found != shape {
             return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with the metadata, which implies {shape:?}")));
         }
+        check_finite(path, name, &values)?;
         Ok(values)
     })?;
     let tokenizer = gguf.tokenizer()?;
@@ -140,4 +141,14 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         generation_config: None,
         source: ModelSource::Gguf(path.to_path_buf()),
     })
+}
+
+/// Refuses a weight holding NaN or infinity (a corrupted or overflowed file): it would spread
+/// through every activation, and training would report NaN losses long after the file was read.
+/// One pass over values that were just decoded, so it costs little next to reading them.
+fn check_finite(path: &Path, tensor: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(Error::tensor(path, tensor, format!("value #{i} is {}: the weights must be finite numbers", values[i]))),
+        None => Ok(()),
+    }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::{KvCache, LayerCache, extend};
-use super::config::{all_ids, first_id, parse_json};
+use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears};
 use super::llama::{Loader, TensorSource};
 use super::norm::LayerNorm;
@@ -70,8 +70,7 @@ impl BloomConfig {
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
-        let c: RawConfig =
-            serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not a BLOOM config.json: {e}")))?;
+        let c: RawConfig = deserialize(&raw, origin, "a BLOOM config.json")?;
         let model_type = c.model_type.clone().or_else(|| {
             c.architectures.as_ref().and_then(|a| a.first()).map(|a| if a == "BloomForCausalLM" { "bloom".into() } else { a.clone() })
         });
@@ -91,18 +90,19 @@ impl BloomConfig {
         let hidden_size = either(origin, "hidden_size", c.hidden_size, "n_embed", c.n_embed)?;
         let n_layer = either(origin, "n_layer", c.n_layer, "num_hidden_layers", c.num_hidden_layers)?;
         let n_head = either(origin, "n_head", c.n_head, "num_attention_heads", c.num_attention_heads)?;
-        if hidden_size == 0 || n_layer == 0 || n_head == 0 || c.vocab_size == 0 {
-            return Err(Error::invalid(origin, "hidden_size, n_layer, n_head and vocab_size must be > 0"));
-        }
+        check_sizes(origin, &[("hidden_size", hidden_size), ("n_layer", n_layer), ("n_head", n_head), ("vocab_size", c.vocab_size)])?;
         if !hidden_size.is_multiple_of(n_head) {
             return Err(Error::invalid(origin, format!("hidden_size {hidden_size} is not a multiple of n_head {n_head}")));
         }
+        let layer_norm_epsilon = c.layer_norm_epsilon.unwrap_or(1e-5);
+        check_positive(origin, "layer_norm_epsilon", layer_norm_epsilon)?;
+        check_token_ids(&raw, c.vocab_size, origin)?;
         Ok(Self {
             hidden_size,
             n_layer,
             n_head,
             vocab_size: c.vocab_size,
-            layer_norm_epsilon: c.layer_norm_epsilon.unwrap_or(1e-5),
+            layer_norm_epsilon,
             apply_residual_connection_post_layernorm: c.apply_residual_connection_post_layernorm.unwrap_or(false),
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(true),
             bos_token_id: c.bos_token_id.as_ref().and_then(first_id),
@@ -261,7 +261,9 @@ impl Bloom {
         let linear = |l: &mut Loader<'_, '_>, prefix: &str, d_out: usize, d_in: usize| l.linear(prefix, d_out, d_in, true);
         let word_embeddings = l.matrix("transformer.word_embeddings.weight", [vocab, d])?;
         let word_embeddings_layernorm = layer_norm(&mut l, "transformer.word_embeddings_layernorm")?;
-        let mut h = Vec::with_capacity(c.n_layer);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut h = Vec::new();
         for i in 0..c.n_layer {
             let p = format!("transformer.h.{i}");
             let input_layernorm = layer_norm(&mut l, &format!("{p}.input_layernorm"))?;

@@ -1,6 +1,7 @@
 //! `config.json` of the Llama family (Llama 2/3, SmolLM2, TinyLlama, Qwen2), as HF transformers writes it.
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -90,8 +91,7 @@ impl LlamaConfig {
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
-        let c: RawConfig =
-            serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not a Llama-family config.json: {e}")))?;
+        let c: RawConfig = deserialize(&raw, origin, "a Llama-family config.json")?;
         let model_type = c
             .model_type
             .clone()
@@ -109,9 +109,18 @@ impl LlamaConfig {
         {
             return Err(Error::Unsupported { path: origin.into(), what: format!("hidden_act {act:?}"), supported: "silu".into() });
         }
-        if c.num_attention_heads == 0 || c.hidden_size == 0 || c.num_hidden_layers == 0 || c.vocab_size == 0 {
-            return Err(Error::invalid(origin, "hidden_size, num_attention_heads, num_hidden_layers and vocab_size must be > 0"));
-        }
+        let max_position_embeddings = c.max_position_embeddings.unwrap_or(2048);
+        check_sizes(
+            origin,
+            &[
+                ("hidden_size", c.hidden_size),
+                ("intermediate_size", c.intermediate_size),
+                ("num_hidden_layers", c.num_hidden_layers),
+                ("num_attention_heads", c.num_attention_heads),
+                ("vocab_size", c.vocab_size),
+                ("max_position_embeddings", max_position_embeddings),
+            ],
+        )?;
         let kv_heads = c.num_key_value_heads.unwrap_or(c.num_attention_heads);
         if kv_heads == 0 || !c.num_attention_heads.is_multiple_of(kv_heads) {
             return Err(Error::invalid(
@@ -119,10 +128,23 @@ impl LlamaConfig {
                 format!("num_attention_heads {} is not a multiple of num_key_value_heads {kv_heads}", c.num_attention_heads),
             ));
         }
+        // Without head_dim the heads split hidden_size; a remainder would silently drop columns.
+        if c.head_dim.is_none() && !c.hidden_size.is_multiple_of(c.num_attention_heads) {
+            return Err(Error::invalid(
+                origin,
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {} (and there is no head_dim)",
+                    c.hidden_size, c.num_attention_heads
+                ),
+            ));
+        }
         let head_dim = c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads);
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(Error::invalid(origin, format!("head_dim {head_dim} must be even and > 0 for rotary embeddings")));
         }
+        let rms_norm_eps = c.rms_norm_eps.unwrap_or(1e-6);
+        check_positive(origin, "rms_norm_eps", rms_norm_eps)?;
+        check_token_ids(&raw, c.vocab_size, origin)?;
         let is_qwen2 = model_type == "qwen2";
         let attention_bias = c.attention_bias.unwrap_or(false);
         let rope = parse_rope(&c, origin)?;
@@ -134,8 +156,8 @@ impl LlamaConfig {
             num_key_value_heads: kv_heads,
             head_dim,
             vocab_size: c.vocab_size,
-            max_position_embeddings: c.max_position_embeddings.unwrap_or(2048),
-            rms_norm_eps: c.rms_norm_eps.unwrap_or(1e-6),
+            max_position_embeddings,
+            rms_norm_eps,
             rope,
             tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
             qkv_bias: is_qwen2 || attention_bias,
@@ -175,6 +197,74 @@ pub(crate) fn parse_json(text: &str, origin: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| Error::invalid(origin, format!("not valid JSON: {e}")))
 }
 
+/// `raw` as an architecture's config fields. serde's message for a mistyped value ("invalid type:
+/// string \"wide\", expected usize") does not say which key holds it, so the key is found by
+/// leaving each out in turn: only leaving out the culprit changes the error (fields are read in
+/// key order and the first bad one ends the read; missing fields are reported after all of them).
+pub(crate) fn deserialize<T: DeserializeOwned>(raw: &Value, origin: &str, what: &str) -> Result<T> {
+    let message = match T::deserialize(raw) {
+        Ok(config) => return Ok(config),
+        Err(e) => e.to_string(),
+    };
+    let changes_the_error = |key: &String| {
+        let mut without = raw.as_object().cloned().unwrap_or_default();
+        without.remove(key);
+        T::deserialize(&Value::Object(without)).map_err(|e| e.to_string()).err().as_ref() != Some(&message)
+    };
+    let key = match raw.as_object() {
+        Some(fields) if !message.starts_with("missing field") => fields.keys().find(|k| changes_the_error(k)),
+        _ => None,
+    };
+    Err(Error::invalid(
+        origin,
+        match key {
+            Some(key) => format!("not {what}: {key}: {message}"),
+            None => format!("not {what}: {message}"),
+        },
+    ))
+}
+
+/// Sizes that must be at least 1: a zero makes empty tensors, or a division by zero when heads
+/// split a width.
+pub(crate) fn check_sizes(origin: &str, sizes: &[(&str, usize)]) -> Result<()> {
+    match sizes.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => Err(Error::invalid(origin, format!("{key} must be > 0"))),
+        None => Ok(()),
+    }
+}
+
+/// A value that must be a positive finite number (a norm's epsilon, RoPE's base and factors):
+/// zero or less takes the root of zero or of a negative number, or divides by zero, and turns
+/// every activation into NaN.
+pub(crate) fn check_positive(origin: &str, key: &str, value: f64) -> Result<()> {
+    if value > 0.0 && value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid(origin, format!("{key} {value} must be a positive finite number")))
+    }
+}
+
+/// Keys of config.json and generation_config.json that hold token ids (a number or a list).
+const TOKEN_ID_KEYS: [&str; 4] = ["bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"];
+
+/// Checks the token ids a config.json or generation_config.json names against the vocabulary:
+/// generation and training look each one up in the embedding, where an id at or past its last
+/// row panics in the gather, far from the file that caused it. Negative ids are "none" to
+/// transformers and are ignored here, as everywhere else.
+pub(crate) fn check_token_ids(raw: &Value, vocab_size: usize, origin: &str) -> Result<()> {
+    for key in TOKEN_ID_KEYS {
+        let ids = match raw.get(key) {
+            Some(Value::Array(items)) => items.iter().collect(),
+            Some(v) => vec![v],
+            None => vec![],
+        };
+        if let Some(id) = ids.into_iter().filter_map(Value::as_u64).find(|&id| id >= vocab_size as u64) {
+            return Err(Error::invalid(origin, format!("{key} {id} is outside the vocabulary ({vocab_size} tokens)")));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn first_id(v: &Value) -> Option<u32> {
     match v {
         Value::Number(n) => n.as_u64().map(|n| n as u32),
@@ -192,18 +282,30 @@ pub(crate) fn all_ids(v: &Value) -> Vec<u32> {
 
 /// transformers 5 writes `rope_parameters`; older files use `rope_theta` + `rope_scaling`.
 fn parse_rope(c: &RawConfig, origin: &str) -> Result<RopeConfig> {
-    let params = c.rope_parameters.as_ref().or(c.rope_scaling.as_ref()).filter(|v| !v.is_null());
-    let get = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_f64);
-    let theta = get("rope_theta").or(c.rope_theta).unwrap_or(10_000.0);
+    let (section, params) = match (&c.rope_parameters, &c.rope_scaling) {
+        (Some(p), _) if !p.is_null() => ("rope_parameters", Some(p)),
+        (_, Some(p)) if !p.is_null() => ("rope_scaling", Some(p)),
+        _ => ("rope_scaling", None),
+    };
+    // Every RoPE number divides or is a base of a power: it must be positive.
+    let get = |k: &str, default: f64| -> Result<f64> {
+        let value = params.and_then(|p| p.get(k)).and_then(Value::as_f64).unwrap_or(default);
+        check_positive(origin, &format!("{section}.{k}"), value).map(|()| value)
+    };
+    let (theta, theta_key) = match params.and_then(|p| p.get("rope_theta")).and_then(Value::as_f64) {
+        Some(theta) => (theta, format!("{section}.rope_theta")),
+        None => (c.rope_theta.unwrap_or(10_000.0), "rope_theta".to_string()),
+    };
+    check_positive(origin, &theta_key, theta)?;
     let rope_type = params.and_then(|p| p.get("rope_type").or_else(|| p.get("type"))).and_then(Value::as_str).unwrap_or("default");
     let scaling = match rope_type {
         "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear { factor: get("factor").unwrap_or(1.0) },
+        "linear" => RopeScaling::Linear { factor: get("factor", 1.0)? },
         "llama3" => RopeScaling::Llama3 {
-            factor: get("factor").unwrap_or(8.0),
-            low_freq_factor: get("low_freq_factor").unwrap_or(1.0),
-            high_freq_factor: get("high_freq_factor").unwrap_or(4.0),
-            original_max_position: get("original_max_position_embeddings").unwrap_or(8192.0) as usize,
+            factor: get("factor", 8.0)?,
+            low_freq_factor: get("low_freq_factor", 1.0)?,
+            high_freq_factor: get("high_freq_factor", 4.0)?,
+            original_max_position: get("original_max_position_embeddings", 8192.0)? as usize,
         },
         other => {
             return Err(Error::Unsupported {

@@ -162,7 +162,9 @@ impl Llama {
         let mut l = Loader::new(source, device);
         let (d, q, kv, f, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps);
         let embed_tokens = l.matrix("model.embed_tokens.weight", [c.vocab_size, d])?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| l.linear(&format!("{p}.{name}"), d_out, d_in, bias);

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::{KvCache, LayerCache, extend};
-use super::config::{all_ids, first_id, parse_json};
+use super::config::{all_ids, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears};
 use super::llama::{Loader, TensorSource};
 use super::norm::LayerNorm;
@@ -88,8 +88,7 @@ impl OptConfig {
     }
 
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
-        let c: RawConfig =
-            serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not an OPT config.json: {e}")))?;
+        let c: RawConfig = deserialize(&raw, origin, "an OPT config.json")?;
         let is_opt = match (&c.model_type, &c.architectures) {
             (Some(t), _) => t == "opt",
             (None, Some(archs)) => archs.iter().any(|a| a.starts_with("OPT")),
@@ -109,14 +108,19 @@ impl OptConfig {
         }
         let word_embed_proj_dim = c.word_embed_proj_dim.unwrap_or(c.hidden_size);
         let max_position_embeddings = c.max_position_embeddings.unwrap_or(2048);
-        let sizes = [c.hidden_size, c.ffn_dim, c.num_hidden_layers, c.num_attention_heads, c.vocab_size, word_embed_proj_dim];
-        if sizes.contains(&0) || max_position_embeddings == 0 {
-            return Err(Error::invalid(
-                origin,
-                "hidden_size, ffn_dim, num_hidden_layers, num_attention_heads, vocab_size, word_embed_proj_dim and \
-                 max_position_embeddings must be > 0",
-            ));
-        }
+        check_sizes(
+            origin,
+            &[
+                ("hidden_size", c.hidden_size),
+                ("ffn_dim", c.ffn_dim),
+                ("num_hidden_layers", c.num_hidden_layers),
+                ("num_attention_heads", c.num_attention_heads),
+                ("vocab_size", c.vocab_size),
+                ("word_embed_proj_dim", word_embed_proj_dim),
+                ("max_position_embeddings", max_position_embeddings),
+            ],
+        )?;
+        check_token_ids(&raw, c.vocab_size, origin)?;
         if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(Error::invalid(
                 origin,
@@ -284,7 +288,9 @@ impl Opt {
         let embed_tokens = l.matrix("model.decoder.embed_tokens.weight", [c.vocab_size, e])?;
         let project_in = if c.has_projections() { Some(l.linear("model.decoder.project_in", d, e, false)?) } else { None };
         let embed_positions = l.matrix("model.decoder.embed_positions.weight", [c.max_position_embeddings + POSITION_OFFSET, d])?;
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
             let p = format!("model.decoder.layers.{i}");
             let self_attn_layer_norm = layer_norm(&mut l, &format!("{p}.self_attn_layer_norm"))?;

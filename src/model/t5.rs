@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::cache::{KvCache, extend};
+use super::config::{check_positive, check_sizes, check_token_ids, deserialize};
 use super::linear::{Linear, Linears};
 use super::llama::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
@@ -93,7 +94,7 @@ impl T5Config {
 
     /// Defaults are those of transformers' `T5Config`.
     pub fn from_value(raw: Value, origin: &str) -> Result<Self> {
-        let c: RawConfig = serde_json::from_value(raw.clone()).map_err(|e| Error::invalid(origin, format!("not a T5 config.json: {e}")))?;
+        let c: RawConfig = deserialize(&raw, origin, "a T5 config.json")?;
         let model_type = c.model_type.unwrap_or_default();
         if model_type != "t5" {
             return Err(Error::Unsupported { path: origin.into(), what: format!("model_type {model_type:?}"), supported: "t5".into() });
@@ -111,13 +112,18 @@ impl T5Config {
             }
         };
         let num_decoder_layers = c.num_decoder_layers.unwrap_or(c.num_layers);
-        let dims = [c.vocab_size, c.d_model, c.d_kv, c.d_ff, c.num_heads, c.num_layers, num_decoder_layers];
-        if dims.contains(&0) {
-            return Err(Error::invalid(
-                origin,
-                "vocab_size, d_model, d_kv, d_ff, num_heads, num_layers and num_decoder_layers must be > 0",
-            ));
-        }
+        check_sizes(
+            origin,
+            &[
+                ("vocab_size", c.vocab_size),
+                ("d_model", c.d_model),
+                ("d_kv", c.d_kv),
+                ("d_ff", c.d_ff),
+                ("num_heads", c.num_heads),
+                ("num_layers", c.num_layers),
+                ("num_decoder_layers", num_decoder_layers),
+            ],
+        )?;
         let buckets = c.relative_attention_num_buckets.unwrap_or(32);
         let max_distance = c.relative_attention_max_distance.unwrap_or(128);
         // Bidirectional buckets split in two halves, each with an exact and a logarithmic range.
@@ -135,6 +141,9 @@ impl T5Config {
             None => vec![1],
             Some(v) => ids(v).ok_or_else(|| Error::invalid(origin, format!("eos_token_id {v} is not a token id or a list of them")))?,
         };
+        let layer_norm_epsilon = c.layer_norm_epsilon.unwrap_or(1e-6);
+        check_positive(origin, "layer_norm_epsilon", layer_norm_epsilon)?;
+        check_token_ids(&raw, c.vocab_size, origin)?;
         Ok(Self {
             vocab_size: c.vocab_size,
             d_model: c.d_model,
@@ -145,7 +154,7 @@ impl T5Config {
             num_heads: c.num_heads,
             relative_attention_num_buckets: buckets,
             relative_attention_max_distance: max_distance,
-            layer_norm_epsilon: c.layer_norm_epsilon.unwrap_or(1e-6),
+            layer_norm_epsilon,
             feed_forward_proj,
             tie_word_embeddings,
             scale_decoder_outputs: c.scale_decoder_outputs.unwrap_or(tie_word_embeddings),
@@ -407,7 +416,9 @@ impl T5Loader<'_, '_, '_> {
     /// `n_blocks` (>= 1, as the config guarantees) blocks and the final norm, in HF order.
     fn stack(&mut self, name: &'static str, n_blocks: usize) -> Result<Stack> {
         let decoder = name == "decoder";
-        let mut blocks = Vec::with_capacity(n_blocks);
+        // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
+        // allocation, while the first missing layer ends the load with an error.
+        let mut blocks = Vec::new();
         let mut relative_attention_bias = None;
         for i in 0..n_blocks {
             let p = format!("{name}.block.{i}.layer");

@@ -16,6 +16,8 @@ const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
 /// ggml tensors have at most 4 dimensions (GGML_MAX_DIMS).
 const MAX_DIMS: u32 = 4;
+/// ggml's tensor name buffer, NUL included (GGML_MAX_NAME).
+const GGML_MAX_NAME: usize = 64;
 
 /// One metadata value, as typed in the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,7 +156,7 @@ impl GgufFile {
         let mut metadata = BTreeMap::new();
         for i in 0..n_kv {
             let key = r.string(&format!("metadata key #{i}"))?;
-            let what = format!("metadata value '{key}'");
+            let what = format!("metadata value '{}'", excerpt(&key));
             let ty = r.u32(&what)?;
             let value = r.value(ty, &what, 0)?;
             metadata.insert(key, value);
@@ -173,6 +175,12 @@ impl GgufFile {
         let mut infos = Vec::new();
         for i in 0..n_tensors {
             let name = r.string(&format!("the name of tensor #{i}"))?;
+            // ggml keeps a name in GGML_MAX_NAME bytes with its NUL (llama.cpp refuses longer ones):
+            // a longer "name" comes from a corrupt length and holds file content.
+            if name.len() >= GGML_MAX_NAME {
+                let what = format!("the name of tensor #{i} is {} bytes long (at most {})", name.len(), GGML_MAX_NAME - 1);
+                return Err(r.corrupt(what));
+            }
             let what = format!("the shape of tensor '{name}'");
             let n_dims = r.u32(&what)?;
             if n_dims > MAX_DIMS {
@@ -194,6 +202,7 @@ impl GgufFile {
             }
             tensors.push(TensorInfo { name, dims, type_id, bytes });
         }
+        r.check_overlaps(&tensors, data_start)?;
 
         Ok(Self { path: path.to_path_buf(), version, metadata, tensors, by_name, map })
     }
@@ -259,6 +268,15 @@ impl GgufFile {
         let items = v.as_array().ok_or_else(|| self.type_error(key, expected, v))?;
         let out = items.iter().map(|item| f(item).ok_or_else(|| self.type_error(key, expected, item)));
         out.collect::<Result<Vec<_>, _>>().map(Some)
+    }
+}
+
+/// A metadata key as error messages show it: a corrupt length can make a "key" of most of the file.
+fn excerpt(key: &str) -> String {
+    const SHOWN: usize = 64;
+    match key.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &key[..cut], key.len()),
+        None => key.to_string(),
     }
 }
 
@@ -375,7 +393,9 @@ impl<'a> Reader<'a> {
         if !row.is_multiple_of(block) {
             return Err(self.corrupt(format!("tensor '{name}': rows of {row} values do not fill whole {} blocks of {block}", ty.name())));
         }
-        let len = n_elements / block * size;
+        let Some(len) = (n_elements / block).checked_mul(size) else {
+            return Err(self.corrupt(format!("tensor '{name}': the byte size of {dims:?} overflows")));
+        };
         let file_len = self.data.len() as u64;
         match data_start.checked_add(offset).and_then(|s| Some((s, s.checked_add(len)?))) {
             // Both ends lie inside the map, hence fit in usize.
@@ -387,6 +407,29 @@ impl<'a> Reader<'a> {
                 len: file_len,
             }),
         }
+    }
+
+    /// Tensors must not share bytes (llama.cpp refuses such files too): a directory entry whose
+    /// offset points into another tensor is corruption, and reading it would pass one tensor's
+    /// bytes off as another's weights. Only tensors of types we decode have a known extent.
+    fn check_overlaps(&self, tensors: &[TensorInfo], data_start: u64) -> Result<(), GgufError> {
+        let mut ranges: Vec<(usize, usize, &str)> =
+            tensors.iter().filter_map(|t| t.bytes.map(|(start, end)| (start, end, t.name.as_str()))).filter(|(s, e, _)| s < e).collect();
+        ranges.sort_unstable();
+        let data = |at: usize| at as u64 - data_start;
+        for pair in ranges.windows(2) {
+            let ((a_start, a_end, a), (b_start, b_end, b)) = (pair[0], pair[1]);
+            if b_start < a_end {
+                return Err(self.corrupt(format!(
+                    "tensors '{a}' (data bytes {}..{}) and '{b}' (data bytes {}..{}) overlap",
+                    data(a_start),
+                    data(a_end),
+                    data(b_start),
+                    data(b_end)
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn corrupt(&self, what: String) -> GgufError {

@@ -386,12 +386,27 @@ fn read_hparams(f: &GgufFile, arch: Architecture, tensors: &HashMap<String, usiz
             return Err(invalid("embedding_length", format!("{hidden} is not a multiple of {heads} heads")));
         }
     };
-    let rope_theta = f.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0);
+    // A norm epsilon or RoPE base that is not a positive number turns activations into NaN (and
+    // a NaN would reach config.json as null, read back as the default).
+    let positive = |k: &str, value: f64| {
+        if value > 0.0 && value.is_finite() { Ok(value) } else { Err(invalid(k, format!("{value} must be a positive finite number"))) }
+    };
+    let rope_theta = positive("rope.freq_base", f.opt_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0))?;
+    let rms_norm_eps = positive("attention.layer_norm_rms_epsilon", f.f64(&key("attention.layer_norm_rms_epsilon"))?)?;
     let n_tokens = f.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).map(<[_]>::len);
     let vocab = match (n_tokens, f.opt_usize(&key("vocab_size"))?) {
         (Some(n), _) | (None, Some(n)) => n,
         (None, None) => tensors.get("model.embed_tokens.weight").and_then(|&i| f.tensors[i].dims.get(1).copied()).map_or(0, |d| d as usize),
     };
+    // Generation and training look these ids up in the embedding, which has a row per token.
+    for k in
+        ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id"]
+    {
+        if let Some(id) = f.get(k).and_then(MetaValue::as_i64).filter(|&id| id >= 0 && id as u64 >= vocab as u64) {
+            let what = format!("token id {id} is outside the vocabulary ({vocab} tokens)");
+            return Err(GgufError::InvalidMetadata { path: f.path.clone(), key: k.to_string(), what });
+        }
+    }
     Ok(HParams {
         hidden,
         intermediate: f.usize(&key("feed_forward_length"))?,
@@ -399,7 +414,7 @@ fn read_hparams(f: &GgufFile, arch: Architecture, tensors: &HashMap<String, usiz
         heads,
         kv_heads,
         head_dim,
-        rms_norm_eps: f.f64(&key("attention.layer_norm_rms_epsilon"))?,
+        rms_norm_eps,
         rope_theta,
         rope_scaling: rope_scaling(f, &key, rope_theta, head_dim)?,
         context: f.usize(&key("context_length"))?,
