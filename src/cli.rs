@@ -463,6 +463,8 @@ pub const CANCELLED_EXIT: u8 = 130;
 /// Ctrl-C, SIGTERM (shutdown) and SIGHUP (a closed terminal) cancel with a checkpoint; the same
 /// signal again ends the process at once.
 fn train(config: TrainConfig, mode: OutputMode) -> Result<()> {
+    // Before minutes of loading: a forgotten --resume is said at once.
+    crate::train::output::check(&config, mode)?;
     let dev = DeviceArgs { device: config.device }.open();
     let mut trainer = Trainer::prepare(config, dev)?;
     let events_path = trainer.config.events_path();

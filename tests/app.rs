@@ -205,8 +205,8 @@ fn load_train_inspect_evaluate_save_and_reopen() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let refused = harness.state().error().unwrap().to_string();
-    assert!(refused.contains("exists and is not empty") && refused.contains("Replace the folder"), "{refused}");
-    click(&mut harness, "Replace the folder if it exists and holds files");
+    assert!(refused.contains("exists and is not empty") && refused.contains("Replace the model folder"), "{refused}");
+    click(&mut harness, "Replace the model folder if one is there (a folder of other files is never replaced)");
     click(&mut harness, "Save model");
     wait_for(&mut harness, "reloaded it as a check");
 

@@ -88,6 +88,14 @@ fn export_replaces_nothing_without_overwrite_and_never_the_source_model() {
     assert!(replaced.status.success(), "{}", text(&replaced));
     assert!(!target.join("notes.txt").exists() && target.join("model.safetensors").exists());
 
+    // --overwrite replaces a model folder, never a folder of other files (a typo'd --out ~/Documents).
+    let documents = dir.path().join("documents");
+    std::fs::create_dir_all(&documents).unwrap();
+    std::fs::write(documents.join("letter.txt"), "mine").unwrap();
+    let out = greentrainer(&["export", "--device", "cpu", "--model", s(&source), "--out", s(&documents), "--overwrite"]);
+    assert!(!out.status.success() && text(&out).contains("not a model folder"), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(documents.join("letter.txt")).unwrap(), "mine");
+
     // A file is never replaced by a folder, and is not moved aside either.
     let file = dir.path().join("a-file");
     std::fs::write(&file, "mine").unwrap();
@@ -117,10 +125,11 @@ fn an_interrupted_save_is_cleaned_up_and_a_moved_aside_folder_restored() {
     let dir = tempfile::tempdir().unwrap();
     // No process has this id (above Linux's largest pid_max), so these were left by a killed one.
     let dead = 4_999_999;
-    let partial = dir.path().join(format!(".hf.partial-{dead}"));
+    let partial = dir.path().join(format!(".hf.partial-{dead}.7"));
     std::fs::create_dir_all(&partial).unwrap();
     std::fs::write(partial.join("model.safetensors"), vec![0u8; 4096]).unwrap();
-    let live = dir.path().join(format!(".hf.partial-{}", std::process::id()));
+    // This test process is running: what it names is never taken for litter.
+    let live = dir.path().join(format!(".hf.partial-{}.7", std::process::id()));
     std::fs::create_dir_all(&live).unwrap();
     let target = dir.path().join("hf");
     let out = greentrainer(&["export", "--device", "cpu", "--model", s(&tiny_llama()), "--out", s(&target)]);
@@ -131,7 +140,7 @@ fn an_interrupted_save_is_cleaned_up_and_a_moved_aside_folder_restored() {
     // Killed between moving the old folder aside and moving the new one in: the old one comes
     // back, and, being the user's, is not replaced.
     let kept = dir.path().join("kept");
-    let aside = dir.path().join(format!(".kept.old-{dead}"));
+    let aside = dir.path().join(format!(".kept.old-{dead}.7"));
     std::fs::create_dir_all(&aside).unwrap();
     std::fs::write(aside.join("README.txt"), "mine").unwrap();
     let out = greentrainer(&["export", "--device", "cpu", "--model", s(&tiny_llama()), "--out", s(&kept)]);
@@ -229,6 +238,14 @@ fn a_diverging_run_stops_and_saves_nothing() {
     assert!(t.contains("training diverged") || t.contains("NaN or infinite values"), "{t}");
     assert!(t.contains("nothing was saved"), "{t}");
     assert!(!run.join("model").exists(), "no model is saved from NaN weights");
+
+    // An update beyond f32's range makes the weights infinite at once: the checkpoint due after
+    // that step is not written from them.
+    let run = dir.path().join("overflow");
+    let out = train(&run, "3", &["--lr", "1e39", "--method", "full", "--checkpoint-every", "1"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("step 1: the update left tensor") && text(&out).contains("NaN or infinite values"), "{}", text(&out));
+    assert!(!run.join("checkpoint").exists(), "no checkpoint holds non-finite weights");
 }
 
 #[test]
@@ -300,6 +317,8 @@ fn max_steps_alone_runs_that_many_steps() {
     assert_eq!((steps.max_steps, steps.epochs), (3000, 0), "the default epochs no longer cap an explicit step count");
     let both = TrainOverrides { max_steps: Some(3000), epochs: Some(2), ..Default::default() }.resolve(None).unwrap();
     assert_eq!((both.max_steps, both.epochs), (3000, 2));
+    let zero = TrainOverrides { max_steps: Some(0), ..Default::default() }.resolve(None).unwrap();
+    assert_eq!((zero.max_steps, zero.epochs), (0, greentrainer::train::TrainConfig::default().epochs), "0 steps means all epochs");
     let default = TrainOverrides::default().resolve(None).unwrap();
     assert_eq!(default, greentrainer::train::TrainConfig::default());
 }

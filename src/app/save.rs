@@ -28,12 +28,14 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         &mut app.settings.save_delta,
         format!("Also write {DELTA_FILE} beside the folder: only the tensors training changed, with the method, rho and selection"),
     );
-    ui.checkbox(&mut app.save.replace, "Replace the folder if it exists and holds files");
+    ui.checkbox(&mut app.save.replace, "Replace the model folder if one is there (a folder of other files is never replaced)");
     if path_row(ui, "Save folder", &mut app.settings.save_dir, Pick::Folder, Some("Save model"), ready) {
         app.save.saved = None;
         app.error = None;
         let delta = app.settings.save_delta.then(|| delta_metadata(app));
         app.worker.send(Command::Save { dir: PathBuf::from(app.settings.save_dir.trim()), replace: app.save.replace, delta });
+        // Asked for each save, not left on for the next one.
+        app.save.replace = false;
     }
     if let Some((dir, delta)) = &app.save.saved {
         let shown = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string();

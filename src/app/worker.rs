@@ -316,7 +316,7 @@ impl Engine {
                 };
                 let existing = if replace { Existing::Replace } else { Existing::Refuse };
                 save_hf_folder(loaded, &dir, existing, None).map_err(|e| match e {
-                    crate::error::Error::Exists { .. } => format!("{e}: tick \"Replace the folder\" to replace it"),
+                    crate::error::Error::Exists { .. } => format!("{e}: tick \"Replace the model folder\" to replace it"),
                     e => e.to_string(),
                 })?;
                 // The self-check: what was written must load again.

@@ -107,6 +107,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
     }
     let mut top_ks: Vec<usize> =
         s.rhos.iter().map(|&rho| top_k_within(&first.loaded.model, s.batch_size, s.max_len, rho)).collect::<Result<_>>()?;
+    top_ks.sort_unstable();
     top_ks.dedup();
     for k in top_ks {
         plans.push(Plan { label: format!("FT-top-{k}"), method: MethodKind::TopK, rho: 1.0, top_k: k, lr: s.lr });

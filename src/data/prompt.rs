@@ -167,7 +167,7 @@ impl<'t> Encoder<'t> {
     /// `max_len` for the answer. An encoder-decoder model's prompt has `max_len` of its own.
     pub fn with_answer_room(mut self, room: usize) -> Result<Encoder<'t>, DataError> {
         let fixed = self.before_source.len() + self.between.len();
-        if self.seq2seq.is_none() && (room == 0 || fixed + room >= self.max_len) {
+        if self.seq2seq.is_none() && (room == 0 || room >= self.max_len.saturating_sub(fixed)) {
             return Err(DataError::InvalidOption(format!(
                 "max_len {} leaves no room for {room} new tokens after the template's {fixed} tokens",
                 self.max_len
@@ -199,8 +199,8 @@ impl<'t> Encoder<'t> {
         let untruncated_len = fixed + source.len() + target.len();
         // Room for the answer: the whole target in training, a fixed share in evaluation.
         let answer = self.answer_room.unwrap_or(target.len());
-        let target_fits = fixed + answer <= self.max_len && target.len() <= answer;
-        let source_room = self.max_len.saturating_sub(fixed + answer);
+        let target_fits = answer <= self.max_len.saturating_sub(fixed) && target.len() <= answer;
+        let source_room = self.max_len.saturating_sub(fixed.saturating_add(answer));
         let kept_source = source.len().min(source_room);
         if !target_fits {
             target.truncate(self.max_len.saturating_sub(fixed + kept_source).min(answer));

@@ -1,13 +1,15 @@
 //! Writes that never leave a half-written file or folder behind and never replace a folder the
 //! caller did not say it may replace: build beside the target, then rename.
 //!
-//! The temporary siblings are named `.NAME.partial-PID` (and `.NAME.old-PID` for a folder being
-//! swapped out), so a later write can tell those of a killed process from those of a running one
-//! and clean them up.
+//! The temporary siblings are named `.NAME.partial-PID.TOKEN` (and `.NAME.old-PID.TOKEN` for a
+//! folder being swapped out), TOKEN being drawn once per process, so a later write can tell those
+//! of a killed process (even one that had the same PID, as in containers) from those of a running
+//! one, and clean them up or restore them.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -23,8 +25,8 @@ pub enum Existing {
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    clean_stale_siblings(path);
-    let tmp = sibling(path, PARTIAL, std::process::id());
+    recover(path);
+    let tmp = sibling(path, PARTIAL, Owner::this());
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -43,65 +45,118 @@ pub fn write_dir(dir: &Path, existing: Existing, fill: impl FnOnce(&Path) -> Res
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    clean_stale_siblings(dir);
-    let occupied = match fs::symlink_metadata(dir) {
-        Ok(m) if !m.is_dir() && !fs::metadata(dir).is_ok_and(|m| m.is_dir()) => {
-            return Err(Error::invalid(dir, "exists and is not a folder; nothing was written"));
-        }
-        Ok(_) => fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.next().is_some(),
-        Err(_) => false,
-    };
-    if occupied && existing == Existing::Refuse {
+    recover(dir);
+    if fs::symlink_metadata(dir).is_ok() && !dir.is_dir() {
+        return Err(Error::invalid(dir, "exists and is not a folder; nothing was written"));
+    }
+    // Checked now to fail before any work; checked again by the rename itself, since `fill` may
+    // take minutes and someone may fill the folder meanwhile.
+    if existing == Existing::Refuse && occupied(dir) {
         return Err(Error::Exists { path: dir.to_path_buf() });
     }
-    let tmp = sibling(dir, PARTIAL, std::process::id());
+    let tmp = sibling(dir, PARTIAL, Owner::this());
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     if let Err(e) = fill(&tmp) {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let old = sibling(dir, OLD, std::process::id());
-    if dir.exists()
-        && let Err(e) = fs::rename(dir, &old)
-    {
+    let placed = match existing {
+        Existing::Refuse => place_refusing(&tmp, dir),
+        Existing::Replace => place_replacing(&tmp, dir),
+    };
+    if placed.is_err() {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(Error::io(dir, e));
     }
-    if let Err(e) = fs::rename(&tmp, dir) {
+    placed
+}
+
+/// Renames `tmp` to `dir` only while `dir` is absent or empty: renaming over a folder that holds
+/// anything fails, so nothing that arrived meanwhile is replaced.
+fn place_refusing(tmp: &Path, dir: &Path) -> Result<()> {
+    // An empty folder is removed first, since Windows renames onto no existing folder at all;
+    // removing a folder that holds files fails, which the rename then reports.
+    let _ = fs::remove_dir(dir);
+    fs::rename(tmp, dir).map_err(|e| if occupied(dir) { Error::Exists { path: dir.to_path_buf() } } else { Error::io(dir, e) })
+}
+
+/// Moves `dir` aside, renames `tmp` in, then deletes what this call moved aside (only that).
+fn place_replacing(tmp: &Path, dir: &Path) -> Result<()> {
+    let old = sibling(dir, OLD, Owner::this());
+    let moved_aside = dir.exists();
+    if moved_aside {
+        fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    if let Err(e) = fs::rename(tmp, dir) {
         // Put the previous folder back rather than leave the user with neither.
-        let _ = fs::rename(&old, dir);
-        let _ = fs::remove_dir_all(&tmp);
+        if moved_aside {
+            let _ = fs::rename(&old, dir);
+        }
         return Err(Error::io(dir, e));
     }
-    let _ = fs::remove_dir_all(&old);
+    if moved_aside {
+        let _ = fs::remove_dir_all(&old);
+    }
     Ok(())
+}
+
+fn occupied(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
 const PARTIAL: &str = "partial";
 const OLD: &str = "old";
 
-fn sibling(path: &Path, tag: &str, pid: u32) -> PathBuf {
-    path.with_file_name(format!(".{}.{tag}-{pid}", file_name(path)))
+/// The process that named a temporary sibling: its PID and a token drawn once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    pid: u32,
+    token: u32,
+}
+
+impl Owner {
+    fn this() -> Owner {
+        static TOKEN: OnceLock<u32> = OnceLock::new();
+        Owner { pid: std::process::id(), token: *TOKEN.get_or_init(rand::random) }
+    }
+
+    /// `PID.TOKEN`, as written by `sibling`.
+    fn parse(text: &str) -> Option<Owner> {
+        let (pid, token) = text.split_once('.')?;
+        Some(Owner { pid: pid.parse().ok()?, token: token.parse().ok()? })
+    }
+
+    /// Whether it may still be writing `sibling`: this very process, or another one still running.
+    fn alive(self, sibling: &Path) -> bool {
+        let this = Owner::this();
+        if self.pid == this.pid {
+            return self.token == this.token;
+        }
+        process_running(self.pid, sibling)
+    }
+}
+
+fn sibling(path: &Path, tag: &str, owner: Owner) -> PathBuf {
+    path.with_file_name(format!(".{}.{tag}-{}.{}", file_name(path), owner.pid, owner.token))
 }
 
 fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-/// Removes what killed processes left beside `path`: half-written `.partial-PID` files and
-/// folders, and `.old-PID` folders whose replacement is in place. An `.old-PID` folder whose
-/// replacement never arrived is the user's previous folder, so it is moved back instead.
-fn clean_stale_siblings(path: &Path) {
+/// Tidies what killed processes left beside `path`: half-written `.partial-` files and folders are
+/// removed, and `.old-` folders are removed when their replacement is in place, else moved back
+/// (they are the user's previous folder, swapped out by a save that was killed mid-way).
+pub fn recover(path: &Path) {
     let Some(parent) = path.parent() else { return };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
     let Ok(entries) = fs::read_dir(parent) else { return };
     let prefix = format!(".{}.", file_name(path));
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((tag, pid)) = name.strip_prefix(&prefix).and_then(|rest| rest.rsplit_once('-')) else { continue };
-        let Ok(pid) = pid.parse::<u32>() else { continue };
-        if process_alive(pid, &entry.path()) {
+        let Some((tag, owner)) = name.strip_prefix(&prefix).and_then(|rest| rest.split_once('-')) else { continue };
+        let Some(owner) = Owner::parse(owner) else { continue };
+        if owner.alive(&entry.path()) {
             continue;
         }
         let stale = entry.path();
@@ -125,12 +180,9 @@ fn remove_any(path: &Path) {
     }
 }
 
-/// Whether the process that named a temporary sibling may still be writing it.
+/// Whether another process with this PID is running.
 #[cfg(unix)]
-fn process_alive(pid: u32, _path: &Path) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
+fn process_running(pid: u32, _sibling: &Path) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
     // Signal 0 checks existence only; EPERM means it exists under another user.
     // SAFETY: kill with signal 0 sends nothing and touches no memory.
@@ -139,11 +191,45 @@ fn process_alive(pid: u32, _path: &Path) -> bool {
 
 /// Without a cheap process check, a sibling untouched for a day is taken to be abandoned.
 #[cfg(not(unix))]
-fn process_alive(pid: u32, path: &Path) -> bool {
-    use std::time::{Duration, SystemTime};
-    const ABANDONED: Duration = Duration::from_secs(24 * 3600);
-    pid == std::process::id()
-        || fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_or(true, |t| SystemTime::now().duration_since(t).unwrap_or_default() < ABANDONED)
+fn process_running(_pid: u32, sibling: &Path) -> bool {
+    const ABANDONED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    fs::metadata(sibling).and_then(|m| m.modified()).map_or(true, |t| t.elapsed().unwrap_or_default() < ABANDONED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_filled_while_writing_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        let result = write_dir(&target, Existing::Refuse, |tmp| {
+            // Another writer fills the target while this one is still writing.
+            fs::create_dir_all(&target).unwrap();
+            fs::write(target.join("theirs.txt"), "theirs").unwrap();
+            fs::write(tmp.join("mine.txt"), "mine").unwrap();
+            Ok(())
+        });
+        assert!(matches!(result, Err(Error::Exists { .. })), "{result:?}");
+        assert_eq!(fs::read_to_string(target.join("theirs.txt")).unwrap(), "theirs");
+        assert!(!target.join("mine.txt").exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary sibling is left");
+    }
+
+    #[test]
+    fn a_folder_moved_aside_by_an_earlier_process_with_this_pid_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("model");
+        let earlier = Owner { pid: std::process::id(), token: Owner::this().token.wrapping_add(1) };
+        let aside = sibling(&target, OLD, earlier);
+        fs::create_dir_all(&aside).unwrap();
+        fs::write(aside.join("config.json"), "{}").unwrap();
+        let mine = sibling(&target, PARTIAL, Owner::this());
+        fs::create_dir_all(&mine).unwrap();
+        recover(&target);
+        assert_eq!(fs::read_to_string(target.join("config.json")).unwrap(), "{}");
+        assert!(!aside.exists());
+        assert!(mine.exists(), "this process's own sibling is never taken for litter");
+    }
 }

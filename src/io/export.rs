@@ -17,6 +17,13 @@ use crate::model::{Linears, Model, Parameters};
 /// `existing` says. `metadata` goes into the safetensors header.
 pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, existing: Existing, metadata: Option<HashMap<String, String>>) -> Result<()> {
     refuse_replacing_source(loaded, dir)?;
+    if existing == Existing::Replace && !dir.join("config.json").exists() && std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
+        // Replacing means deleting what is there: only ever a model folder, never e.g. Documents.
+        return Err(Error::invalid(
+            dir,
+            "holds files but no config.json: it is not a model folder, so it is not replaced; choose another folder",
+        ));
+    }
     let mut tensors = Vec::new();
     loaded.model.merged().visit(&mut |name, p| tensors.push((name.to_string(), p.shape(), p.to_vec())));
     let config = hf_config(loaded.model.raw_config());

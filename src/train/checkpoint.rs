@@ -7,7 +7,6 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::config::TrainConfig;
 use super::optim::{AdamW, Moments};
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
@@ -35,9 +34,10 @@ pub struct RunState {
     pub flops_spent: f64,
     pub flops_full: f64,
     /// The settings of the run that wrote the checkpoint (absent in checkpoints from before they
-    /// were recorded), so a resume can refuse to continue it with other settings.
+    /// were recorded), so a resume can refuse to continue it with other settings. Kept as JSON so
+    /// a checkpoint stays readable when a later version adds or drops a setting.
     #[serde(default)]
-    pub config: Option<TrainConfig>,
+    pub config: Option<serde_json::Value>,
 }
 
 impl RunState {

@@ -151,8 +151,11 @@ impl TrainConfig {
             if ok && v.is_finite() { Ok(()) } else { bad(key, format!("{key} must be {rule}, not {v}")) }
         };
         number("rho", self.rho, self.rho > 0.0 && self.rho <= 1.0, "in (0, 1]")?;
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("batch_size", "batch_size and grad_accum must be at least 1".into());
+        if self.batch_size == 0 {
+            return bad("batch_size", "batch_size must be at least 1".into());
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum", "grad_accum must be at least 1".into());
         }
         if self.max_len < 8 {
             return bad("max_len", format!("max_len must be at least 8 tokens, not {}", self.max_len));

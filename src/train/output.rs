@@ -27,18 +27,28 @@ pub fn earlier_run(dir: &Path) -> Vec<&'static str> {
 }
 
 /// `dir` when it holds no earlier run, else the first free `dir-2`, `dir-3`, ...: where a new
-/// run goes without replacing one.
+/// run goes without replacing one. A `dir` that is itself such a numbered folder of an existing
+/// one is numbered from that one (`runs/app-2` is followed by `runs/app-3`, not `runs/app-2-2`).
 pub fn next_free(dir: &Path) -> PathBuf {
     if earlier_run(dir).is_empty() {
         return dir.to_path_buf();
     }
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    let mut name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    if let Some((base, n)) = name.rsplit_once('-')
+        && n.parse::<u32>().is_ok()
+        && dir.with_file_name(base).is_dir()
+    {
+        name = base.to_string();
+    }
     (2..).map(|n| dir.with_file_name(format!("{name}-{n}"))).find(|d| earlier_run(d).is_empty()).expect("some numbered folder is free")
 }
 
-/// Readies `config.output` for a run in `mode` and opens its event log (appended to on resume).
-pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
+/// Refuses `mode` for `config.output` before any work: a new run where an earlier one is, a
+/// resume without a checkpoint. Changes nothing (but restores a checkpoint folder that a killed
+/// save had moved aside).
+pub fn check(config: &TrainConfig, mode: OutputMode) -> Result<()> {
     let dir = &config.output;
+    crate::io::atomic::recover(&config.checkpoint_dir());
     let earlier = earlier_run(dir);
     match mode {
         OutputMode::New if !earlier.is_empty() => {
@@ -47,16 +57,23 @@ pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
         OutputMode::Resume if !config.checkpoint_dir().join("state.json").exists() => {
             return Err(Error::invalid(config.checkpoint_dir(), "no checkpoint to resume from (state.json is missing)"));
         }
-        OutputMode::Overwrite => {
-            for stale in [config.events_path(), config.checkpoint_dir()] {
-                let removed = if stale.is_dir() { std::fs::remove_dir_all(&stale) } else { std::fs::remove_file(&stale) };
-                match removed {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&stale, e)),
-                    _ => {}
-                }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Readies `config.output` for a run in `mode` (see `check`; overwriting removes the earlier
+/// run's event log and checkpoint) and opens its event log, appended to on resume.
+pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
+    check(config, mode)?;
+    if mode == OutputMode::Overwrite {
+        for stale in [config.events_path(), config.checkpoint_dir()] {
+            let removed = if stale.is_dir() { std::fs::remove_dir_all(&stale) } else { std::fs::remove_file(&stale) };
+            match removed {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&stale, e)),
+                _ => {}
             }
         }
-        _ => {}
     }
     JsonlLog::append(&config.events_path())
 }
@@ -93,22 +110,23 @@ const RUN_DEFINING: [&str; 27] = [
     "group_by_length",
 ];
 
-/// Refuses to continue, with `now`'s settings, a checkpoint that a run with settings `then` wrote.
-pub fn check_resumable(checkpoint: &Path, then: &TrainConfig, now: &TrainConfig) -> Result<()> {
-    let (Ok(then_v), Ok(now_v)) = (serde_json::to_value(then), serde_json::to_value(now)) else {
-        return Err(Error::Other("cannot compare run settings".into()));
+/// Refuses to continue, with `now`'s settings, a checkpoint that a run with settings `then` (as
+/// recorded in its state.json) wrote.
+pub fn check_resumable(checkpoint: &Path, then: &serde_json::Value, now: &TrainConfig) -> Result<()> {
+    let now_v = serde_json::to_value(now).map_err(|e| Error::Other(e.to_string()))?;
+    let same_path = |a: &serde_json::Value, b: &Path| {
+        a.as_str().map(Path::new).is_some_and(|a| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y))
     };
-    let same_path = |a: &Path, b: &Path| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
     let differing: Vec<String> = RUN_DEFINING
         .into_iter()
         .filter(|&key| match key {
-            "model" => !same_path(&then.model, &now.model),
-            "data" => !same_path(&then.data, &now.data),
+            "model" => !same_path(&then[key], &now.model),
+            "data" => !same_path(&then[key], &now.data),
             // A budget picks rho from timings, which vary: the budget is what must match.
-            "rho" => then.budget.is_none() && then_v[key] != now_v[key],
-            _ => then_v[key] != now_v[key],
+            "rho" => then["budget"].is_null() && then[key] != now_v[key],
+            _ => then[key] != now_v[key],
         })
-        .map(|key| format!("{key} {} (now {})", then_v[key], now_v[key]))
+        .map(|key| format!("{key} {} (now {})", then[key], now_v[key]))
         .collect();
     if differing.is_empty() {
         return Ok(());

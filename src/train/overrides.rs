@@ -118,7 +118,8 @@ impl TrainOverrides {
             }
         }
         // Asking for a number of steps means running that many, not stopping at the default epochs.
-        if flags.contains_key("max_steps") && !flags.contains_key("epochs") && !table.contains_key("epochs") {
+        let steps_given = flags.get("max_steps").and_then(toml::Value::as_integer).is_some_and(|n| n > 0);
+        if steps_given && !flags.contains_key("epochs") && !table.contains_key("epochs") {
             table.insert("epochs".into(), toml::Value::Integer(0));
         }
         table.extend(flags.clone());

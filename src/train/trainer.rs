@@ -180,7 +180,9 @@ impl Trainer {
             if let Some(then) = &saved.config {
                 super::output::check_resumable(&checkpoint_dir, then, &self.config)?;
                 // A budget's rho came from timings; the resumed run keeps the one it trained with.
-                self.config.rho = then.rho;
+                if let Some(rho) = then["rho"].as_f64() {
+                    self.config.rho = rho;
+                }
             }
         }
         let mut meter = Meter::open(Path::new("/"), None, &self.device);
@@ -204,12 +206,12 @@ impl Trainer {
             optimizer_rows: Default::default(),
             flops_spent: 0.0,
             flops_full: 0.0,
-            config: Some(c.clone()),
+            config: serde_json::to_value(&c).ok(),
         };
         let resumed = resume;
         if resumed {
             state = checkpoint::load(&checkpoint_dir, &mut model, &mut optimizer)?;
-            state.config = Some(c.clone());
+            state.config = serde_json::to_value(&c).ok();
         }
         let flops_before = state.flops_spent;
         let mut selection = state.selected_at.map(|at| Selection {
@@ -300,6 +302,13 @@ impl Trainer {
                     flops_spent: state.flops_spent,
                     flops_full: state.flops_full,
                 });
+                // A checkpoint must be a state to continue from: weights an update made non-finite
+                // end the run instead, with the previous checkpoint kept.
+                let checkpoint_due =
+                    cancel.load(Ordering::Relaxed) || (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every));
+                if checkpoint_due && let Some(name) = first_non_finite(&model) {
+                    return Err(self.non_finite_weights(state.step, &name));
+                }
                 if cancel.load(Ordering::Relaxed) {
                     snapshot(&mut state, position, selection.as_ref(), &optimizer);
                     checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
@@ -329,11 +338,7 @@ impl Trainer {
         let footprint = Footprint::new(&c, energy, started.elapsed().as_secs_f64(), state.flops_spent);
         // The last update comes after the last loss was checked.
         if let Some(name) = first_non_finite(&model) {
-            return Err(Error::Diverged {
-                step: state.step,
-                what: format!("the last update left tensor {name} with NaN or infinite values (learning rate {:.3e})", c.lr),
-                checkpoint: self.last_checkpoint(),
-            });
+            return Err(self.non_finite_weights(state.step, &name));
         }
         let output = if c.save_model {
             let out = c.model_dir();
@@ -387,8 +392,19 @@ impl Trainer {
         let what = if step == 1 {
             format!("the loss of the first step is {loss}: the model's weights or config give non-finite values")
         } else {
-            format!("the loss became {loss} (learning rate {lr:.3e}): training diverged; a lower lr or clip_norm may help")
+            format!(
+                "the loss became {loss} (learning rate {lr:.3e}): training diverged; start the run again with a lower lr or a clip_norm"
+            )
         };
+        Error::Diverged { step, what, checkpoint: self.last_checkpoint() }
+    }
+
+    /// The error for an update that left `tensor` with NaN or infinite values at `step`.
+    fn non_finite_weights(&self, step: usize, tensor: &str) -> Error {
+        let what = format!(
+            "the update left tensor {tensor} with NaN or infinite values (learning rate {:.3e}): training diverged; start the run again with a lower lr or a clip_norm",
+            self.config.lr
+        );
         Error::Diverged { step, what, checkpoint: self.last_checkpoint() }
     }
 
