@@ -14,7 +14,7 @@ use crate::model::summary::ModelSummary;
 use crate::train::output::OutputMode;
 use crate::train::overrides::TrainOverrides;
 use crate::train::progress::ProgressPrinter;
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{Granularity, TrainConfig, Trainer};
 
 /// The default model: SmolLM2-135M-Instruct as fetched by scripts/fetch-model.sh.
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -206,6 +206,15 @@ pub struct AccuracyArgs {
     /// Tokens generated per held-out row (greedy), and left for the answer in its prompt.
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub new_tokens: usize,
+    /// GreenTrainer's selection unit.
+    #[arg(long, value_enum, default_value_t = Granularity::Tensor)]
+    pub granularity: Granularity,
+    /// GreenTrainer re-scores importance and re-selects every N steps (0: once, at the start).
+    #[arg(long, default_value_t = 0)]
+    pub reselect_every_steps: usize,
+    /// Run only the base model and GreenTrainer (to compare variants with baselines measured before).
+    #[arg(long)]
+    pub no_baselines: bool,
     #[arg(long, default_value = "runs/bench-accuracy.json")]
     pub json: PathBuf,
     #[arg(long, default_value = "runs/bench-accuracy.svg")]
@@ -433,6 +442,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 lora_lr_scale: a.lora_lr_scale,
                 eval_rows: a.eval_rows,
                 answer_tokens: a.new_tokens,
+                granularity: a.granularity,
+                reselect_every_steps: a.reselect_every_steps,
+                baselines: !a.no_baselines,
             };
             let dev = a.device.open();
             let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."))?;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::profile::{BatchShape, profile};
 use crate::train::cost::step_macs;
-use crate::train::{Event, MethodKind, TrainConfig, Trainer};
+use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
 
 /// What to compare, on what, for how long.
 #[derive(Debug, Clone)]
@@ -36,6 +36,13 @@ pub struct Settings {
     pub eval_rows: usize,
     /// Tokens generated per held-out row, and left for the answer in its prompt.
     pub answer_tokens: usize,
+    /// GreenTrainer's selection unit and re-selection cadence (0: select once), the variants to
+    /// measure against the baselines.
+    pub granularity: Granularity,
+    pub reselect_every_steps: usize,
+    /// Also run full fine-tuning, FT-top-k and LoRA (off: the base model and GreenTrainer only,
+    /// to compare variants against baselines measured before with the same settings).
+    pub baselines: bool,
 }
 
 /// One method's result.
@@ -87,6 +94,8 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
         max_len: s.max_len,
         lr: plan.lr,
         reselect_every_epochs: 0,
+        reselect_every_steps: s.reselect_every_steps,
+        granularity: s.granularity,
         save_model: false,
         ..TrainConfig::default()
     };
@@ -99,22 +108,28 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
         return Err(Error::invalid(&s.held_out, "no held-out rows"));
     }
     let base = held_out::score(&first.loaded, first.pad_id(), &held, s.answer_tokens)?;
-    let mut rows = vec![row("base model".into(), 0, 0.0, None, &[], &base, None)];
+    let mut rows = vec![row("base model".into(), 0, 0.0, 0.0, None, &[], &base, None)];
 
-    let mut plans = vec![base_plan];
+    let mut plans = Vec::new();
+    if s.baselines {
+        plans.push(base_plan);
+    }
     for &rho in &s.rhos {
         plans.push(Plan { label: format!("GreenTrainer rho {rho}"), method: MethodKind::Greentrainer, rho, top_k: 1, lr: s.lr });
     }
-    let mut top_ks: Vec<usize> =
-        s.rhos.iter().map(|&rho| top_k_within(&first.loaded.model, s.batch_size, s.max_len, rho)).collect::<Result<_>>()?;
-    top_ks.sort_unstable();
-    top_ks.dedup();
-    for k in top_ks {
-        plans.push(Plan { label: format!("FT-top-{k}"), method: MethodKind::TopK, rho: 1.0, top_k: k, lr: s.lr });
+    if s.baselines {
+        let mut top_ks: Vec<usize> =
+            s.rhos.iter().map(|&rho| top_k_within(&first.loaded.model, s.batch_size, s.max_len, rho)).collect::<Result<_>>()?;
+        top_ks.sort_unstable();
+        top_ks.dedup();
+        for k in top_ks {
+            plans.push(Plan { label: format!("FT-top-{k}"), method: MethodKind::TopK, rho: 1.0, top_k: k, lr: s.lr });
+        }
+        plans.push(Plan { label: "LoRA".into(), method: MethodKind::Lora, rho: 1.0, top_k: 1, lr: s.lr * s.lora_lr_scale });
     }
-    plans.push(Plan { label: "LoRA".into(), method: MethodKind::Lora, rho: 1.0, top_k: 1, lr: s.lr * s.lora_lr_scale });
     drop(first);
 
+    // Time ratios are against full fine-tuning, run first when baselines are.
     let mut full_time = None;
     for plan in &plans {
         progress(&format!("training: {}", plan.label));
@@ -139,22 +154,26 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
         outcome?;
         progress(&format!("scoring: {}", plan.label));
         let scored = held_out::score(&trainer.loaded, trainer.pad_id(), &held, s.answer_tokens)?;
-        let full_time = *full_time.get_or_insert(time);
+        if plan.method == MethodKind::Full {
+            full_time = Some(time);
+        }
         let label = match plan.method {
-            MethodKind::Greentrainer => format!("{} ({trained} tensors)", plan.label),
+            MethodKind::Greentrainer => format!("{} ({trained} {} candidates)", plan.label, format!("{:?}", s.granularity).to_lowercase()),
             _ => plan.label.clone(),
         };
-        rows.push(row(label, trained, spent / full.max(f64::MIN_POSITIVE), Some((time, full_time)), &losses, &scored, energy));
+        rows.push(row(label, trained, spent / full.max(f64::MIN_POSITIVE), time, full_time, &losses, &scored, energy));
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
 }
 
+#[allow(clippy::too_many_arguments)] // one row's columns, named at the two call sites
 fn row(
     method: String,
     trained: usize,
     flops_ratio: f64,
-    times: Option<(f64, f64)>,
+    time: f64,
+    full_time: Option<f64>,
     losses: &[f64],
     h: &HeldOut,
     energy_wh: Option<f64>,
@@ -164,8 +183,8 @@ fn row(
         method,
         trained,
         flops_ratio,
-        time_ratio: times.map(|(t, full)| t / full.max(f64::MIN_POSITIVE)),
-        train_time_s: times.map_or(0.0, |t| t.0),
+        time_ratio: full_time.filter(|_| time > 0.0).map(|full| time / full.max(f64::MIN_POSITIVE)),
+        train_time_s: time,
         train_loss: (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64),
         held_out_loss: h.loss,
         rouge1: h.rouge.rouge1 * 100.0,
@@ -191,18 +210,20 @@ pub fn table(rows: &[Row], s: &Settings) -> String {
     let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
     for r in rows {
         out += &format!(
-            "| {} | {:.3} | {} | {} | {:.4} | {} | {} |\n",
+            "| {} | {:.3} | {} | {} | {:.4} | {:.1}/{:.1}/{:.1} | {} |\n",
             r.method,
             r.flops_ratio,
             opt(r.time_ratio, 3),
             opt(r.train_loss, 4),
             r.held_out_loss,
-            format!("{:.1}/{:.1}/{:.1}", r.rouge1, r.rouge2, r.rouge_l),
+            r.rouge1,
+            r.rouge2,
+            r.rouge_l,
             opt(r.energy_wh, 3)
         );
     }
     out + &format!(
-        "\n{} on the first {} rows of {} ({} epochs{}, batch {}, max_len {}, lr {}, LoRA lr x{}); held-out: the first {} rows of {}, greedy answers of up to {} tokens, ROUGE F1 x 100 with stemming\n",
+        "\n{} on the first {} rows of {} ({} epochs{}, batch {}, max_len {}, lr {}, LoRA lr x{}, GreenTrainer re-selecting every {} steps (0: once)); held-out: the first {} rows of {}, greedy answers of up to {} tokens, ROUGE F1 x 100 with stemming\n",
         s.model.display(),
         s.train_rows,
         s.train.display(),
@@ -212,6 +233,7 @@ pub fn table(rows: &[Row], s: &Settings) -> String {
         s.max_len,
         s.lr,
         s.lora_lr_scale,
+        s.reselect_every_steps,
         s.eval_rows,
         s.held_out.display(),
         s.answer_tokens
