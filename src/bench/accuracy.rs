@@ -158,7 +158,14 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
             full_time = Some(time);
         }
         let label = match plan.method {
-            MethodKind::Greentrainer => format!("{} ({trained} {} candidates)", plan.label, format!("{:?}", s.granularity).to_lowercase()),
+            MethodKind::Greentrainer => {
+                let unit = match s.granularity {
+                    Granularity::Tensor => "tensors",
+                    Granularity::Head => "head blocks",
+                    Granularity::Rows => "row blocks",
+                };
+                format!("{} ({trained} {unit})", plan.label)
+            }
             _ => plan.label.clone(),
         };
         rows.push(row(label, trained, spent / full.max(f64::MIN_POSITIVE), time, full_time, &losses, &scored, energy));
@@ -240,23 +247,27 @@ pub fn table(rows: &[Row], s: &Settings) -> String {
     )
 }
 
-/// ROUGE-L against the FLOPs ratio, one labelled point per method, as an SVG document.
+/// ROUGE-L against the FLOPs ratio as an SVG document: one numbered point per method, and a
+/// legend beside the plot naming each number (methods of similar cost would hide each other's
+/// labels).
 pub fn plot_svg(rows: &[Row]) -> String {
-    const W: f64 = 640.0;
+    const PLOT: f64 = 560.0;
+    const LEGEND: f64 = 380.0;
     const H: f64 = 420.0;
     const M: f64 = 56.0;
     let top = rows.iter().map(|r| r.rouge_l).fold(10.0f64, f64::max) * 1.1;
-    let x = |v: f64| M + v.clamp(0.0, 1.0) * (W - 2.0 * M);
+    let x = |v: f64| M + v.clamp(0.0, 1.0) * (PLOT - 2.0 * M);
     let y = |v: f64| H - M - (v / top).clamp(0.0, 1.0) * (H - 2.0 * M);
     let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <line x1=\"{M}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n<line x1=\"{M}\" y1=\"{M}\" x2=\"{M}\" y2=\"{b}\" stroke=\"black\"/>\n\
          <text x=\"{cx}\" y=\"{lx}\" text-anchor=\"middle\">training FLOPs / full fine-tuning</text>\n\
          <text x=\"16\" y=\"{cy}\" text-anchor=\"middle\" transform=\"rotate(-90 16 {cy})\">held-out ROUGE-L</text>\n",
+        w = PLOT + LEGEND,
         b = H - M,
-        r = W - M,
-        cx = W / 2.0,
+        r = PLOT - M,
+        cx = PLOT / 2.0,
         lx = H - 16.0,
         cy = H / 2.0,
     );
@@ -265,10 +276,18 @@ pub fn plot_svg(rows: &[Row]) -> String {
         svg += &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{f:.2}</text>\n", x(f), H - M + 16.0);
         svg += &format!("<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}</text>\n", M - 6.0, y(f * top) + 4.0, f * top);
     }
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let (px, py) = (x(r.flops_ratio), y(r.rouge_l));
         svg += &format!("<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"4\" fill=\"#2e7d32\"/>\n");
-        svg += &format!("<text x=\"{:.1}\" y=\"{:.1}\">{}</text>\n", px + 6.0, py - 6.0, xml_text(&r.method));
+        svg += &format!("<text x=\"{:.1}\" y=\"{:.1}\" font-weight=\"bold\">{}</text>\n", px + 6.0, py - 5.0, i + 1);
+        svg += &format!(
+            "<text x=\"{PLOT}\" y=\"{:.1}\">{}. {} ({:.2}, {:.1})</text>\n",
+            M + 18.0 * i as f64,
+            i + 1,
+            xml_text(&r.method),
+            r.flops_ratio,
+            r.rouge_l
+        );
     }
     svg + "</svg>\n"
 }
@@ -287,4 +306,51 @@ pub fn write(rows: &[Row], json: &Path, svg: &Path) -> Result<()> {
     let text = serde_json::to_string_pretty(rows).map_err(|e| Error::Other(e.to_string()))?;
     crate::io::atomic::write_file(json, text.as_bytes())?;
     crate::io::atomic::write_file(svg, plot_svg(rows).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(method: &str, flops_ratio: f64, rouge_l: f64) -> Row {
+        Row {
+            method: method.into(),
+            trained: 0,
+            flops_ratio,
+            time_ratio: None,
+            train_time_s: 0.0,
+            train_loss: None,
+            held_out_loss: 0.0,
+            rouge1: 0.0,
+            rouge2: 0.0,
+            rouge_l,
+            energy_wh: None,
+        }
+    }
+
+    /// The rows of a SmolLM2 run: every point drawn and numbered, every legend line inside the
+    /// canvas (at ~6.5 px a character of 12 px sans-serif), text escaped.
+    #[test]
+    fn the_plot_draws_every_method_inside_the_canvas() {
+        let rows = [
+            measured("base model", 0.0, 13.4),
+            measured("full", 1.0, 34.0),
+            measured("GreenTrainer rho 0.5 (430 head blocks)", 0.52, 18.7),
+            measured("GreenTrainer rho 0.7 (144 tensors)", 0.71, 34.1),
+            measured("FT-top-5", 0.489, 19.2),
+            measured("FT-top-16", 0.684, 35.1),
+            measured("LoRA <r 8>", 0.687, 30.5),
+        ];
+        let svg = plot_svg(&rows);
+        assert_eq!(svg.matches("<circle").count(), rows.len());
+        assert!(svg.contains("LoRA &lt;r 8&gt;") && !svg.contains("<r 8>"));
+        let canvas: f64 = svg.split("width=\"").nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse().ok()).unwrap();
+        let legend: Vec<&str> = svg.lines().filter(|l| l.starts_with("<text") && l.contains(". ")).collect();
+        assert_eq!(legend.len(), rows.len(), "one legend line per method");
+        for line in legend {
+            let x: f64 = line.split("x=\"").nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse().ok()).unwrap();
+            let label = line.split('>').nth(1).and_then(|r| r.split('<').next()).unwrap();
+            assert!(x + 6.5 * label.chars().count() as f64 <= canvas, "{label:?} runs past the canvas ({canvas} px)");
+        }
+    }
 }
