@@ -91,7 +91,7 @@ pub enum Command {
         #[command(flatten)]
         settings: TrainOverrides,
     },
-    /// The main job on a built-in default: GreenTrainer at rho 0.5 on SmolLM2-135M and the bundled
+    /// The main job on a built-in default: GreenTrainer at rho 0.7 on SmolLM2-135M and the bundled
     /// DialogSum sample, a few minutes on the best device; saves the fine-tuned folder (in
     /// <output>-2, -3, ... when <output> holds an earlier run).
     Demo {

@@ -100,8 +100,11 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// The paper's settings (AdamW 2e-5, weight decay 0.01, batch 4, 5 epochs, rho 0.5) with a
-    /// shorter max length for laptops.
+    /// The paper's settings (AdamW 2e-5, weight decay 0.01, batch 4, 5 epochs) with a shorter max
+    /// length for laptops, and rho 0.7 rather than the paper's 0.5: on SmolLM2-135M (DialogSum,
+    /// `bench accuracy`) rho 0.5 confines training to the top blocks and loses the task (held-out
+    /// ROUGE-L 18.7 against full fine-tuning's 34.0, head blocks alike), while rho 0.7 keeps it
+    /// (34.1) for 71% of the FLOPs.
     fn default() -> Self {
         Self {
             model: PathBuf::from(crate::cli::DEFAULT_MODEL),
@@ -112,7 +115,7 @@ impl Default for TrainConfig {
             output: PathBuf::from("runs/latest"),
             device: DeviceChoice::Wgpu,
             method: MethodKind::Greentrainer,
-            rho: 0.5,
+            rho: 0.7,
             top_k: 2,
             lora_rank: 8,
             lora_alpha: 32.0,
