@@ -345,7 +345,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     (false, true) => OutputMode::Overwrite,
                     (false, false) => OutputMode::New,
                 };
-                train(config, mode).map_err(|e| match e.downcast::<Error>() {
+                train(config, mode, Some("greentrainer train --resume")).map_err(|e| match e.downcast::<Error>() {
                     Ok(e @ Error::EarlierRun { .. }) => anyhow::anyhow!("{e} (--resume continues it, --overwrite replaces it)"),
                     Ok(e) => e.into(),
                     Err(e) => e,
@@ -372,7 +372,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 reselect_every_epochs: 0,
                 ..TrainConfig::default()
             };
-            train(config, OutputMode::New)?;
+            train(config, OutputMode::New, None)?;
         }
         Command::Eval(args) => eval(args)?,
         Command::Bench(BenchCommand::Forward { model, batch, seq, iters }) => {
@@ -462,10 +462,16 @@ pub fn run(cli: Cli) -> Result<()> {
 /// A run the user stopped: a checkpoint continues it, but it did not finish, so the process
 /// exits with `CANCELLED_EXIT` as shells expect of an interrupted command.
 #[derive(Debug, thiserror::Error)]
-#[error("cancelled at step {step}; `greentrainer train --resume` with the same settings continues from {}", checkpoint.display())]
+#[error("cancelled at step {step}; checkpoint: {}{}", checkpoint.display(), resume_hint(*resume_with))]
 pub struct Cancelled {
     pub step: usize,
     pub checkpoint: PathBuf,
+    /// The command that continues the run, where there is one (the demo has none).
+    pub resume_with: Option<&'static str>,
+}
+
+fn resume_hint(command: Option<&str>) -> String {
+    command.map(|c| format!(" (`{c}` with the same settings continues it)")).unwrap_or_default()
 }
 
 /// 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C.
@@ -474,7 +480,7 @@ pub const CANCELLED_EXIT: u8 = 130;
 /// Runs one training job with a progress bar and the JSONL event log in its output folder.
 /// Ctrl-C, SIGTERM (shutdown) and SIGHUP (a closed terminal) cancel with a checkpoint; the same
 /// signal again ends the process at once.
-fn train(config: TrainConfig, mode: OutputMode) -> Result<()> {
+fn train(config: TrainConfig, mode: OutputMode, resume_with: Option<&'static str>) -> Result<()> {
     // Before minutes of loading: a forgotten --resume is said at once.
     crate::train::output::check(&config, mode)?;
     let dev = DeviceArgs { device: config.device }.open();
@@ -502,7 +508,7 @@ fn train(config: TrainConfig, mode: OutputMode) -> Result<()> {
     let outcome = trainer.run(&mut sink, &cancel, mode == OutputMode::Resume)?;
     eprintln!("events: {}", events_path.display());
     if outcome.cancelled {
-        return Err(Cancelled { step: outcome.steps, checkpoint: trainer.config.checkpoint_dir() }.into());
+        return Err(Cancelled { step: outcome.steps, checkpoint: trainer.config.checkpoint_dir(), resume_with }.into());
     }
     Ok(())
 }

@@ -79,11 +79,11 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
     if s.rhos.iter().any(|r| !(*r > 0.0 && *r <= 1.0)) {
         return Err(Error::Setting { key: "rho".into(), message: format!("every rho must be in (0, 1], not {:?}", s.rhos) });
     }
-    let scratch = std::env::temp_dir().join(format!("greentrainer-bench-accuracy-{}", std::process::id()));
+    let scratch = Scratch(std::env::temp_dir().join(format!("greentrainer-bench-accuracy-{}", std::process::id())));
     let config = |plan: &Plan| TrainConfig {
         model: s.model.clone(),
         data: s.train.clone(),
-        output: scratch.join(plan.label.replace(' ', "-")),
+        output: scratch.0.join(plan.label.replace(' ', "-")),
         method: plan.method,
         rho: plan.rho,
         top_k: plan.top_k,
@@ -170,8 +170,16 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
         };
         rows.push(row(label, trained, spent / full.max(f64::MIN_POSITIVE), time, full_time, &losses, &scored, energy));
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(rows)
+}
+
+/// The runs' output folders, removed however `run` ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // one row's columns, named at the two call sites
