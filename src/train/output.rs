@@ -139,3 +139,24 @@ pub fn check_resumable(checkpoint: &Path, then: &serde_json::Value, now: &TrainC
         ),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_run_takes_the_next_free_numbered_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let run = root.path().join("app");
+        assert_eq!(next_free(&run), run, "a missing folder is free");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("notes.txt"), "").unwrap();
+        assert_eq!(next_free(&run), run, "a folder without a run is free");
+        std::fs::write(run.join("events.jsonl"), "").unwrap();
+        let second = root.path().join("app-2");
+        assert_eq!(next_free(&run), second);
+        std::fs::create_dir_all(second.join("checkpoint")).unwrap();
+        assert_eq!(next_free(&run), root.path().join("app-3"));
+        assert_eq!(next_free(&second), root.path().join("app-3"), "numbered from the base, not app-2-2");
+    }
+}
