@@ -100,7 +100,8 @@ fn place_replacing(tmp: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn occupied(dir: &Path) -> bool {
+/// Whether `dir` is a folder that holds anything.
+pub fn occupied(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
 }
 
@@ -172,9 +173,13 @@ pub fn recover(path: &Path) {
     }
 }
 
+/// Removes a file, or a folder with everything in it.
+pub fn remove(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
+}
+
 fn remove_any(path: &Path) {
-    let removed = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
-    match removed {
+    match remove(path) {
         Ok(()) => tracing::info!("removed {}, left by an interrupted save", path.display()),
         Err(e) => tracing::warn!("cannot remove {}, left by an interrupted save: {e}", path.display()),
     }

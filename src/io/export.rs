@@ -17,7 +17,7 @@ use crate::model::{Linears, Model, Parameters};
 /// `existing` says. `metadata` goes into the safetensors header.
 pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, existing: Existing, metadata: Option<HashMap<String, String>>) -> Result<()> {
     refuse_replacing_source(loaded, dir)?;
-    if existing == Existing::Replace && !dir.join("config.json").exists() && std::fs::read_dir(dir).is_ok_and(|mut e| e.next().is_some()) {
+    if existing == Existing::Replace && !dir.join("config.json").exists() && atomic::occupied(dir) {
         // Replacing means deleting what is there: only ever a model folder, never e.g. Documents.
         return Err(Error::invalid(
             dir,

@@ -126,9 +126,13 @@ pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], metada
                 .map_err(|e| Error::tensor(path, name, e.to_string()))
         })
         .collect::<Result<Vec<_>>>()?;
-    // safetensors writes through a private (0600) temporary file; the saved file gets the
-    // permissions any other file created here gets, like the config and tokenizer beside it.
-    let permissions = std::fs::File::create(path).and_then(|f| f.metadata()).map_err(|e| Error::io(path, e))?.permissions();
+    // safetensors writes through a private (0600) temporary file; the saved file keeps an existing
+    // file's permissions, or gets those any new file here gets, like the config beside it. An
+    // existing file is only read, so it stays whole until the rename replaces it.
+    let permissions = match std::fs::metadata(path) {
+        Ok(existing) => existing.permissions(),
+        Err(_) => std::fs::File::create(path).and_then(|f| f.metadata()).map_err(|e| Error::io(path, e))?.permissions(),
+    };
     safetensors::serialize_to_file(views, metadata, path).map_err(|e| Error::invalid(path, e.to_string()))?;
     std::fs::set_permissions(path, permissions).map_err(|e| Error::io(path, e))
 }

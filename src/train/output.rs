@@ -68,8 +68,7 @@ pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
     check(config, mode)?;
     if mode == OutputMode::Overwrite {
         for stale in [config.events_path(), config.checkpoint_dir()] {
-            let removed = if stale.is_dir() { std::fs::remove_dir_all(&stale) } else { std::fs::remove_file(&stale) };
-            match removed {
+            match crate::io::atomic::remove(&stale) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&stale, e)),
                 _ => {}
             }

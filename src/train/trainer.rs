@@ -33,6 +33,9 @@ use crate::profile::reach::Reach;
 use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
 use crate::select::{SelectConfig, select};
 
+/// What a diverged run tells the user; resuming would repeat it, since a resume keeps the lr.
+const DIVERGED: &str = "training diverged; start the run again with a lower lr or a clip_norm";
+
 /// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
 const FLOPS_PER_MAC: f64 = 2.0;
 
@@ -123,11 +126,6 @@ impl Trainer {
         if let Some(budget) = trainer.config.budget {
             trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
         }
-        if let Some(reach) = trainer.reach()?
-            && reach.shallow()
-        {
-            tracing::warn!("{}", reach.describe());
-        }
         let c = &trainer.config;
         if c.epochs > 0 && c.max_steps > trainer.total_steps() {
             tracing::warn!(
@@ -185,6 +183,12 @@ impl Trainer {
                 }
             }
         }
+        // Where the user will see it before the steps; `--dry-run` has it in its report instead.
+        if let Some(reach) = self.reach()?
+            && reach.shallow()
+        {
+            tracing::warn!("{}", reach.describe());
+        }
         let mut meter = Meter::open(Path::new("/"), None, &self.device);
         let c = self.config.clone();
         let total_steps = self.total_steps();
@@ -208,8 +212,7 @@ impl Trainer {
             flops_full: 0.0,
             config: serde_json::to_value(&c).ok(),
         };
-        let resumed = resume;
-        if resumed {
+        if resume {
             state = checkpoint::load(&checkpoint_dir, &mut model, &mut optimizer)?;
             state.config = serde_json::to_value(&c).ok();
         }
@@ -231,7 +234,7 @@ impl Trainer {
             total_steps,
             truncated_rows: self.examples.iter().filter(|e| e.source_truncated || e.target_truncated).count(),
             full_step_flops: full_profile.t_full() * FLOPS_PER_MAC,
-            resumed_from_step: resumed.then_some(state.step),
+            resumed_from_step: resume.then_some(state.step),
         });
 
         let batcher = Batcher::new(&self.examples, self.plan(), self.pad_id)?;
@@ -302,28 +305,26 @@ impl Trainer {
                     flops_spent: state.flops_spent,
                     flops_full: state.flops_full,
                 });
-                // A checkpoint must be a state to continue from: weights an update made non-finite
-                // end the run instead, with the previous checkpoint kept.
-                let checkpoint_due =
-                    cancel.load(Ordering::Relaxed) || (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every));
-                if checkpoint_due && let Some(name) = first_non_finite(&model) {
-                    return Err(self.non_finite_weights(state.step, &name));
-                }
-                if cancel.load(Ordering::Relaxed) {
+                // Read once: a cancel arriving between two reads must not skip the check below.
+                let cancelled = cancel.load(Ordering::Relaxed);
+                if cancelled || (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every)) {
+                    // A checkpoint must be a state to continue from: weights an update made
+                    // non-finite end the run instead, with the previous checkpoint kept.
+                    if let Some(name) = first_non_finite(&model) {
+                        return Err(self.non_finite_weights(state.step, &name));
+                    }
                     snapshot(&mut state, position, selection.as_ref(), &optimizer);
                     checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
-                    sink.emit(&Event::Cancelled { step: state.step, checkpoint: checkpoint_dir.clone() });
-                    return Ok(RunOutcome {
-                        steps: state.step,
-                        losses,
-                        flops_spent: state.flops_spent,
-                        flops_full: state.flops_full,
-                        cancelled: true,
-                    });
-                }
-                if c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every) {
-                    snapshot(&mut state, position, selection.as_ref(), &optimizer);
-                    checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
+                    if cancelled {
+                        sink.emit(&Event::Cancelled { step: state.step, checkpoint: checkpoint_dir.clone() });
+                        return Ok(RunOutcome {
+                            steps: state.step,
+                            losses,
+                            flops_spent: state.flops_spent,
+                            flops_full: state.flops_full,
+                            cancelled: true,
+                        });
+                    }
                     sink.emit(&Event::Checkpoint { step: state.step, path: checkpoint_dir.clone() });
                 }
                 if state.step >= total_steps {
@@ -392,19 +393,15 @@ impl Trainer {
         let what = if step == 1 {
             format!("the loss of the first step is {loss}: the model's weights or config give non-finite values")
         } else {
-            format!(
-                "the loss became {loss} (learning rate {lr:.3e}): training diverged; start the run again with a lower lr or a clip_norm"
-            )
+            format!("the loss became {loss} (learning rate {lr:.3e}): {DIVERGED}")
         };
         Error::Diverged { step, what, checkpoint: self.last_checkpoint() }
     }
 
     /// The error for an update that left `tensor` with NaN or infinite values at `step`.
     fn non_finite_weights(&self, step: usize, tensor: &str) -> Error {
-        let what = format!(
-            "the update left tensor {tensor} with NaN or infinite values (learning rate {:.3e}): training diverged; start the run again with a lower lr or a clip_norm",
-            self.config.lr
-        );
+        let what =
+            format!("the update left tensor {tensor} with NaN or infinite values (learning rate {:.3e}): {DIVERGED}", self.config.lr);
         Error::Diverged { step, what, checkpoint: self.last_checkpoint() }
     }
 
