@@ -223,12 +223,54 @@ pub struct AccuracyArgs {
     pub device: DeviceArgs,
 }
 
+/// Which model a speed benchmark runs, where, and what it is compared with.
+#[derive(Args, Clone)]
+pub struct BenchModelArgs {
+    /// An HF folder or GGUF file; with --random-init, a config.json or a folder holding one.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Build the model from --model's config.json alone with random weights: speed and memory do
+    /// not depend on trained weights (see assets/configs for the architectures users fine-tune).
+    #[arg(long)]
+    pub random_init: bool,
+    /// Where to run: the CPU, the GPU adapter, or both.
+    #[arg(long, value_enum, default_value_t = BenchOn::Both)]
+    pub on: BenchOn,
+    /// The PyTorch eager reference measured in the same run (CPU for the CPU, CUDA for a GPU);
+    /// skipped with a note when the script, python, torch or transformers is missing.
+    #[arg(long, default_value = "scripts/torch_reference.py")]
+    pub torch_reference: PathBuf,
+    /// The python that runs --torch-reference.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+}
+
+impl BenchModelArgs {
+    fn load(&self, dev: &ComputeDevice) -> Result<crate::model::Model> {
+        Ok(match self.random_init {
+            true => crate::io::random::random_model(&self.model, &dev.device, 0)?,
+            false => load_model(&self.model, &dev.device)?.model,
+        })
+    }
+
+    fn torch(&self) -> crate::bench::torch_reference::TorchReference<'_> {
+        crate::bench::torch_reference::TorchReference { script: &self.torch_reference, python: &self.python }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOn {
+    Cpu,
+    Wgpu,
+    Both,
+}
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Tokens/s of forward and forward+backward on each available backend.
     Forward {
-        #[arg(long, default_value = DEFAULT_MODEL)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: BenchModelArgs,
         #[arg(long, default_value_t = 4)]
         batch: usize,
         #[arg(long, default_value_t = 256)]
@@ -239,8 +281,8 @@ pub enum BenchCommand {
     /// GreenTrainer at rho 0.4/0.5/0.7, FT-top-2 and full fine-tuning: step time, FLOPs and time
     /// ratios, memory. Writes the rows as JSON too.
     Train {
-        #[arg(long, default_value = DEFAULT_MODEL)]
-        model: PathBuf,
+        #[command(flatten)]
+        model: BenchModelArgs,
         #[arg(long, default_value_t = 4)]
         batch: usize,
         #[arg(long, default_value_t = 256)]
@@ -266,6 +308,9 @@ pub enum BenchCommand {
         tokens: usize,
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Where to run: the CPU, the GPU adapter, or both.
+        #[arg(long, value_enum, default_value_t = BenchOn::Both)]
+        on: BenchOn,
     },
     /// GreenTrainer with whole-tensor vs head-block selection at the same rho: FLOPs and losses.
     Granularity {
@@ -377,25 +422,34 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval(args)?,
         Command::Bench(BenchCommand::Forward { model, batch, seq, iters }) => {
             let mut rows = Vec::new();
-            for dev in bench_devices() {
+            for dev in bench_devices(model.on) {
                 eprintln!("benchmarking on {} ...", dev.name);
-                let loaded = load_model(&model, &dev.device)?;
-                rows.push(crate::bench::forward::run(&loaded.model, &dev, batch, seq, iters));
+                let m = model.load(&dev)?;
+                rows.push(crate::bench::forward::run(&m, &dev, batch, seq, iters));
+                match model.torch().measure(&m, dev.backend, batch, seq, iters) {
+                    Ok(t) => rows.push(crate::bench::forward::torch_row(&dev.name, &t, batch, seq)),
+                    Err(e) => eprintln!("PyTorch reference skipped: {e}"),
+                }
             }
             println!("{}", crate::bench::forward::table(&rows, batch, seq));
         }
         Command::Bench(BenchCommand::Train { model, batch, seq, steps, json }) => {
             let mut rows = Vec::new();
-            for dev in bench_devices() {
+            for dev in bench_devices(model.on) {
                 eprintln!("benchmarking training on {} ...", dev.name);
-                let loaded = load_model(&model, &dev.device)?;
-                match crate::bench::train::run(&loaded.model, &dev, batch, seq, steps) {
-                    Ok(r) => {
-                        eprintln!("{}", crate::bench::train::table(&r, batch, seq));
-                        rows.extend(r);
-                    }
-                    Err(e) => eprintln!("{}: {e}", dev.name),
+                let m = model.load(&dev)?;
+                // The reference runs even where the engine cannot (a tensor past the adapter's
+                // binding limit): its row says what this device should reach.
+                let mut r = crate::bench::train::run(&m, &dev, batch, seq, steps).unwrap_or_else(|e| {
+                    eprintln!("{}: {e}", dev.name);
+                    Vec::new()
+                });
+                match model.torch().measure(&m, dev.backend, batch, seq, steps) {
+                    Ok(t) => crate::bench::train::add_torch(&mut r, &dev.name, &t, batch, seq),
+                    Err(e) => eprintln!("PyTorch reference skipped: {e}"),
                 }
+                eprintln!("{}", crate::bench::train::table(&r, batch, seq));
+                rows.extend(r);
             }
             println!("{}", crate::bench::train::table(&rows, batch, seq));
             let text = serde_json::to_string_pretty(&rows)?;
@@ -415,8 +469,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let rows = crate::bench::generate::run(&loaded.model, prompt.get_ids(), new_tokens);
             println!("{}", crate::bench::generate::table(&dev.name, prompt.get_ids().len(), &rows));
         }
-        Command::Bench(BenchCommand::MaskedDw { tokens, iters }) => {
-            for dev in bench_devices() {
+        Command::Bench(BenchCommand::MaskedDw { tokens, iters, on }) => {
+            for dev in bench_devices(on) {
                 eprintln!("benchmarking masked dW on {} ...", dev.name);
                 println!("{}", crate::bench::masked::run(&dev, tokens, iters));
             }
@@ -540,13 +594,18 @@ fn probability(text: &str) -> std::result::Result<f32, String> {
     }
 }
 
-/// The CPU, and wgpu when an adapter exists.
-fn bench_devices() -> Vec<ComputeDevice> {
-    let mut out = vec![ComputeDevice::cpu()];
-    let gpu = ComputeDevice::open(DeviceChoice::Wgpu);
-    match &gpu.fallback_reason {
-        Some(reason) => eprintln!("wgpu: {reason}"),
-        None => out.push(gpu),
+/// The CPU and/or wgpu as asked, wgpu only when an adapter exists.
+fn bench_devices(on: BenchOn) -> Vec<ComputeDevice> {
+    let mut out = Vec::new();
+    if on != BenchOn::Wgpu {
+        out.push(ComputeDevice::cpu());
+    }
+    if on != BenchOn::Cpu {
+        let gpu = ComputeDevice::open(DeviceChoice::Wgpu);
+        match &gpu.fallback_reason {
+            Some(reason) => eprintln!("wgpu: {reason}"),
+            None => out.push(gpu),
+        }
     }
     out
 }

@@ -4,6 +4,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+use super::torch_reference::TorchStep;
 use super::{guarded, median_time};
 use crate::device::ComputeDevice;
 use crate::model::{Model, attention_mask, loss::causal_lm_loss, params::with_trainable};
@@ -51,6 +52,15 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, iters: 
         tokens / t.as_secs_f64()
     });
     ForwardRow { device: dev.name.clone(), forward_tokens_per_s: forward, train_tokens_per_s: train }
+}
+
+/// PyTorch eager's forward and forward+backward speed on the device matching `device`.
+pub fn torch_row(device: &str, torch: &TorchStep, batch: usize, seq: usize) -> ForwardRow {
+    ForwardRow {
+        device: format!("{device}: PyTorch {} eager ({}, {} attention)", torch.torch, torch.device, torch.attention),
+        forward_tokens_per_s: Ok(torch.forward_tokens_per_s),
+        train_tokens_per_s: Ok((batch * seq) as f64 / torch.fwd_bwd_s),
+    }
 }
 
 pub fn table(rows: &[ForwardRow], batch: usize, seq: usize) -> String {

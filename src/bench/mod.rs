@@ -8,6 +8,7 @@ pub mod granularity;
 pub mod held_out;
 pub mod masked;
 pub mod select;
+pub mod torch_reference;
 pub mod train;
 
 use std::time::{Duration, Instant};

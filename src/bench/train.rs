@@ -8,6 +8,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
+use super::torch_reference::TorchStep;
 use super::{guarded, median};
 use crate::device::ComputeDevice;
 use crate::importance;
@@ -39,8 +40,12 @@ pub struct TrainRow {
     pub grads_mib: f64,
     pub optimizer_mib: f64,
     /// Peak resident memory added by forward+backward (activations kept for backward, gradients,
-    /// temporaries), measured on Linux with the kernel's peak-RSS mark.
+    /// temporaries), measured on Linux with the kernel's peak-RSS mark; PyTorch's row on CUDA
+    /// gives its allocator's peak instead.
     pub step_rss_mib: Option<f64>,
+    /// PyTorch eager full fine-tuning's step time on the matching device / this step time
+    /// (above 1: faster than PyTorch's full fine-tuning), when the reference ran.
+    pub vs_torch_full: Option<f64>,
 }
 
 struct Method {
@@ -85,7 +90,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
                 let _ = device.sync();
                 let fb = start.elapsed().as_secs_f64();
                 let during = peak_rss();
-                optimizer.step(&mut working, &pass.grads, 1e-5);
+                optimizer.step(&mut working, &pass.grads, 1e-5, 1.0);
                 let _ = device.sync();
                 if i > 0 {
                     times.push(start.elapsed().as_secs_f64());
@@ -98,6 +103,8 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             Ok::<_, String>((median(times), median(fb_times), rss))
         })??;
         let (step_s, fwd_bwd_s, rss) = timed;
+        // A run cut short (a time limit on a lent machine) still leaves the methods it finished.
+        eprintln!("{}: {}: {step_s:.3} s/step, forward+backward {fwd_bwd_s:.3} s", dev.name, m.name);
         if m.name == "full" {
             full_time = Some(step_s);
             full_fb = Some(fwd_bwd_s);
@@ -127,6 +134,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             grads_mib: mib(numel * 4),
             optimizer_mib: mib(optimizer.state_bytes()),
             step_rss_mib: rss,
+            vs_torch_full: None,
         });
     }
     let (full, full_fb) = full_time.zip(full_fb).ok_or("full fine-tuning did not run")?;
@@ -135,6 +143,31 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
         r.fwd_bwd_ratio = r.fwd_bwd_s / full_fb;
     }
     Ok(rows)
+}
+
+/// Adds PyTorch's full fine-tuning step as a row of `device` and each of that device's rows'
+/// speed relative to it.
+pub fn add_torch(rows: &mut Vec<TrainRow>, device: &str, torch: &TorchStep, batch: usize, seq: usize) {
+    let full = rows.iter().find(|r| r.device == device && r.method == "full").map(|r| (r.step_s, r.fwd_bwd_s));
+    for r in rows.iter_mut().filter(|r| r.device == device) {
+        r.vs_torch_full = Some(torch.step_s / r.step_s);
+    }
+    rows.push(TrainRow {
+        device: device.to_string(),
+        method: format!("PyTorch {} eager full ({}, {} attention)", torch.torch, torch.device, torch.attention),
+        tensors: 0,
+        step_s: torch.step_s,
+        fwd_bwd_s: torch.fwd_bwd_s,
+        tokens_per_s: (batch * seq) as f64 / torch.step_s,
+        flops_ratio: 1.0,
+        time_ratio: full.map_or(f64::NAN, |(step, _)| torch.step_s / step),
+        fwd_bwd_ratio: full.map_or(f64::NAN, |(_, fb)| torch.fwd_bwd_s / fb),
+        weights_mib: f64::NAN,
+        grads_mib: f64::NAN,
+        optimizer_mib: f64::NAN,
+        step_rss_mib: Some(torch.peak_mib),
+        vs_torch_full: Some(1.0),
+    });
 }
 
 /// Full first (the reference), then GreenTrainer at rho 0.4/0.5/0.7 (importance scored once on the
@@ -175,28 +208,34 @@ fn status_mib(key: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Memory the reference does not report is NaN: a dash.
+fn mib_cell(v: f64) -> String {
+    if v.is_finite() { format!("{v:.0}") } else { "-".into() }
+}
+
 pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
     let mut out = String::from(
-        "| device | method | tensors | step s | tok/s | FLOPs ratio (model) | fwd+bwd time ratio | step time ratio | weights MiB | grads MiB | optimizer MiB | fwd+bwd peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| device | method | tensors | step s | tok/s | x PyTorch full | FLOPs ratio (model) | fwd+bwd time ratio | step time ratio | weights MiB | grads MiB | optimizer MiB | fwd+bwd peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {:.3} | {:.0} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
             r.device,
             r.method,
             r.tensors,
             r.step_s,
             r.tokens_per_s,
+            r.vs_torch_full.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
             r.flops_ratio,
             r.fwd_bwd_ratio,
             r.time_ratio,
-            r.weights_mib,
-            r.grads_mib,
-            r.optimizer_mib,
+            mib_cell(r.weights_mib),
+            mib_cell(r.grads_mib),
+            mib_cell(r.optimizer_mib),
             r.step_rss_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into())
         );
     }
     out + &format!(
-        "\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio\n"
+        "\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio; x PyTorch full = PyTorch eager full fine-tuning's step time / this step time (above 1 is faster), PyTorch's ratios are to this engine's full fine-tuning\n"
     )
 }

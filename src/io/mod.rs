@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod export;
 pub mod gguf;
 pub mod hf;
+pub mod random;
 pub mod safetensors_file;
 
 use std::path::{Path, PathBuf};
