@@ -7,7 +7,7 @@
 @group(0) @binding(2) var<storage, read_write> m: array<{{ elem }}>;     // [r, d_in], updated in place
 @group(0) @binding(3) var<storage, read_write> v: array<{{ elem }}>;     // [r, d_in], updated in place
 @group(0) @binding(4) var<storage, read_write> rows: array<u32>;         // [r]
-@group(0) @binding(5) var<storage, read_write> hp: array<f32>;           // lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2
+@group(0) @binding(5) var<storage, read_write> hp: array<f32>;           // lr, beta1, beta2, eps, weight_decay, bias_correction1, bias_correction2, grad_scale
 @group(0) @binding(6) var<storage, read_write> info: array<u32>;         // d_in, r, threads per grid row
 
 @compute @workgroup_size({{ workgroup }}, 1, 1)
@@ -22,7 +22,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let lr = hp[0];
     let beta1 = hp[1];
     let beta2 = hp[2];
-    let g = grad[idx];
+    let g = grad[idx] * hp[7];
     let m1 = beta1 * m[idx] + (1.0 - beta1) * g;
     let v1 = beta2 * v[idx] + (1.0 - beta2) * g * g;
     m[idx] = m1;

@@ -26,7 +26,7 @@ pub struct Importance {
 pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Result<Importance> {
     let first = forward_backward(model, candidates, batch)?;
     let mut stepped = model.clone();
-    optimizer.clone().step(&mut stepped, &first.grads, lr);
+    optimizer.clone().step(&mut stepped, &first.grads, lr, 1.0);
     let second = forward_backward(&stepped, candidates, batch)?;
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {

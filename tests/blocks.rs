@@ -64,7 +64,7 @@ fn all_rows_partial_equals_whole_tensor_training() {
 
         let whole = forward_backward_rows(&model, &|n| names.contains(&n), &BTreeMap::new(), &batch).unwrap();
         let mut dense_model = model.clone();
-        AdamW::new(AdamWConfig::default()).step(&mut dense_model, &whole.grads, 1e-2);
+        AdamW::new(AdamWConfig::default()).step(&mut dense_model, &whole.grads, 1e-2, 1.0);
 
         // Every row of each: up_proj is 160 x 64, v_proj 32 x 64 in the tiny model.
         let rows: BTreeMap<String, Vec<u32>> =
@@ -73,7 +73,7 @@ fn all_rows_partial_equals_whole_tensor_training() {
         assert!((whole.loss - part.loss).abs() < 1e-6, "{}: loss", dev.name);
         assert!(part.grads.is_empty());
         let mut masked_model = model.clone();
-        AdamW::new(AdamWConfig::default()).step_rows(&mut masked_model, &part.row_grads, &rows, 1e-2);
+        AdamW::new(AdamWConfig::default()).step_rows(&mut masked_model, &part.row_grads, &rows, 1e-2, 1.0);
 
         let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
         dense_model.visit(&mut |n, p| {

@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrainer::kernels::{AdamWHyper, DwPath, masked_adamw, masked_dw, masked_linear, runs_wgsl};
+use greentrainer::kernels::{AdamWHyper, DwPath, adamw, adamw_reference, masked_adamw, masked_dw, masked_linear, runs_wgsl};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn random(rng: &mut StdRng, shape: [usize; 2], device: &burn::tensor::Device) -> (Vec<f32>, Tensor<2>) {
@@ -110,6 +110,7 @@ fn fused_masked_adamw_equals_the_reference_update_and_leaves_other_rows() {
             weight_decay: 0.01,
             bias_correction1: 1.0 - 0.9f32.powi(3),
             bias_correction2: 1.0 - 0.999f32.powi(3),
+            grad_scale: 1.0,
         };
         let (w2, m2, v2) = masked_adamw(w, g, m, v, &rows, hp);
         let (w2, m2, v2) = (host(w2), host(m2), host(v2));
@@ -129,4 +130,43 @@ fn fused_masked_adamw_equals_the_reference_update_and_leaves_other_rows() {
             assert_eq!(&w2[row * d_in..(row + 1) * d_in], &w_v[row * d_in..(row + 1) * d_in], "{}: unselected row {row} changed", dev.name);
         }
     }
+}
+
+#[test]
+fn fused_adamw_equals_the_plain_tensor_reference_and_never_writes_a_shared_buffer() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for dev in common::devices() {
+        // Odd sizes around the CPU's parallel chunk (16384) and the shader's workgroup (256).
+        for n in [1usize, 7, 255, 257, 16_385, 70_001] {
+            let vec = |rng: &mut StdRng, lo: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(lo..1.0)).collect() };
+            let tensor = |v: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(v.clone(), [n]), &dev.device);
+            let (w_v, g_v, m_v, v_v) = (vec(&mut rng, -1.0), vec(&mut rng, -1.0), vec(&mut rng, -1.0), vec(&mut rng, 0.0));
+            // w as a view into a larger buffer: the kernel must read it through its offset.
+            let padded: Vec<f32> = [0.5f32; 3].iter().copied().chain(w_v.iter().copied()).collect();
+            let w = Tensor::<1>::from_data(TensorData::new(padded, [n + 3]), &dev.device).narrow(0, 3, n);
+            let (m, v) = (tensor(&m_v), tensor(&v_v));
+            let hp = AdamWHyper {
+                lr: 3e-2,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+                bias_correction1: 1.0 - 0.9f32.powi(4),
+                bias_correction2: 1.0 - 0.999f32.powi(4),
+                grad_scale: 0.37,
+            };
+            let (w_ref, m_ref, v_ref) = adamw_reference(tensor(&w_v), tensor(&g_v), tensor(&m_v), tensor(&v_v), hp);
+            // `m` stays alive: its buffer is shared, so the kernel must write a copy.
+            let (w2, m2, v2) = adamw(w, tensor(&g_v), m.clone(), v, hp);
+            let what = |name: &str| format!("{} n={n}: {name}", dev.name);
+            assert!(common::max_abs_diff(&host1(w2), &host1(w_ref)) < 1e-6, "{}", what("weights"));
+            assert!(common::max_abs_diff(&host1(m2), &host1(m_ref)) < 1e-6, "{}", what("first moment"));
+            assert!(common::max_abs_diff(&host1(v2), &host1(v_ref)) < 1e-6, "{}", what("second moment"));
+            assert_eq!(host1(m), m_v, "{}", what("a shared input changed"));
+        }
+    }
+}
+
+fn host1(t: Tensor<1>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().unwrap()
 }

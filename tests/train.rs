@@ -97,7 +97,7 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     // Importance takes a real optimizer step on copies: weights and optimizer state are unchanged.
     let mut optimizer = AdamW::new(AdamWConfig::default());
     let mut warm = model.clone();
-    optimizer.step(&mut warm, &pass.grads, 1e-3);
+    optimizer.step(&mut warm, &pass.grads, 1e-3, 1.0);
     let weights_before = common::param_snapshot(&warm);
     let state_before: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();

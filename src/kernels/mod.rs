@@ -1,6 +1,8 @@
-//! Partial selection inside a weight matrix: gradients and AdamW updates for selected output rows
-//! only (an attention head, or N rows), with raw WGSL kernels on wgpu (shaders/) and an equivalent
-//! tensor-op path on the CPU, behind one backend extension so the same engine code runs on both.
+//! Custom kernels behind burn's backend extension, so the same engine code runs on wgpu (raw WGSL
+//! from shaders/) and on the CPU (flex), each checked against a plain-tensor reference in tests:
+//! - partial selection inside a weight matrix: gradients and AdamW updates for selected output
+//!   rows only (an attention head, or N rows);
+//! - fused AdamW over whole tensors (one pass over w, grad, m, v instead of ~15 tensor ops).
 //!
 //! A partially trained linear layer keeps its full weight `W` frozen and takes a compact leaf
 //! `W[rows]` that tracks gradients: [`masked_linear`] computes `x W^T` with `W`, and its backward
@@ -16,7 +18,6 @@ use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
 pub use tune::{DwPath, interleaved_best};
-pub use wgsl::AdamWHyper;
 
 #[backend_extension(Cube, Flex, Fusion, Autodiff)]
 pub trait MaskedGradOps: Backend {
@@ -43,6 +44,69 @@ pub trait MaskedAdamWOps: Backend {
         rows: Vec<u32>,
         hp: AdamWHyper,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+#[backend_extension(Cube, Flex, Fusion)]
+pub trait AdamWOps: Backend {
+    /// Fused AdamW over whole flattened tensors `[n]`: returns the updated `(w, m, v)`, written in
+    /// place where the buffers are not shared (a shared one is copied first, never changed).
+    #[fusion(meta = |w, _grad, m, v, _hp| (w.clone(), m.clone(), v.clone()))]
+    fn adamw(
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamWHyper,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The per-step AdamW settings the fused kernels need (bias corrections are per tensor).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWHyper {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    pub bias_correction1: f32,
+    pub bias_correction2: f32,
+    /// Multiplies the gradient before use: gradient clipping's factor and 1 / accumulated
+    /// batches, folded into the update instead of a pass of their own.
+    pub grad_scale: f32,
+}
+
+impl AdamWHyper {
+    /// The layout the shaders read (see shaders/adamw.wgsl).
+    pub fn as_array(&self) -> [f32; 8] {
+        [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, self.bias_correction1, self.bias_correction2, self.grad_scale]
+    }
+
+    /// One element's update: `(w, m, v)` after the step. The CPU kernel's body and the
+    /// definition the shaders follow.
+    #[inline(always)]
+    pub fn update(&self, w: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let g = g * self.grad_scale;
+        let m = self.beta1 * m + (1.0 - self.beta1) * g;
+        let v = self.beta2 * v + (1.0 - self.beta2) * g * g;
+        let step = (m / self.bias_correction1) / ((v / self.bias_correction2).sqrt() + self.eps);
+        (w * (1.0 - self.lr * self.weight_decay) - self.lr * step, m, v)
+    }
+}
+
+/// Fused AdamW over whole flattened tensors on any device (see [`AdamWOps::adamw`]).
+pub fn adamw(w: Tensor<1>, grad: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: AdamWHyper) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (w, m, v) =
+        burn::backend::Dispatch::adamw(w.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), hp);
+    (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
+}
+
+/// The same update in plain tensor ops: what the fused kernels are tested against.
+pub fn adamw_reference(w: Tensor<1>, grad: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: AdamWHyper) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let g = grad.mul_scalar(hp.grad_scale);
+    let m = m.mul_scalar(hp.beta1) + g.clone().mul_scalar(1.0 - hp.beta1);
+    let v = v.mul_scalar(hp.beta2) + g.square().mul_scalar(1.0 - hp.beta2);
+    let step = m.clone().div_scalar(hp.bias_correction1) / v.clone().div_scalar(hp.bias_correction2).sqrt().add_scalar(hp.eps);
+    (w.mul_scalar(1.0 - hp.lr * hp.weight_decay) - step.mul_scalar(hp.lr), m, v)
 }
 
 /// dY's selected columns as a compact `[n, rows]` tensor.

@@ -10,10 +10,11 @@ use burn::tensor::{DType, Shape};
 use derive_new::new;
 
 use super::tune::{self, DwKey, DwPath};
-use super::{MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
+use super::{AdamWHyper, AdamWOps, MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
 
 kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
 kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
+kernel_source!(AdamWSource, "../../shaders/adamw.wgsl");
 
 /// The masked dW kernel's workgroup: 8 x 8 threads computing a 64 x 64 output block.
 const DW_THREADS: u32 = 8;
@@ -21,18 +22,6 @@ const DW_BLOCK: u32 = 64;
 const ADAMW_WORKGROUP: u32 = 256;
 /// Workgroups per grid row for element-wise kernels (each grid dimension is capped at 65535).
 const GRID_ROW: u32 = 4096;
-
-/// The per-step AdamW settings the fused kernel needs (bias corrections are per tensor).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamWHyper {
-    pub lr: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub weight_decay: f32,
-    pub bias_correction1: f32,
-    pub bias_correction2: f32,
-}
 
 struct MaskedDw {
     dtype: DType,
@@ -59,6 +48,24 @@ struct MaskedAdamW {
 impl KernelSource for MaskedAdamW {
     fn source(&self) -> SourceTemplate {
         MaskedAdamWSource::new().source().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((ADAMW_WORKGROUP, self.dtype.name()))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+struct AdamW {
+    dtype: DType,
+}
+
+impl KernelSource for AdamW {
+    fn source(&self) -> SourceTemplate {
+        AdamWSource::new().source().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
     }
 
     fn id(&self) -> KernelId {
@@ -120,10 +127,8 @@ impl MaskedAdamWOps for CubeBackend {
             return (w, m, v);
         }
         let rows_buf = u32_buffer(&w, &rows);
-        let params = [hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.bias_correction1, hp.bias_correction2];
-        let params = w.client.create_from_slice(bytemuck::cast_slice(&params));
-        let groups = total.div_ceil(ADAMW_WORKGROUP);
-        let (gx, gy) = (groups.min(GRID_ROW), groups.div_ceil(GRID_ROW));
+        let params = w.client.create_from_slice(bytemuck::cast_slice(&hp.as_array()));
+        let (gx, gy) = elementwise_grid(total);
         let info = u32_buffer(&w, &[d_in as u32, rows.len() as u32, gx * ADAMW_WORKGROUP]);
         w.client.launch(
             Box::new(SourceKernel::new(MaskedAdamW { dtype: w.dtype }, CubeDim::new_1d(ADAMW_WORKGROUP))),
@@ -140,6 +145,44 @@ impl MaskedAdamWOps for CubeBackend {
         );
         (w, m, v)
     }
+}
+
+impl AdamWOps for CubeBackend {
+    fn adamw(
+        w: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamWHyper,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (w, m, v, grad) = (writable(w), writable(m), writable(v), into_contiguous(grad));
+        let total = w.meta.shape().num_elements() as u32;
+        if total == 0 {
+            return (w, m, v);
+        }
+        let params = w.client.create_from_slice(bytemuck::cast_slice(&hp.as_array()));
+        let (gx, gy) = elementwise_grid(total);
+        let info = u32_buffer(&w, &[total, gx * ADAMW_WORKGROUP]);
+        w.client.launch(
+            Box::new(SourceKernel::new(AdamW { dtype: w.dtype }, CubeDim::new_1d(ADAMW_WORKGROUP))),
+            CubeCount::Static(gx, gy, 1),
+            KernelArguments::new().with_buffers(vec![
+                w.handle.clone().binding(),
+                grad.handle.binding(),
+                m.handle.clone().binding(),
+                v.handle.clone().binding(),
+                params.binding(),
+                info.binding(),
+            ]),
+        );
+        (w, m, v)
+    }
+}
+
+/// Workgroups (x, y) covering `total` elements, one thread each, in rows of [`GRID_ROW`].
+fn elementwise_grid(total: u32) -> (u32, u32) {
+    let groups = total.div_ceil(ADAMW_WORKGROUP);
+    (groups.min(GRID_ROW), groups.div_ceil(GRID_ROW))
 }
 
 /// shaders/masked_dw.wgsl over the selected rows.

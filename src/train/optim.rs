@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use burn::tensor::IndexingUpdateOp;
 
-use crate::kernels::{AdamWHyper, masked_adamw, row_index, runs_wgsl};
+use crate::kernels::{AdamWHyper, adamw, masked_adamw, row_index, runs_wgsl};
 use crate::model::{Model, ParamMut, Parameters};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -55,8 +55,9 @@ impl AdamW {
     }
 
     /// Applies one update with learning rate `lr` to every parameter that has a gradient in
-    /// `grads` (flattened f32 tensors keyed by name); the others are untouched.
-    pub fn step<M: Parameters>(&mut self, model: &mut M, grads: &BTreeMap<String, Tensor<1>>, lr: f64) {
+    /// `grads` (flattened f32 tensors keyed by name), each gradient multiplied by `grad_scale`
+    /// (clipping, accumulation) inside the fused kernel; the others are untouched.
+    pub fn step<M: Parameters>(&mut self, model: &mut M, grads: &BTreeMap<String, Tensor<1>>, lr: f64, grad_scale: f64) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
             let Some(g) = grads.get(name) else { return };
@@ -68,28 +69,44 @@ impl AdamW {
                 rows: None,
             });
             s.step += 1;
-            s.m = s.m.clone().mul_scalar(c.beta1) + g.clone().mul_scalar(1.0 - c.beta1);
-            s.v = s.v.clone().mul_scalar(c.beta2) + g.clone().square().mul_scalar(1.0 - c.beta2);
-            let bc1 = 1.0 - c.beta1.powi(s.step as i32);
-            let bc2 = 1.0 - c.beta2.powi(s.step as i32);
-            let denom = s.v.clone().div_scalar(bc2).sqrt().add_scalar(c.eps);
-            let update = s.m.clone().div_scalar(bc1) / denom;
-            let apply = |w: Tensor<1>| w.clone().mul_scalar(1.0 - lr * c.weight_decay) - update.clone().mul_scalar(lr);
+            let hp = hyper(&c, lr, s.step, grad_scale);
             match p {
-                ParamMut::Vector(w) => *w = apply(w.clone()),
+                ParamMut::Vector(w) => (*w, s.m, s.v) = adamw(w.extract(), g.clone(), s.m.extract(), s.v.extract(), hp),
                 ParamMut::Matrix(w) => {
                     let dims = w.dims();
-                    *w = apply(w.clone().reshape([n])).reshape(dims);
+                    let (new_w, m, v) = adamw(w.extract().reshape([n]), g.clone(), s.m.extract(), s.v.extract(), hp);
+                    (*w, s.m, s.v) = (new_w.reshape(dims), m, v);
                 }
             }
         });
     }
 }
 
+/// The kernels' settings for a tensor's `step`-th update (bias correction counts its own updates).
+fn hyper(c: &AdamWConfig, lr: f64, step: u64, grad_scale: f64) -> AdamWHyper {
+    AdamWHyper {
+        lr: lr as f32,
+        beta1: c.beta1 as f32,
+        beta2: c.beta2 as f32,
+        eps: c.eps as f32,
+        weight_decay: c.weight_decay as f32,
+        bias_correction1: (1.0 - c.beta1.powi(step as i32)) as f32,
+        bias_correction2: (1.0 - c.beta2.powi(step as i32)) as f32,
+        grad_scale: grad_scale as f32,
+    }
+}
+
 impl AdamW {
     /// Updates only the given output rows of weights, from compact `[rows, d_in]` gradients: the
     /// fused WGSL kernel on wgpu, gathered tensor ops on the CPU. State is kept under `name#rows`.
-    pub fn step_rows(&mut self, model: &mut Model, grads: &BTreeMap<String, Tensor<2>>, rows: &BTreeMap<String, Vec<u32>>, lr: f64) {
+    pub fn step_rows(
+        &mut self,
+        model: &mut Model,
+        grads: &BTreeMap<String, Tensor<2>>,
+        rows: &BTreeMap<String, Vec<u32>>,
+        lr: f64,
+        grad_scale: f64,
+    ) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
             let (Some(g), Some(r), ParamMut::Matrix(w)) = (grads.get(name), rows.get(name), p) else { return };
@@ -102,15 +119,7 @@ impl AdamW {
             }
             let s = self.state.get_mut(&key).expect("inserted above");
             s.step += 1;
-            let hp = AdamWHyper {
-                lr: lr as f32,
-                beta1: c.beta1 as f32,
-                beta2: c.beta2 as f32,
-                eps: c.eps as f32,
-                weight_decay: c.weight_decay as f32,
-                bias_correction1: 1.0 - (c.beta1 as f32).powi(s.step as i32),
-                bias_correction2: 1.0 - (c.beta2 as f32).powi(s.step as i32),
-            };
+            let hp = hyper(&c, lr, s.step, grad_scale);
             let (m, v) = (s.m.extract().reshape([n_rows, d_in]), s.v.extract().reshape([n_rows, d_in]));
             let (new_w, new_m, new_v) = if runs_wgsl(&w.device()) {
                 masked_adamw(w.extract(), g.clone(), m, v, r, hp)
@@ -135,6 +144,7 @@ fn adamw_rows_reference(
 ) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
     let idx = row_index(rows, &w.device());
     let old = w.clone().select(0, idx.clone());
+    let g = g.mul_scalar(hp.grad_scale);
     let m = m.mul_scalar(hp.beta1) + g.clone().mul_scalar(1.0 - hp.beta1);
     let v = v.mul_scalar(hp.beta2) + g.square().mul_scalar(1.0 - hp.beta2);
     let update = m.clone().div_scalar(hp.bias_correction1) / v.clone().div_scalar(hp.bias_correction2).sqrt().add_scalar(hp.eps);

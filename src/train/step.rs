@@ -51,15 +51,9 @@ pub fn forward_backward_rows(
     Ok(Pass { loss: loss as f64, grads, row_grads })
 }
 
-/// Scales gradients so their global L2 norm is at most `max_norm`; returns the norm before.
-pub fn clip_grad_norm(grads: &mut BTreeMap<String, Tensor<1>>, max_norm: f64) -> f64 {
-    let sq: f64 = grads.values().map(|g| g.clone().square().sum().into_scalar::<f32>() as f64).sum();
-    let norm = sq.sqrt();
-    if norm > max_norm && norm > 0.0 {
-        let scale = max_norm / (norm + 1e-6);
-        for g in grads.values_mut() {
-            *g = g.clone().mul_scalar(scale);
-        }
-    }
-    norm
+/// The global L2 norm of whole-tensor and row-block gradients together (what clipping bounds),
+/// read back once rather than once per tensor.
+pub fn grad_norm(grads: &BTreeMap<String, Tensor<1>>, row_grads: &BTreeMap<String, Tensor<2>>) -> f64 {
+    let squares = grads.values().map(|g| g.clone().square().sum()).chain(row_grads.values().map(|g| g.clone().square().sum()));
+    squares.reduce(|a, b| a + b).map_or(0.0, |sq| (sq.into_scalar::<f32>() as f64).sqrt())
 }

@@ -12,7 +12,7 @@ use super::config::{Granularity, MethodKind, TrainConfig};
 use super::cost::step_macs;
 use super::events::{Event, EventSink};
 use super::optim::{AdamW, AdamWConfig, LinearSchedule};
-use super::step::{clip_grad_norm, forward_backward_rows};
+use super::step::{forward_backward_rows, grad_norm};
 use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions, LoadReport, load_dataset};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
@@ -272,9 +272,8 @@ impl Trainer {
                 for b in &batches {
                     let pass = forward_backward_rows(&model, &|n| full.contains(n), &rows, b)?;
                     loss_sum += pass.loss;
-                    let scale = 1.0 / batches.len() as f64;
-                    accumulate(&mut grads, pass.grads, scale);
-                    accumulate(&mut row_grads, pass.row_grads, scale);
+                    accumulate(&mut grads, pass.grads);
+                    accumulate(&mut row_grads, pass.row_grads);
                     let p = self.profile_for(&model, b.shape)?;
                     state.flops_spent += step_macs(&p, &model, trainable) * FLOPS_PER_MAC;
                     state.flops_full += p.t_full() * FLOPS_PER_MAC;
@@ -283,11 +282,17 @@ impl Trainer {
                 if !loss.is_finite() {
                     return Err(self.diverged(state.step + 1, loss, lr));
                 }
+                // The mean over micro-batches and the clipping factor scale the gradients inside
+                // the fused update rather than in passes of their own.
+                let mut grad_scale = 1.0 / batches.len() as f64;
                 if c.clip_norm > 0.0 {
-                    clip_grad_norm(&mut grads, c.clip_norm);
+                    let norm = grad_norm(&grads, &row_grads) * grad_scale;
+                    if norm > c.clip_norm {
+                        grad_scale *= c.clip_norm / (norm + 1e-6);
+                    }
                 }
-                optimizer.step(&mut model, &grads, lr);
-                optimizer.step_rows(&mut model, &row_grads, &rows, lr);
+                optimizer.step(&mut model, &grads, lr, grad_scale);
+                optimizer.step_rows(&mut model, &row_grads, &rows, lr, grad_scale);
                 meter.sample();
                 state.step += 1;
                 losses.push(loss);
@@ -549,13 +554,8 @@ fn split_selection(names: &BTreeSet<String>) -> (BTreeSet<String>, BTreeMap<Stri
     (full, rows)
 }
 
-fn accumulate<const D: usize>(
-    into: &mut BTreeMap<String, burn::tensor::Tensor<D>>,
-    grads: BTreeMap<String, burn::tensor::Tensor<D>>,
-    scale: f64,
-) {
+fn accumulate<const D: usize>(into: &mut BTreeMap<String, burn::tensor::Tensor<D>>, grads: BTreeMap<String, burn::tensor::Tensor<D>>) {
     for (name, g) in grads {
-        let g = g.mul_scalar(scale);
         match into.remove(&name) {
             Some(acc) => into.insert(name, acc + g),
             None => into.insert(name, g),
