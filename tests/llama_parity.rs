@@ -5,7 +5,7 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use greentrainer::io::load_model;
-use greentrainer::model::{Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
+use greentrainer::model::{BatchInput, Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
 
 #[test]
 fn tiny_llama_matches_transformers() {
@@ -34,6 +34,14 @@ fn tiny_llama_matches_transformers() {
         let (checked, _) = common::assert_gradients_match(&model, &grads, &expected, &dev.name);
         assert_eq!(checked, loaded.model.param_names().len());
         eprintln!("{}: logits err {err:.2e}, loss {got_loss} (want {want_loss}), {checked} gradients ok", dev.name);
+
+        // Training's path: the head and the loss in chunks, no logits tensor.
+        let input = BatchInput::Causal { ids: Tensor::from_data(TensorData::new(ids.clone(), [b, s]), &device), mask: mask_t };
+        let (loss, _) = model.train_loss(&input, &labels).unwrap();
+        let got_loss: f32 = loss.clone().inner().into_scalar();
+        assert!(((got_loss - want_loss) / want_loss).abs() <= 1e-5, "{}: training loss {got_loss} vs {want_loss}", dev.name);
+        let (checked, _) = common::assert_gradients_match(&model, &loss.backward(), &expected, &format!("{} (train_loss)", dev.name));
+        assert_eq!(checked, loaded.model.param_names().len());
     }
 }
 

@@ -9,7 +9,7 @@ use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears};
 use super::llama::{Llama, TensorSource};
-use super::loss::{causal_lm_loss, seq2seq_lm_loss};
+use super::loss::{causal_targets, head_cross_entropy};
 use super::opt::{Opt, OptConfig};
 use super::params::{ParamMut, ParamRef, Parameters};
 use super::t5::{T5, T5Config};
@@ -154,9 +154,34 @@ impl Model {
     /// The training loss of `input` against `labels` as transformers computes it for this kind of
     /// model (shifted by one for a causal LM, aligned for a sequence-to-sequence model), and the
     /// number of tokens it averages over.
+    ///
+    /// The head and the loss go together in chunks of tokens (see [`head_cross_entropy`]), so the
+    /// `[B, S, V]` logits are never held at once.
     pub fn train_loss(&self, input: &BatchInput, labels: &[i64]) -> Result<(Tensor<1>, usize)> {
-        let logits = self.train_logits(input)?;
-        Ok(if self.is_encoder_decoder() { seq2seq_lm_loss(logits, labels) } else { causal_lm_loss(logits, labels) })
+        let hidden = self.train_hidden(input)?;
+        let [b, s, d] = hidden.dims();
+        let hidden = hidden.reshape([b * s, d]);
+        let head = each!(self, m => m.head());
+        Ok(match self.is_encoder_decoder() {
+            true => head_cross_entropy(hidden, head, labels),
+            false => head_cross_entropy(hidden, head, &causal_targets(labels, s)),
+        })
+    }
+
+    /// [`Model::train_logits`] before the head: the final hidden states `[B, S|T, d]`.
+    fn train_hidden(&self, input: &BatchInput) -> Result<Tensor<3>> {
+        match (self, input) {
+            (Self::T5(m), BatchInput::Seq2Seq { ids, padding, decoder_ids }) => {
+                Ok(m.forward_hidden(ids.clone(), Some(padding), decoder_ids.clone()))
+            }
+            (Self::T5(_), BatchInput::Causal { .. }) => Err(self.not_causal("a causal-LM batch")),
+            (Self::Llama(m), BatchInput::Causal { ids, mask }) => Ok(m.hidden(ids.clone(), Some(mask), None)),
+            (Self::Opt(m), BatchInput::Causal { ids, mask }) => Ok(m.hidden(ids.clone(), Some(mask), None)),
+            (Self::Bloom(m), BatchInput::Causal { ids, mask }) => Ok(m.hidden(ids.clone(), Some(mask), None)),
+            (_, BatchInput::Seq2Seq { .. }) => {
+                Err(Error::Other(format!("{} is a decoder-only model: an encoder-decoder batch needs an encoder", self.info().model_type)))
+            }
+        }
     }
 
     /// The execution-ordered op graph the FLOPs profiler works on.

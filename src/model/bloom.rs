@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
-use super::linear::{Linear, Linears};
+use super::linear::{Linear, Linears, vocab_logits};
 use super::llama::{Loader, TensorSource};
 use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
@@ -290,7 +290,17 @@ impl Bloom {
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
     /// [`super::attention_mask`]; with a cache, positions continue after the cached ones.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        vocab_logits(self.hidden(ids, mask, cache), self.head())
+    }
+
+    /// The LM head `[V, d]`: its own weight, or the embedding table when tied.
+    pub fn head(&self) -> Tensor<2> {
+        self.lm_head.clone().unwrap_or_else(|| self.word_embeddings.clone())
+    }
+
+    /// The final hidden states `[B, S, d]` the head reads (see [`Bloom::forward`]).
+    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [_, s] = ids.dims();
         let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let alibi = alibi(&alibi_slopes(self.config.n_head), past + s, &ids.device());
@@ -300,11 +310,7 @@ impl Bloom {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.h.len()));
             x = block.forward(x, &alibi, mask, slot, post);
         }
-        let x = self.ln_f.forward(x);
-        let [b, s, d] = x.dims();
-        let head = self.lm_head.clone().unwrap_or_else(|| self.word_embeddings.clone());
-        let vocab = head.dims()[0];
-        x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+        self.ln_f.forward(x)
     }
 
     /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config

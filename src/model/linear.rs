@@ -123,3 +123,11 @@ pub trait Linears: Clone {
         out
     }
 }
+
+/// Logits `[B, S, V]` of hidden states `[B, S, d]` through an LM head `[V, d]` (no bias in any
+/// supported architecture).
+pub fn vocab_logits(x: Tensor<3>, head: Tensor<2>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    let vocab = head.dims()[0];
+    x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+}

@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
-use super::linear::{Linear, Linears};
+use super::linear::{Linear, Linears, vocab_logits};
 use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
@@ -201,7 +201,17 @@ impl Llama {
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
     /// [`attention_mask`]; with a cache, positions continue after the cached ones.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        vocab_logits(self.hidden(ids, mask, cache), self.head())
+    }
+
+    /// The LM head `[V, d]`: its own weight, or the embedding table when tied.
+    pub fn head(&self) -> Tensor<2> {
+        self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone())
+    }
+
+    /// The final hidden states `[B, S, d]` the head reads (see [`Llama::forward`]).
+    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [_, s] = ids.dims();
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let device = ids.device();
@@ -213,11 +223,7 @@ impl Llama {
             x = x + h;
             x = x.clone() + layer.mlp.forward(layer.post_attention_layernorm.forward(x));
         }
-        let x = self.norm.forward(x);
-        let [b, s, d] = x.dims();
-        let head = self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone());
-        let vocab = head.dims()[0];
-        x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+        self.norm.forward(x)
     }
 }
 

@@ -3,9 +3,94 @@
 //! model's (teacher-forced on shifted labels) predict label t.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub const IGNORE_INDEX: i64 = -100;
+
+/// Logits one chunk of [`head_cross_entropy`] may hold: well under the 128 MiB a laptop GPU (and
+/// lavapipe) binds in one buffer, and large enough that each chunk's matmul stays efficient.
+const CHUNK_LOGITS_BYTES: usize = 32 << 20;
+
+/// A causal LM's targets at every position of `labels` (`B*S`, row-major): position t predicts
+/// label t+1, and each row's last position predicts nothing. Shifting the labels rather than
+/// narrowing the logits keeps the hidden states contiguous.
+pub fn causal_targets(labels: &[i64], s: usize) -> Vec<i64> {
+    labels.chunks(s).flat_map(|row| row[1..].iter().copied().chain([IGNORE_INDEX])).collect()
+}
+
+/// Mean cross-entropy of `hidden [N, d]` through the LM head `[V, d]` against `targets` (N
+/// entries; [`IGNORE_INDEX`] or out-of-vocabulary ones are not counted), equal in value and
+/// gradients to the head's logits followed by [`mean_cross_entropy`], without ever holding the
+/// `[N, V]` logits: the head, softmax and loss run over chunks of tokens, and each chunk's
+/// gradients (`dH = G W`, `dW = G^T H` with `G = softmax - onehot`) are computed right there,
+/// while its logits exist. Autodiff then receives them through a surrogate whose gradient they
+/// are: `sum(hidden * dH) + sum(head * dW)`, added with value zero to the loss.
+/// Returns the loss and the number of tokens it averages over.
+pub fn head_cross_entropy(hidden: Tensor<2>, head: Tensor<2>, targets: &[i64]) -> (Tensor<1>, usize) {
+    let rows = CHUNK_LOGITS_BYTES / (head.dims()[0] * size_of::<f32>());
+    head_cross_entropy_chunked(hidden, head, targets, rows)
+}
+
+/// [`head_cross_entropy`] with `rows` tokens per chunk (tests pick odd sizes).
+pub fn head_cross_entropy_chunked(hidden: Tensor<2>, head: Tensor<2>, targets: &[i64], rows: usize) -> (Tensor<1>, usize) {
+    let [n, _] = hidden.dims();
+    let v = head.dims()[0];
+    let device = hidden.device();
+    let counted = |t: i64| t != IGNORE_INDEX && (0..v as i64).contains(&t);
+    let count = targets.iter().filter(|&&t| counted(t)).count();
+    let scale = 1.0 / count.max(1) as f64;
+    let (want_dh, want_dw) = (hidden.is_tracked(), head.is_tracked());
+    let (h, w) = (hidden.clone().detach(), head.clone().detach());
+    let rows = rows.clamp(1, n.max(1));
+    let mut loss_sum = Tensor::<1>::zeros([1], &device);
+    let mut dh_chunks = Vec::new();
+    let mut dw: Option<Tensor<2>> = None;
+    for start in (0..n).step_by(rows) {
+        let len = rows.min(n - start);
+        let chunk = &targets[start..start + len];
+        let idx: Vec<i64> = chunk.iter().map(|&t| if counted(t) { t } else { 0 }).collect();
+        let weights: Vec<f32> = chunk.iter().map(|&t| if counted(t) { 1.0 } else { 0.0 }).collect();
+        let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [len, 1]), &device);
+        let weights = Tensor::<2>::from_data(TensorData::new(weights, [len, 1]), &device);
+        let hc = h.clone().narrow(0, start, len);
+        let logits = hc.clone().matmul(w.clone().transpose());
+        let shifted = logits.clone() - logits.max_dim(1);
+        let exp = shifted.clone().exp();
+        let total = exp.clone().sum_dim(1);
+        let picked = shifted.gather(1, idx.clone());
+        loss_sum = loss_sum + ((total.clone().log() - picked) * weights.clone()).sum();
+        if want_dh || want_dw {
+            let minus_one = Tensor::<2>::full([len, 1], -1.0, &device);
+            let g = (exp / total).scatter(1, idx, minus_one, IndexingUpdateOp::Add) * weights.mul_scalar(scale);
+            if want_dh {
+                dh_chunks.push(g.clone().matmul(w.clone()));
+            }
+            if want_dw {
+                let part = g.transpose().matmul(hc);
+                dw = Some(match dw {
+                    Some(acc) => acc + part,
+                    None => part,
+                });
+            }
+        }
+    }
+    let mut loss = loss_sum.mul_scalar(scale);
+    let mut surrogate: Option<Tensor<1>> = None;
+    if want_dh {
+        surrogate = Some((hidden * Tensor::cat(dh_chunks, 0)).sum());
+    }
+    if let Some(dw) = dw {
+        let part = (head * dw).sum();
+        surrogate = Some(match surrogate {
+            Some(s) => s + part,
+            None => part,
+        });
+    }
+    if let Some(s) = surrogate {
+        loss = loss + (s.clone() - s.detach());
+    }
+    (loss, count)
+}
 
 /// Mean cross-entropy of `logits [B, S, V]` against `labels` (`B*S`, row-major). Returns the
 /// loss tensor and the number of tokens it averages over (0 gives a zero loss).
@@ -21,6 +106,7 @@ pub fn seq2seq_lm_loss(logits: Tensor<3>, labels: &[i64]) -> (Tensor<1>, usize) 
     mean_cross_entropy(logits, labels)
 }
 
+/// The reference: log-softmax over the whole `[B, T, V]` logits.
 fn mean_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> (Tensor<1>, usize) {
     let [b, s, v] = logits.dims();
     let device = logits.device();

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_sizes, check_token_ids, deserialize, first_id, parse_json};
-use super::linear::{Linear, Linears};
+use super::linear::{Linear, Linears, vocab_logits};
 use super::llama::{Loader, TensorSource};
 use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
@@ -324,7 +324,17 @@ impl Opt {
     /// differ, but no real token or loss term depends on them).
     ///
     /// Panics when `past + S` exceeds `max_position_embeddings`: callers truncate to the context length.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
+        vocab_logits(self.hidden(ids, mask, cache), self.head())
+    }
+
+    /// The LM head `[V, d]`: its own weight, or the embedding table when tied.
+    pub fn head(&self) -> Tensor<2> {
+        self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone())
+    }
+
+    /// The final hidden states `[B, S, d]` the head reads (see [`Opt::forward`]).
+    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [_, s] = ids.dims();
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let max = self.config.max_position_embeddings;
@@ -344,10 +354,7 @@ impl Opt {
         if let Some(project_out) = &self.project_out {
             x = project_out.forward(x);
         }
-        let [b, s, d] = x.dims();
-        let head = self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone());
-        let vocab = head.dims()[0];
-        x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+        x
     }
 
     /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::cache::{KvCache, extend};
 use super::config::{check_positive, check_sizes, check_token_ids, deserialize};
-use super::linear::{Linear, Linears};
+use super::linear::{Linear, Linears, vocab_logits};
 use super::llama::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
 use super::norm::RmsNorm;
@@ -512,6 +512,23 @@ impl T5 {
         encoder_out: &Tensor<3>,
         encoder_padding: Option<&[u32]>,
         decoder_ids: Tensor<2, Int>,
+        cache: Option<&mut T5Cache>,
+    ) -> Tensor<3> {
+        vocab_logits(self.decode_hidden(encoder_out, encoder_padding, decoder_ids, cache), self.head())
+    }
+
+    /// The LM head `[V, d]`: its own weight, or `shared` when tied.
+    pub fn head(&self) -> Tensor<2> {
+        self.lm_head.clone().unwrap_or_else(|| self.shared.clone())
+    }
+
+    /// The decoder's final hidden states `[B, T, d]` the head reads, scaled as the head expects
+    /// (see [`T5::decode`]).
+    pub fn decode_hidden(
+        &self,
+        encoder_out: &Tensor<3>,
+        encoder_padding: Option<&[u32]>,
+        decoder_ids: Tensor<2, Int>,
         mut cache: Option<&mut T5Cache>,
     ) -> Tensor<3> {
         let [_, t] = decoder_ids.dims();
@@ -538,16 +555,19 @@ impl T5 {
         if self.config.scale_decoder_outputs {
             x = x.mul_scalar((self.config.d_model as f64).powf(-0.5));
         }
-        let [b, t, d] = x.dims();
-        let head = self.lm_head.clone().unwrap_or_else(|| self.shared.clone());
-        x.reshape([b * t, d]).matmul(head.transpose()).reshape([b, t, self.config.vocab_size])
+        x
     }
 
     /// Teacher-forced logits `[B, T, vocab]`: encodes `input_ids` (`padding` as in [`T5::encode`]) and
     /// decodes `decoder_input_ids` (see [`T5::shift_right`]).
     pub fn forward(&self, input_ids: Tensor<2, Int>, padding: Option<&[u32]>, decoder_input_ids: Tensor<2, Int>) -> Tensor<3> {
+        vocab_logits(self.forward_hidden(input_ids, padding, decoder_input_ids), self.head())
+    }
+
+    /// [`T5::forward`]'s decoder hidden states `[B, T, d]`, before the head.
+    pub fn forward_hidden(&self, input_ids: Tensor<2, Int>, padding: Option<&[u32]>, decoder_input_ids: Tensor<2, Int>) -> Tensor<3> {
         let encoder_out = self.encode(input_ids, padding);
-        self.decode(&encoder_out, padding, decoder_input_ids, None)
+        self.decode_hidden(&encoder_out, padding, decoder_input_ids, None)
     }
 
     /// Decoder inputs for `labels` (`[B, T]` row-major): each row shifted right behind
