@@ -65,6 +65,15 @@ impl ComputeDevice {
     }
 }
 
+/// The largest buffer `device` binds at once when it is the wgpu adapter this process opened; None
+/// for the CPU, which has no such limit.
+pub fn binding_limit(device: &Device) -> Option<u64> {
+    if !crate::kernels::runs_wgsl(device) {
+        return None;
+    }
+    wgpu().ok().and_then(|d| d.max_buffer_binding)
+}
+
 /// The wgpu runtime can be initialised once per process, so the result is kept.
 fn wgpu() -> Result<&'static ComputeDevice, String> {
     static WGPU: OnceLock<Result<ComputeDevice, String>> = OnceLock::new();

@@ -20,8 +20,7 @@ const INIT_STD: f32 = 0.02;
 pub fn random_model(config: &Path, device: &Device, seed: u64) -> Result<Model> {
     let path = if config.is_dir() { config.join("config.json") } else { config.to_path_buf() };
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let raw: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::invalid(&path, format!("not valid JSON: {e}")))?;
+    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::invalid(&path, format!("not valid JSON: {e}")))?;
     let std = raw.get("initializer_range").and_then(|v| v.as_f64()).map_or(INIT_STD, |v| v as f32);
     // Uniform on [-a, a] has variance a^2 / 3.
     let half_width = std * 3f32.sqrt();
@@ -52,11 +51,7 @@ fn init_of(name: &str, shape: &[usize]) -> Init {
         return Init::Zero;
     }
     let last_module = name.rsplit('.').nth(1).unwrap_or("");
-    if last_module.contains("norm") || last_module.contains("ln") {
-        Init::One
-    } else {
-        Init::Random
-    }
+    if last_module.contains("norm") || last_module.contains("ln") { Init::One } else { Init::Random }
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! multi-threaded loop over the raw buffers.
 
 use burn::backend::Flex;
-use burn::backend::tensor::FloatTensor;
 use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
 use rayon::prelude::*;
 
 use super::{AdamWHyper, AdamWOps, DwPath, MaskedGradOps, dense_linear, gather_matmul_dw};
@@ -35,13 +35,15 @@ impl AdamWOps for Flex {
         let (mut w, grad, mut m, mut v) = (dense(w), dense(grad), dense(m), dense(v));
         let g: &[f32] = grad.storage();
         let (ws, ms, vs) = (w.storage_mut::<f32>(), m.storage_mut::<f32>(), v.storage_mut::<f32>());
-        ws.par_chunks_mut(ADAMW_CHUNK).zip(ms.par_chunks_mut(ADAMW_CHUNK)).zip(vs.par_chunks_mut(ADAMW_CHUNK)).zip(g.par_chunks(ADAMW_CHUNK)).for_each(
-            |(((w, m), v), g)| {
+        ws.par_chunks_mut(ADAMW_CHUNK)
+            .zip(ms.par_chunks_mut(ADAMW_CHUNK))
+            .zip(vs.par_chunks_mut(ADAMW_CHUNK))
+            .zip(g.par_chunks(ADAMW_CHUNK))
+            .for_each(|(((w, m), v), g)| {
                 for i in 0..w.len() {
                     (w[i], m[i], v[i]) = hp.update(w[i], g[i], m[i], v[i]);
                 }
-            },
-        );
+            });
         (w, m, v)
     }
 }

@@ -95,8 +95,7 @@ impl AdamWHyper {
 
 /// Fused AdamW over whole flattened tensors on any device (see [`AdamWOps::adamw`]).
 pub fn adamw(w: Tensor<1>, grad: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: AdamWHyper) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    let (w, m, v) =
-        burn::backend::Dispatch::adamw(w.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), hp);
+    let (w, m, v) = burn::backend::Dispatch::adamw(w.into_dispatch(), grad.into_dispatch(), m.into_dispatch(), v.into_dispatch(), hp);
     (Tensor::from_dispatch(w), Tensor::from_dispatch(m), Tensor::from_dispatch(v))
 }
 
