@@ -5,7 +5,9 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use greentrainer::model::loss::{IGNORE_INDEX, causal_lm_loss, causal_targets, head_cross_entropy_chunked, seq2seq_lm_loss};
+use greentrainer::model::loss::{
+    IGNORE_INDEX, causal_lm_loss, causal_targets, head_cross_entropy, head_cross_entropy_chunked, seq2seq_lm_loss,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn random(rng: &mut StdRng, shape: [usize; 2], device: &burn::tensor::Device) -> Tensor<2> {
@@ -76,4 +78,34 @@ fn causal_targets_shift_labels_within_each_row() {
     let want: f32 = causal_lm_loss(logits, &labels).0.into_scalar();
     let got: f32 = head_cross_entropy_chunked(hidden, head, &causal_targets(&labels, 3), 4).0.into_scalar();
     assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+}
+
+#[test]
+fn only_positions_with_a_target_reach_the_head_and_the_loss_is_unchanged() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let (n, d, v) = (23, 7, 41);
+    for dev in common::devices() {
+        let device = &dev.device;
+        let (hidden, head) = (random(&mut rng, [n, d], device), random(&mut rng, [v, d], device));
+        // A prompt (ignored), then answer tokens, then padding (ignored).
+        let targets: Vec<i64> = (0..n).map(|i| if (6..17).contains(&i) { rng.random_range(0..v as i64) } else { IGNORE_INDEX }).collect();
+        let (h_ref, w_ref) = (hidden.clone().autodiff().require_grad(), head.clone().autodiff().require_grad());
+        let logits = h_ref.clone().matmul(w_ref.clone().transpose()).reshape([1, n, v]);
+        let (want, _) = seq2seq_lm_loss(logits, &targets);
+        let want_grads = want.clone().backward();
+        let (h, w) = (hidden.clone().autodiff().require_grad(), head.clone().autodiff().require_grad());
+        let (loss, count) = head_cross_entropy(h.clone(), w.clone(), &targets);
+        assert_eq!(count, 11, "{}", dev.name);
+        let grads = loss.clone().backward();
+        let (got, want): (f32, f32) = (loss.inner().into_scalar(), want.inner().into_scalar());
+        assert!((got - want).abs() <= 1e-5 * want.abs(), "{}: loss {got} vs {want}", dev.name);
+        let dh = host(h.grad(&grads).unwrap());
+        assert!(common::max_abs_diff(&dh, &host(h_ref.grad(&want_grads).unwrap())) < 1e-6, "{}: hidden gradient", dev.name);
+        assert!(dh[..6 * d].iter().chain(&dh[17 * d..]).all(|&g| g == 0.0), "{}: an ignored position got a gradient", dev.name);
+        let dw_err = common::max_abs_diff(&host(w.grad(&grads).unwrap()), &host(w_ref.grad(&want_grads).unwrap()));
+        assert!(dw_err < 1e-6, "{}: head gradient", dev.name);
+        // No target at all: a zero loss over zero tokens.
+        let (none, count) = head_cross_entropy(hidden.clone().autodiff().require_grad(), head.clone(), &vec![IGNORE_INDEX; n]);
+        assert_eq!((none.inner().into_scalar::<f32>(), count), (0.0, 0), "{}", dev.name);
+    }
 }

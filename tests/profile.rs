@@ -96,7 +96,7 @@ fn sum(profile: &Profile, cost: impl Fn(&Node) -> f64) -> f64 {
 
 #[test]
 fn totals_match_the_closed_form_tied_and_untied() {
-    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None };
+    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None };
     for tied in [false, true] {
         for causal_half in [false, true] {
             let model = Llama { tied, ..SMALL };
@@ -114,7 +114,7 @@ fn totals_match_the_closed_form_tied_and_untied() {
 
 #[test]
 fn tied_head_is_a_chain_node_charged_to_the_embedding() {
-    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None };
+    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None };
     let tokens = 48.0;
     let (d, v) = (SMALL.hidden as f64, SMALL.vocab as f64);
     let untied = profile(&llama_ops(&SMALL), shape, false).unwrap();
@@ -137,7 +137,7 @@ fn tied_head_is_a_chain_node_charged_to_the_embedding() {
 
 #[test]
 fn causal_half_halves_only_the_attention_core() {
-    let shape = BatchShape { batch: 3, seq: 10, decoder_seq: None };
+    let shape = BatchShape { batch: 3, seq: 10, decoder_seq: None, head_tokens: None };
     let full = profile(&llama_ops(&SMALL), shape, false).unwrap();
     let half = profile(&llama_ops(&SMALL), shape, true).unwrap();
     for (a, b) in full.nodes.iter().zip(&half.nodes) {
@@ -154,14 +154,14 @@ fn biases_pass_gradients_through_for_free() {
         op("ln.weight".into(), OpKind::Norm { dim: 32 }, Some(0), TensorRole::Norm),
         op("ln.bias".into(), OpKind::NormBias { dim: 32 }, Some(0), TensorRole::Norm),
     ];
-    let profile = profile(&ops, BatchShape { batch: 1, seq: 5, decoder_seq: None }, false).unwrap();
+    let profile = profile(&ops, BatchShape { batch: 1, seq: 5, decoder_seq: None, head_tokens: None }, false).unwrap();
     let costs: Vec<_> = profile.nodes.iter().map(|n| (n.t_fp, n.t_dy, n.t_dw, n.param_numel)).collect();
     assert_eq!(costs, [(1280.0, 1280.0, 1280.0, 256), (160.0, 0.0, 160.0, 32), (160.0, 160.0, 160.0, 32), (160.0, 0.0, 160.0, 32)]);
 }
 
 #[test]
 fn candidates_are_indexed_from_the_output() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None }, false).unwrap();
+    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None }, false).unwrap();
     let n = profile.nodes.len();
     let importance: Vec<f64> = (0..n).map(|i| i as f64 + 1.0).collect();
     let candidates = profile.candidates(&importance).unwrap();
@@ -177,7 +177,7 @@ fn candidates_are_indexed_from_the_output() {
 
 #[test]
 fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16, decoder_seq: None }, true).unwrap();
+    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16, decoder_seq: None, head_tokens: None }, true).unwrap();
     let index = |name: &str| profile.nodes.iter().position(|n| n.name == name).unwrap();
     let sets = [
         vec![index("model.layers.1.self_attn.q_proj.weight"), index("model.norm.weight")],
@@ -198,7 +198,7 @@ fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
 
 #[test]
 fn bad_selections_and_tied_heads_without_embedding_are_refused() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None }, false).unwrap();
+    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None }, false).unwrap();
     let core = profile.nodes.iter().position(|n| n.name.ends_with("core")).unwrap();
     assert!(matches!(
         profile.selection_cost(&[core], CostRule::Exact),
@@ -209,7 +209,8 @@ fn bad_selections_and_tied_heads_without_embedding_are_refused() {
 
     let mut ops = llama_ops(&Llama { tied: true, ..SMALL });
     ops.remove(0);
-    let err = greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8, decoder_seq: None }, false).unwrap_err();
+    let err =
+        greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None }, false).unwrap_err();
     assert!(matches!(err, ProfileError::TiedHeadWithoutEmbedding { .. }), "{err}");
 }
 
@@ -237,7 +238,7 @@ fn importances(seed: u64, n: usize) -> Vec<f64> {
 
 /// Full attention cost (no causal halving): the engine computes the whole S x S score matrix.
 fn smollm2_profile(causal_half: bool) -> Profile {
-    profile(&llama_ops(&SMOLLM2_135M), BatchShape { batch: 4, seq: 256, decoder_seq: None }, causal_half).unwrap()
+    profile(&llama_ops(&SMOLLM2_135M), BatchShape { batch: 4, seq: 256, decoder_seq: None, head_tokens: None }, causal_half).unwrap()
 }
 
 #[test]
@@ -367,4 +368,19 @@ fn reach_reports_the_deepest_block_a_rho_affords() {
     }
     assert!(Reach::of(&p, 0.5).shallow() && !Reach::of(&p, 0.7).shallow(), "rho 0.5 is the shallow case measured on SmolLM2");
     assert!(Reach::of(&p, 0.5).describe().contains("too shallow"));
+}
+
+#[test]
+fn the_head_is_charged_for_the_tokens_with_a_target_only() {
+    let all = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None };
+    let answers = BatchShape { head_tokens: Some(10), ..all };
+    let (d, v) = (SMALL.hidden as f64, SMALL.vocab as f64);
+    let whole = profile(&llama_ops(&SMALL), all, false).unwrap();
+    let trained = profile(&llama_ops(&SMALL), answers, false).unwrap();
+    let (head, head_all) = (trained.nodes.last().unwrap(), whole.nodes.last().unwrap());
+    assert_eq!((head.t_fp, head.t_dy, head.t_dw), (10.0 * v * d, 10.0 * v * d, 10.0 * v * d));
+    assert_eq!(head_all.t_fp, 48.0 * v * d);
+    // Every other op runs on all 48 tokens either way.
+    let others = |p: &Profile| p.nodes[..p.nodes.len() - 1].iter().map(|n| n.t_fp + n.t_dy + n.t_dw).sum::<f64>();
+    assert_eq!(others(&trained), others(&whole));
 }

@@ -193,3 +193,22 @@ fn gradient_accumulation_takes_one_step_per_group_of_batches() {
     let accumulated = step_tokens(3, 1);
     assert_eq!(accumulated, vec![single.iter().sum::<usize>()]);
 }
+
+#[test]
+fn a_batch_charges_the_head_for_its_answer_tokens_only() {
+    let loaded = greentrainer::io::load_model(&common::fixture("tiny-llama"), &ComputeDevice::cpu().device).unwrap();
+    let ignore = greentrainer::data::IGNORE_INDEX;
+    // Two rows of 6: a 3-token prompt and a 2-token answer, then a 4-token prompt, 1 answer, 1 pad.
+    let labels = vec![ignore, ignore, ignore, 5, 6, 7, ignore, ignore, ignore, ignore, 9, ignore];
+    let host = greentrainer::data::Batch {
+        input_ids: vec![1, 2, 3, 5, 6, 7, 1, 2, 3, 4, 9, 0],
+        attention_mask: vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0],
+        labels,
+        batch: 2,
+        seq: 6,
+        real_tokens: 11,
+        target_tokens: 4,
+    };
+    // Position t predicts label t+1: 5, 6, 7 in the first row and 9 in the second.
+    assert_eq!(DeviceBatch::new(&host, &loaded.model).shape.head_tokens, Some(4));
+}

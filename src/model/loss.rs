@@ -7,6 +7,16 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
 pub const IGNORE_INDEX: i64 = -100;
 
+/// Whether `target` takes part in the loss: not [`IGNORE_INDEX`] and inside the vocabulary.
+fn is_counted(target: i64, vocab: usize) -> bool {
+    target != IGNORE_INDEX && (0..vocab as i64).contains(&target)
+}
+
+/// The tokens a loss over `targets` averages over, which are all the LM head runs on in training.
+pub fn counted_targets(targets: &[i64], vocab: usize) -> usize {
+    targets.iter().filter(|&&t| is_counted(t, vocab)).count()
+}
+
 /// A causal LM's targets at every position of `labels` (`B*S`, row-major): position t predicts
 /// label t+1, and each row's last position predicts nothing. Shifting the labels rather than
 /// narrowing the logits keeps the hidden states contiguous.
@@ -18,12 +28,31 @@ pub fn causal_targets(labels: &[i64], s: usize) -> Vec<i64> {
 /// entries; [`IGNORE_INDEX`] or out-of-vocabulary ones are not counted). Returns the loss and the
 /// number of tokens it averages over.
 ///
+/// Only positions with a target reach the head: a prompt's and padding's logits would be
+/// computed, and differentiated, for nothing (in an instruction dataset most tokens are prompt).
+/// The profiler charges the head for these tokens alone ([`crate::profile::BatchShape::head_tokens`]),
+/// so GreenTrainer's budget reaches deeper for the same rho.
+///
 /// When the `[N, V]` logits fit in half of what the device binds in one buffer (always on the
 /// CPU) they are built whole and autodiff differentiates the log-softmax: that is the fastest path
 /// (chunks of 32 MiB made full fine-tuning steps 1.4-2.0x slower on an H100, 1.3x on the CPU).
 /// Otherwise (a laptop GPU or lavapipe binding 128 MiB, a large vocabulary) the head runs in chunks
 /// of a quarter of that limit, see [`head_cross_entropy_chunked`], which would fail whole.
 pub fn head_cross_entropy(hidden: Tensor<2>, head: Tensor<2>, targets: &[i64]) -> (Tensor<1>, usize) {
+    let vocab = head.dims()[0];
+    let keep: Vec<i64> = (0..targets.len()).filter(|&i| is_counted(targets[i], vocab)).map(|i| i as i64).collect();
+    if keep.is_empty() {
+        // Nothing to learn from: a zero loss that still reaches the graph (zero gradients).
+        return (hidden.sum().mul_scalar(0.0), 0);
+    }
+    let (hidden, targets) = if keep.len() == targets.len() {
+        (hidden, targets.to_vec())
+    } else {
+        let device = hidden.device();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(keep.clone(), [keep.len()]), &device);
+        (hidden.select(0, idx), keep.iter().map(|&i| targets[i as usize]).collect())
+    };
+    let targets = &targets[..];
     let [n, _] = hidden.dims();
     let row_bytes = head.dims()[0] * size_of::<f32>();
     match crate::device::binding_limit(&hidden.device()) {
@@ -48,7 +77,7 @@ pub fn head_cross_entropy_chunked(hidden: Tensor<2>, head: Tensor<2>, targets: &
     let [n, _] = hidden.dims();
     let v = head.dims()[0];
     let device = hidden.device();
-    let counted = |t: i64| t != IGNORE_INDEX && (0..v as i64).contains(&t);
+    let counted = |t: i64| is_counted(t, v);
     let count = targets.iter().filter(|&&t| counted(t)).count();
     let scale = 1.0 / count.max(1) as f64;
     let (want_dh, want_dw) = (hidden.is_tracked(), head.is_tracked());
@@ -123,7 +152,7 @@ fn mean_cross_entropy(logits: Tensor<3>, labels: &[i64]) -> (Tensor<1>, usize) {
     let [b, s, v] = logits.dims();
     let device = logits.device();
     let n = b * s;
-    let counted = |label: i64| label != IGNORE_INDEX && (0..v as i64).contains(&label);
+    let counted = |label: i64| is_counted(label, v);
     let targets: Vec<i64> = labels.iter().map(|&l| if counted(l) { l } else { 0 }).collect();
     let weights: Vec<f32> = labels.iter().map(|&l| if counted(l) { 1.0 } else { 0.0 }).collect();
     let count = weights.iter().filter(|w| **w > 0.0).count();

@@ -46,7 +46,7 @@ pub(super) fn op_cost(kind: &OpKind, shape: BatchShape, stream: Stream, causal_h
             OpCost { t_fp: 2.0 * macs, t_dy: 4.0 * macs, t_dw: 0.0 }
         }
         OpKind::LmHead { vocab, dim, .. } => {
-            let macs = per_token(vocab * dim);
+            let macs = shape.head_tokens.map_or(tokens, |t| t as f64) * (vocab * dim) as f64;
             OpCost { t_fp: macs, t_dy: macs, t_dw: macs }
         }
     })

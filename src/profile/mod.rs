@@ -115,6 +115,11 @@ pub struct BatchShape {
     /// The target length of an encoder-decoder model; `None` for decoder-only models.
     #[serde(default)]
     pub decoder_seq: Option<usize>,
+    /// Tokens the LM head runs on: in training only those with a target (the loss skips prompt
+    /// and padding positions, which have none). `None`: every token of the head's stream, as
+    /// planning without the data and the paper's FLOPs count.
+    #[serde(default)]
+    pub head_tokens: Option<usize>,
 }
 
 impl BatchShape {
@@ -122,7 +127,7 @@ impl BatchShape {
     /// `ops` run on (for an encoder-decoder model `max_len` caps source and target each).
     pub fn padded(ops: &[OpSpec], batch: usize, max_len: usize) -> Self {
         let decoder = ops.iter().any(|op| op.stream == Stream::Decoder);
-        Self { batch, seq: max_len, decoder_seq: decoder.then_some(max_len) }
+        Self { batch, seq: max_len, decoder_seq: decoder.then_some(max_len), head_tokens: None }
     }
 
     /// Tokens of the input stream.

@@ -3,6 +3,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::data::{Batch, IGNORE_INDEX};
+use crate::model::loss::{causal_targets, counted_targets};
 use crate::model::{BatchInput, Model, attention_mask};
 use crate::profile::BatchShape;
 
@@ -31,7 +32,12 @@ impl DeviceBatch {
                 mask: attention_mask(Some(&batch.attention_mask), batch.batch, batch.seq, 0, &device),
             },
             labels: batch.labels.clone(),
-            shape: BatchShape { batch: batch.batch, seq: batch.seq, decoder_seq: None },
+            shape: BatchShape {
+                batch: batch.batch,
+                seq: batch.seq,
+                decoder_seq: None,
+                head_tokens: Some(counted_targets(&causal_targets(&batch.labels, batch.seq), model.info().vocab_size)),
+            },
             real_tokens: batch.real_tokens,
         }
     }
@@ -61,6 +67,7 @@ fn seq2seq(batch: &Batch, t5: &crate::model::t5::T5, device: &burn::tensor::Devi
     }
     let decoder_ids = t5.shift_right(&labels, dec_len);
     let b = batch.batch;
+    let head_tokens = Some(counted_targets(&labels, t5.config.vocab_size));
     DeviceBatch {
         input: BatchInput::Seq2Seq {
             ids: Tensor::from_data(TensorData::new(ids, [b, enc_len]), device),
@@ -68,7 +75,7 @@ fn seq2seq(batch: &Batch, t5: &crate::model::t5::T5, device: &burn::tensor::Devi
             decoder_ids: Tensor::<2, Int>::from_data(TensorData::new(decoder_ids, [b, dec_len]), device),
         },
         labels,
-        shape: BatchShape { batch: b, seq: enc_len, decoder_seq: Some(dec_len) },
+        shape: BatchShape { batch: b, seq: enc_len, decoder_seq: Some(dec_len), head_tokens },
         real_tokens: batch.real_tokens,
     }
 }
