@@ -102,16 +102,7 @@ fn fused_masked_adamw_equals_the_reference_update_and_leaves_other_rows() {
         let (m_v, m) = random(&mut rng, [r, d_in], &dev.device);
         let v_v: Vec<f32> = (0..r * d_in).map(|_| rng.random_range(0.0..1.0)).collect();
         let v = Tensor::<2>::from_data(TensorData::new(v_v.clone(), [r, d_in]), &dev.device);
-        let hp = AdamWHyper {
-            lr: 1e-2,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.01,
-            bias_correction1: 1.0 - 0.9f32.powi(3),
-            bias_correction2: 1.0 - 0.999f32.powi(3),
-            grad_scale: 1.0,
-        };
+        let hp = hyper(1e-2, 3, 1.0);
         let (w2, m2, v2) = masked_adamw(w, g, m, v, &rows, hp);
         let (w2, m2, v2) = (host(w2), host(m2), host(v2));
         for (ri, &row) in rows.iter().enumerate() {
@@ -145,16 +136,7 @@ fn fused_adamw_equals_the_plain_tensor_reference_and_never_writes_a_shared_buffe
             let padded: Vec<f32> = [0.5f32; 3].iter().copied().chain(w_v.iter().copied()).collect();
             let w = Tensor::<1>::from_data(TensorData::new(padded, [n + 3]), &dev.device).narrow(0, 3, n);
             let (m, v) = (tensor(&m_v), tensor(&v_v));
-            let hp = AdamWHyper {
-                lr: 3e-2,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.01,
-                bias_correction1: 1.0 - 0.9f32.powi(4),
-                bias_correction2: 1.0 - 0.999f32.powi(4),
-                grad_scale: 0.37,
-            };
+            let hp = hyper(3e-2, 4, 0.37);
             let (w_ref, m_ref, v_ref) = adamw_reference(tensor(&w_v), tensor(&g_v), tensor(&m_v), tensor(&v_v), hp);
             // `m` stays alive: its buffer is shared, so the kernel must write a copy.
             let (w2, m2, v2) = adamw(w, tensor(&g_v), m.clone(), v, hp);
@@ -169,4 +151,18 @@ fn fused_adamw_equals_the_plain_tensor_reference_and_never_writes_a_shared_buffe
 
 fn host1(t: Tensor<1>) -> Vec<f32> {
     t.try_into_vec_as::<f32>().unwrap()
+}
+
+/// AdamW's settings at the `step`-th update (betas 0.9/0.999, eps 1e-8, weight decay 0.01).
+fn hyper(lr: f32, step: i32, grad_scale: f32) -> AdamWHyper {
+    AdamWHyper {
+        lr,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+        bias_correction1: 1.0 - 0.9f32.powi(step),
+        bias_correction2: 1.0 - 0.999f32.powi(step),
+        grad_scale,
+    }
 }

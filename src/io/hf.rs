@@ -23,9 +23,8 @@ const ALIASES: [(&str, [&str; 2]); 1] = [("shared.weight", ["encoder.embed_token
 
 pub fn load_folder(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let origin = config_path.display().to_string();
-    let config = serde_json::from_str(&text).map_err(|e| Error::invalid(&config_path, format!("not valid JSON: {e}")))?;
+    let config = read_json(&config_path)?;
     let files = SafetensorsFiles::open_dir(dir)?;
     let model = Model::load(config, &origin, device, &mut |name, shape| {
         let aliases = ALIASES.iter().filter(|(n, _)| *n == name).flat_map(|(_, a)| a.iter().copied());
@@ -77,6 +76,11 @@ fn read_optional_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
         return Ok(None);
     }
+    read_json(path).map(Some)
+}
+
+/// A JSON file, with errors naming it.
+pub(super) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::invalid(path, format!("not valid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("not valid JSON: {e}")))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use burn::tensor::Device;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Model;
 
 /// HF's `initializer_range` default: the standard deviation of every weight matrix at init.
@@ -19,8 +19,7 @@ const INIT_STD: f32 = 0.02;
 /// variance). `seed` makes two builds identical.
 pub fn random_model(config: &Path, device: &Device, seed: u64) -> Result<Model> {
     let path = if config.is_dir() { config.join("config.json") } else { config.to_path_buf() };
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::invalid(&path, format!("not valid JSON: {e}")))?;
+    let raw = super::hf::read_json(&path)?;
     let std = raw.get("initializer_range").and_then(|v| v.as_f64()).map_or(INIT_STD, |v| v as f32);
     // Uniform on [-a, a] has variance a^2 / 3.
     let half_width = std * 3f32.sqrt();

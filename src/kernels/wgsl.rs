@@ -41,35 +41,31 @@ impl KernelSource for MaskedDw {
     }
 }
 
-struct MaskedAdamW {
+/// The element-wise AdamW shaders (whole tensors, selected rows): one thread per element in
+/// workgroups of [`ADAMW_WORKGROUP`], `shader` naming which in the kernel's id.
+struct AdamWKernel {
     dtype: DType,
+    shader: &'static str,
+    template: fn() -> SourceTemplate,
 }
 
-impl KernelSource for MaskedAdamW {
+impl AdamWKernel {
+    fn whole(dtype: DType) -> Self {
+        Self { dtype, shader: "adamw", template: || AdamWSource::new().source() }
+    }
+
+    fn masked(dtype: DType) -> Self {
+        Self { dtype, shader: "masked_adamw", template: || MaskedAdamWSource::new().source() }
+    }
+}
+
+impl KernelSource for AdamWKernel {
     fn source(&self) -> SourceTemplate {
-        MaskedAdamWSource::new().source().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
+        (self.template)().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((ADAMW_WORKGROUP, self.dtype.name()))
-    }
-
-    fn lang(&self) -> &'static str {
-        "wgsl"
-    }
-}
-
-struct AdamW {
-    dtype: DType,
-}
-
-impl KernelSource for AdamW {
-    fn source(&self) -> SourceTemplate {
-        AdamWSource::new().source().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
-    }
-
-    fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((ADAMW_WORKGROUP, self.dtype.name()))
+        KernelId::new::<Self>().info((self.shader, ADAMW_WORKGROUP, self.dtype.name()))
     }
 
     fn lang(&self) -> &'static str {
@@ -131,7 +127,7 @@ impl MaskedAdamWOps for CubeBackend {
         let (gx, gy) = elementwise_grid(total);
         let info = u32_buffer(&w, &[d_in as u32, rows.len() as u32, gx * ADAMW_WORKGROUP]);
         w.client.launch(
-            Box::new(SourceKernel::new(MaskedAdamW { dtype: w.dtype }, CubeDim::new_1d(ADAMW_WORKGROUP))),
+            Box::new(SourceKernel::new(AdamWKernel::masked(w.dtype), CubeDim::new_1d(ADAMW_WORKGROUP))),
             CubeCount::Static(gx, gy, 1),
             KernelArguments::new().with_buffers(vec![
                 w.handle.clone().binding(),
@@ -164,7 +160,7 @@ impl AdamWOps for CubeBackend {
         let (gx, gy) = elementwise_grid(total);
         let info = u32_buffer(&w, &[total, gx * ADAMW_WORKGROUP]);
         w.client.launch(
-            Box::new(SourceKernel::new(AdamW { dtype: w.dtype }, CubeDim::new_1d(ADAMW_WORKGROUP))),
+            Box::new(SourceKernel::new(AdamWKernel::whole(w.dtype), CubeDim::new_1d(ADAMW_WORKGROUP))),
             CubeCount::Static(gx, gy, 1),
             KernelArguments::new().with_buffers(vec![
                 w.handle.clone().binding(),

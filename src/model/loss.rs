@@ -54,16 +54,13 @@ pub fn head_cross_entropy(hidden: Tensor<2>, head: Tensor<2>, targets: &[i64]) -
     };
     let targets = &targets[..];
     let [n, _] = hidden.dims();
-    let row_bytes = head.dims()[0] * size_of::<f32>();
+    let row_bytes = vocab * size_of::<f32>();
     match crate::device::binding_limit(&hidden.device()) {
         Some(limit) if (n * row_bytes) as u64 > limit / 2 => {
             let rows = (limit / 4) as usize / row_bytes;
             head_cross_entropy_chunked(hidden, head, targets, rows)
         }
-        _ => {
-            let v = head.dims()[0];
-            mean_cross_entropy(hidden.matmul(head.transpose()).reshape([1, n, v]), targets)
-        }
+        _ => mean_cross_entropy(hidden.matmul(head.transpose()).reshape([1, n, vocab]), targets),
     }
 }
 
@@ -78,7 +75,7 @@ pub fn head_cross_entropy_chunked(hidden: Tensor<2>, head: Tensor<2>, targets: &
     let v = head.dims()[0];
     let device = hidden.device();
     let counted = |t: i64| is_counted(t, v);
-    let count = targets.iter().filter(|&&t| counted(t)).count();
+    let count = counted_targets(targets, v);
     let scale = 1.0 / count.max(1) as f64;
     let (want_dh, want_dw) = (hidden.is_tracked(), head.is_tracked());
     let (h, w) = (hidden.clone().detach(), head.clone().detach());
