@@ -682,6 +682,11 @@ fn preview_shows_rows_histogram_counts_and_fields() {
     assert!(p.histogram.windows(2).all(|w| w[0].hi == w[1].lo));
     let over: usize = p.histogram.iter().filter(|b| b.lo > 256).map(|b| b.count).sum();
     assert!(over <= p.counts.truncated_source);
+    // The answer tokens a row trains on (what the head is charged for), counted from the labels.
+    let examples = load(&path, &opts(256)).unwrap().examples;
+    let labelled: usize = examples.iter().map(|e| e.labels().iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
+    assert_eq!(p.mean_target_tokens, Some(labelled as f64 / 500.0));
+    assert!(p.mean_target_tokens.unwrap() > 10.0);
 }
 
 #[test]

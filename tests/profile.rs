@@ -368,6 +368,15 @@ fn reach_reports_the_deepest_block_a_rho_affords() {
     }
     assert!(Reach::of(&p, 0.5).shallow() && !Reach::of(&p, 0.7).shallow(), "rho 0.5 is the shallow case measured on SmolLM2");
     assert!(Reach::of(&p, 0.5).describe().contains("too shallow"));
+
+    // Charged for DialogSum-like answers (48 target tokens a row) rather than every token, the head
+    // leaves more of the budget for depth: rho 0.4 reaches the top blocks, which it cannot padded.
+    let answers = profile(&ops, BatchShape::padded(&ops, 4, 256).with_mean_targets(48.0), false).unwrap();
+    assert_eq!(Reach::of(&p, 0.4).deepest_block, None);
+    for rho in [0.4, 0.5, 0.6] {
+        let (deep, padded) = (Reach::of(&answers, rho).reachable_blocks(), Reach::of(&p, rho).reachable_blocks());
+        assert!(deep > padded, "rho {rho}: {deep} blocks with answer tokens, {padded} padded");
+    }
 }
 
 #[test]

@@ -49,7 +49,8 @@ impl Estimate {
     }
 }
 
-/// Costs `method` on the padded batch shape the trainer charges (batch x max_len).
+/// Costs `method` on `shape`: the padded batch the trainer plans (batch x max_len), with the head
+/// charged for the previewed data's answer tokens when known.
 pub fn estimate(
     ops: &[OpSpec],
     method: MethodKind,
@@ -127,7 +128,11 @@ pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
 fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, String> {
     let s = &app.settings;
     let model_type = app.model.summary.as_ref().map(|m| m.architecture.as_str()).unwrap_or_default();
-    let shape = BatchShape::padded(&app.model.ops, s.batch_size.max(1), s.max_len.max(1));
+    let mut shape = BatchShape::padded(&app.model.ops, s.batch_size.max(1), s.max_len.max(1));
+    // Once a dataset is previewed, the head is charged for its answer tokens only, as in training.
+    if let Some(targets) = app.data.preview.as_ref().and_then(|p| p.mean_target_tokens) {
+        shape = shape.with_mean_targets(targets);
+    }
     estimate(&app.model.ops, method, s.rho, s.top_k, s.lora_rank, &default_targets(model_type), shape)
 }
 

@@ -20,6 +20,9 @@ pub struct Preview {
     pub histogram: Vec<HistogramBin>,
     pub counts: RowCounts,
     pub skip_messages: Vec<String>,
+    /// Mean tokens per row with a training target (answer and EOS, after truncation); `None`
+    /// for a file with no rows.
+    pub mean_target_tokens: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,9 +46,11 @@ pub fn preview(path: &Path, tokenizer: &Tokenizer, opts: &LoadOptions, n_rows: u
     let mut stream = ExampleStream::open(path, tokenizer, opts)?;
     let mut rows = Vec::with_capacity(n_rows);
     let mut lengths = Vec::new();
+    let mut target_tokens = 0usize;
     for item in &mut stream {
         let (row, example) = item?;
         lengths.push(example.untruncated_len);
+        target_tokens += example.target_len();
         if rows.len() < n_rows {
             rows.push(PreviewRow { row, tokens: example.seq_len(), untruncated_tokens: example.untruncated_len });
         }
@@ -57,6 +62,7 @@ pub fn preview(path: &Path, tokenizer: &Tokenizer, opts: &LoadOptions, n_rows: u
         histogram: histogram(&lengths, n_bins),
         counts: stream.counts(),
         skip_messages: stream.skip_messages().to_vec(),
+        mean_target_tokens: (!lengths.is_empty()).then(|| target_tokens as f64 / lengths.len() as f64),
     })
 }
 

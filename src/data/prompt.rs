@@ -93,6 +93,11 @@ impl Example {
         &self.input_ids[..self.prompt_len]
     }
 
+    /// Tokens with a training target: the answer and its EOS (the tokens the LM head is run on).
+    pub fn target_len(&self) -> usize {
+        self.input_ids.len() - self.prompt_len
+    }
+
     /// Labels aligned with `input_ids` (not shifted: the loss shifts, as in Hugging Face):
     /// the token id on target positions, `IGNORE_INDEX` on the prompt.
     pub fn labels(&self) -> Vec<i64> {

@@ -130,6 +130,14 @@ impl BatchShape {
         Self { batch, seq: max_len, decoder_seq: decoder.then_some(max_len), head_tokens: None }
     }
 
+    /// The shape with the head charged for `per_row` target tokens per sequence on average (what
+    /// the trainer will count per batch), capped at the head stream's tokens.
+    pub fn with_mean_targets(self, per_row: f64) -> Self {
+        let stream = if self.decoder_seq.is_some() { Stream::Decoder } else { Stream::Input };
+        let cap = self.tokens_of(stream).unwrap_or(0);
+        Self { head_tokens: Some(((per_row * self.batch as f64).round() as usize).min(cap)), ..self }
+    }
+
     /// Tokens of the input stream.
     pub fn tokens(self) -> usize {
         self.batch * self.seq

@@ -423,7 +423,10 @@ impl Trainer {
             return Ok(None);
         }
         let model = &self.loaded.model;
-        let p = self.profile_for(model, BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len))?;
+        // The head runs on target tokens only, so its share of the budget follows the data.
+        let targets = self.examples.iter().map(|e| e.target_len()).sum::<usize>() as f64 / self.examples.len() as f64;
+        let shape = BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len).with_mean_targets(targets);
+        let p = self.profile_for(model, shape)?;
         Ok(Some(Reach::of(&p, self.config.rho)))
     }
 
