@@ -4,7 +4,10 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use greentrainer::kernels::{AdamWHyper, DwPath, adamw, adamw_reference, masked_adamw, masked_dw, masked_linear, runs_wgsl};
+use greentrainer::kernels::{
+    AdamWHyper, DwPath, adamw, adamw_reference, masked_adamw, masked_dw, masked_linear, rms_norm, rms_norm_reference, runs_wgsl, swiglu,
+    swiglu_reference,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 fn random(rng: &mut StdRng, shape: [usize; 2], device: &burn::tensor::Device) -> (Vec<f32>, Tensor<2>) {
@@ -164,5 +167,92 @@ fn hyper(lr: f32, step: i32, grad_scale: f32) -> AdamWHyper {
         bias_correction1: 1.0 - 0.9f32.powi(step),
         bias_correction2: 1.0 - 0.999f32.powi(step),
         grad_scale,
+    }
+}
+
+/// Gradients of `sum(f(a, b) * probe)` with respect to `a` and `b`, each tracked only when asked.
+fn grads_of(
+    f: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+    a: &Tensor<2>,
+    b: &Tensor<2>,
+    probe: &Tensor<2>,
+    track: (bool, bool),
+) -> (Vec<f32>, Option<Vec<f32>>, Option<Vec<f32>>) {
+    let leaf = |t: &Tensor<2>, on: bool| if on { t.clone().require_grad() } else { t.clone() };
+    let (a, b) = (leaf(a, track.0), leaf(b, track.1));
+    let y = f(a.clone(), b.clone());
+    let out = host(y.clone().inner());
+    let g = (y * probe.clone()).sum().backward();
+    (out, a.grad(&g).map(host), b.grad(&g).map(host))
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let diff = common::max_abs_diff(got, want);
+    assert!(diff <= tol * scale, "{what}: max difference {diff} (scale {scale})");
+}
+
+/// The fused RMSNorm against the tensor-op reference on odd shapes, on the CPU and on wgpu: the
+/// output, and each gradient whether the other input is tracked or not. 4097 rows cross the
+/// shaders' grid row (4096 workgroups); widths below, at and past the workgroup (128 threads).
+#[test]
+fn fused_rms_norm_and_its_gradients_equal_the_reference() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for dev in common::devices() {
+        let device = dev.device.clone().autodiff();
+        for (n, d) in [(1, 1), (3, 5), (7, 128), (33, 129), (4097, 3), (5, 577)] {
+            let (_, x) = random(&mut rng, [n, d], &device);
+            // A weight around 1 as trained norms have; stored as [1, d] so both inputs are 2-D.
+            let w =
+                Tensor::<2>::from_data(TensorData::new((0..d).map(|_| rng.random_range(0.5..1.5f32)).collect::<Vec<_>>(), [1, d]), &device);
+            let (_, probe) = random(&mut rng, [n, d], &device);
+            let eps = 1e-5;
+            let fused = |x: Tensor<2>, w: Tensor<2>| rms_norm(x, w.reshape([d]), eps);
+            let reference = |x: Tensor<2>, w: Tensor<2>| rms_norm_reference(x, w.reshape([d]), eps);
+            for track in [(true, true), (true, false), (false, true)] {
+                let what = |part: &str| format!("{} n={n} d={d} {track:?}: {part}", dev.name);
+                let (y, dx, dw) = grads_of(fused, &x, &w, &probe, track);
+                let (y_ref, dx_ref, dw_ref) = grads_of(reference, &x, &w, &probe, track);
+                assert_close(&y, &y_ref, 1e-5, &what("output"));
+                assert_eq!((dx.is_some(), dw.is_some()), track, "{}", what("gradients exactly for the tracked inputs"));
+                if let (Some(dx), Some(dx_ref)) = (dx, dx_ref) {
+                    assert_close(&dx, &dx_ref, 1e-4, &what("input gradient"));
+                }
+                if let (Some(dw), Some(dw_ref)) = (dw, dw_ref) {
+                    assert_close(&dw, &dw_ref, 1e-4, &what("weight gradient"));
+                }
+            }
+        }
+    }
+}
+
+/// The fused SwiGLU gating against `silu(gate) * up` on odd sizes; 1025 x 1024 elements cross
+/// the shaders' grid row (4096 workgroups of 256). Large gates check the sigmoid's tails.
+#[test]
+fn fused_swiglu_and_its_gradients_equal_the_reference() {
+    let mut rng = StdRng::seed_from_u64(17);
+    for dev in common::devices() {
+        let device = dev.device.clone().autodiff();
+        for (n, d) in [(1, 1), (3, 7), (31, 257), (1025, 1024)] {
+            let gate = Tensor::<2>::from_data(
+                TensorData::new((0..n * d).map(|_| rng.random_range(-30.0..30.0f32)).collect::<Vec<_>>(), [n, d]),
+                &device,
+            );
+            let (_, up) = random(&mut rng, [n, d], &device);
+            let (_, probe) = random(&mut rng, [n, d], &device);
+            for track in [(true, true), (true, false), (false, true)] {
+                let what = |part: &str| format!("{} n={n} d={d} {track:?}: {part}", dev.name);
+                let (y, dg, du) = grads_of(swiglu, &gate, &up, &probe, track);
+                let (y_ref, dg_ref, du_ref) = grads_of(swiglu_reference, &gate, &up, &probe, track);
+                assert_close(&y, &y_ref, 1e-5, &what("output"));
+                assert_eq!((dg.is_some(), du.is_some()), track, "{}", what("gradients exactly for the tracked inputs"));
+                if let (Some(dg), Some(dg_ref)) = (dg, dg_ref) {
+                    assert_close(&dg, &dg_ref, 1e-5, &what("gate gradient"));
+                }
+                if let (Some(du), Some(du_ref)) = (du, du_ref) {
+                    assert_close(&du, &du_ref, 1e-5, &what("up gradient"));
+                }
+            }
+        }
     }
 }

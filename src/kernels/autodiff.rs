@@ -1,5 +1,6 @@
-//! The custom backward of `masked_linear`: dX = dY W for the tracked input, and for the compact
-//! weight leaf only `masked_dw(dY, X, rows)`; nothing is computed for unselected rows.
+//! The custom backwards: `masked_linear`'s dX = dY W for the tracked input and, for the compact
+//! weight leaf, only `masked_dw(dY, X, rows)` (nothing for unselected rows); RMSNorm's and
+//! SwiGLU's fused gradients, each computed only for the inputs that need one.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -8,6 +9,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 
+use super::fused::FusedOps;
 use super::{DwPath, MaskedGradOps};
 
 #[derive(Debug)]
@@ -16,10 +18,10 @@ struct MaskedLinearBackward;
 #[derive(Debug)]
 struct NotDifferentiated;
 
-impl<B: MaskedGradOps> Backward<B, 2> for NotDifferentiated {
+impl<B: burn::backend::Backend, const N: usize> Backward<B, N> for NotDifferentiated {
     type State = ();
 
-    fn backward(self, _ops: Ops<Self::State, 2>, _grads: &mut Gradients, _checkpointer: &mut Checkpointer) {}
+    fn backward(self, _ops: Ops<Self::State, N>, _grads: &mut Gradients, _checkpointer: &mut Checkpointer) {}
 }
 
 impl<B: MaskedGradOps> Backward<B, 2> for MaskedLinearBackward {
@@ -58,5 +60,84 @@ impl<B: MaskedGradOps, C: CheckpointStrategy> MaskedGradOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::masked_linear(x, w, w_rows.into_primitive(), rows)),
         }
+    }
+}
+
+#[derive(Debug)]
+struct RmsNormBackward;
+
+impl<B: FusedOps> Backward<B, 2> for RmsNormBackward {
+    /// (x, w, eps)
+    type State = (FloatTensor<B>, FloatTensor<B>, f32);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node, w_node] = ops.parents;
+        let (x, w, eps) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = w_node {
+            grads.register::<B>(node.id, B::rms_norm_dw(dy.clone(), x.clone(), eps));
+        }
+        if let Some(node) = x_node {
+            grads.register::<B>(node.id, B::rms_norm_dx(dy, x, w, eps));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SwigluBackward;
+
+impl<B: FusedOps> Backward<B, 2> for SwigluBackward {
+    /// (gate, up)
+    type State = (FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [gate_node, up_node] = ops.parents;
+        let (gate, up) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let (d_gate, d_up) = B::swiglu_backward(dy, gate, up);
+        if let Some(node) = gate_node {
+            grads.register::<B>(node.id, d_gate);
+        }
+        if let Some(node) = up_node {
+            grads.register::<B>(node.id, d_up);
+        }
+    }
+}
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let prep = RmsNormBackward.prepare::<C>([x.node(), w.node()]).compute_bound().stateful();
+        let (x, w) = (x.into_primitive(), w.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x.clone(), w.clone(), eps), B::rms_norm(x, w, eps)),
+            OpsKind::UnTracked(prep) => prep.finish(B::rms_norm(x, w, eps)),
+        }
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = SwigluBackward.prepare::<C>([gate.node(), up.node()]).compute_bound().stateful();
+        let (gate, up) = (gate.into_primitive(), up.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((gate.clone(), up.clone()), B::swiglu(gate, up)),
+            OpsKind::UnTracked(prep) => prep.finish(B::swiglu(gate, up)),
+        }
+    }
+
+    // The gradients themselves are never differentiated further: constants in the graph.
+    fn rms_norm_dx(dy: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let prep = NotDifferentiated.prepare::<C>([dy.node(), x.node(), w.node()]).compute_bound();
+        prep.stateless(B::rms_norm_dx(dy.into_primitive(), x.into_primitive(), w.into_primitive(), eps))
+    }
+
+    fn rms_norm_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let prep = NotDifferentiated.prepare::<C>([dy.node(), x.node()]).compute_bound();
+        prep.stateless(B::rms_norm_dw(dy.into_primitive(), x.into_primitive(), eps))
+    }
+
+    fn swiglu_backward(dy: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = || NotDifferentiated.prepare::<C>([dy.node(), gate.node(), up.node()]).compute_bound();
+        let (prep_gate, prep_up) = (prep(), prep());
+        let (d_gate, d_up) = B::swiglu_backward(dy.primitive().clone(), gate.primitive().clone(), up.primitive().clone());
+        (prep_gate.stateless(d_gate), prep_up.stateless(d_up))
     }
 }

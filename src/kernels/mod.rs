@@ -2,7 +2,8 @@
 //! from shaders/) and on the CPU (flex), each checked against a plain-tensor reference in tests:
 //! - partial selection inside a weight matrix: gradients and AdamW updates for selected output
 //!   rows only (an attention head, or N rows);
-//! - fused AdamW over whole tensors (one pass over w, grad, m, v instead of ~15 tensor ops).
+//! - fused AdamW over whole tensors (one pass over w, grad, m, v instead of ~15 tensor ops);
+//! - RMSNorm and SwiGLU forward and backward, one pass each ([`fused`]).
 //!
 //! A partially trained linear layer keeps its full weight `W` frozen and takes a compact leaf
 //! `W[rows]` that tracks gradients: [`masked_linear`] computes `x W^T` with `W`, and its backward
@@ -10,6 +11,7 @@
 
 mod autodiff;
 mod cpu;
+pub mod fused;
 mod tune;
 mod wgsl;
 
@@ -17,6 +19,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
+pub use fused::{rms_norm, rms_norm_reference, swiglu, swiglu_reference};
 pub use tune::{DwPath, interleaved_best};
 
 #[backend_extension(Cube, Flex, Fusion, Autodiff)]

@@ -9,17 +9,26 @@ use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId};
 use burn::tensor::{DType, Shape};
 use derive_new::new;
 
+use super::fused::{FusedOps, rms_norm_dw_ops};
 use super::tune::{self, DwKey, DwPath};
 use super::{AdamWHyper, AdamWOps, MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
 
 kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
 kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
 kernel_source!(AdamWSource, "../../shaders/adamw.wgsl");
+kernel_source!(RmsNormSource, "../../shaders/rms_norm.wgsl");
+kernel_source!(RmsNormDxSource, "../../shaders/rms_norm_dx.wgsl");
+kernel_source!(SwigluSource, "../../shaders/swiglu.wgsl");
+kernel_source!(SwigluBackwardSource, "../../shaders/swiglu_backward.wgsl");
 
 /// The masked dW kernel's workgroup: 8 x 8 threads computing a 64 x 64 output block.
 const DW_THREADS: u32 = 8;
 const DW_BLOCK: u32 = 64;
-const ADAMW_WORKGROUP: u32 = 256;
+/// Threads per workgroup of the element-wise shaders (one element each).
+const ELEMENTWISE_WORKGROUP: u32 = 256;
+/// Threads per workgroup of the row-wise shaders (one row per workgroup; rows are a few hundred
+/// to a few thousand wide).
+const ROW_WORKGROUP: u32 = 128;
 /// Workgroups per grid row for element-wise kernels (each grid dimension is capped at 65535).
 const GRID_ROW: u32 = 4096;
 
@@ -41,31 +50,58 @@ impl KernelSource for MaskedDw {
     }
 }
 
-/// The element-wise AdamW shaders (whole tensors, selected rows): one thread per element in
-/// workgroups of [`ADAMW_WORKGROUP`], `shader` naming which in the kernel's id.
-struct AdamWKernel {
+/// One of the raw shaders in workgroups of `workgroup` threads, `shader` naming it in the kernel's
+/// id (the source is the same for every size and type, so both are in the id too).
+struct Shader {
     dtype: DType,
     shader: &'static str,
+    workgroup: u32,
     template: fn() -> SourceTemplate,
 }
 
-impl AdamWKernel {
-    fn whole(dtype: DType) -> Self {
-        Self { dtype, shader: "adamw", template: || AdamWSource::new().source() }
+impl Shader {
+    fn adamw(dtype: DType) -> Self {
+        Self { dtype, shader: "adamw", workgroup: ELEMENTWISE_WORKGROUP, template: || AdamWSource::new().source() }
     }
 
-    fn masked(dtype: DType) -> Self {
-        Self { dtype, shader: "masked_adamw", template: || MaskedAdamWSource::new().source() }
+    fn masked_adamw(dtype: DType) -> Self {
+        Self { dtype, shader: "masked_adamw", workgroup: ELEMENTWISE_WORKGROUP, template: || MaskedAdamWSource::new().source() }
+    }
+
+    fn rms_norm(dtype: DType) -> Self {
+        Self { dtype, shader: "rms_norm", workgroup: ROW_WORKGROUP, template: || RmsNormSource::new().source() }
+    }
+
+    fn rms_norm_dx(dtype: DType) -> Self {
+        Self { dtype, shader: "rms_norm_dx", workgroup: ROW_WORKGROUP, template: || RmsNormDxSource::new().source() }
+    }
+
+    fn swiglu(dtype: DType) -> Self {
+        Self { dtype, shader: "swiglu", workgroup: ELEMENTWISE_WORKGROUP, template: || SwigluSource::new().source() }
+    }
+
+    fn swiglu_backward(dtype: DType) -> Self {
+        Self { dtype, shader: "swiglu_backward", workgroup: ELEMENTWISE_WORKGROUP, template: || SwigluBackwardSource::new().source() }
+    }
+
+    /// Launches the shader on a grid of `groups` workgroups (see [`grid`]) over `buffers`.
+    fn launch(self, on: &CubeTensor, groups: (u32, u32), buffers: Vec<burn::cubecl::server::BufferBinding>) {
+        let cube_dim = CubeDim::new_1d(self.workgroup);
+        on.client.launch(
+            Box::new(SourceKernel::new(self, cube_dim)),
+            CubeCount::Static(groups.0, groups.1, 1),
+            KernelArguments::new().with_buffers(buffers),
+        );
     }
 }
 
-impl KernelSource for AdamWKernel {
+impl KernelSource for Shader {
     fn source(&self) -> SourceTemplate {
-        (self.template)().register("workgroup", ADAMW_WORKGROUP.to_string()).register("elem", self.dtype.name())
+        (self.template)().register("workgroup", self.workgroup.to_string()).register("elem", self.dtype.name())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.shader, ADAMW_WORKGROUP, self.dtype.name()))
+        KernelId::new::<Self>().info((self.shader, self.workgroup, self.dtype.name()))
     }
 
     fn lang(&self) -> &'static str {
@@ -124,12 +160,12 @@ impl MaskedAdamWOps for CubeBackend {
         }
         let rows_buf = u32_buffer(&w, &rows);
         let params = w.client.create_from_slice(bytemuck::cast_slice(&hp.as_array()));
-        let (gx, gy) = elementwise_grid(total);
-        let info = u32_buffer(&w, &[d_in as u32, rows.len() as u32, gx * ADAMW_WORKGROUP]);
-        w.client.launch(
-            Box::new(SourceKernel::new(AdamWKernel::masked(w.dtype), CubeDim::new_1d(ADAMW_WORKGROUP))),
-            CubeCount::Static(gx, gy, 1),
-            KernelArguments::new().with_buffers(vec![
+        let groups = grid(total.div_ceil(ELEMENTWISE_WORKGROUP));
+        let info = u32_buffer(&w, &[d_in as u32, rows.len() as u32, groups.0 * ELEMENTWISE_WORKGROUP]);
+        Shader::masked_adamw(w.dtype).launch(
+            &w,
+            groups,
+            vec![
                 w.handle.clone().binding(),
                 grad.handle.binding(),
                 m.handle.clone().binding(),
@@ -137,7 +173,7 @@ impl MaskedAdamWOps for CubeBackend {
                 rows_buf.binding(),
                 params.binding(),
                 info.binding(),
-            ]),
+            ],
         );
         (w, m, v)
     }
@@ -157,28 +193,115 @@ impl AdamWOps for CubeBackend {
             return (w, m, v);
         }
         let params = w.client.create_from_slice(bytemuck::cast_slice(&hp.as_array()));
-        let (gx, gy) = elementwise_grid(total);
-        let info = u32_buffer(&w, &[total, gx * ADAMW_WORKGROUP]);
-        w.client.launch(
-            Box::new(SourceKernel::new(AdamWKernel::whole(w.dtype), CubeDim::new_1d(ADAMW_WORKGROUP))),
-            CubeCount::Static(gx, gy, 1),
-            KernelArguments::new().with_buffers(vec![
+        let groups = grid(total.div_ceil(ELEMENTWISE_WORKGROUP));
+        let info = u32_buffer(&w, &[total, groups.0 * ELEMENTWISE_WORKGROUP]);
+        Shader::adamw(w.dtype).launch(
+            &w,
+            groups,
+            vec![
                 w.handle.clone().binding(),
                 grad.handle.binding(),
                 m.handle.clone().binding(),
                 v.handle.clone().binding(),
                 params.binding(),
                 info.binding(),
-            ]),
+            ],
         );
         (w, m, v)
     }
 }
 
-/// Workgroups (x, y) covering `total` elements, one thread each, in rows of [`GRID_ROW`].
-fn elementwise_grid(total: u32) -> (u32, u32) {
-    let groups = total.div_ceil(ADAMW_WORKGROUP);
+impl FusedOps for CubeBackend {
+    fn rms_norm(x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let (x, w) = (into_contiguous(x), into_contiguous(w));
+        let y = empty(&x, x.meta.shape().clone());
+        if let Some((groups, info)) = row_grid(&x, eps) {
+            Shader::rms_norm(x.dtype).launch(
+                &x,
+                groups,
+                vec![x.handle.clone().binding(), w.handle.binding(), y.handle.clone().binding(), info.binding()],
+            );
+        }
+        y
+    }
+
+    fn rms_norm_dx(dy: FloatTensor<Self>, x: FloatTensor<Self>, w: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        let (dy, x, w) = (into_contiguous(dy), into_contiguous(x), into_contiguous(w));
+        let dx = empty(&x, x.meta.shape().clone());
+        if let Some((groups, info)) = row_grid(&x, eps) {
+            Shader::rms_norm_dx(x.dtype).launch(
+                &x,
+                groups,
+                vec![dy.handle.binding(), x.handle.clone().binding(), w.handle.binding(), dx.handle.clone().binding(), info.binding()],
+            );
+        }
+        dx
+    }
+
+    fn rms_norm_dw(dy: FloatTensor<Self>, x: FloatTensor<Self>, eps: f32) -> FloatTensor<Self> {
+        rms_norm_dw_ops::<Self>(dy, x, eps)
+    }
+
+    fn swiglu(gate: FloatTensor<Self>, up: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (gate, up) = (into_contiguous(gate), into_contiguous(up));
+        let y = empty(&gate, gate.meta.shape().clone());
+        if let Some((groups, info)) = element_grid(&gate) {
+            Shader::swiglu(gate.dtype).launch(
+                &gate,
+                groups,
+                vec![gate.handle.clone().binding(), up.handle.binding(), y.handle.clone().binding(), info.binding()],
+            );
+        }
+        y
+    }
+
+    fn swiglu_backward(dy: FloatTensor<Self>, gate: FloatTensor<Self>, up: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (dy, gate, up) = (into_contiguous(dy), into_contiguous(gate), into_contiguous(up));
+        let (d_gate, d_up) = (empty(&gate, gate.meta.shape().clone()), empty(&gate, gate.meta.shape().clone()));
+        if let Some((groups, info)) = element_grid(&gate) {
+            Shader::swiglu_backward(gate.dtype).launch(
+                &gate,
+                groups,
+                vec![
+                    dy.handle.binding(),
+                    gate.handle.clone().binding(),
+                    up.handle.binding(),
+                    d_gate.handle.clone().binding(),
+                    d_up.handle.clone().binding(),
+                    info.binding(),
+                ],
+            );
+        }
+        (d_gate, d_up)
+    }
+}
+
+/// Workgroups (x, y) for `groups` workgroups in rows of [`GRID_ROW`] (each grid dimension is
+/// capped at 65535).
+fn grid(groups: u32) -> (u32, u32) {
     (groups.min(GRID_ROW), groups.div_ceil(GRID_ROW))
+}
+
+/// One workgroup per row of `x [n, d]`, and the shaders' info `[n, d, eps bits, grid row]`;
+/// `None` for no rows.
+fn row_grid(x: &CubeTensor, eps: f32) -> Option<((u32, u32), burn::cubecl::server::Handle)> {
+    let (n, d) = (x.meta.shape()[0] as u32, x.meta.shape()[1] as u32);
+    let groups = grid(n);
+    (n > 0).then(|| (groups, u32_buffer(x, &[n, d, eps.to_bits(), groups.0])))
+}
+
+/// One thread per element of `t`, and the shaders' info `[n, threads per grid row]`; `None` for
+/// no elements.
+fn element_grid(t: &CubeTensor) -> Option<((u32, u32), burn::cubecl::server::Handle)> {
+    let n = t.meta.shape().num_elements() as u32;
+    let groups = grid(n.div_ceil(ELEMENTWISE_WORKGROUP));
+    (n > 0).then(|| (groups, u32_buffer(t, &[n, groups.0 * ELEMENTWISE_WORKGROUP])))
+}
+
+/// An uninitialised contiguous tensor of `shape` on `like`'s device, in its type.
+fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let bytes = shape.num_elements().max(1) * like.dtype.size();
+    CubeTensor::new_contiguous(like.client.clone(), like.device.clone(), shape, like.client.empty(bytes), like.dtype)
 }
 
 /// shaders/masked_dw.wgsl over the selected rows.
@@ -187,9 +310,7 @@ fn tiled_dw(dy: CubeTensor, x: CubeTensor, rows: &[u32]) -> CubeTensor {
     let (n, d_out) = (dy.meta.shape()[0], dy.meta.shape()[1]);
     let d_in = x.meta.shape()[1];
     let r = rows.len();
-    let shape = Shape::new([r, d_in]);
-    let out =
-        CubeTensor::new_contiguous(x.client.clone(), x.device.clone(), shape, x.client.empty((r * d_in).max(1) * x.dtype.size()), x.dtype);
+    let out = empty(&x, Shape::new([r, d_in]));
     if r == 0 {
         return out;
     }

@@ -6,7 +6,7 @@
 //! frozen; one wrapped with `.autodiff().require_grad()` is trained, and autodiff records nothing
 //! below the deepest such tensor.
 
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -102,7 +102,7 @@ pub struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        self.down_proj.forward(crate::kernels::swiglu(self.gate_proj.forward(x.clone()), self.up_proj.forward(x)))
     }
 }
 

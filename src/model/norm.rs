@@ -18,9 +18,9 @@ impl RmsNorm {
         Ok(Self { weight: l.vector(&format!("{prefix}.weight"), dim)?, eps })
     }
 
+    /// One fused kernel forward and one backward ([`crate::kernels::fused`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let inv_rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
-        x * inv_rms * self.weight.clone().unsqueeze::<3>()
+        crate::kernels::rms_norm(x, self.weight.clone(), self.eps)
     }
 
     pub fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str) {
