@@ -18,7 +18,7 @@ const FIXTURES: [&str; 2] = ["tiny-opt", "tiny-bloom"];
 fn logits(model: &Model) -> Vec<f32> {
     let device = ComputeDevice::cpu().device;
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 9, 42, 7, 300, 11], [1, 6]), &device);
-    let mask = attention_mask(None, 1, 6, 0, &device);
+    let mask = attention_mask(None, 1, 6, 0);
     model.forward(ids, Some(&mask), None).unwrap().try_into_vec_as::<f32>().unwrap()
 }
 

@@ -52,7 +52,7 @@ fn tiny_bloom_matches_transformers() {
         let device = dev.device.clone();
         let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, s]), &device);
         let padding: Vec<u32> = mask.iter().map(|&m| m as u32).collect();
-        let mask_t = attention_mask(Some(&padding), b, s, 0, &device);
+        let mask_t = attention_mask(Some(&padding), b, s, 0);
         let logits = model.forward(ids_t, Some(&mask_t), None);
         // Row 1 is right-padded. transformers numbers ALiBi key positions by the mask's cumulative
         // sum; for real keys that is 0..S as here, and padded keys are masked, so padded query
@@ -94,16 +94,16 @@ fn cached_decoding_matches_the_uncached_forward() {
             logits.narrow(1, s - 1, 1).reshape([b, v]).try_into_vec_as::<f32>().unwrap()
         };
         let mut cache = KvCache::new(model.h.len());
-        let mask = attention_mask(None, 2, prefix, 0, &device);
+        let mask = attention_mask(None, 2, prefix, 0);
         let mut cached = model.forward(ids_t(0, prefix), Some(&mask), Some(&mut cache));
         let mut worst = 0f32;
         for end in prefix..=prefix + steps {
             if end > prefix {
-                let mask = attention_mask(None, 2, 1, end - 1, &device);
+                let mask = attention_mask(None, 2, 1, end - 1);
                 cached = model.forward(ids_t(end - 1, end), Some(&mask), Some(&mut cache));
             }
             assert_eq!(cache.len(), end);
-            let full = model.forward(ids_t(0, end), Some(&attention_mask(None, 2, end, 0, &device)), None);
+            let full = model.forward(ids_t(0, end), Some(&attention_mask(None, 2, end, 0)), None);
             let err = common::max_abs_diff(&last(cached.clone()), &last(full));
             assert!(err <= 1e-4, "{}: {end} tokens: cached vs uncached last logits differ by {err}", dev.name);
             worst = worst.max(err);

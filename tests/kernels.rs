@@ -5,8 +5,8 @@ mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use greentrainer::kernels::{
-    AdamWHyper, DwPath, adamw, adamw_reference, masked_adamw, masked_dw, masked_linear, rms_norm, rms_norm_reference, runs_wgsl, swiglu,
-    swiglu_reference,
+    AdamWHyper, AttentionSpec, DwPath, adamw, adamw_reference, attention, attention_reference, masked_adamw, masked_dw, masked_linear,
+    rms_norm, rms_norm_reference, runs_wgsl, swiglu, swiglu_reference,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -253,6 +253,61 @@ fn fused_swiglu_and_its_gradients_equal_the_reference() {
                     assert_close(&du, &du_ref, 1e-5, &what("up gradient"));
                 }
             }
+        }
+    }
+}
+
+fn random4(rng: &mut StdRng, shape: [usize; 4], device: &burn::tensor::Device) -> Tensor<4> {
+    let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// The flash-style attention against transformers' eager attention in tensor ops, output and the
+/// q, k, v gradients, on the CPU and on wgpu: grouped-query heads, causal order after cached keys,
+/// right padding as lengths, ALiBi slopes, no mask at all; odd head widths, and query counts across
+/// the CPU's 64-query blocks.
+#[test]
+fn flash_attention_and_its_gradients_equal_eager_attention() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let spec = |scale: f32, causal_past: Option<u32>, key_lengths: Vec<u32>, alibi_slopes: Vec<f32>| AttentionSpec {
+        scale,
+        causal_past,
+        key_lengths,
+        alibi_slopes,
+    };
+    // (batch, heads, kv heads, queries, keys, head dim, spec)
+    let cases = [
+        (1, 1, 1, 1, 1, 1, spec(1.0, Some(0), vec![], vec![])),
+        (2, 6, 2, 70, 70, 8, spec(0.35, Some(0), vec![70, 33], vec![])),
+        (2, 4, 4, 5, 12, 5, spec(0.5, Some(7), vec![], vec![])),
+        (1, 3, 1, 9, 9, 16, spec(0.25, None, vec![], vec![])),
+        (2, 4, 4, 13, 13, 7, spec(0.4, Some(0), vec![13, 6], vec![0.5, 0.25, 0.125, 0.0625])),
+        (3, 2, 1, 1, 17, 64, spec(0.125, None, vec![17, 9, 1], vec![])),
+    ];
+    for dev in common::devices() {
+        let device = dev.device.clone().autodiff();
+        for (b, h, hk, s, t, d, spec) in &cases {
+            let (q, k, v) = (
+                random4(&mut rng, [*b, *h, *s, *d], &device),
+                random4(&mut rng, [*b, *hk, *t, *d], &device),
+                random4(&mut rng, [*b, *hk, *t, *d], &device),
+            );
+            let probe = random4(&mut rng, [*b, *h, *s, *d], &device);
+            let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+                let (q, k, v) = (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad());
+                let y = f(q.clone(), k.clone(), v.clone());
+                let out = y.clone().inner().try_into_vec_as::<f32>().unwrap();
+                let g = (y * probe.clone()).sum().backward();
+                let grad = |t: &Tensor<4>| t.grad(&g).expect("gradient").try_into_vec_as::<f32>().unwrap();
+                (out, grad(&q), grad(&k), grad(&v))
+            };
+            let fused = run(&|q, k, v| attention(q, k, v, spec));
+            let eager = run(&|q, k, v| attention_reference(q, k, v, spec));
+            let what = |part: &str| format!("{} b={b} h={h} hk={hk} s={s} t={t} d={d} {spec:?}: {part}", dev.name);
+            assert_close(&fused.0, &eager.0, 1e-5, &what("output"));
+            assert_close(&fused.1, &eager.1, 1e-4, &what("query gradient"));
+            assert_close(&fused.2, &eager.2, 1e-4, &what("key gradient"));
+            assert_close(&fused.3, &eager.3, 1e-4, &what("value gradient"));
         }
     }
 }

@@ -19,7 +19,7 @@ fn tiny_llama_matches_transformers() {
         let device = dev.device.clone();
         let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [b, s]), &device);
         let padding: Vec<u32> = mask.iter().map(|&m| m as u32).collect();
-        let mask_t = attention_mask(Some(&padding), b, s, 0, &device);
+        let mask_t = attention_mask(Some(&padding), b, s, 0);
         let logits = model.forward(ids_t, Some(&mask_t), None).unwrap();
         let got_logits: Vec<f32> = logits.clone().inner().try_into_vec_as::<f32>().unwrap();
         let err = common::max_abs_diff(&got_logits, &want_logits);

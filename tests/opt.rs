@@ -85,7 +85,7 @@ fn tiny_opt_matches_transformers() {
         let loaded = load_fixture(&dir, &device).unwrap();
         let model = with_trainable(&loaded, |_| true);
         let padding: Vec<u32> = mask.iter().map(|&m| m as u32).collect();
-        let mask_t = attention_mask(Some(&padding), b, s, 0, &device);
+        let mask_t = attention_mask(Some(&padding), b, s, 0);
         let logits = model.forward(id_tensor(&ids, b, s, &device), Some(&mask_t), None);
         let got_logits = values(logits.clone().inner());
         // The fixture is right-padded. HF puts padded tokens at position 1 (cumulative mask sum - 1 + offset 2),
@@ -138,7 +138,7 @@ fn assert_cache_matches(model: &Opt, ids: &[i64], prefill: usize, label: &str) {
     let device = model.device();
     let vocab = model.config.vocab_size;
     let last_uncached = |n: usize| {
-        let mask = attention_mask(None, 1, n, 0, &device);
+        let mask = attention_mask(None, 1, n, 0);
         let logits = values(model.forward(id_tensor(&ids[..n], 1, n, &device), Some(&mask), None));
         logits[(n - 1) * vocab..].to_vec()
     };
@@ -146,7 +146,7 @@ fn assert_cache_matches(model: &Opt, ids: &[i64], prefill: usize, label: &str) {
     let mut fed = 0;
     for n in prefill..=ids.len() {
         let step = n - fed;
-        let mask = attention_mask(None, 1, step, fed, &device);
+        let mask = attention_mask(None, 1, step, fed);
         let logits = values(model.forward(id_tensor(&ids[fed..n], 1, step, &device), Some(&mask), Some(&mut cache)));
         fed = n;
         assert_eq!(cache.len(), n, "{label}");
@@ -245,7 +245,7 @@ fn variants_beyond_the_fixture_load_run_and_train() {
             assert!(!model.param_names().iter().any(|n| n == "model.decoder.final_layer_norm.weight"), "{label}");
 
             let trained = with_trainable(&model, |_| true);
-            let mask = attention_mask(None, 2, 5, 0, &dev.device);
+            let mask = attention_mask(None, 2, 5, 0);
             let logits = trained.forward(id_tensor(&ids, 2, 5, &dev.device), Some(&mask), None);
             assert_eq!(logits.dims(), [2, 5, 100], "{label}");
             let (loss, _) = causal_lm_loss(logits, &ids);

@@ -34,7 +34,7 @@ fn smollm2_matches_transformers() {
     let input: Vec<i64> = prompt.get_ids().iter().map(|&t| t as i64).collect();
     let logits = loaded
         .model
-        .forward(Tensor::<2, Int>::from_data(TensorData::new(input, [1, n]), device), Some(&attention_mask(None, 1, n, 0, device)), None)
+        .forward(Tensor::<2, Int>::from_data(TensorData::new(input, [1, n]), device), Some(&attention_mask(None, 1, n, 0)), None)
         .unwrap();
     let vocab = logits.dims()[2];
     let last: Vec<f32> = logits.narrow(1, n - 1, 1).reshape([vocab]).try_into_vec_as::<f32>().unwrap();
@@ -57,7 +57,7 @@ fn smollm2_matches_transformers() {
     let input: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
     let logits = loaded
         .model
-        .forward(Tensor::<2, Int>::from_data(TensorData::new(input, [1, s]), device), Some(&attention_mask(None, 1, s, 0, device)), None)
+        .forward(Tensor::<2, Int>::from_data(TensorData::new(input, [1, s]), device), Some(&attention_mask(None, 1, s, 0)), None)
         .unwrap();
     let (loss, _) = causal_lm_loss(logits, &labels);
     let loss: f32 = loss.into_scalar();

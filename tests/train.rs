@@ -148,7 +148,7 @@ fn lora_trains_adapters_only_and_exports_merged_weights() {
     let exported = greentrainer::io::load_model(&dir.path().join("model"), &device).unwrap();
     assert!(exported.model.param_names().iter().all(|n| !n.contains("lora")));
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 9, 42, 7, 300, 11], [1, 6]), &device);
-    let mask = greentrainer::model::attention_mask(None, 1, 6, 0, &device);
+    let mask = greentrainer::model::attention_mask(None, 1, 6, 0);
     let a: Vec<f32> = trainer.loaded.model.forward(ids.clone(), Some(&mask), None).unwrap().try_into_vec_as::<f32>().unwrap();
     let b: Vec<f32> = exported.model.forward(ids, Some(&mask), None).unwrap().try_into_vec_as::<f32>().unwrap();
     assert!(common::max_abs_diff(&a, &b) < 1e-4);

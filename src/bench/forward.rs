@@ -24,7 +24,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, iters: 
     let labels = ids.clone();
     let tokens = (batch * seq) as f64;
     let input = || Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), device);
-    let mask = attention_mask(None, batch, seq, 0, device);
+    let mask = attention_mask(None, batch, seq, 0);
     if let Err(e) = model.forward(input().narrow(1, 0, 1), None, None) {
         return ForwardRow { device: dev.name.clone(), forward_tokens_per_s: Err(e.to_string()), train_tokens_per_s: Err(e.to_string()) };
     }

@@ -90,7 +90,7 @@ impl<'a> Decoder<'a> {
                 t5.decode(&encoder_out, None, ids, cache.as_mut())
             }
             State::Causal(cache) => {
-                let mask = (new > 1).then(|| attention_mask(None, rows, new, past, &device));
+                let mask = (new > 1).then(|| attention_mask(None, rows, new, past));
                 self.model.forward(ids, mask.as_ref(), cache.as_mut())?
             }
         };

@@ -1,6 +1,6 @@
 //! The custom backwards: `masked_linear`'s dX = dY W for the tracked input and, for the compact
 //! weight leaf, only `masked_dw(dY, X, rows)` (nothing for unselected rows); RMSNorm's and
-//! SwiGLU's fused gradients, each computed only for the inputs that need one.
+//! SwiGLU's and attention's fused gradients, each registered only for the inputs that need one.
 
 use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -9,6 +9,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 
+use super::attention::{AttentionOps, AttentionSpec};
 use super::fused::FusedOps;
 use super::{DwPath, MaskedGradOps};
 
@@ -139,5 +140,61 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         let (prep_gate, prep_up) = (prep(), prep());
         let (d_gate, d_up) = B::swiglu_backward(dy.primitive().clone(), gate.primitive().clone(), up.primitive().clone());
         (prep_gate.stateless(d_gate), prep_up.stateless(d_up))
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: AttentionOps> Backward<B, 3> for AttentionBackward {
+    /// (q, k, v, output, log-sum-exp, spec)
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, AttentionSpec);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (q, k, v, out, lse, spec) = ops.state;
+        let dout = grads.consume::<B>(&ops.node);
+        let (dq, dk, dv) = B::flash_attention_backward(dout, q, k, v, out, lse, spec);
+        for (node, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        spec: AttentionSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        // The log-sum-exp is saved for the backward pass, not differentiated.
+        let lse_prep = NotDifferentiated.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound();
+        let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful();
+        let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
+        let (out, lse) = B::flash_attention(q.clone(), k.clone(), v.clone(), spec.clone());
+        let out = match prep {
+            OpsKind::Tracked(prep) => prep.finish((q, k, v, out.clone(), lse.clone(), spec), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        (out, lse_prep.stateless(lse))
+    }
+
+    fn flash_attention_backward(
+        dout: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        spec: AttentionSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let prep = || NotDifferentiated.prepare::<C>([dout.node(), q.node(), k.node(), v.node(), out.node(), lse.node()]).compute_bound();
+        let preps = [prep(), prep(), prep()];
+        let [dout, q, k, v, out, lse] = [dout, q, k, v, out, lse].map(|t| t.into_primitive());
+        let (dq, dk, dv) = B::flash_attention_backward(dout, q, k, v, out, lse, spec);
+        let [pq, pk, pv] = preps;
+        (pq.stateless(dq), pk.stateless(dk), pv.stateless(dv))
     }
 }

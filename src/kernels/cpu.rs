@@ -158,18 +158,18 @@ fn in_f32_shaped<const N: usize>(inputs: &[FlexTensor; N], shape: Shape, kernel:
     tensor(kernel(std::array::from_fn(|i| dense[i].storage::<f32>())), shape, dtype)
 }
 
-fn cast(t: FlexTensor, dtype: DType) -> FlexTensor {
+pub(super) fn cast(t: FlexTensor, dtype: DType) -> FlexTensor {
     if t.dtype() == dtype { t } else { Flex::float_cast(t, dtype.into()) }
 }
 
 /// A `dtype` tensor of `shape` holding the f32 `values`.
-fn tensor(values: Vec<f32>, shape: Shape, dtype: DType) -> FlexTensor {
+pub(super) fn tensor(values: Vec<f32>, shape: Shape, dtype: DType) -> FlexTensor {
     cast(FlexTensor::from_data(TensorData::new(values, shape)), dtype)
 }
 
 /// `t` with its elements exactly filling its buffer in order (a view or a slice is copied out),
 /// so the buffer can be read and written as a flat slice.
-fn dense(t: FlexTensor) -> FlexTensor {
+pub(super) fn dense(t: FlexTensor) -> FlexTensor {
     let n = t.layout().num_elements();
     let exact = t.is_contiguous() && t.layout().start_offset() == 0 && t.bytes().len() == n * t.dtype().size();
     if exact { t } else { FlexTensor::from_data(t.into_data()) }

@@ -3,12 +3,15 @@
 //! - partial selection inside a weight matrix: gradients and AdamW updates for selected output
 //!   rows only (an attention head, or N rows);
 //! - fused AdamW over whole tensors (one pass over w, grad, m, v instead of ~15 tensor ops);
-//! - RMSNorm and SwiGLU forward and backward, one pass each ([`fused`]).
+//! - RMSNorm and SwiGLU forward and backward, one pass each ([`fused`]);
+//! - flash-style attention with GQA, causal order and padding as lengths ([`attention`]).
 //!
 //! A partially trained linear layer keeps its full weight `W` frozen and takes a compact leaf
 //! `W[rows]` that tracks gradients: [`masked_linear`] computes `x W^T` with `W`, and its backward
 //! sends `dY^T X` for the listed rows (and nothing else) to the compact leaf.
 
+pub mod attention;
+mod attention_cpu;
 mod autodiff;
 mod cpu;
 pub mod fused;
@@ -19,6 +22,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
+pub use attention::{ATTENTION_MAX_HEAD_DIM, AttentionSpec, attention, attention_reference};
 pub use fused::{rms_norm, rms_norm_reference, swiglu, swiglu_reference};
 pub use tune::{DwPath, interleaved_best};
 

@@ -9,6 +9,7 @@ use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId};
 use burn::tensor::{DType, Shape};
 use derive_new::new;
 
+use super::attention::{ATTENTION_MAX_HEAD_DIM, AttentionOps, AttentionSpec};
 use super::fused::{FusedOps, rms_norm_dw_ops};
 use super::tune::{self, DwKey, DwPath};
 use super::{AdamWHyper, AdamWOps, MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
@@ -20,6 +21,15 @@ kernel_source!(RmsNormSource, "../../shaders/rms_norm.wgsl");
 kernel_source!(RmsNormDxSource, "../../shaders/rms_norm_dx.wgsl");
 kernel_source!(SwigluSource, "../../shaders/swiglu.wgsl");
 kernel_source!(SwigluBackwardSource, "../../shaders/swiglu_backward.wgsl");
+kernel_source!(AttentionSource, "../../shaders/attention.wgsl");
+
+/// The entries of shaders/attention.wgsl.
+#[derive(Clone, Copy)]
+enum AttentionPass {
+    Forward = 0,
+    QueryGrad = 1,
+    KeyValueGrad = 2,
+}
 
 /// The masked dW kernel's workgroup: 8 x 8 threads computing a 64 x 64 output block.
 const DW_THREADS: u32 = 8;
@@ -51,37 +61,55 @@ impl KernelSource for MaskedDw {
 }
 
 /// One of the raw shaders in workgroups of `workgroup` threads, `shader` naming it in the kernel's
-/// id (the source is the same for every size and type, so both are in the id too).
+/// id (the source is the same for every size and type, so both are in the id too); `pass` picks
+/// an entry of a shader that has several (attention's forward, dq and dk/dv).
 struct Shader {
     dtype: DType,
     shader: &'static str,
     workgroup: u32,
+    pass: u32,
     template: fn() -> SourceTemplate,
 }
 
 impl Shader {
     fn adamw(dtype: DType) -> Self {
-        Self { dtype, shader: "adamw", workgroup: ELEMENTWISE_WORKGROUP, template: || AdamWSource::new().source() }
+        Self { dtype, shader: "adamw", workgroup: ELEMENTWISE_WORKGROUP, pass: 0, template: || AdamWSource::new().source() }
     }
 
     fn masked_adamw(dtype: DType) -> Self {
-        Self { dtype, shader: "masked_adamw", workgroup: ELEMENTWISE_WORKGROUP, template: || MaskedAdamWSource::new().source() }
+        Self { dtype, shader: "masked_adamw", workgroup: ELEMENTWISE_WORKGROUP, pass: 0, template: || MaskedAdamWSource::new().source() }
     }
 
     fn rms_norm(dtype: DType) -> Self {
-        Self { dtype, shader: "rms_norm", workgroup: ROW_WORKGROUP, template: || RmsNormSource::new().source() }
+        Self { dtype, shader: "rms_norm", workgroup: ROW_WORKGROUP, pass: 0, template: || RmsNormSource::new().source() }
     }
 
     fn rms_norm_dx(dtype: DType) -> Self {
-        Self { dtype, shader: "rms_norm_dx", workgroup: ROW_WORKGROUP, template: || RmsNormDxSource::new().source() }
+        Self { dtype, shader: "rms_norm_dx", workgroup: ROW_WORKGROUP, pass: 0, template: || RmsNormDxSource::new().source() }
     }
 
     fn swiglu(dtype: DType) -> Self {
-        Self { dtype, shader: "swiglu", workgroup: ELEMENTWISE_WORKGROUP, template: || SwigluSource::new().source() }
+        Self { dtype, shader: "swiglu", workgroup: ELEMENTWISE_WORKGROUP, pass: 0, template: || SwigluSource::new().source() }
     }
 
     fn swiglu_backward(dtype: DType) -> Self {
-        Self { dtype, shader: "swiglu_backward", workgroup: ELEMENTWISE_WORKGROUP, template: || SwigluBackwardSource::new().source() }
+        Self {
+            dtype,
+            shader: "swiglu_backward",
+            workgroup: ELEMENTWISE_WORKGROUP,
+            pass: 0,
+            template: || SwigluBackwardSource::new().source(),
+        }
+    }
+
+    fn attention(dtype: DType, pass: AttentionPass) -> Self {
+        Self {
+            dtype,
+            shader: "attention",
+            workgroup: ELEMENTWISE_WORKGROUP,
+            pass: pass as u32,
+            template: || AttentionSource::new().source(),
+        }
     }
 
     /// Launches the shader on a grid of `groups` workgroups (see [`grid`]) over `buffers`.
@@ -97,11 +125,14 @@ impl Shader {
 
 impl KernelSource for Shader {
     fn source(&self) -> SourceTemplate {
-        (self.template)().register("workgroup", self.workgroup.to_string()).register("elem", self.dtype.name())
+        (self.template)()
+            .register("workgroup", self.workgroup.to_string())
+            .register("elem", self.dtype.name())
+            .register("pass", self.pass.to_string())
     }
 
     fn id(&self) -> KernelId {
-        KernelId::new::<Self>().info((self.shader, self.workgroup, self.dtype.name()))
+        KernelId::new::<Self>().info((self.shader, self.workgroup, self.pass, self.dtype.name()))
     }
 
     fn lang(&self) -> &'static str {
@@ -273,6 +304,123 @@ impl FusedOps for CubeBackend {
             );
         }
         (d_gate, d_up)
+    }
+}
+
+impl AttentionOps for CubeBackend {
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        spec: AttentionSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
+        let [b, h, s, _] = dims4(&q);
+        let out = empty(&q, q.meta.shape().clone());
+        let lse = empty(&q, Shape::new([b, h, s]));
+        let placeholder = || empty(&q, Shape::new([1]));
+        let call = AttentionCall::new(&q, &k, &spec);
+        call.launch(
+            AttentionPass::Forward,
+            [
+                q.handle.clone(),
+                k.handle.clone(),
+                v.handle.clone(),
+                lse.handle.clone(),
+                placeholder().handle,
+                placeholder().handle,
+                out.handle.clone(),
+                placeholder().handle,
+            ],
+        );
+        (out, lse)
+    }
+
+    fn flash_attention_backward(
+        dout: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        spec: AttentionSpec,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [dout, q, k, v, out, lse] = [dout, q, k, v, out, lse].map(into_contiguous);
+        // rowsum(dout * out): the one reduction both gradient passes need per query.
+        let delta = into_contiguous(Self::float_sum_dim(Self::float_mul(dout.clone(), out), 3));
+        let (dq, dk, dv) = (empty(&q, q.meta.shape().clone()), empty(&k, k.meta.shape().clone()), empty(&v, v.meta.shape().clone()));
+        let placeholder = || empty(&q, Shape::new([1]));
+        let call = AttentionCall::new(&q, &k, &spec);
+        let inputs =
+            || [q.handle.clone(), k.handle.clone(), v.handle.clone(), lse.handle.clone(), dout.handle.clone(), delta.handle.clone()];
+        let [a, b, c, d, e, f] = inputs();
+        call.launch(AttentionPass::QueryGrad, [a, b, c, d, e, f, dq.handle.clone(), placeholder().handle]);
+        let [a, b, c, d, e, f] = inputs();
+        call.launch(AttentionPass::KeyValueGrad, [a, b, c, d, e, f, dk.handle.clone(), dv.handle.clone()]);
+        (dq, dk, dv)
+    }
+}
+
+fn dims4(t: &CubeTensor) -> [usize; 4] {
+    let s = t.meta.shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// One attention call's sizes and masks as shaders/attention.wgsl reads them.
+struct AttentionCall {
+    on: CubeTensor,
+    dims: [usize; 6],
+    lengths: burn::cubecl::server::Handle,
+    slopes: burn::cubecl::server::Handle,
+    spec: AttentionSpec,
+}
+
+impl AttentionCall {
+    fn new(q: &CubeTensor, k: &CubeTensor, spec: &AttentionSpec) -> Self {
+        let ([b, h, s, d], [_, hk, t, _]) = (dims4(q), dims4(k));
+        assert!(d <= ATTENTION_MAX_HEAD_DIM, "attention: head_dim {d} is above the shader's {ATTENTION_MAX_HEAD_DIM}");
+        // Placeholders keep the binding layout when there is nothing to read.
+        let lengths = if spec.key_lengths.is_empty() { vec![0] } else { spec.key_lengths.clone() };
+        let slopes = if spec.alibi_slopes.is_empty() { vec![0.0] } else { spec.alibi_slopes.clone() };
+        Self {
+            on: q.clone(),
+            dims: [b, h, hk, s, t, d],
+            lengths: u32_buffer(q, &lengths),
+            slopes: q.client.create_from_slice(bytemuck::cast_slice(&slopes)),
+            spec: spec.clone(),
+        }
+    }
+
+    /// Launches `pass` over its rows (queries, or keys for the dk/dv pass) with the tensor
+    /// buffers in binding order 0-7.
+    fn launch(&self, pass: AttentionPass, tensors: [burn::cubecl::server::Handle; 8]) {
+        let [b, h, hk, s, t, d] = self.dims;
+        let rows = match pass {
+            AttentionPass::KeyValueGrad => b * hk * t,
+            _ => b * h * s,
+        } as u32;
+        if rows == 0 {
+            return;
+        }
+        let groups = grid(rows.div_ceil(ELEMENTWISE_WORKGROUP));
+        let sp = &self.spec;
+        let info = [
+            b as u32,
+            h as u32,
+            hk as u32,
+            s as u32,
+            t as u32,
+            d as u32,
+            sp.scale.to_bits(),
+            sp.causal_past.is_some() as u32,
+            sp.causal_past.unwrap_or(0),
+            !sp.key_lengths.is_empty() as u32,
+            !sp.alibi_slopes.is_empty() as u32,
+            groups.0 * ELEMENTWISE_WORKGROUP,
+        ];
+        let mut buffers: Vec<_> = tensors.into_iter().map(|t| t.binding()).collect();
+        buffers.extend([self.lengths.clone().binding(), self.slopes.clone().binding(), u32_buffer(&self.on, &info).binding()]);
+        Shader::attention(self.on.dtype, pass).launch(&self.on, groups, buffers);
     }
 }
 

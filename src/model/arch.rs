@@ -4,6 +4,7 @@
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
+use super::attention::Mask;
 use super::bloom::{Bloom, BloomConfig};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
@@ -34,7 +35,7 @@ pub enum Model {
 #[derive(Clone, Debug)]
 pub enum BatchInput {
     /// Prompt and target in one sequence, with the additive mask of `attention_mask`.
-    Causal { ids: Tensor<2, Int>, mask: Tensor<4> },
+    Causal { ids: Tensor<2, Int>, mask: Mask },
     /// The prompt to the encoder (`padding` `[B, S]` row-major, 1 = real token), the target shifted
     /// right behind the decoder start token to the decoder.
     Seq2Seq { ids: Tensor<2, Int>, padding: Vec<u32>, decoder_ids: Tensor<2, Int> },
@@ -116,7 +117,7 @@ impl Model {
     /// A decoder-only model's logits `[B, S, V]` for token ids `[B, S]`, with the additive mask of
     /// `attention_mask`; with a cache, positions continue after the cached ones. An error for an
     /// encoder-decoder model, which needs decoder inputs (see [`Model::train_logits`] and `eval::generate`).
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
         Ok(match self {
             Self::Llama(m) => m.forward(ids, mask, cache),
             Self::Opt(m) => m.forward(ids, mask, cache),

@@ -7,12 +7,12 @@
 //! output rows are grouped per head: rows `h * 3 * head_dim ..` hold head h's query, key and value
 //! (`head_dim` rows each), so one head's row block is `3 * head_dim` rows, not `head_dim`.
 
-use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::attention::{Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears, vocab_logits};
@@ -137,16 +137,6 @@ pub fn alibi_slopes(n_heads: usize) -> Vec<f32> {
     slopes
 }
 
-/// The additive ALiBi bias `[1, heads, 1, keys]`: `slope * j` for key position j.
-///
-/// transformers numbers keys by the attention mask's cumulative sum (padding counts as 0). With
-/// left or right padding that differs from `j` by a constant per row, which softmax ignores, and
-/// padded keys are masked out either way; only padding between real tokens would differ.
-fn alibi(slopes: &[f32], keys: usize, device: &Device) -> Tensor<4> {
-    let values: Vec<f32> = slopes.iter().flat_map(|&m| (0..keys).map(move |j| m * j as f32)).collect();
-    Tensor::from_data(TensorData::new(values, [1, slopes.len(), 1, keys]), device)
-}
-
 /// BLOOM's GELU: the tanh approximation with transformers' rounded constant for sqrt(2/pi).
 fn bloom_gelu(x: Tensor<3>) -> Tensor<3> {
     let inner = x.clone() * x.clone().square().mul_scalar(0.044715).add_scalar(1.0).mul_scalar(0.79788456);
@@ -162,20 +152,15 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `alibi` covers every key, cached ones included.
-    fn forward(&self, x: Tensor<3>, alibi: &Tensor<4>, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    /// `alibi` holds each head's slope; the bias covers every key, cached ones included.
+    fn forward(&self, x: Tensor<3>, alibi: &[f32], mask: Option<&Mask>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let hd = self.head_dim;
         let qkv = self.query_key_value.forward(x).reshape([b, s, self.n_heads, 3 * hd]);
         let part = |i: usize| qkv.clone().narrow(3, i * hd, hd).swap_dims(1, 2);
         let (q, k, v) = (part(0), part(1), part(2));
         let (k, v) = extend(cache, k, v);
-        let scale = (hd as f64).powf(-0.5);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale) + alibi.clone();
-        if let Some(mask) = mask {
-            scores = scores + mask.clone();
-        }
-        let out = softmax(scores, 3).matmul(v);
+        let out = attend(q, k, v, mask, (hd as f64).powf(-0.5), alibi);
         self.dense.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]))
     }
 }
@@ -204,8 +189,8 @@ impl Block {
     fn forward(
         &self,
         x: Tensor<3>,
-        alibi: &Tensor<4>,
-        mask: Option<&Tensor<4>>,
+        alibi: &[f32],
+        mask: Option<&Mask>,
         cache: Option<&mut LayerCache>,
         residual_after_norm: bool,
     ) -> Tensor<3> {
@@ -290,7 +275,7 @@ impl Bloom {
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
     /// [`super::attention_mask`]; with a cache, positions continue after the cached ones.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, cache: Option<&mut KvCache>) -> Tensor<3> {
         vocab_logits(self.hidden(ids, mask, cache), self.head())
     }
 
@@ -300,10 +285,12 @@ impl Bloom {
     }
 
     /// The final hidden states `[B, S, d]` the head reads (see [`Bloom::forward`]).
-    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let [_, s] = ids.dims();
-        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
-        let alibi = alibi(&alibi_slopes(self.config.n_head), past + s, &ids.device());
+    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        // ALiBi's bias is `slope * j` for key j. transformers numbers keys by the attention mask's
+        // cumulative sum (padding counts as 0); with left or right padding that differs from `j`
+        // by a constant per row, which softmax ignores, and padded keys are masked out either
+        // way: only padding between real tokens would differ.
+        let alibi = alibi_slopes(self.config.n_head);
         let mut x = self.word_embeddings_layernorm.forward(embedding(self.word_embeddings.clone(), ids));
         let post = self.config.apply_residual_connection_post_layernorm;
         for (i, block) in self.h.iter().enumerate() {

@@ -6,10 +6,10 @@
 //! frozen; one wrapped with `.autodiff().require_grad()` is trained, and autodiff records nothing
 //! below the deepest such tensor.
 
-use burn::tensor::activation::softmax;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use super::attention::{Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears, vocab_logits};
@@ -65,31 +65,15 @@ impl Rotary {
 }
 
 impl Attention {
-    fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, rotary: &Rotary, mask: Option<&Mask>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let heads = |t: Tensor<3>, n: usize| t.reshape([b, s, n, self.head_dim]).swap_dims(1, 2);
         let q = rotary.apply(heads(self.q_proj.forward(x.clone()), self.n_heads));
         let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads));
         let v = heads(self.v_proj.forward(x), self.n_kv_heads);
         let (k, v) = extend(cache, k, v);
-        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
-        let scale = (self.head_dim as f64).powf(-0.5);
-        let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-        if let Some(mask) = mask {
-            scores = scores + mask.clone();
-        }
-        let out = softmax(scores, 3).matmul(v);
+        let out = attend(q, k, v, mask, (self.head_dim as f64).powf(-0.5), &[]);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]))
-    }
-
-    /// Grouped-query attention: query head h reads key/value head h / n_rep, as `repeat_kv`.
-    fn repeat_kv(&self, t: Tensor<4>) -> Tensor<4> {
-        let n_rep = self.n_heads / self.n_kv_heads;
-        if n_rep == 1 {
-            return t;
-        }
-        let [b, h, s, d] = t.dims();
-        t.unsqueeze_dim::<5>(2).repeat_dim(2, n_rep).reshape([b, h * n_rep, s, d])
     }
 }
 
@@ -201,7 +185,7 @@ impl Llama {
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
     /// [`attention_mask`]; with a cache, positions continue after the cached ones.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, cache: Option<&mut KvCache>) -> Tensor<3> {
         vocab_logits(self.hidden(ids, mask, cache), self.head())
     }
 
@@ -211,7 +195,7 @@ impl Llama {
     }
 
     /// The final hidden states `[B, S, d]` the head reads (see [`Llama::forward`]).
-    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [_, s] = ids.dims();
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let device = ids.device();
@@ -225,25 +209,6 @@ impl Llama {
         }
         self.norm.forward(x)
     }
-}
-
-/// Additive mask `[B, 1, S, past + S]`: 0 where query i may attend key j (causal, key not padding),
-/// f32::MIN elsewhere, as transformers' eager attention. `padding` is `[B, past + S]`, 1 = real token.
-pub fn attention_mask(padding: Option<&[u32]>, batch: usize, seq: usize, past: usize, device: &Device) -> Tensor<4> {
-    let total = past + seq;
-    let mut m = vec![0f32; batch * seq * total];
-    for b in 0..batch {
-        for i in 0..seq {
-            for j in 0..total {
-                let causal_ok = j <= past + i;
-                let key_real = padding.is_none_or(|p| p[b * total + j] != 0);
-                if !(causal_ok && key_real) {
-                    m[(b * seq + i) * total + j] = f32::MIN;
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(m, [batch, 1, seq, total]), device)
 }
 
 impl Block {

@@ -1,6 +1,7 @@
 //! Architectures, their configs and the parameter inventory the rest of the engine works on.
 
 pub mod arch;
+pub mod attention;
 pub mod bloom;
 pub mod cache;
 pub mod config;
@@ -15,8 +16,9 @@ pub mod summary;
 pub mod t5;
 
 pub use arch::{BatchInput, Model, ModelInfo};
+pub use attention::{Mask, attention_mask};
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use linear::{Linear, Linears};
-pub use llama::{Llama, attention_mask};
+pub use llama::Llama;
 pub use params::{ParamMut, ParamRef, Parameters};

@@ -5,12 +5,13 @@
 //! Weights keep HF's names and `[out, in]` layout, like `Llama`; a parameter wrapped with
 //! `.autodiff().require_grad()` is trained, a plain one is frozen.
 
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::attention::{Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears, vocab_logits};
@@ -174,7 +175,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask: Option<&Mask>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let heads = |t: Tensor<3>| t.reshape([b, s, self.n_heads, self.head_dim]).swap_dims(1, 2);
         // HF OPT scales the queries, not the scores, which rounds differently.
@@ -182,11 +183,7 @@ impl Attention {
         let k = heads(self.k_proj.forward(x.clone()));
         let v = heads(self.v_proj.forward(x));
         let (k, v) = extend(cache, k, v);
-        let mut scores = q.matmul(k.swap_dims(2, 3));
-        if let Some(mask) = mask {
-            scores = scores + mask.clone();
-        }
-        let out = softmax(scores, 3).matmul(v);
+        let out = attend(q, k, v, mask, 1.0, &[]);
         self.out_proj.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]))
     }
 }
@@ -203,7 +200,7 @@ pub struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: Tensor<3>, mask: Option<&Tensor<4>>, cache: Option<&mut LayerCache>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mask: Option<&Mask>, cache: Option<&mut LayerCache>) -> Tensor<3> {
         let pre = |norm: &LayerNorm, x: Tensor<3>| if self.norm_before { norm.forward(x) } else { x };
         let post = |norm: &LayerNorm, x: Tensor<3>| if self.norm_before { x } else { norm.forward(x) };
         let h = self.self_attn.forward(pre(&self.self_attn_layer_norm, x.clone()), mask, cache);
@@ -324,7 +321,7 @@ impl Opt {
     /// differ, but no real token or loss term depends on them).
     ///
     /// Panics when `past + S` exceeds `max_position_embeddings`: callers truncate to the context length.
-    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, cache: Option<&mut KvCache>) -> Tensor<3> {
         vocab_logits(self.hidden(ids, mask, cache), self.head())
     }
 
@@ -334,7 +331,7 @@ impl Opt {
     }
 
     /// The final hidden states `[B, S, d]` the head reads (see [`Opt::forward`]).
-    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+    pub fn hidden(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let [_, s] = ids.dims();
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let max = self.config.max_position_embeddings;

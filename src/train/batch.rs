@@ -29,7 +29,7 @@ impl DeviceBatch {
         Self {
             input: BatchInput::Causal {
                 ids: Tensor::from_data(TensorData::new(ids, [batch.batch, batch.seq]), &device),
-                mask: attention_mask(Some(&batch.attention_mask), batch.batch, batch.seq, 0, &device),
+                mask: attention_mask(Some(&batch.attention_mask), batch.batch, batch.seq, 0),
             },
             labels: batch.labels.clone(),
             shape: BatchShape {

@@ -1,0 +1,124 @@
+//! Attention as the decoder-only architectures (Llama, OPT, BLOOM) call it, and the mask they are
+//! given. One entry, [`attend`], picks the computation:
+//! - the flash-style kernel ([`crate::kernels::attention`]) wherever the mask is causal order and
+//!   right padding (training batches, generation) and it pays: always on the CPU, where it skips
+//!   the masked half of the scores and the `[B, H, S, T]` buffers; on wgpu when the full scores
+//!   would not fit half a storage binding (long sequences on laptop GPUs, which bind 128 MiB);
+//! - otherwise transformers' eager attention in tensor ops (K/V repeated per query head, an
+//!   additive mask), which the GPU's tuned matmuls run faster at short lengths.
+
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::kernels::{self, AttentionSpec};
+
+/// Which keys each query may see: causal order after `past` cached positions, and padding.
+#[derive(Clone, Debug)]
+pub struct Mask {
+    pub batch: usize,
+    pub seq: usize,
+    pub past: usize,
+    /// `[B, past + S]`, 1 = a real token; `None`: nothing is padded.
+    pub padding: Option<Vec<u32>>,
+    /// The additive form, built once for every layer that needs it.
+    additive: OnceLock<Tensor<4>>,
+}
+
+/// The causal mask of `batch` rows of `seq` new tokens after `past` cached ones; `padding` is
+/// `[B, past + S]`, 1 = real token.
+pub fn attention_mask(padding: Option<&[u32]>, batch: usize, seq: usize, past: usize) -> Mask {
+    Mask { batch, seq, past, padding: padding.map(<[u32]>::to_vec), additive: OnceLock::new() }
+}
+
+impl Mask {
+    /// transformers' eager mask `[B, 1, S, past + S]`: 0 where query i may attend key j (causal,
+    /// key not padding), `f32::MIN` elsewhere.
+    pub fn additive(&self, device: &Device) -> Tensor<4> {
+        self.additive.get_or_init(|| self.build_additive(device)).clone()
+    }
+
+    fn build_additive(&self, device: &Device) -> Tensor<4> {
+        let (batch, seq, past) = (self.batch, self.seq, self.past);
+        let total = past + seq;
+        let mut m = vec![0f32; batch * seq * total];
+        for b in 0..batch {
+            for i in 0..seq {
+                for j in 0..total {
+                    let causal_ok = j <= past + i;
+                    let key_real = self.padding.as_ref().is_none_or(|p| p[b * total + j] != 0);
+                    if !(causal_ok && key_real) {
+                        m[(b * seq + i) * total + j] = f32::MIN;
+                    }
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [batch, 1, seq, total]), device)
+    }
+
+    /// Real keys per row when every row's padding is on the right (its real tokens a prefix), as
+    /// training batches are; `None` for other padding (left-padded prompts).
+    pub fn key_lengths(&self) -> Option<Vec<u32>> {
+        let total = self.past + self.seq;
+        let Some(padding) = &self.padding else { return Some(Vec::new()) };
+        padding
+            .chunks(total.max(1))
+            .take(self.batch)
+            .map(|row| {
+                let len = row.iter().take_while(|&&m| m != 0).count();
+                row[len..].iter().all(|&m| m == 0).then_some(len as u32)
+            })
+            .collect()
+    }
+}
+
+/// `softmax(scale q k^T + alibi, mask) v` for `q [B, H, S, D]`, `k`/`v [B, Hk, past + S, D]`
+/// (`H` a multiple of `Hk`); ALiBi adds `slope[h] * j` for key `j` when `alibi` is not empty.
+/// `mask` `None`: every query sees every key.
+pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, alibi: &[f32]) -> Tensor<4> {
+    let causal = |m: &Mask| m.key_lengths().map(|lengths| (Some(m.past as u32), lengths));
+    let fused = match mask {
+        None => Some((None, Vec::new())),
+        Some(m) => causal(m),
+    };
+    match fused {
+        Some((causal_past, key_lengths)) if fused_pays(&q, &k) => {
+            let spec = AttentionSpec { scale: scale as f32, causal_past, key_lengths, alibi_slopes: alibi.to_vec() };
+            kernels::attention(q, k, v, &spec)
+        }
+        _ => eager(q, k, v, mask, scale, alibi),
+    }
+}
+
+/// Whether the flash-style kernel is the better path on this device for these shapes.
+fn fused_pays(q: &Tensor<4>, k: &Tensor<4>) -> bool {
+    let [b, h, s, d] = q.dims();
+    let t = k.dims()[2];
+    let device = q.device();
+    if !kernels::runs_wgsl(&device) {
+        return true;
+    }
+    let scores = (b * h * s * t * 4) as u64;
+    d <= kernels::ATTENTION_MAX_HEAD_DIM && crate::device::binding_limit(&device).is_some_and(|limit| scores > limit / 2)
+}
+
+/// transformers' eager attention: K/V repeated per query head, the full scores, the additive
+/// mask and bias, softmax.
+fn eager(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, alibi: &[f32]) -> Tensor<4> {
+    let [b, h, _, _] = q.dims();
+    let [_, hk, t, d] = k.dims();
+    let repeat = |x: Tensor<4>| if h == hk { x } else { x.unsqueeze_dim::<5>(2).repeat_dim(2, h / hk).reshape([b, h, t, d]) };
+    let device = q.device();
+    let mut scores = q.matmul(repeat(k).swap_dims(2, 3));
+    if scale != 1.0 {
+        scores = scores.mul_scalar(scale);
+    }
+    if !alibi.is_empty() {
+        let values: Vec<f32> = alibi.iter().flat_map(|&m| (0..t).map(move |j| m * j as f32)).collect();
+        scores = scores + Tensor::<4>::from_data(TensorData::new(values, [1, alibi.len(), 1, t]), &device);
+    }
+    if let Some(mask) = mask {
+        scores = scores + mask.additive(&device);
+    }
+    burn::tensor::activation::softmax(scores, 3).matmul(repeat(v))
+}
