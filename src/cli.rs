@@ -212,6 +212,9 @@ pub struct AccuracyArgs {
     /// GreenTrainer re-scores importance and re-selects every N steps (0: once, at the start).
     #[arg(long, default_value_t = 0)]
     pub reselect_every_steps: usize,
+    /// Batches GreenTrainer scores importance on at each selection (the paper: 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub importance_batches: usize,
     /// Run only the base model and GreenTrainer (to compare variants with baselines measured before).
     #[arg(long)]
     pub no_baselines: bool,
@@ -498,6 +501,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 answer_tokens: a.new_tokens,
                 granularity: a.granularity,
                 reselect_every_steps: a.reselect_every_steps,
+                importance_batches: a.importance_batches,
                 baselines: !a.no_baselines,
             };
             let dev = a.device.open();

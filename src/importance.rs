@@ -1,7 +1,9 @@
 //! Tensor importance (spec section 5): I_k = -sum(g_k(w1) * (w1_k - w0_k)), where w1 is one real
 //! AdamW step from w0 on a batch and g(w1) the gradient at w1 on the same batch; normalised by
-//! max |I_k|. The run's weights and optimizer state are never touched: the step is taken on
-//! copies (tensors are immutable handles), so nothing needs restoring and nothing leaks.
+//! max |I_k|. Scored on several batches, each batch's I_k are summed before normalising (the
+//! paper uses one; more average out one batch's noise). The run's weights and optimizer state are
+//! never touched: the step is taken on copies (tensors are immutable handles), so nothing needs
+//! restoring and nothing leaks.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +26,50 @@ pub struct Importance {
 
 /// Scores the tensors `candidates` names on `batch` with the run's optimizer at learning rate `lr`.
 pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Result<Importance> {
+    score_batches(model, optimizer, std::slice::from_ref(batch), lr, candidates)
+}
+
+/// [`score`] on each of `batches`, the contributions summed; `loss` is the batches' mean.
+pub fn score_batches(
+    model: &Model,
+    optimizer: &AdamW,
+    batches: &[DeviceBatch],
+    lr: f64,
+    candidates: &dyn Fn(&str) -> bool,
+) -> Result<Importance> {
+    let mut raw: BTreeMap<String, f64> = BTreeMap::new();
+    let mut rows: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut loss = 0.0;
+    for batch in batches {
+        let one = contributions(model, optimizer, batch, lr, candidates)?;
+        loss += one.loss / batches.len() as f64;
+        for (name, v) in one.raw {
+            *raw.entry(name).or_default() += v;
+        }
+        for (name, per_row) in one.rows {
+            let sum = rows.entry(name).or_insert_with(|| vec![0.0; per_row.len()]);
+            sum.iter_mut().zip(per_row).for_each(|(s, v)| *s += v);
+        }
+    }
+    let max = raw.values().fold(0.0f64, |m, v| m.max(v.abs()));
+    let scores = raw.iter().map(|(k, v)| (k.clone(), if max > 0.0 { v / max } else { 0.0 })).collect();
+    Ok(Importance { scores, raw, rows, loss })
+}
+
+/// One batch's unnormalised importance per tensor and per row.
+struct Contributions {
+    raw: BTreeMap<String, f64>,
+    rows: BTreeMap<String, Vec<f64>>,
+    loss: f64,
+}
+
+fn contributions(
+    model: &Model,
+    optimizer: &AdamW,
+    batch: &DeviceBatch,
+    lr: f64,
+    candidates: &dyn Fn(&str) -> bool,
+) -> Result<Contributions> {
     let first = forward_backward(model, candidates, batch)?;
     let mut stepped = model.clone();
     optimizer.clone().step(&mut stepped, &first.grads, lr, 1.0);
@@ -50,7 +96,5 @@ pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, can
         let i: f32 = contribution.sum().into_scalar();
         raw.insert(name.to_string(), i as f64);
     });
-    let max = raw.values().fold(0.0f64, |m, v| m.max(v.abs()));
-    let scores = raw.iter().map(|(k, v)| (k.clone(), if max > 0.0 { v / max } else { 0.0 })).collect();
-    Ok(Importance { scores, raw, rows, loss: first.loss })
+    Ok(Contributions { raw, rows, loss: first.loss })
 }

@@ -111,6 +111,33 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     assert!((max - 1.0).abs() < 1e-9, "importance is normalised by max |I|: {max}");
 }
 
+/// Importance on several batches sums each batch's contributions (per tensor and per row) before
+/// normalising, and reports the batches' mean loss.
+#[test]
+fn importance_on_several_batches_sums_each_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = Trainer::prepare(config(MethodKind::Greentrainer, dir.path()), ComputeDevice::cpu()).unwrap();
+    let model = trainer.loaded.model.clone();
+    let batch = |rows: &[greentrainer::data::Example]| {
+        DeviceBatch::new(&greentrainer::data::pad_batch(&rows.iter().collect::<Vec<_>>(), 1), &model)
+    };
+    let (a, b) = (batch(&trainer.examples[..2]), batch(&trainer.examples[2..4]));
+    let optimizer = AdamW::new(AdamWConfig::default());
+    let score = |batches: &[DeviceBatch]| greentrainer::importance::score_batches(&model, &optimizer, batches, 1e-3, &|_| true).unwrap();
+    let (one, two, both) = (score(std::slice::from_ref(&a)), score(std::slice::from_ref(&b)), score(&[a, b]));
+    assert!((both.loss - (one.loss + two.loss) / 2.0).abs() < 1e-9);
+    for (name, &v) in &both.raw {
+        let want = one.raw[name] + two.raw[name];
+        assert!((v - want).abs() <= 1e-9 + 1e-6 * want.abs(), "{name}: {v} vs {want}");
+    }
+    for (name, rows) in &both.rows {
+        let want: Vec<f64> = one.rows[name].iter().zip(&two.rows[name]).map(|(x, y)| x + y).collect();
+        assert!(rows.iter().zip(&want).all(|(v, w)| (v - w).abs() <= 1e-9 + 1e-6 * w.abs()), "{name} rows");
+    }
+    let max = both.raw.values().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(both.scores.iter().all(|(n, s)| (s - both.raw[n] / max).abs() < 1e-12));
+}
+
 #[test]
 fn resume_reproduces_the_uninterrupted_run() {
     let straight_dir = tempfile::tempdir().unwrap();

@@ -40,6 +40,8 @@ pub struct Settings {
     /// measure against the baselines.
     pub granularity: Granularity,
     pub reselect_every_steps: usize,
+    /// Batches GreenTrainer scores importance on at each selection.
+    pub importance_batches: usize,
     /// Also run full fine-tuning, FT-top-k and LoRA (off: the base model and GreenTrainer only,
     /// to compare variants against baselines measured before with the same settings).
     pub baselines: bool,
@@ -95,6 +97,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
         lr: plan.lr,
         reselect_every_epochs: 0,
         reselect_every_steps: s.reselect_every_steps,
+        importance_batches: s.importance_batches,
         granularity: s.granularity,
         save_model: false,
         ..TrainConfig::default()
@@ -238,7 +241,7 @@ pub fn table(rows: &[Row], s: &Settings) -> String {
         );
     }
     out + &format!(
-        "\n{} on the first {} rows of {} ({} epochs{}, batch {}, max_len {}, lr {}, LoRA lr x{}, GreenTrainer re-selecting every {} steps (0: once)); held-out: the first {} rows of {}, greedy answers of up to {} tokens, ROUGE F1 x 100 with stemming\n",
+        "\n{} on the first {} rows of {} ({} epochs{}, batch {}, max_len {}, lr {}, LoRA lr x{}, GreenTrainer re-selecting every {} steps (0: once), importance on {} batches); held-out: the first {} rows of {}, greedy answers of up to {} tokens, ROUGE F1 x 100 with stemming\n",
         s.model.display(),
         s.train_rows,
         s.train.display(),
@@ -249,6 +252,7 @@ pub fn table(rows: &[Row], s: &Settings) -> String {
         s.lr,
         s.lora_lr_scale,
         s.reselect_every_steps,
+        s.importance_batches,
         s.eval_rows,
         s.held_out.display(),
         s.answer_tokens

@@ -7,6 +7,7 @@ use crate::model::loss::{causal_targets, counted_targets};
 use crate::model::{BatchInput, Model, attention_mask};
 use crate::profile::BatchShape;
 
+#[derive(Clone)]
 pub struct DeviceBatch {
     pub input: BatchInput,
     /// What the loss compares with (`Model::train_loss`): aligned with the sequence (not shifted) for

@@ -66,6 +66,8 @@ pub struct TrainConfig {
     pub reselect_every_steps: usize,
     /// ...or every N epochs (0: off). The paper re-selects every 2 epochs.
     pub reselect_every_epochs: usize,
+    /// Batches importance is scored on at each selection, from the step's own on (the paper: 1).
+    pub importance_batches: usize,
     /// Selection unit for GreenTrainer (block granularity trains parts of weight matrices with the
     /// masked WGSL kernels).
     pub granularity: Granularity,
@@ -123,6 +125,7 @@ impl Default for TrainConfig {
             lora_targets: Vec::new(),
             reselect_every_steps: 0,
             reselect_every_epochs: 2,
+            importance_batches: 1,
             granularity: Granularity::Tensor,
             block_rows: 64,
             dp_capacity: crate::select::DEFAULT_CAPACITY,

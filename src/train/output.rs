@@ -79,7 +79,7 @@ pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
 
 /// The settings that decide which rows train which tensors how: a checkpoint continues only a run
 /// that shares them. Epochs, steps, device, checkpointing and saving may change.
-const RUN_DEFINING: [&str; 27] = [
+const RUN_DEFINING: [&str; 28] = [
     "model",
     "data",
     "source_field",
@@ -94,6 +94,7 @@ const RUN_DEFINING: [&str; 27] = [
     "lora_targets",
     "reselect_every_steps",
     "reselect_every_epochs",
+    "importance_batches",
     "granularity",
     "block_rows",
     "dp_capacity",

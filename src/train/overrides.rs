@@ -47,6 +47,8 @@ pub struct TrainOverrides {
     pub reselect_every_steps: Option<usize>,
     #[arg(long)]
     pub reselect_every_epochs: Option<usize>,
+    #[arg(long)]
+    pub importance_batches: Option<usize>,
     #[arg(long, value_enum)]
     pub granularity: Option<Granularity>,
     #[arg(long)]

@@ -60,7 +60,8 @@ pub struct RunOutcome {
 
 /// Where a (re)selection happens: the batch importance is scored on, its learning rate and step.
 struct SelectionPoint<'a> {
-    batch: &'a DeviceBatch,
+    /// The batches importance is scored on (the step's first).
+    batches: &'a [DeviceBatch],
     lr: f64,
     step: usize,
 }
@@ -253,10 +254,15 @@ impl Trainer {
                 let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &model)).collect();
                 let lr = schedule.lr(state.step);
                 if self.reselect_due(&selection, state.step, pos.epoch) {
+                    // The step's first batch, then the ones after it in this epoch.
+                    let ahead = batcher.batches_from(DataPosition { epoch: pos.epoch, batch: pos.batch + 1 });
+                    let extra = c.importance_batches.saturating_sub(1);
+                    let scoring: Vec<DeviceBatch> =
+                        batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| DeviceBatch::new(&b, &model))).collect();
                     let (names, selection_flops) = self.choose(
                         &model,
                         &optimizer,
-                        SelectionPoint { batch: &batches[0], lr, step: state.step },
+                        SelectionPoint { batches: &scoring, lr, step: state.step },
                         selection.as_ref(),
                         sink,
                     )?;
@@ -464,8 +470,8 @@ impl Trainer {
         sink: &mut dyn EventSink,
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
-        let SelectionPoint { batch, lr, step } = at;
-        let p = self.profile_for(model, batch.shape)?;
+        let SelectionPoint { batches, lr, step } = at;
+        let p = self.profile_for(model, batches[0].shape)?;
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
             MethodKind::TopK => (model.top_layers(c.top_k), Vec::new(), 0.0, None),
@@ -473,7 +479,7 @@ impl Trainer {
             MethodKind::Greentrainer => {
                 // With warmup the first lr is 0, which would make every importance 0.
                 let scoring_lr = if lr > 0.0 { lr } else { c.lr };
-                let imp = importance::score(model, optimizer, batch, scoring_lr, &|_| true)?;
+                let imp = importance::score_batches(model, optimizer, batches, scoring_lr, &|_| true)?;
                 let per_node = node_importance(&p, &imp);
                 let candidates = p.candidates(&per_node).map_err(|e| Error::Other(e.to_string()))?;
                 let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
@@ -481,8 +487,11 @@ impl Trainer {
                 let exec = p.selected_nodes(&chosen).map_err(|e| Error::Other(e.to_string()))?;
                 let names: BTreeSet<String> = exec.iter().map(|&i| p.nodes[i].name.clone()).collect();
                 let deepest = exec.iter().min().map(|&i| p.nodes[i].name.clone());
-                // Two forward+backward passes over every tensor.
-                let flops = 2.0 * p.t_full() * FLOPS_PER_MAC;
+                // Two forward+backward passes over every tensor, per batch scored.
+                let mut flops = 0.0;
+                for b in batches {
+                    flops += 2.0 * self.profile_for(model, b.shape)?.t_full() * FLOPS_PER_MAC;
+                }
                 (names, imp.scores.into_iter().collect(), flops, deepest)
             }
         };
