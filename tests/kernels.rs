@@ -172,7 +172,7 @@ fn hyper(lr: f32, step: i32, grad_scale: f32) -> AdamWHyper {
 
 /// Gradients of `sum(f(a, b) * probe)` with respect to `a` and `b`, each tracked only when asked.
 fn grads_of(
-    f: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+    f: &impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
     a: &Tensor<2>,
     b: &Tensor<2>,
     probe: &Tensor<2>,
@@ -184,6 +184,31 @@ fn grads_of(
     let out = host(y.clone().inner());
     let g = (y * probe.clone()).sum().backward();
     (out, a.grad(&g).map(host), b.grad(&g).map(host))
+}
+
+/// `fused` against `reference` on inputs `(a, b)`: the output within 1e-5 and, with both, either
+/// or the other input tracked, gradients for exactly the tracked ones, within `grad_tol` (relative
+/// to the largest value).
+fn assert_fused_matches(
+    fused: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+    reference: impl Fn(Tensor<2>, Tensor<2>) -> Tensor<2>,
+    (a, b): (&Tensor<2>, &Tensor<2>),
+    probe: &Tensor<2>,
+    grad_tol: f32,
+    case: &str,
+) {
+    for track in [(true, true), (true, false), (false, true)] {
+        let what = |part: &str| format!("{case} {track:?}: {part}");
+        let (y, da, db) = grads_of(&fused, a, b, probe, track);
+        let (y_ref, da_ref, db_ref) = grads_of(&reference, a, b, probe, track);
+        assert_close(&y, &y_ref, 1e-5, &what("output"));
+        assert_eq!((da.is_some(), db.is_some()), track, "{}", what("gradients exactly for the tracked inputs"));
+        for (name, got, want) in [("first input's gradient", da, da_ref), ("second input's gradient", db, db_ref)] {
+            if let (Some(got), Some(want)) = (got, want) {
+                assert_close(&got, &want, grad_tol, &what(name));
+            }
+        }
+    }
 }
 
 fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
@@ -209,19 +234,7 @@ fn fused_rms_norm_and_its_gradients_equal_the_reference() {
             let eps = 1e-5;
             let fused = |x: Tensor<2>, w: Tensor<2>| rms_norm(x, w.reshape([d]), eps);
             let reference = |x: Tensor<2>, w: Tensor<2>| rms_norm_reference(x, w.reshape([d]), eps);
-            for track in [(true, true), (true, false), (false, true)] {
-                let what = |part: &str| format!("{} n={n} d={d} {track:?}: {part}", dev.name);
-                let (y, dx, dw) = grads_of(fused, &x, &w, &probe, track);
-                let (y_ref, dx_ref, dw_ref) = grads_of(reference, &x, &w, &probe, track);
-                assert_close(&y, &y_ref, 1e-5, &what("output"));
-                assert_eq!((dx.is_some(), dw.is_some()), track, "{}", what("gradients exactly for the tracked inputs"));
-                if let (Some(dx), Some(dx_ref)) = (dx, dx_ref) {
-                    assert_close(&dx, &dx_ref, 1e-4, &what("input gradient"));
-                }
-                if let (Some(dw), Some(dw_ref)) = (dw, dw_ref) {
-                    assert_close(&dw, &dw_ref, 1e-4, &what("weight gradient"));
-                }
-            }
+            assert_fused_matches(fused, reference, (&x, &w), &probe, 1e-4, &format!("{} n={n} d={d}", dev.name));
         }
     }
 }
@@ -240,19 +253,7 @@ fn fused_swiglu_and_its_gradients_equal_the_reference() {
             );
             let (_, up) = random(&mut rng, [n, d], &device);
             let (_, probe) = random(&mut rng, [n, d], &device);
-            for track in [(true, true), (true, false), (false, true)] {
-                let what = |part: &str| format!("{} n={n} d={d} {track:?}: {part}", dev.name);
-                let (y, dg, du) = grads_of(swiglu, &gate, &up, &probe, track);
-                let (y_ref, dg_ref, du_ref) = grads_of(swiglu_reference, &gate, &up, &probe, track);
-                assert_close(&y, &y_ref, 1e-5, &what("output"));
-                assert_eq!((dg.is_some(), du.is_some()), track, "{}", what("gradients exactly for the tracked inputs"));
-                if let (Some(dg), Some(dg_ref)) = (dg, dg_ref) {
-                    assert_close(&dg, &dg_ref, 1e-5, &what("gate gradient"));
-                }
-                if let (Some(du), Some(du_ref)) = (du, du_ref) {
-                    assert_close(&du, &du_ref, 1e-5, &what("up gradient"));
-                }
-            }
+            assert_fused_matches(swiglu, swiglu_reference, (&gate, &up), &probe, 1e-5, &format!("{} n={n} d={d}", dev.name));
         }
     }
 }

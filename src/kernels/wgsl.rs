@@ -18,9 +18,7 @@ kernel_source!(MaskedDwSource, "../../shaders/masked_dw.wgsl");
 kernel_source!(MaskedAdamWSource, "../../shaders/masked_adamw.wgsl");
 kernel_source!(AdamWSource, "../../shaders/adamw.wgsl");
 kernel_source!(RmsNormSource, "../../shaders/rms_norm.wgsl");
-kernel_source!(RmsNormDxSource, "../../shaders/rms_norm_dx.wgsl");
 kernel_source!(SwigluSource, "../../shaders/swiglu.wgsl");
-kernel_source!(SwigluBackwardSource, "../../shaders/swiglu_backward.wgsl");
 kernel_source!(AttentionSource, "../../shaders/attention.wgsl");
 
 /// The entries of shaders/attention.wgsl.
@@ -62,7 +60,7 @@ impl KernelSource for MaskedDw {
 
 /// One of the raw shaders in workgroups of `workgroup` threads, `shader` naming it in the kernel's
 /// id (the source is the same for every size and type, so both are in the id too); `pass` picks
-/// an entry of a shader that has several (attention's forward, dq and dk/dv).
+/// an entry of a shader that has several (a forward and its gradients).
 struct Shader {
     dtype: DType,
     shader: &'static str,
@@ -80,26 +78,14 @@ impl Shader {
         Self { dtype, shader: "masked_adamw", workgroup: ELEMENTWISE_WORKGROUP, pass: 0, template: || MaskedAdamWSource::new().source() }
     }
 
-    fn rms_norm(dtype: DType) -> Self {
-        Self { dtype, shader: "rms_norm", workgroup: ROW_WORKGROUP, pass: 0, template: || RmsNormSource::new().source() }
+    /// shaders/rms_norm.wgsl: pass 0 the forward, 1 the input gradient.
+    fn rms_norm(dtype: DType, pass: u32) -> Self {
+        Self { dtype, shader: "rms_norm", workgroup: ROW_WORKGROUP, pass, template: || RmsNormSource::new().source() }
     }
 
-    fn rms_norm_dx(dtype: DType) -> Self {
-        Self { dtype, shader: "rms_norm_dx", workgroup: ROW_WORKGROUP, pass: 0, template: || RmsNormDxSource::new().source() }
-    }
-
-    fn swiglu(dtype: DType) -> Self {
-        Self { dtype, shader: "swiglu", workgroup: ELEMENTWISE_WORKGROUP, pass: 0, template: || SwigluSource::new().source() }
-    }
-
-    fn swiglu_backward(dtype: DType) -> Self {
-        Self {
-            dtype,
-            shader: "swiglu_backward",
-            workgroup: ELEMENTWISE_WORKGROUP,
-            pass: 0,
-            template: || SwigluBackwardSource::new().source(),
-        }
+    /// shaders/swiglu.wgsl: pass 0 the forward, 1 both gradients.
+    fn swiglu(dtype: DType, pass: u32) -> Self {
+        Self { dtype, shader: "swiglu", workgroup: ELEMENTWISE_WORKGROUP, pass, template: || SwigluSource::new().source() }
     }
 
     fn attention(dtype: DType, pass: AttentionPass) -> Self {
@@ -247,10 +233,11 @@ impl FusedOps for CubeBackend {
         let (x, w) = (into_contiguous(x), into_contiguous(w));
         let y = empty(&x, x.meta.shape().clone());
         if let Some((groups, info)) = row_grid(&x, eps) {
-            Shader::rms_norm(x.dtype).launch(
+            let dy = empty(&x, Shape::new([1]));
+            Shader::rms_norm(x.dtype, 0).launch(
                 &x,
                 groups,
-                vec![x.handle.clone().binding(), w.handle.binding(), y.handle.clone().binding(), info.binding()],
+                vec![dy.handle.binding(), x.handle.clone().binding(), w.handle.binding(), y.handle.clone().binding(), info.binding()],
             );
         }
         y
@@ -260,7 +247,7 @@ impl FusedOps for CubeBackend {
         let (dy, x, w) = (into_contiguous(dy), into_contiguous(x), into_contiguous(w));
         let dx = empty(&x, x.meta.shape().clone());
         if let Some((groups, info)) = row_grid(&x, eps) {
-            Shader::rms_norm_dx(x.dtype).launch(
+            Shader::rms_norm(x.dtype, 1).launch(
                 &x,
                 groups,
                 vec![dy.handle.binding(), x.handle.clone().binding(), w.handle.binding(), dx.handle.clone().binding(), info.binding()],
@@ -277,10 +264,18 @@ impl FusedOps for CubeBackend {
         let (gate, up) = (into_contiguous(gate), into_contiguous(up));
         let y = empty(&gate, gate.meta.shape().clone());
         if let Some((groups, info)) = element_grid(&gate) {
-            Shader::swiglu(gate.dtype).launch(
+            let placeholder = || empty(&gate, Shape::new([1])).handle.binding();
+            Shader::swiglu(gate.dtype, 0).launch(
                 &gate,
                 groups,
-                vec![gate.handle.clone().binding(), up.handle.binding(), y.handle.clone().binding(), info.binding()],
+                vec![
+                    placeholder(),
+                    gate.handle.clone().binding(),
+                    up.handle.binding(),
+                    y.handle.clone().binding(),
+                    placeholder(),
+                    info.binding(),
+                ],
             );
         }
         y
@@ -290,7 +285,7 @@ impl FusedOps for CubeBackend {
         let (dy, gate, up) = (into_contiguous(dy), into_contiguous(gate), into_contiguous(up));
         let (d_gate, d_up) = (empty(&gate, gate.meta.shape().clone()), empty(&gate, gate.meta.shape().clone()));
         if let Some((groups, info)) = element_grid(&gate) {
-            Shader::swiglu_backward(gate.dtype).launch(
+            Shader::swiglu(gate.dtype, 1).launch(
                 &gate,
                 groups,
                 vec![
