@@ -18,8 +18,9 @@ use tokenizers::Tokenizer;
 const EOS: u32 = 0; // <|endoftext|> in the fixture tokenizer
 const PAD: u32 = 1; // <pad>
 
+/// A file under tests/ (the fixtures and dataset rows the tests read, see tests/data/README.md).
 fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(rel)
 }
 
 fn tokenizer() -> &'static Tokenizer {
@@ -193,7 +194,7 @@ fn scitldr_abstract_splits_load_with_auto_detection() {
 
 #[test]
 fn scitldr_source_is_sentences_joined_and_target_is_the_first_tldr() {
-    let path = shared("data/scitldr/SciTLDR-A/dev.jsonl");
+    let path = shared("data/scitldr/dev.jsonl");
     let record = &first_records(&path, 1)[0];
     let mut rows = RowStream::open(&path, &opts(512)).unwrap();
     let row = rows.next().unwrap().unwrap();
@@ -208,7 +209,7 @@ fn scitldr_source_is_sentences_joined_and_target_is_the_first_tldr() {
 #[test]
 fn json_csv_and_parquet_give_the_same_examples_as_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let mut records = first_records(&shared("data/dialogsum/dialogsum.train.jsonl"), 6);
+    let mut records = first_records(&shared("data/dialogsum/dialogsum.train.head.jsonl"), 6);
     // Brackets, commas, quotes and backslashes inside strings must not confuse any reader.
     records.push(json!({
         "fname": "tricky", "topic": "t",
@@ -263,7 +264,7 @@ fn a_whole_file_as_a_json_array_matches_its_json_lines() {
 #[test]
 fn list_columns_read_the_same_from_json_array_and_parquet() {
     let dir = tempfile::tempdir().unwrap();
-    let records = first_records(&shared("data/scitldr/SciTLDR-A/test.jsonl"), 5);
+    let records = first_records(&shared("data/scitldr/test.head.jsonl"), 5);
     let reference = load(&write(dir.path(), "rows.jsonl", jsonl(&records)), &opts(512)).unwrap();
     let from_json = load(&write(dir.path(), "rows.json", serde_json::to_string(&records).unwrap()), &opts(512)).unwrap();
     let parquet = dir.path().join("rows.parquet");
@@ -599,7 +600,7 @@ fn seeded_shuffle_is_a_deterministic_permutation_per_epoch() {
 
 #[test]
 fn batches_cover_every_example_and_resume_at_a_position() {
-    let data = load(&shared("data/scitldr/SciTLDR-A/dev.jsonl"), &opts(256)).unwrap();
+    let data = load(&shared("data/scitldr/dev.jsonl"), &opts(256)).unwrap();
     let lengths: Vec<usize> = data.examples.iter().map(Example::seq_len).collect();
     for group_by_length in [false, true] {
         let plan = BatchPlan { batch_size: 8, group_by_length, drop_last: false, seed: 3 };

@@ -384,9 +384,9 @@ fn encode_q6_k(e: &mut Encoded, rng: &mut Rng) {
 
 // ---------------------------------------------------------------- helpers
 
-fn fixtures() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    [root.join("shared/fixtures"), root.join("../shared/fixtures")].into_iter().find(|p| p.is_dir())
+/// tests/fixtures (see its README).
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// Fixture-dependent tests skip loudly when the data is absent, except on CI where they fail.
@@ -726,9 +726,7 @@ fn undoes_the_q_k_row_permutation_by_hand() {
 
 #[test]
 fn tiny_llama_round_trips_through_gguf() {
-    let Some(fx) = require("fixtures dir (shared/fixtures)", fixtures()) else {
-        return;
-    };
+    let fx = fixtures();
     let fx = fx.join("tiny-llama");
     let hf = read_safetensors(&fx.join("model.safetensors"));
     let config = read_json(&fx.join("config.json"));
@@ -814,9 +812,7 @@ fn tiny_llama_round_trips_through_gguf() {
 
 #[test]
 fn tokenizer_fixture_loads_and_round_trips() {
-    let Some(fx) = require("fixtures dir (shared/fixtures)", fixtures()) else {
-        return;
-    };
+    let fx = fixtures();
     let tok = Tokenizer::from_file(fx.join("tokenizer/tokenizer.json")).unwrap();
     let cases = read_json(&fx.join("tokenizer/expected.json"));
     for case in cases.as_array().unwrap() {
@@ -829,9 +825,7 @@ fn tokenizer_fixture_loads_and_round_trips() {
 
 #[test]
 fn rebuilt_gpt2_tokenizer_matches_the_hf_one() {
-    let Some(fx) = require("fixtures dir (shared/fixtures)", fixtures()) else {
-        return;
-    };
+    let fx = fixtures();
     let tokenizer_json = read_json(&fx.join("tokenizer/tokenizer.json"));
     let g = gpt2_tokenizer_kv(Gguf::llama(8, 2, 2, 1, 16), &tokenizer_json, Some("gpt2"));
     let dir = TempDir::new().unwrap();
@@ -1265,9 +1259,7 @@ fn smollm2_q4_1_from_ollama_style_gguf() {
     assert_eq!(tok.decode(&[1, 7042, 2], true).unwrap(), " Paris");
 
     // Logits of the dequantized weights agree with transformers' own GGUF loading.
-    let Some(fx) = require("fixtures dir (shared/fixtures)", fixtures()) else {
-        return;
-    };
+    let fx = fixtures();
     let expected = read_json(&fx.join("smollm2/expected.json"));
     let logits = llama_logits(&model, &prompt.map(|i| i as usize));
     let last = logits.last().unwrap();

@@ -167,7 +167,7 @@ fn tiny_opt_cached_decoding_matches_the_full_forward() {
 
 #[test]
 fn paper_full_fine_tuning_pflops_from_config_json() {
-    // shared/fixtures/paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP;
+    // tests/fixtures/paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP;
     // the paper's figures are matched with full (not halved) causal attention.
     let (scitldr, dialogsum) = (2490.0, 15575.0);
     let rows = [("opt-1.3b", scitldr, 20.8), ("opt-2.7b", scitldr, 41.8), ("opt-2.7b", dialogsum, 262.0)];

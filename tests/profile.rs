@@ -26,7 +26,7 @@ struct Llama {
     tied: bool,
 }
 
-/// SmolLM2-135M, as in shared/fixtures/paper-configs/smollm2-135m.json.
+/// SmolLM2-135M, as in tests/fixtures/paper-configs/smollm2-135m.json.
 const SMOLLM2_135M: Llama =
     Llama { layers: 30, hidden: 576, intermediate: 1536, heads: 9, kv_heads: 3, head_dim: 64, vocab: 49152, tied: true };
 

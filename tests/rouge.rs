@@ -1,5 +1,5 @@
 //! ROUGE against reference numbers from Google's rouge-score 0.1.2
-//! (../shared/fixtures/rouge/expected.json, described in the README beside it).
+//! (tests/fixtures/rouge/expected.json, described in the README beside it).
 
 use greentrainer::eval::rouge::*;
 use serde_json::Value;
@@ -7,7 +7,7 @@ use serde_json::Value;
 const TOL: f64 = 1e-6;
 
 fn fixture() -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/rouge/expected.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rouge/expected.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     serde_json::from_str(&text).expect("valid JSON")
 }

@@ -1,5 +1,5 @@
 //! The real pretrained model (SmolLM2-135M-Instruct, Q4_1 GGUF) against transformers' outputs in
-//! ../shared/fixtures/smollm2/expected.json: top-10 logits, log-sum-exp, the DialogSum dev0 loss
+//! tests/fixtures/smollm2/expected.json: top-10 logits, log-sum-exp, the DialogSum dev0 loss
 //! and greedy decoding.
 
 mod common;

@@ -157,7 +157,7 @@ fn op_graph_from_the_config_equals_the_loaded_models() {
 
 #[test]
 fn paper_flan_t5_xl_full_fine_tuning_pflops_are_reproduced() {
-    // shared/fixtures/paper-configs/README.md: batch 4, inputs padded to 512 tokens, decoder length 64,
+    // tests/fixtures/paper-configs/README.md: batch 4, inputs padded to 512 tokens, decoder length 64,
     // 5 epochs, PFLOPs counted as MACs, full (not halved) causal attention.
     let config = config_at(&common::fixture("paper-configs").join("flan-t5-xl.json")).unwrap();
     let shape = BatchShape { batch: 4, seq: 512, decoder_seq: Some(64), head_tokens: None };

@@ -8,14 +8,9 @@ use greentrainer::device::{BackendKind, ComputeDevice, DeviceChoice};
 use greentrainer::model::Parameters;
 use greentrainer::train::{MethodKind, TrainConfig};
 
-pub fn shared() -> PathBuf {
-    std::env::var_os("GREENTRAINER_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
+/// A fixture under tests/fixtures (see its README for where each comes from).
 pub fn fixture(name: &str) -> PathBuf {
-    shared().join("fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// The bundled demo training file (DialogSum rows).
