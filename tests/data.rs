@@ -1,4 +1,4 @@
-//! The data module against the real DialogSum and SciTLDR files in ../shared and small files
+//! The data module against the real DialogSum and SciTLDR files in tests/data and small files
 //! written here in every format.
 
 use std::collections::BTreeMap;
@@ -19,13 +19,13 @@ const EOS: u32 = 0; // <|endoftext|> in the fixture tokenizer
 const PAD: u32 = 1; // <pad>
 
 /// A file under tests/ (the fixtures and dataset rows the tests read, see tests/data/README.md).
-fn shared(rel: &str) -> PathBuf {
+fn test_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(rel)
 }
 
 fn tokenizer() -> &'static Tokenizer {
     static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
-    TOKENIZER.get_or_init(|| Tokenizer::from_file(shared("fixtures/tokenizer/tokenizer.json")).expect("fixture tokenizer"))
+    TOKENIZER.get_or_init(|| Tokenizer::from_file(test_file("fixtures/tokenizer/tokenizer.json")).expect("fixture tokenizer"))
 }
 
 fn opts(max_len: usize) -> LoadOptions {
@@ -121,12 +121,12 @@ fn lists(records: &[Value], field: &str) -> Vec<Vec<String>> {
     records.iter().map(|r| list(r, field)).collect()
 }
 
-// ---- the shared data files ----
+// ---- the datasets in tests/data ----
 
 #[test]
 fn dialogsum_splits_load_with_auto_detection() {
     for (file, rows, refs_per_row) in [("train", 12_460, 1), ("dev", 500, 1), ("test", 500, 3)] {
-        let path = shared(&format!("data/dialogsum/dialogsum.{file}.jsonl"));
+        let path = test_file(&format!("data/dialogsum/dialogsum.{file}.jsonl"));
         let data = load(&path, &opts(512)).unwrap();
         let report = &data.report;
         assert_eq!(report.info.format, DataFormat::Jsonl);
@@ -138,16 +138,16 @@ fn dialogsum_splits_load_with_auto_detection() {
         assert!(data.examples.iter().all(|e| e.seq_len() <= 512 && e.seq_len() > e.prompt_len));
         data.require_targets().unwrap();
     }
-    let test = load(&shared("data/dialogsum/dialogsum.test.jsonl"), &opts(512)).unwrap();
+    let test = load(&test_file("data/dialogsum/dialogsum.test.jsonl"), &opts(512)).unwrap();
     assert_eq!(test.report.info.mapping, Mapping::columns("dialogue", &["summary1", "summary2", "summary3"]));
-    let first = &first_records(&shared("data/dialogsum/dialogsum.test.jsonl"), 1)[0];
+    let first = &first_records(&test_file("data/dialogsum/dialogsum.test.jsonl"), 1)[0];
     let summaries: Vec<&str> = ["summary1", "summary2", "summary3"].map(|f| first[f].as_str().unwrap().trim()).into();
     assert_eq!(test.examples[0].references, summaries);
 }
 
 #[test]
 fn dialogsum_hidden_test_dialogues_load_as_prediction_only() {
-    let data = load(&shared("data/dialogsum/dialogsum.hiddentest.dialogue.jsonl"), &opts(512)).unwrap();
+    let data = load(&test_file("data/dialogsum/dialogsum.hiddentest.dialogue.jsonl"), &opts(512)).unwrap();
     assert_eq!(data.examples.len(), 100);
     assert_eq!(data.report.info.preset, Preset::DialogSum);
     assert!(!data.report.info.mapping.has_target());
@@ -164,7 +164,7 @@ fn dialogsum_hidden_test_dialogues_load_as_prediction_only() {
 
 #[test]
 fn dialogsum_hidden_test_topics_have_no_source_field() {
-    let err = load(&shared("data/dialogsum/dialogsum.hiddentest.topic.jsonl"), &opts(512)).unwrap_err();
+    let err = load(&test_file("data/dialogsum/dialogsum.hiddentest.topic.jsonl"), &opts(512)).unwrap_err();
     match &err {
         DataError::UnknownLayout { fields, .. } => assert_eq!(fields, &["fname", "topic"]),
         other => panic!("expected UnknownLayout, got {other}"),
@@ -180,7 +180,7 @@ fn scitldr_abstract_splits_load_with_auto_detection() {
         ("test", 618, BTreeMap::from([(2, 83), (3, 339), (4, 196)])),
     ];
     for (file, rows, refs_histogram) in expected {
-        let path = shared(&format!("data/scitldr/SciTLDR-A/{file}.jsonl"));
+        let path = test_file(&format!("data/scitldr/SciTLDR-A/{file}.jsonl"));
         let data = load(&path, &opts(512)).unwrap();
         assert_eq!(data.report.info.preset, Preset::SciTldr);
         assert_eq!(data.report.counts.rows, rows, "{file}");
@@ -194,7 +194,7 @@ fn scitldr_abstract_splits_load_with_auto_detection() {
 
 #[test]
 fn scitldr_source_is_sentences_joined_and_target_is_the_first_tldr() {
-    let path = shared("data/scitldr/dev.jsonl");
+    let path = test_file("data/scitldr/SciTLDR-A/dev.jsonl");
     let record = &first_records(&path, 1)[0];
     let mut rows = RowStream::open(&path, &opts(512)).unwrap();
     let row = rows.next().unwrap().unwrap();
@@ -209,7 +209,7 @@ fn scitldr_source_is_sentences_joined_and_target_is_the_first_tldr() {
 #[test]
 fn json_csv_and_parquet_give_the_same_examples_as_jsonl() {
     let dir = tempfile::tempdir().unwrap();
-    let mut records = first_records(&shared("data/dialogsum/dialogsum.train.head.jsonl"), 6);
+    let mut records = first_records(&test_file("data/dialogsum/dialogsum.train.jsonl"), 6);
     // Brackets, commas, quotes and backslashes inside strings must not confuse any reader.
     records.push(json!({
         "fname": "tricky", "topic": "t",
@@ -253,7 +253,7 @@ fn json_csv_and_parquet_give_the_same_examples_as_jsonl() {
 #[test]
 fn a_whole_file_as_a_json_array_matches_its_json_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let path = shared("data/dialogsum/dialogsum.dev.jsonl");
+    let path = test_file("data/dialogsum/dialogsum.dev.jsonl");
     let records = first_records(&path, usize::MAX);
     let array = write(dir.path(), "dev.json", serde_json::to_string_pretty(&records).unwrap());
     let (from_array, from_lines) = (load(&array, &opts(512)).unwrap(), load(&path, &opts(512)).unwrap());
@@ -264,7 +264,7 @@ fn a_whole_file_as_a_json_array_matches_its_json_lines() {
 #[test]
 fn list_columns_read_the_same_from_json_array_and_parquet() {
     let dir = tempfile::tempdir().unwrap();
-    let records = first_records(&shared("data/scitldr/test.head.jsonl"), 5);
+    let records = first_records(&test_file("data/scitldr/SciTLDR-A/test.jsonl"), 5);
     let reference = load(&write(dir.path(), "rows.jsonl", jsonl(&records)), &opts(512)).unwrap();
     let from_json = load(&write(dir.path(), "rows.json", serde_json::to_string(&records).unwrap()), &opts(512)).unwrap();
     let parquet = dir.path().join("rows.parquet");
@@ -306,7 +306,7 @@ fn detection_reads_json_lines_named_json_and_skips_a_byte_order_mark() {
 
 #[test]
 fn labels_mask_prompt_and_padding_and_decode_to_the_target_and_eos() {
-    let path = shared("data/dialogsum/dialogsum.dev.jsonl");
+    let path = test_file("data/dialogsum/dialogsum.dev.jsonl");
     let records = first_records(&path, 2);
     let data = load(&path, &opts(512)).unwrap();
     let (a, b) = (&data.examples[0], &data.examples[1]);
@@ -340,7 +340,7 @@ fn labels_mask_prompt_and_padding_and_decode_to_the_target_and_eos() {
 
 #[test]
 fn source_truncation_keeps_the_whole_target_and_counts_rows() {
-    let path = shared("data/dialogsum/dialogsum.dev.jsonl");
+    let path = test_file("data/dialogsum/dialogsum.dev.jsonl");
     let max_len = 256;
     let data = load(&path, &opts(max_len)).unwrap();
     let fixed = ids(" TL;DR:").len();
@@ -385,7 +385,7 @@ fn a_target_longer_than_max_len_loses_its_tail_and_is_counted() {
 
 #[test]
 fn max_len_must_leave_room_for_a_target() {
-    let err = load(&shared("data/dialogsum/dialogsum.dev.jsonl"), &opts(2)).unwrap_err();
+    let err = load(&test_file("data/dialogsum/dialogsum.dev.jsonl"), &opts(2)).unwrap_err();
     assert!(matches!(err, DataError::InvalidOption(_)), "{err}");
 }
 
@@ -471,7 +471,7 @@ fn chat_rows_split_at_the_last_assistant_turn() {
 fn a_missing_field_names_the_fields_that_exist() {
     let mut options = opts(512);
     options.mapping = Some(Mapping::columns("text", &["summary"]));
-    let err = load(&shared("data/dialogsum/dialogsum.dev.jsonl"), &options).unwrap_err();
+    let err = load(&test_file("data/dialogsum/dialogsum.dev.jsonl"), &options).unwrap_err();
     match &err {
         DataError::MissingField { field, available, at, .. } => {
             assert_eq!(field, "text");
@@ -600,7 +600,7 @@ fn seeded_shuffle_is_a_deterministic_permutation_per_epoch() {
 
 #[test]
 fn batches_cover_every_example_and_resume_at_a_position() {
-    let data = load(&shared("data/scitldr/dev.jsonl"), &opts(256)).unwrap();
+    let data = load(&test_file("data/scitldr/SciTLDR-A/dev.jsonl"), &opts(256)).unwrap();
     let lengths: Vec<usize> = data.examples.iter().map(Example::seq_len).collect();
     for group_by_length in [false, true] {
         let plan = BatchPlan { batch_size: 8, group_by_length, drop_last: false, seed: 3 };
@@ -627,7 +627,7 @@ fn batches_cover_every_example_and_resume_at_a_position() {
 
 #[test]
 fn grouping_by_length_cuts_padding() {
-    let data = load(&shared("data/dialogsum/dialogsum.dev.jsonl"), &opts(512)).unwrap();
+    let data = load(&test_file("data/dialogsum/dialogsum.dev.jsonl"), &opts(512)).unwrap();
     let padded = |group_by_length| {
         let plan = BatchPlan { batch_size: 8, group_by_length, drop_last: false, seed: 1 };
         let batcher = Batcher::new(&data.examples, plan, PAD).unwrap();
@@ -665,7 +665,7 @@ fn demo_files_and_splits_from_two_files() {
 
 #[test]
 fn preview_shows_rows_histogram_counts_and_fields() {
-    let path = shared("data/dialogsum/dialogsum.dev.jsonl");
+    let path = test_file("data/dialogsum/dialogsum.dev.jsonl");
     let p = preview(&path, tokenizer(), &opts(256), 3, 10).unwrap();
     assert_eq!(p.info.format, DataFormat::Jsonl);
     assert_eq!(p.info.preset, Preset::DialogSum);
