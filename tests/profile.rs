@@ -362,9 +362,9 @@ fn reach_reports_the_deepest_block_a_rho_affords() {
         assert_eq!(reach.blocks, 30);
         let deepest = reach.deepest_block.expect("the top block fits these rho");
         assert!(affordable(rho, deepest) && (0..deepest).all(|b| !affordable(rho, b)), "rho {rho}: block {deepest}");
-        assert_eq!(reach.shallow(), deepest > 0, "rho {rho}");
-        let all = reach.rho_for_all.unwrap();
-        assert!(Reach::of(&p, all).reachable_blocks() == 30 && Reach::of(&p, all - 1e-6).reachable_blocks() < 30, "rho {rho}");
+        assert_eq!(reach.shallow(), 30 - deepest < 27, "rho {rho}: 90% of 30 blocks");
+        let deep = reach.rho_for_deep.unwrap();
+        assert!(Reach::of(&p, deep).reachable_blocks() >= 27 && Reach::of(&p, deep - 1e-6).reachable_blocks() < 27, "rho {rho}");
     }
     // Measured on SmolLM2: rho 0.5 and 0.6 lost part of the task, 0.7 kept it.
     assert!(Reach::of(&p, 0.5).shallow() && Reach::of(&p, 0.6).shallow() && !Reach::of(&p, 0.7).shallow());
