@@ -122,3 +122,19 @@ fn eager(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f
     }
     burn::tensor::activation::softmax(scores, 3).matmul(repeat(v))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::attention_mask;
+
+    /// Right padding (training batches) becomes lengths for the kernel; left padding or a gap
+    /// between real tokens keeps the additive mask.
+    #[test]
+    fn only_right_padding_becomes_key_lengths() {
+        assert_eq!(attention_mask(Some(&[1, 1, 1, 0, 1, 1, 0, 0]), 2, 4, 0).key_lengths(), Some(vec![3, 2]));
+        assert_eq!(attention_mask(Some(&[1, 1, 1, 1, 1]), 1, 2, 3).key_lengths(), Some(vec![5]));
+        assert_eq!(attention_mask(Some(&[0, 1, 1, 1, 1, 1, 1, 1]), 2, 4, 0).key_lengths(), None);
+        assert_eq!(attention_mask(Some(&[1, 0, 1, 0]), 1, 4, 0).key_lengths(), None);
+        assert_eq!(attention_mask(None, 2, 4, 3).key_lengths(), Some(Vec::new()));
+    }
+}
