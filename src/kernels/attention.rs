@@ -83,19 +83,33 @@ pub fn attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, spec: &AttentionSpec)
     Tensor::from_dispatch(out)
 }
 
-/// The same attention in plain tensor ops, as transformers' eager attention computes it: K/V
-/// repeated per query head, the full scores, an additive mask (0 or `f32::MIN`) and softmax.
-/// What the kernels are tested against.
+/// The same attention in plain tensor ops ([`eager_attention`] with the spec's masking and ALiBi
+/// as an additive bias, 0 or `f32::MIN`): what the kernels are tested against.
 pub fn attention_reference(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, spec: &AttentionSpec) -> Tensor<4> {
     let [b, h, s, _] = q.dims();
-    let [_, hk, t, d] = k.dims();
-    let repeat = |x: Tensor<4>| if h == hk { x } else { x.unsqueeze_dim::<5>(2).repeat_dim(2, h / hk).reshape([b, h, t, d]) };
+    let t = k.dims()[2];
     let mut bias = vec![0f32; b * h * s * t];
     for (n, value) in bias.iter_mut().enumerate() {
         let (j, i, head, row) = (n % t, (n / t) % s, (n / (s * t)) % h, n / (h * s * t));
         *value = if j < spec.visible(row, i, t) { spec.bias(head, j) } else { f32::MIN };
     }
     let bias = Tensor::<4>::from_data(TensorData::new(bias, [b, h, s, t]), &q.device());
-    let scores = q.matmul(repeat(k).swap_dims(2, 3)).mul_scalar(spec.scale) + bias;
+    eager_attention(q, k, v, spec.scale as f64, Some(bias))
+}
+
+/// transformers' eager attention in tensor ops: K/V repeated per query head, the full scores
+/// `scale q k^T + bias` (`bias` broadcast to `[B, H, S, T]`), softmax. A scale of 1 is not
+/// applied, as HF OPT (which scales the queries instead) does not.
+pub fn eager_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, bias: Option<Tensor<4>>) -> Tensor<4> {
+    let h = q.dims()[1];
+    let [b, hk, t, d] = k.dims();
+    let repeat = |x: Tensor<4>| if h == hk { x } else { x.unsqueeze_dim::<5>(2).repeat_dim(2, h / hk).reshape([b, h, t, d]) };
+    let mut scores = q.matmul(repeat(k).swap_dims(2, 3));
+    if scale != 1.0 {
+        scores = scores.mul_scalar(scale);
+    }
+    if let Some(bias) = bias {
+        scores = scores + bias;
+    }
     burn::tensor::activation::softmax(scores, 3).matmul(repeat(v))
 }

@@ -105,6 +105,18 @@ impl Dims {
     }
 }
 
+/// `scale q k^T + bias` of a block of queries `q` against the keys `k` they see, into `scores`
+/// (`q.rows x k.rows`); the keys a row does not see are left for the caller to mask.
+fn block_scores(scores: &mut [f32], q: View<'_>, k: View<'_>, spec: &AttentionSpec, head: usize) {
+    let keys = k.rows;
+    matmul(scores, q, k.t(), spec.scale, false);
+    for row in scores.chunks_mut(keys) {
+        for (j, x) in row.iter_mut().enumerate() {
+            *x += spec.bias(head, j);
+        }
+    }
+}
+
 /// The block's scaled, biased scores in `scores` (`rows x keys`) turned into probabilities with
 /// each row's log-sum-exp: `exp(s - lse)`, 0 beyond the keys a query sees.
 fn probabilities(scores: &mut [f32], keys: usize, visible: impl Fn(usize) -> usize, lse: impl Fn(usize) -> f32) {
@@ -146,14 +158,10 @@ impl AttentionOps for Flex {
                     continue;
                 }
                 let sc = &mut scores[..rows * keys];
-                matmul(sc, View::rows(&q[q0 * d..(q0 + rows) * d], rows, d), View::rows(&k[..keys * d], keys, d).t(), spec.scale, false);
+                block_scores(sc, View::rows(&q[q0 * d..(q0 + rows) * d], rows, d), View::rows(&k[..keys * d], keys, d), &spec, head);
                 for (r, srow) in sc.chunks_mut(keys).enumerate() {
                     let seen = spec.visible(row, q0 + r, t);
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, x) in srow.iter_mut().enumerate().take(seen) {
-                        *x += spec.bias(head, j);
-                        max = max.max(*x);
-                    }
+                    let max = srow[..seen].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
                     let sum: f32 = srow[..seen]
                         .iter_mut()
                         .map(|x| {
@@ -217,12 +225,7 @@ impl AttentionOps for Flex {
                             (View::rows(&q[q0 * d..(q0 + rows) * d], rows, d), View::rows(&dout[q0 * d..(q0 + rows) * d], rows, d));
                         let (kb, vb) = (View::rows(&k[..keys * d], keys, d), View::rows(&v[..keys * d], keys, d));
                         let pb = &mut p[..rows * keys];
-                        matmul(pb, qb, kb.t(), spec.scale, false);
-                        for prow in pb.chunks_mut(keys) {
-                            for (j, x) in prow.iter_mut().enumerate() {
-                                *x += spec.bias(head, j);
-                            }
-                        }
+                        block_scores(pb, qb, kb, &spec, head);
                         probabilities(pb, keys, |r| spec.visible(row, q0 + r, t), |r| lse[q0 + r]);
                         // dV += P^T dO, dP = dO V^T.
                         matmul(&mut dv[..keys * d], View::rows(pb, rows, keys).t(), dob, 1.0, true);

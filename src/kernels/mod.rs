@@ -22,7 +22,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
-pub use attention::{ATTENTION_MAX_HEAD_DIM, AttentionSpec, attention, attention_reference};
+pub use attention::{ATTENTION_MAX_HEAD_DIM, AttentionSpec, attention, attention_reference, eager_attention};
 pub use fused::{rms_norm, rms_norm_reference, swiglu, swiglu_reference};
 pub use tune::{DwPath, interleaved_best};
 

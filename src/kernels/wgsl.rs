@@ -233,11 +233,16 @@ impl FusedOps for CubeBackend {
         let (x, w) = (into_contiguous(x), into_contiguous(w));
         let y = empty(&x, x.meta.shape().clone());
         if let Some((groups, info)) = row_grid(&x, eps) {
-            let dy = empty(&x, Shape::new([1]));
             Shader::rms_norm(x.dtype, 0).launch(
                 &x,
                 groups,
-                vec![dy.handle.binding(), x.handle.clone().binding(), w.handle.binding(), y.handle.clone().binding(), info.binding()],
+                vec![
+                    placeholder(&x).handle.binding(),
+                    x.handle.clone().binding(),
+                    w.handle.binding(),
+                    y.handle.clone().binding(),
+                    info.binding(),
+                ],
             );
         }
         y
@@ -264,16 +269,15 @@ impl FusedOps for CubeBackend {
         let (gate, up) = (into_contiguous(gate), into_contiguous(up));
         let y = empty(&gate, gate.meta.shape().clone());
         if let Some((groups, info)) = element_grid(&gate) {
-            let placeholder = || empty(&gate, Shape::new([1])).handle.binding();
             Shader::swiglu(gate.dtype, 0).launch(
                 &gate,
                 groups,
                 vec![
-                    placeholder(),
+                    placeholder(&gate).handle.binding(),
                     gate.handle.clone().binding(),
                     up.handle.binding(),
                     y.handle.clone().binding(),
-                    placeholder(),
+                    placeholder(&gate).handle.binding(),
                     info.binding(),
                 ],
             );
@@ -313,7 +317,6 @@ impl AttentionOps for CubeBackend {
         let [b, h, s, _] = dims4(&q);
         let out = empty(&q, q.meta.shape().clone());
         let lse = empty(&q, Shape::new([b, h, s]));
-        let placeholder = || empty(&q, Shape::new([1]));
         let call = AttentionCall::new(&q, &k, &spec);
         call.launch(
             AttentionPass::Forward,
@@ -322,10 +325,10 @@ impl AttentionOps for CubeBackend {
                 k.handle.clone(),
                 v.handle.clone(),
                 lse.handle.clone(),
-                placeholder().handle,
-                placeholder().handle,
+                placeholder(&q).handle,
+                placeholder(&q).handle,
                 out.handle.clone(),
-                placeholder().handle,
+                placeholder(&q).handle,
             ],
         );
         (out, lse)
@@ -344,12 +347,11 @@ impl AttentionOps for CubeBackend {
         // rowsum(dout * out): the one reduction both gradient passes need per query.
         let delta = into_contiguous(Self::float_sum_dim(Self::float_mul(dout.clone(), out), 3));
         let (dq, dk, dv) = (empty(&q, q.meta.shape().clone()), empty(&k, k.meta.shape().clone()), empty(&v, v.meta.shape().clone()));
-        let placeholder = || empty(&q, Shape::new([1]));
         let call = AttentionCall::new(&q, &k, &spec);
         let inputs =
             || [q.handle.clone(), k.handle.clone(), v.handle.clone(), lse.handle.clone(), dout.handle.clone(), delta.handle.clone()];
         let [a, b, c, d, e, f] = inputs();
-        call.launch(AttentionPass::QueryGrad, [a, b, c, d, e, f, dq.handle.clone(), placeholder().handle]);
+        call.launch(AttentionPass::QueryGrad, [a, b, c, d, e, f, dq.handle.clone(), placeholder(&q).handle]);
         let [a, b, c, d, e, f] = inputs();
         call.launch(AttentionPass::KeyValueGrad, [a, b, c, d, e, f, dk.handle.clone(), dv.handle.clone()]);
         (dq, dk, dv)
@@ -439,6 +441,12 @@ fn element_grid(t: &CubeTensor) -> Option<((u32, u32), burn::cubecl::server::Han
     let n = t.meta.shape().num_elements() as u32;
     let groups = grid(n.div_ceil(ELEMENTWISE_WORKGROUP));
     (n > 0).then(|| (groups, u32_buffer(t, &[n, groups.0 * ELEMENTWISE_WORKGROUP])))
+}
+
+/// A one-element buffer for a binding the launched pass does not use (a shader with several
+/// passes binds one layout for all).
+fn placeholder(like: &CubeTensor) -> CubeTensor {
+    empty(like, Shape::new([1]))
 }
 
 /// An uninitialised contiguous tensor of `shape` on `like`'s device, in its type.

@@ -8,7 +8,7 @@ use super::attention::Mask;
 use super::bloom::{Bloom, BloomConfig};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
-use super::linear::{Linear, Linears};
+use super::linear::{Linear, Linears, vocab_logits};
 use super::llama::{Llama, TensorSource};
 use super::loss::{causal_targets, head_cross_entropy};
 use super::opt::{Opt, OptConfig};
@@ -34,7 +34,7 @@ pub enum Model {
 /// (`train::batch::DeviceBatch::new` lets the model decide).
 #[derive(Clone, Debug)]
 pub enum BatchInput {
-    /// Prompt and target in one sequence, with the additive mask of `attention_mask`.
+    /// Prompt and target in one sequence, with the mask of `attention_mask` (causal, padding).
     Causal { ids: Tensor<2, Int>, mask: Mask },
     /// The prompt to the encoder (`padding` `[B, S]` row-major, 1 = real token), the target shifted
     /// right behind the decoder start token to the decoder.
@@ -114,7 +114,7 @@ impl Model {
         })
     }
 
-    /// A decoder-only model's logits `[B, S, V]` for token ids `[B, S]`, with the additive mask of
+    /// A decoder-only model's logits `[B, S, V]` for token ids `[B, S]`, with the mask of
     /// `attention_mask`; with a cache, positions continue after the cached ones. An error for an
     /// encoder-decoder model, which needs decoder inputs (see [`Model::train_logits`] and `eval::generate`).
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, cache: Option<&mut KvCache>) -> Result<Tensor<3>> {
@@ -140,16 +140,7 @@ impl Model {
     /// decoder-only model, `[B, T, V]` over the target of an encoder-decoder model. An error when
     /// the batch was laid out for the other kind of model.
     pub fn train_logits(&self, input: &BatchInput) -> Result<Tensor<3>> {
-        match (self, input) {
-            (Self::T5(m), BatchInput::Seq2Seq { ids, padding, decoder_ids }) => {
-                Ok(m.forward(ids.clone(), Some(padding), decoder_ids.clone()))
-            }
-            (Self::T5(_), BatchInput::Causal { .. }) => Err(self.not_causal("a causal-LM batch")),
-            (_, BatchInput::Causal { ids, mask }) => self.forward(ids.clone(), Some(mask), None),
-            (_, BatchInput::Seq2Seq { .. }) => {
-                Err(Error::Other(format!("{} is a decoder-only model: an encoder-decoder batch needs an encoder", self.info().model_type)))
-            }
-        }
+        Ok(vocab_logits(self.train_hidden(input)?, self.head()))
     }
 
     /// The training loss of `input` against `labels` as transformers computes it for this kind of
@@ -162,11 +153,16 @@ impl Model {
         let hidden = self.train_hidden(input)?;
         let [b, s, d] = hidden.dims();
         let hidden = hidden.reshape([b * s, d]);
-        let head = each!(self, m => m.head());
+        let head = self.head();
         Ok(match self.is_encoder_decoder() {
             true => head_cross_entropy(hidden, head, labels),
             false => head_cross_entropy(hidden, head, &causal_targets(labels, s)),
         })
+    }
+
+    /// The LM head `[V, d]`: its own weight, or the (tied) embedding table.
+    fn head(&self) -> Tensor<2> {
+        each!(self, m => m.head())
     }
 
     /// [`Model::train_logits`] before the head: the final hidden states `[B, S|T, d]`.

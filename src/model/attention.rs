@@ -21,6 +21,8 @@ pub struct Mask {
     pub past: usize,
     /// `[B, past + S]`, 1 = a real token; `None`: nothing is padded.
     pub padding: Option<Vec<u32>>,
+    /// The padding as lengths when it is all on the right (see [`Mask::key_lengths`]), found once.
+    key_lengths: Option<Vec<u32>>,
     /// The additive form, built once for every layer that needs it.
     additive: OnceLock<Tensor<4>>,
 }
@@ -28,7 +30,24 @@ pub struct Mask {
 /// The causal mask of `batch` rows of `seq` new tokens after `past` cached ones; `padding` is
 /// `[B, past + S]`, 1 = real token.
 pub fn attention_mask(padding: Option<&[u32]>, batch: usize, seq: usize, past: usize) -> Mask {
-    Mask { batch, seq, past, padding: padding.map(<[u32]>::to_vec), additive: OnceLock::new() }
+    let key_lengths = match padding {
+        None => Some(Vec::new()),
+        Some(p) => right_padded_lengths(p, batch, past + seq),
+    };
+    Mask { batch, seq, past, padding: padding.map(<[u32]>::to_vec), key_lengths, additive: OnceLock::new() }
+}
+
+/// Each row's real tokens when every row of `padding` (`batch` rows of `total`) is real tokens
+/// followed by padding only; `None` otherwise.
+fn right_padded_lengths(padding: &[u32], batch: usize, total: usize) -> Option<Vec<u32>> {
+    padding
+        .chunks(total.max(1))
+        .take(batch)
+        .map(|row| {
+            let len = row.iter().take_while(|&&m| m != 0).count();
+            row[len..].iter().all(|&m| m == 0).then_some(len as u32)
+        })
+        .collect()
 }
 
 impl Mask {
@@ -57,18 +76,9 @@ impl Mask {
     }
 
     /// Real keys per row when every row's padding is on the right (its real tokens a prefix), as
-    /// training batches are; `None` for other padding (left-padded prompts).
+    /// training batches are (empty: no padding); `None` for other padding (left-padded prompts).
     pub fn key_lengths(&self) -> Option<Vec<u32>> {
-        let total = self.past + self.seq;
-        let Some(padding) = &self.padding else { return Some(Vec::new()) };
-        padding
-            .chunks(total.max(1))
-            .take(self.batch)
-            .map(|row| {
-                let len = row.iter().take_while(|&&m| m != 0).count();
-                row[len..].iter().all(|&m| m == 0).then_some(len as u32)
-            })
-            .collect()
+        self.key_lengths.clone()
     }
 }
 
@@ -102,25 +112,19 @@ fn fused_pays(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     d <= kernels::ATTENTION_MAX_HEAD_DIM && crate::device::binding_limit(&device).is_some_and(|limit| scores > limit / 2)
 }
 
-/// transformers' eager attention: K/V repeated per query head, the full scores, the additive
-/// mask and bias, softmax.
+/// transformers' eager attention with ALiBi's `[1, H, 1, T]` bias and the additive mask.
 fn eager(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, alibi: &[f32]) -> Tensor<4> {
-    let [b, h, _, _] = q.dims();
-    let [_, hk, t, d] = k.dims();
-    let repeat = |x: Tensor<4>| if h == hk { x } else { x.unsqueeze_dim::<5>(2).repeat_dim(2, h / hk).reshape([b, h, t, d]) };
+    let t = k.dims()[2];
     let device = q.device();
-    let mut scores = q.matmul(repeat(k).swap_dims(2, 3));
-    if scale != 1.0 {
-        scores = scores.mul_scalar(scale);
-    }
-    if !alibi.is_empty() {
+    let alibi = (!alibi.is_empty()).then(|| {
         let values: Vec<f32> = alibi.iter().flat_map(|&m| (0..t).map(move |j| m * j as f32)).collect();
-        scores = scores + Tensor::<4>::from_data(TensorData::new(values, [1, alibi.len(), 1, t]), &device);
-    }
-    if let Some(mask) = mask {
-        scores = scores + mask.additive(&device);
-    }
-    burn::tensor::activation::softmax(scores, 3).matmul(repeat(v))
+        Tensor::<4>::from_data(TensorData::new(values, [1, alibi.len(), 1, t]), &device)
+    });
+    let bias = match (alibi, mask.map(|m| m.additive(&device))) {
+        (Some(a), Some(m)) => Some(a + m),
+        (a, m) => a.or(m),
+    };
+    kernels::eager_attention(q, k, v, scale, bias)
 }
 
 #[cfg(test)]

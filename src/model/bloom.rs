@@ -273,7 +273,7 @@ impl Bloom {
         self.word_embeddings.device()
     }
 
-    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
+    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the attention mask from
     /// [`super::attention_mask`]; with a cache, positions continue after the cached ones.
     pub fn forward(&self, ids: Tensor<2, Int>, mask: Option<&Mask>, cache: Option<&mut KvCache>) -> Tensor<3> {
         vocab_logits(self.hidden(ids, mask, cache), self.head())

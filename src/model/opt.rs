@@ -313,7 +313,7 @@ impl Opt {
         self.embed_tokens.device()
     }
 
-    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the additive attention mask from
+    /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the attention mask from
     /// [`super::attention_mask`]; with a cache, positions continue after the cached ones.
     ///
     /// Positions are `past..past + S` for every row: HF derives them from the padding mask's

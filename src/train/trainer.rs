@@ -254,9 +254,10 @@ impl Trainer {
                 let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &model)).collect();
                 let lr = schedule.lr(state.step);
                 if self.reselect_due(&selection, state.step, pos.epoch) {
-                    // The step's first batch, then the ones after it in this epoch.
+                    // The step's first batch, then the ones after it in this epoch (importance is
+                    // GreenTrainer's alone: the other methods need none).
                     let ahead = batcher.batches_from(DataPosition { epoch: pos.epoch, batch: pos.batch + 1 });
-                    let extra = c.importance_batches.saturating_sub(1);
+                    let extra = if c.method == MethodKind::Greentrainer { c.importance_batches.saturating_sub(1) } else { 0 };
                     let scoring: Vec<DeviceBatch> =
                         batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| DeviceBatch::new(&b, &model))).collect();
                     let (names, selection_flops) = self.choose(
