@@ -265,8 +265,9 @@ fn random4(rng: &mut StdRng, shape: [usize; 4], device: &burn::tensor::Device) -
 
 /// The flash-style attention against transformers' eager attention in tensor ops, output and the
 /// q, k, v gradients, on the CPU and on wgpu: grouped-query heads, causal order after cached keys,
-/// right padding as lengths, ALiBi slopes, no mask at all; odd head widths, and query counts across
-/// the CPU's 64-query blocks.
+/// right padding as lengths, ALiBi slopes, no mask at all, and a dense bias (T5's relative
+/// positions) shared by the batch or one per row, whose gradient is checked too; odd head widths,
+/// and query counts across the CPU's 64-query blocks.
 #[test]
 fn flash_attention_and_its_gradients_equal_eager_attention() {
     let mut rng = StdRng::seed_from_u64(19);
@@ -275,40 +276,53 @@ fn flash_attention_and_its_gradients_equal_eager_attention() {
         causal_past,
         key_lengths,
         alibi_slopes,
+        dense_bias: false,
     };
-    // (batch, heads, kv heads, queries, keys, head dim, spec)
+    // (batch, heads, kv heads, queries, keys, head dim, spec, dense bias rows)
     let cases = [
-        (1, 1, 1, 1, 1, 1, spec(1.0, Some(0), vec![], vec![])),
-        (2, 6, 2, 70, 70, 8, spec(0.35, Some(0), vec![70, 33], vec![])),
-        (2, 4, 4, 5, 12, 5, spec(0.5, Some(7), vec![], vec![])),
-        (1, 3, 1, 9, 9, 16, spec(0.25, None, vec![], vec![])),
-        (2, 4, 4, 13, 13, 7, spec(0.4, Some(0), vec![13, 6], vec![0.5, 0.25, 0.125, 0.0625])),
-        (3, 2, 1, 1, 17, 64, spec(0.125, None, vec![17, 9, 1], vec![])),
+        (1, 1, 1, 1, 1, 1, spec(1.0, Some(0), vec![], vec![]), None),
+        (2, 6, 2, 70, 70, 8, spec(0.35, Some(0), vec![70, 33], vec![]), None),
+        (2, 4, 4, 5, 12, 5, spec(0.5, Some(7), vec![], vec![]), None),
+        (1, 3, 1, 9, 9, 16, spec(0.25, None, vec![], vec![]), None),
+        (2, 4, 4, 13, 13, 7, spec(0.4, Some(0), vec![13, 6], vec![0.5, 0.25, 0.125, 0.0625]), None),
+        (3, 2, 1, 1, 17, 64, spec(0.125, None, vec![17, 9, 1], vec![]), None),
+        // T5: the encoder (no causal order, padded keys), the decoder (causal, a cached past), both
+        // unscaled, with the position bias of one row; a bias per row, across query blocks.
+        (3, 4, 4, 11, 11, 6, spec(1.0, None, vec![11, 4, 8], vec![]), Some(1)),
+        (2, 3, 3, 4, 9, 5, spec(1.0, Some(5), vec![], vec![]), Some(1)),
+        (2, 4, 2, 67, 67, 3, spec(0.5, Some(0), vec![67, 40], vec![]), Some(2)),
     ];
     for dev in common::devices() {
         let device = dev.device.clone().autodiff();
-        for (b, h, hk, s, t, d, spec) in &cases {
+        for (b, h, hk, s, t, d, spec, bias_rows) in &cases {
             let (q, k, v) = (
                 random4(&mut rng, [*b, *h, *s, *d], &device),
                 random4(&mut rng, [*b, *hk, *t, *d], &device),
                 random4(&mut rng, [*b, *hk, *t, *d], &device),
             );
+            let bias = bias_rows.map(|rows| random4(&mut rng, [rows, *h, *s, *t], &device).mul_scalar(3.0));
             let probe = random4(&mut rng, [*b, *h, *s, *d], &device);
-            let run = |f: &dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>| {
+            type Attention<'a> = &'a dyn Fn(Tensor<4>, Tensor<4>, Tensor<4>, Option<Tensor<4>>) -> Tensor<4>;
+            let run = |f: Attention<'_>| {
                 let (q, k, v) = (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad());
-                let y = f(q.clone(), k.clone(), v.clone());
+                let bias = bias.clone().map(Tensor::require_grad);
+                let y = f(q.clone(), k.clone(), v.clone(), bias.clone());
                 let out = y.clone().inner().try_into_vec_as::<f32>().unwrap();
                 let g = (y * probe.clone()).sum().backward();
                 let grad = |t: &Tensor<4>| t.grad(&g).expect("gradient").try_into_vec_as::<f32>().unwrap();
-                (out, grad(&q), grad(&k), grad(&v))
+                (out, grad(&q), grad(&k), grad(&v), bias.as_ref().map(grad))
             };
-            let fused = run(&|q, k, v| attention(q, k, v, spec));
-            let eager = run(&|q, k, v| attention_reference(q, k, v, spec));
-            let what = |part: &str| format!("{} b={b} h={h} hk={hk} s={s} t={t} d={d} {spec:?}: {part}", dev.name);
+            let fused = run(&|q, k, v, bias| attention(q, k, v, bias, spec));
+            let eager = run(&|q, k, v, bias| attention_reference(q, k, v, bias, spec));
+            let what = |part: &str| format!("{} b={b} h={h} hk={hk} s={s} t={t} d={d} {spec:?} bias {bias_rows:?}: {part}", dev.name);
             assert_close(&fused.0, &eager.0, 1e-5, &what("output"));
             assert_close(&fused.1, &eager.1, 1e-4, &what("query gradient"));
             assert_close(&fused.2, &eager.2, 1e-4, &what("key gradient"));
             assert_close(&fused.3, &eager.3, 1e-4, &what("value gradient"));
+            assert_eq!(fused.4.is_some(), bias_rows.is_some(), "{}", what("a bias gradient exactly with a bias"));
+            if let (Some(got), Some(want)) = (&fused.4, &eager.4) {
+                assert_close(got, want, 1e-4, &what("bias gradient"));
+            }
         }
     }
 }

@@ -105,7 +105,7 @@ fn cached_decoding_equals_uncached() {
         assert_eq!(cache.len(), steps);
 
         // Swapping the two rows of the cache swaps the next step's rows.
-        cache.select_rows(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device));
+        cache.select_rows(Tensor::<1, Int>::from_data(TensorData::new(vec![1i64, 0], [2]), &device), &[1, 0]);
         let next: Vec<i64> = decoder_ids.chunks(x.seq).map(|row| row[steps]).collect();
         let swapped = vec![next[1], next[0]];
         let cached = last_logits(model.decode(&encoder_out, None, int_tensor(swapped, [2, 1], &device), Some(&mut cache)));

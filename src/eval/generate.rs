@@ -107,7 +107,7 @@ impl<'a> Decoder<'a> {
             State::Causal(Some(cache)) => cache.select_rows(rows),
             State::Seq2Seq(s) => {
                 if let Some(cache) = &mut s.cache {
-                    cache.select_rows(rows);
+                    cache.select_rows(rows, parents);
                 }
             }
             State::Causal(None) => {}

@@ -146,15 +146,33 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: AttentionOps> Backward<B, 3> for AttentionBackward {
-    /// (q, k, v, output, log-sum-exp, spec)
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, AttentionSpec);
+impl<B: AttentionOps> Backward<B, 4> for AttentionBackward {
+    /// (q, k, v, bias, output, log-sum-exp, spec)
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, AttentionSpec);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let (q, k, v, out, lse, spec) = ops.state;
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let (q, k, v, bias, out, lse, spec) = ops.state;
         let dout = grads.consume::<B>(&ops.node);
-        let (dq, dk, dv) = B::flash_attention_backward(dout, q, k, v, out, lse, spec);
-        for (node, grad) in ops.parents.into_iter().zip([dq, dk, dv]) {
+        let [q_node, k_node, v_node, bias_node] = ops.parents;
+        // The bias's gradient is its own pass, run only for a trained bias.
+        if let Some(node) = bias_node.filter(|_| spec.dense_bias) {
+            let dbias = B::flash_attention_bias_backward(
+                dout.clone(),
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                bias.clone(),
+                out.clone(),
+                lse.clone(),
+                spec.clone(),
+            );
+            grads.register::<B>(node.id, dbias);
+        }
+        if q_node.is_none() && k_node.is_none() && v_node.is_none() {
+            return;
+        }
+        let (dq, dk, dv) = B::flash_attention_backward(dout, q, k, v, bias, out, lse, spec);
+        for (node, grad) in [q_node, k_node, v_node].into_iter().zip([dq, dk, dv]) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, grad);
             }
@@ -167,34 +185,55 @@ impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         spec: AttentionSpec,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         // The log-sum-exp is saved for the backward pass, not differentiated.
-        let lse_prep = NotDifferentiated.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound();
-        let prep = AttentionBackward.prepare::<C>([q.node(), k.node(), v.node()]).compute_bound().stateful();
-        let (q, k, v) = (q.into_primitive(), k.into_primitive(), v.into_primitive());
-        let (out, lse) = B::flash_attention(q.clone(), k.clone(), v.clone(), spec.clone());
+        let nodes = || [q.node(), k.node(), v.node(), bias.node()];
+        let lse_prep = NotDifferentiated.prepare::<C>(nodes()).compute_bound();
+        let prep = AttentionBackward.prepare::<C>(nodes()).compute_bound().stateful();
+        let [q, k, v, bias] = [q, k, v, bias].map(|t| t.into_primitive());
+        let (out, lse) = B::flash_attention(q.clone(), k.clone(), v.clone(), bias.clone(), spec.clone());
         let out = match prep {
-            OpsKind::Tracked(prep) => prep.finish((q, k, v, out.clone(), lse.clone(), spec), out),
+            OpsKind::Tracked(prep) => prep.finish((q, k, v, bias, out.clone(), lse.clone(), spec), out),
             OpsKind::UnTracked(prep) => prep.finish(out),
         };
         (out, lse_prep.stateless(lse))
     }
 
+    // The gradients themselves are never differentiated further: constants in the graph.
     fn flash_attention_backward(
         dout: FloatTensor<Self>,
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         out: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         spec: AttentionSpec,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let prep = || NotDifferentiated.prepare::<C>([dout.node(), q.node(), k.node(), v.node(), out.node(), lse.node()]).compute_bound();
+        let inputs = [dout, q, k, v, bias, out, lse];
+        let prep = || NotDifferentiated.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound();
         let preps = [prep(), prep(), prep()];
-        let [dout, q, k, v, out, lse] = [dout, q, k, v, out, lse].map(|t| t.into_primitive());
-        let (dq, dk, dv) = B::flash_attention_backward(dout, q, k, v, out, lse, spec);
+        let [dout, q, k, v, bias, out, lse] = inputs.map(|t| t.into_primitive());
+        let (dq, dk, dv) = B::flash_attention_backward(dout, q, k, v, bias, out, lse, spec);
         let [pq, pk, pv] = preps;
         (pq.stateless(dq), pk.stateless(dk), pv.stateless(dv))
+    }
+
+    fn flash_attention_bias_backward(
+        dout: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        spec: AttentionSpec,
+    ) -> FloatTensor<Self> {
+        let inputs = [dout, q, k, v, bias, out, lse];
+        let prep = NotDifferentiated.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound();
+        let [dout, q, k, v, bias, out, lse] = inputs.map(|t| t.into_primitive());
+        prep.stateless(B::flash_attention_bias_backward(dout, q, k, v, bias, out, lse, spec))
     }
 }

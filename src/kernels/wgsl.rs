@@ -27,6 +27,7 @@ enum AttentionPass {
     Forward = 0,
     QueryGrad = 1,
     KeyValueGrad = 2,
+    BiasGrad = 3,
 }
 
 /// The masked dW kernel's workgroup: 8 x 8 threads computing a 64 x 64 output block.
@@ -311,13 +312,14 @@ impl AttentionOps for CubeBackend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         spec: AttentionSpec,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (q, k, v) = (into_contiguous(q), into_contiguous(k), into_contiguous(v));
+        let [q, k, v, bias] = [q, k, v, bias].map(into_contiguous);
         let [b, h, s, _] = dims4(&q);
         let out = empty(&q, q.meta.shape().clone());
         let lse = empty(&q, Shape::new([b, h, s]));
-        let call = AttentionCall::new(&q, &k, &spec);
+        let call = AttentionCall::new(&q, &k, &bias, &spec);
         call.launch(
             AttentionPass::Forward,
             [
@@ -339,22 +341,34 @@ impl AttentionOps for CubeBackend {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
         out: FloatTensor<Self>,
         lse: FloatTensor<Self>,
         spec: AttentionSpec,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let [dout, q, k, v, out, lse] = [dout, q, k, v, out, lse].map(into_contiguous);
-        // rowsum(dout * out): the one reduction both gradient passes need per query.
-        let delta = into_contiguous(Self::float_sum_dim(Self::float_mul(dout.clone(), out), 3));
-        let (dq, dk, dv) = (empty(&q, q.meta.shape().clone()), empty(&k, k.meta.shape().clone()), empty(&v, v.meta.shape().clone()));
-        let call = AttentionCall::new(&q, &k, &spec);
-        let inputs =
-            || [q.handle.clone(), k.handle.clone(), v.handle.clone(), lse.handle.clone(), dout.handle.clone(), delta.handle.clone()];
-        let [a, b, c, d, e, f] = inputs();
-        call.launch(AttentionPass::QueryGrad, [a, b, c, d, e, f, dq.handle.clone(), placeholder(&q).handle]);
-        let [a, b, c, d, e, f] = inputs();
-        call.launch(AttentionPass::KeyValueGrad, [a, b, c, d, e, f, dk.handle.clone(), dv.handle.clone()]);
+        let grads = AttentionGrads::new([dout, q, k, v, bias, out, lse], &spec);
+        let (q, k, v) = (&grads.inputs[1], &grads.inputs[2], &grads.inputs[3]);
+        let (dq, dk, dv) = (empty(q, q.meta.shape().clone()), empty(k, k.meta.shape().clone()), empty(v, v.meta.shape().clone()));
+        grads.launch(AttentionPass::QueryGrad, dq.handle.clone(), placeholder(q).handle);
+        grads.launch(AttentionPass::KeyValueGrad, dk.handle.clone(), dv.handle.clone());
         (dq, dk, dv)
+    }
+
+    fn flash_attention_bias_backward(
+        dout: FloatTensor<Self>,
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        spec: AttentionSpec,
+    ) -> FloatTensor<Self> {
+        let grads = AttentionGrads::new([dout, q, k, v, bias, out, lse], &spec);
+        let bias = &grads.inputs[4];
+        let dbias = empty(bias, bias.meta.shape().clone());
+        grads.launch(AttentionPass::BiasGrad, dbias.handle.clone(), placeholder(bias).handle);
+        dbias
     }
 }
 
@@ -363,17 +377,47 @@ fn dims4(t: &CubeTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
+/// What every gradient pass of shaders/attention.wgsl reads: the inputs, contiguous, and
+/// `rowsum(dout * out)` per query.
+struct AttentionGrads {
+    /// dout, q, k, v, bias, out, lse
+    inputs: [CubeTensor; 7],
+    delta: CubeTensor,
+    call: AttentionCall,
+}
+
+impl AttentionGrads {
+    fn new(inputs: [CubeTensor; 7], spec: &AttentionSpec) -> Self {
+        let inputs = inputs.map(into_contiguous);
+        let [dout, q, k, _, bias, out, _] = &inputs;
+        let delta = into_contiguous(CubeBackend::float_sum_dim(CubeBackend::float_mul(dout.clone(), out.clone()), 3));
+        let call = AttentionCall::new(q, k, bias, spec);
+        Self { inputs, delta, call }
+    }
+
+    /// Launches gradient `pass` writing `out_a` and `out_b`.
+    fn launch(&self, pass: AttentionPass, out_a: burn::cubecl::server::Handle, out_b: burn::cubecl::server::Handle) {
+        let [dout, q, k, v, _, _, lse] = &self.inputs;
+        let tensors = [&q.handle, &k.handle, &v.handle, &lse.handle, &dout.handle, &self.delta.handle].map(Clone::clone);
+        let [a, b, c, d, e, f] = tensors;
+        self.call.launch(pass, [a, b, c, d, e, f, out_a, out_b]);
+    }
+}
+
 /// One attention call's sizes and masks as shaders/attention.wgsl reads them.
 struct AttentionCall {
     on: CubeTensor,
     dims: [usize; 6],
+    /// Batch rows of the dense bias (1 or B).
+    bias_rows: usize,
     lengths: burn::cubecl::server::Handle,
     slopes: burn::cubecl::server::Handle,
+    bias: burn::cubecl::server::Handle,
     spec: AttentionSpec,
 }
 
 impl AttentionCall {
-    fn new(q: &CubeTensor, k: &CubeTensor, spec: &AttentionSpec) -> Self {
+    fn new(q: &CubeTensor, k: &CubeTensor, bias: &CubeTensor, spec: &AttentionSpec) -> Self {
         let ([b, h, s, d], [_, hk, t, _]) = (dims4(q), dims4(k));
         assert!(d <= ATTENTION_MAX_HEAD_DIM, "attention: head_dim {d} is above the shader's {ATTENTION_MAX_HEAD_DIM}");
         // Placeholders keep the binding layout when there is nothing to read.
@@ -382,18 +426,21 @@ impl AttentionCall {
         Self {
             on: q.clone(),
             dims: [b, h, hk, s, t, d],
+            bias_rows: if spec.dense_bias { dims4(bias)[0] } else { 1 },
             lengths: u32_buffer(q, &lengths),
             slopes: q.client.create_from_slice(bytemuck::cast_slice(&slopes)),
+            bias: bias.handle.clone(),
             spec: spec.clone(),
         }
     }
 
-    /// Launches `pass` over its rows (queries, or keys for the dk/dv pass) with the tensor
-    /// buffers in binding order 0-7.
+    /// Launches `pass` over its rows (queries, keys for the dk/dv pass, bias elements for the bias
+    /// gradient) with the tensor buffers in binding order 0-7.
     fn launch(&self, pass: AttentionPass, tensors: [burn::cubecl::server::Handle; 8]) {
         let [b, h, hk, s, t, d] = self.dims;
         let rows = match pass {
             AttentionPass::KeyValueGrad => b * hk * t,
+            AttentionPass::BiasGrad => self.bias_rows * h * s * t,
             _ => b * h * s,
         } as u32;
         if rows == 0 {
@@ -414,9 +461,16 @@ impl AttentionCall {
             !sp.key_lengths.is_empty() as u32,
             !sp.alibi_slopes.is_empty() as u32,
             groups.0 * ELEMENTWISE_WORKGROUP,
+            sp.dense_bias as u32,
+            self.bias_rows as u32,
         ];
         let mut buffers: Vec<_> = tensors.into_iter().map(|t| t.binding()).collect();
-        buffers.extend([self.lengths.clone().binding(), self.slopes.clone().binding(), u32_buffer(&self.on, &info).binding()]);
+        buffers.extend([
+            self.lengths.clone().binding(),
+            self.slopes.clone().binding(),
+            u32_buffer(&self.on, &info).binding(),
+            self.bias.clone().binding(),
+        ]);
         Shader::attention(self.on.dtype, pass).launch(&self.on, groups, buffers);
     }
 }

@@ -1,9 +1,9 @@
-//! Attention as the decoder-only architectures (Llama, OPT, BLOOM) call it, and the mask they are
-//! given. One entry, [`attend`], picks the computation:
-//! - the flash-style kernel ([`crate::kernels::attention`]) wherever the mask is causal order and
-//!   right padding (training batches, generation) and it pays: always on the CPU, where it skips
-//!   the masked half of the scores and the `[B, H, S, T]` buffers; on wgpu when the full scores
-//!   would not fit half a storage binding (long sequences on laptop GPUs, which bind 128 MiB);
+//! Attention as every architecture calls it (Llama, OPT, BLOOM, and T5's encoder, decoder and
+//! cross-attention), and the mask it is given. One entry, [`attend`], picks the computation:
+//! - the flash-style kernel ([`crate::kernels::attention`]) wherever the mask is causal order (or
+//!   none) and right padding (training batches, generation) and it pays: always on the CPU, where
+//!   it skips the masked half of the scores and the `[B, H, S, T]` buffers; on wgpu when the full
+//!   scores would not fit half a storage binding (long sequences on laptop GPUs, which bind 128 MiB);
 //! - otherwise transformers' eager attention in tensor ops (K/V repeated per query head, an
 //!   additive mask), which the GPU's tuned matmuls run faster at short lengths.
 
@@ -13,13 +13,18 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::kernels::{self, AttentionSpec};
 
-/// Which keys each query may see: causal order after `past` cached positions, and padding.
+/// Which keys each query may see: in causal order, keys up to its own position after `past` cached
+/// ones; and real keys, not padding.
 #[derive(Clone, Debug)]
 pub struct Mask {
     pub batch: usize,
     pub seq: usize,
     pub past: usize,
-    /// `[B, past + S]`, 1 = a real token; `None`: nothing is padded.
+    /// Keys: `past + seq` in causal order, any number otherwise.
+    keys: usize,
+    /// Causal order; otherwise every query sees every real key.
+    causal: bool,
+    /// `[B, keys]`, 1 = a real token; `None`: nothing is padded.
     pub padding: Option<Vec<u32>>,
     /// The padding as lengths when it is all on the right (see [`Mask::key_lengths`]), found once.
     key_lengths: Option<Vec<u32>>,
@@ -30,11 +35,14 @@ pub struct Mask {
 /// The causal mask of `batch` rows of `seq` new tokens after `past` cached ones; `padding` is
 /// `[B, past + S]`, 1 = real token.
 pub fn attention_mask(padding: Option<&[u32]>, batch: usize, seq: usize, past: usize) -> Mask {
-    let key_lengths = match padding {
-        None => Some(Vec::new()),
-        Some(p) => right_padded_lengths(p, batch, past + seq),
-    };
-    Mask { batch, seq, past, padding: padding.map(<[u32]>::to_vec), key_lengths, additive: OnceLock::new() }
+    Mask::new(padding, batch, seq, past, past + seq, true)
+}
+
+/// The mask of `batch` rows whose queries, however many, see every real one of `keys` (`padding`
+/// `[B, keys]`, 1 = real token): an encoder's self-attention, cross-attention.
+pub fn padding_mask(padding: &[u32], batch: usize, keys: usize) -> Mask {
+    // One query row stands for all: its additive form broadcasts over the queries.
+    Mask::new(Some(padding), batch, 1, 0, keys, false)
 }
 
 /// Each row's real tokens when every row of `padding` (`batch` rows of `total`) is real tokens
@@ -51,20 +59,27 @@ fn right_padded_lengths(padding: &[u32], batch: usize, total: usize) -> Option<V
 }
 
 impl Mask {
-    /// transformers' eager mask `[B, 1, S, past + S]`: 0 where query i may attend key j (causal,
-    /// key not padding), `f32::MIN` elsewhere.
+    fn new(padding: Option<&[u32]>, batch: usize, seq: usize, past: usize, keys: usize, causal: bool) -> Self {
+        let key_lengths = match padding {
+            None => Some(Vec::new()),
+            Some(p) => right_padded_lengths(p, batch, keys),
+        };
+        Mask { batch, seq, past, keys, causal, padding: padding.map(<[u32]>::to_vec), key_lengths, additive: OnceLock::new() }
+    }
+
+    /// transformers' eager mask `[B, 1, S, keys]`: 0 where query i may attend key j (in causal
+    /// order if the mask has it, key not padding), `f32::MIN` elsewhere.
     pub fn additive(&self, device: &Device) -> Tensor<4> {
         self.additive.get_or_init(|| self.build_additive(device)).clone()
     }
 
     fn build_additive(&self, device: &Device) -> Tensor<4> {
-        let (batch, seq, past) = (self.batch, self.seq, self.past);
-        let total = past + seq;
+        let (batch, seq, past, total) = (self.batch, self.seq, self.past, self.keys);
         let mut m = vec![0f32; batch * seq * total];
         for b in 0..batch {
             for i in 0..seq {
                 for j in 0..total {
-                    let causal_ok = j <= past + i;
+                    let causal_ok = !self.causal || j <= past + i;
                     let key_real = self.padding.as_ref().is_none_or(|p| p[b * total + j] != 0);
                     if !(causal_ok && key_real) {
                         m[(b * seq + i) * total + j] = f32::MIN;
@@ -75,6 +90,13 @@ impl Mask {
         Tensor::from_data(TensorData::new(m, [batch, 1, seq, total]), device)
     }
 
+    /// The mask of the given batch rows, in their order (beam search's hypotheses).
+    pub fn select_rows(&self, rows: &[usize]) -> Mask {
+        let padding =
+            self.padding.as_ref().map(|p| rows.iter().flat_map(|&r| p[r * self.keys..][..self.keys].iter().copied()).collect::<Vec<_>>());
+        Mask::new(padding.as_deref(), rows.len(), self.seq, self.past, self.keys, self.causal)
+    }
+
     /// Real keys per row when every row's padding is on the right (its real tokens a prefix), as
     /// training batches are (empty: no padding); `None` for other padding (left-padded prompts).
     pub fn key_lengths(&self) -> Option<Vec<u32>> {
@@ -82,21 +104,35 @@ impl Mask {
     }
 }
 
-/// `softmax(scale q k^T + alibi, mask) v` for `q [B, H, S, D]`, `k`/`v [B, Hk, past + S, D]`
-/// (`H` a multiple of `Hk`); ALiBi adds `slope[h] * j` for key `j` when `alibi` is not empty.
-/// `mask` `None`: every query sees every key.
-pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, alibi: &[f32]) -> Tensor<4> {
-    let causal = |m: &Mask| m.key_lengths().map(|lengths| (Some(m.past as u32), lengths));
+/// What is added to the scores besides the mask.
+#[derive(Clone, Copy)]
+pub enum Bias<'a> {
+    None,
+    /// BLOOM's ALiBi: `slope[h] * j` for key `j` of query head `h`.
+    Alibi(&'a [f32]),
+    /// A dense `[1 or B, H, S, T]` bias, trainable (T5's relative position bias).
+    Dense(&'a Tensor<4>),
+}
+
+/// `softmax(scale q k^T + bias, mask) v` for `q [B, H, S, D]`, `k`/`v [B, Hk, T, D]` (`T` the mask's keys)
+/// (`H` a multiple of `Hk`); `mask` `None`: every query sees every key.
+pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, bias: Bias<'_>) -> Tensor<4> {
+    let lengths = |m: &Mask| m.key_lengths().map(|lengths| (m.causal.then_some(m.past as u32), lengths));
     let fused = match mask {
         None => Some((None, Vec::new())),
-        Some(m) => causal(m),
+        Some(m) => lengths(m),
     };
     match fused {
         Some((causal_past, key_lengths)) if fused_pays(&q, &k) => {
-            let spec = AttentionSpec { scale: scale as f32, causal_past, key_lengths, alibi_slopes: alibi.to_vec() };
-            kernels::attention(q, k, v, &spec)
+            let (alibi_slopes, dense) = match bias {
+                Bias::None => (Vec::new(), None),
+                Bias::Alibi(slopes) => (slopes.to_vec(), None),
+                Bias::Dense(dense) => (Vec::new(), Some(dense.clone())),
+            };
+            let spec = AttentionSpec { scale: scale as f32, causal_past, key_lengths, alibi_slopes, dense_bias: dense.is_some() };
+            kernels::attention(q, k, v, dense, &spec)
         }
-        _ => eager(q, k, v, mask, scale, alibi),
+        _ => eager(q, k, v, mask, scale, bias),
     }
 }
 
@@ -112,15 +148,19 @@ fn fused_pays(q: &Tensor<4>, k: &Tensor<4>) -> bool {
     d <= kernels::ATTENTION_MAX_HEAD_DIM && crate::device::binding_limit(&device).is_some_and(|limit| scores > limit / 2)
 }
 
-/// transformers' eager attention with ALiBi's `[1, H, 1, T]` bias and the additive mask.
-fn eager(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, alibi: &[f32]) -> Tensor<4> {
+/// transformers' eager attention with the bias (ALiBi's as `[1, H, 1, T]`) and the additive mask.
+fn eager(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, scale: f64, bias: Bias<'_>) -> Tensor<4> {
     let t = k.dims()[2];
     let device = q.device();
-    let alibi = (!alibi.is_empty()).then(|| {
-        let values: Vec<f32> = alibi.iter().flat_map(|&m| (0..t).map(move |j| m * j as f32)).collect();
-        Tensor::<4>::from_data(TensorData::new(values, [1, alibi.len(), 1, t]), &device)
-    });
-    let bias = match (alibi, mask.map(|m| m.additive(&device))) {
+    let bias = match bias {
+        Bias::None => None,
+        Bias::Alibi(slopes) => {
+            let values: Vec<f32> = slopes.iter().flat_map(|&m| (0..t).map(move |j| m * j as f32)).collect();
+            Some(Tensor::<4>::from_data(TensorData::new(values, [1, slopes.len(), 1, t]), &device))
+        }
+        Bias::Dense(dense) => Some(dense.clone()),
+    };
+    let bias = match (bias, mask.map(|m| m.additive(&device))) {
         (Some(a), Some(m)) => Some(a + m),
         (a, m) => a.or(m),
     };

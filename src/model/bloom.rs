@@ -12,7 +12,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::attention::{Mask, attend};
+use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears, vocab_logits};
@@ -160,7 +160,7 @@ impl Attention {
         let part = |i: usize| qkv.clone().narrow(3, i * hd, hd).swap_dims(1, 2);
         let (q, k, v) = (part(0), part(1), part(2));
         let (k, v) = extend(cache, k, v);
-        let out = attend(q, k, v, mask, (hd as f64).powf(-0.5), alibi);
+        let out = attend(q, k, v, mask, (hd as f64).powf(-0.5), Bias::Alibi(alibi));
         self.dense.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * hd]))
     }
 }

@@ -9,7 +9,7 @@
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::attention::{Mask, attend};
+use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears, vocab_logits};
@@ -72,7 +72,7 @@ impl Attention {
         let k = rotary.apply(heads(self.k_proj.forward(x.clone()), self.n_kv_heads));
         let v = heads(self.v_proj.forward(x), self.n_kv_heads);
         let (k, v) = extend(cache, k, v);
-        let out = attend(q, k, v, mask, (self.head_dim as f64).powf(-0.5), &[]);
+        let out = attend(q, k, v, mask, (self.head_dim as f64).powf(-0.5), Bias::None);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]))
     }
 }

@@ -11,7 +11,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::attention::{Mask, attend};
+use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears, vocab_logits};
@@ -183,7 +183,7 @@ impl Attention {
         let k = heads(self.k_proj.forward(x.clone()));
         let v = heads(self.v_proj.forward(x));
         let (k, v) = extend(cache, k, v);
-        let out = attend(q, k, v, mask, 1.0, &[]);
+        let out = attend(q, k, v, mask, 1.0, Bias::None);
         self.out_proj.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.head_dim]))
     }
 }

@@ -12,12 +12,13 @@
 //! before the decoder runs (what incremental decoding keeps in [`T5Cache`]); that is also the order
 //! of [`T5::op_graph`] and of [`Linears::linears`], see `crate::profile` for why it matters.
 
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::attention::{Bias, Mask, attend, attention_mask, padding_mask};
 use super::cache::{KvCache, extend};
 use super::config::{check_positive, check_sizes, check_token_ids, deserialize};
 use super::linear::{Linear, Linears, vocab_logits};
@@ -220,15 +221,11 @@ impl Attention {
         (self.heads(self.k.forward(x.clone())), self.heads(self.v.forward(x)))
     }
 
-    /// `o(softmax(q k^T + bias) v)`, without T5's absent `1/sqrt(d_kv)`.
-    fn attend(&self, x: Tensor<3>, k: Tensor<4>, v: Tensor<4>, bias: Option<&Tensor<4>>) -> Tensor<3> {
+    /// `o(softmax(q k^T + bias, mask) v)`, without T5's absent `1/sqrt(d_kv)`.
+    fn attend(&self, x: Tensor<3>, k: Tensor<4>, v: Tensor<4>, mask: Option<&Mask>, bias: Bias<'_>) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let q = self.heads(self.q.forward(x));
-        let mut scores = q.matmul(k.swap_dims(2, 3));
-        if let Some(bias) = bias {
-            scores = scores + bias.clone();
-        }
-        let out = softmax(scores, 3).matmul(v);
+        let out = attend(q, k, v, mask, 1.0, bias);
         self.o.forward(out.swap_dims(1, 2).reshape([b, s, self.n_heads * self.d_kv]))
     }
 }
@@ -315,26 +312,12 @@ impl Stack {
     }
 }
 
-/// Additive mask `[B, 1, 1, S]` hiding padded keys (`padding` is `[B, S]`, 1 = real token), f32::MIN
-/// as transformers' eager attention.
-fn padding_mask(padding: &[u32], batch: usize, len: usize, device: &Device) -> Tensor<4> {
-    let m: Vec<f32> = padding.iter().map(|&p| if p == 0 { f32::MIN } else { 0.0 }).collect();
-    Tensor::from_data(TensorData::new(m, [batch, 1, 1, len]), device)
-}
-
-/// Additive causal mask `[1, 1, Q, past + Q]`.
-fn causal_mask(past: usize, q: usize, device: &Device) -> Tensor<4> {
-    let keys = past + q;
-    let m: Vec<f32> = (0..q).flat_map(|i| (0..keys).map(move |j| if j > past + i { f32::MIN } else { 0.0 })).collect();
-    Tensor::from_data(TensorData::new(m, [1, 1, q, keys]), device)
-}
-
 /// What the decoder reads of the encoder: every layer's cross-attention keys and values, and the
 /// mask of the encoder's padding.
 #[derive(Clone, Debug)]
 struct CrossState {
     kv: Vec<(Tensor<4>, Tensor<4>)>,
-    mask: Option<Tensor<4>>,
+    mask: Option<Mask>,
 }
 
 /// Incremental decoding state: the decoder's self-attention keys/values grow with each step; the
@@ -360,15 +343,16 @@ impl T5Cache {
         self.len() == 0
     }
 
-    /// Keeps only the given batch rows (beam search reorders hypotheses between steps).
-    pub fn select_rows(&mut self, rows: Tensor<1, Int>) {
+    /// Keeps only the given batch rows (beam search reorders hypotheses between steps), `rows` on
+    /// the device and as `parents` on the host.
+    pub fn select_rows(&mut self, rows: Tensor<1, Int>, parents: &[usize]) {
         self.self_attn.select_rows(rows.clone());
         if let Some(cross) = &mut self.cross {
             for (k, v) in &mut cross.kv {
                 *k = k.clone().select(0, rows.clone());
                 *v = v.clone().select(0, rows.clone());
             }
-            cross.mask = cross.mask.take().map(|m| m.select(0, rows));
+            cross.mask = cross.mask.take().map(|m| m.select_rows(parents));
         }
     }
 }
@@ -483,16 +467,13 @@ impl T5 {
     /// 1 = real token (`None`: no padding).
     pub fn encode(&self, ids: Tensor<2, Int>, padding: Option<&[u32]>) -> Tensor<3> {
         let [b, s] = ids.dims();
-        let device = ids.device();
-        let mut bias = self.encoder.position_bias(&self.config, 0, s, &device);
-        if let Some(p) = padding {
-            bias = bias + padding_mask(p, b, s, &device);
-        }
+        let bias = self.encoder.position_bias(&self.config, 0, s, &ids.device());
+        let mask = padding.map(|p| padding_mask(p, b, s));
         let mut x = embedding(self.shared.clone(), ids);
         for block in &self.encoder.blocks {
             let h = block.self_attn_norm.forward(x.clone());
             let (k, v) = block.self_attn.keys_values(h.clone());
-            x = x + block.self_attn.attend(h, k, v, Some(&bias));
+            x = x + block.self_attn.attend(h, k, v, mask.as_ref(), Bias::Dense(&bias));
             x = x.clone() + block.ff.forward(block.ff_norm.forward(x));
         }
         self.encoder.final_layer_norm.forward(x)
@@ -501,7 +482,7 @@ impl T5 {
     fn cross_state(&self, encoder_out: &Tensor<3>, padding: Option<&[u32]>) -> CrossState {
         let [b, s, _] = encoder_out.dims();
         let kv = self.decoder.blocks.iter().filter_map(|bl| bl.cross.as_ref()).map(|(_, a)| a.keys_values(encoder_out.clone())).collect();
-        CrossState { kv, mask: padding.map(|p| padding_mask(p, b, s, &encoder_out.device())) }
+        CrossState { kv, mask: padding.map(|p| padding_mask(p, b, s)) }
     }
 
     /// Logits `[B, T, vocab]` for decoder ids `[B, T]` attending to `encoder_out` (from [`T5::encode`];
@@ -531,23 +512,24 @@ impl T5 {
         decoder_ids: Tensor<2, Int>,
         mut cache: Option<&mut T5Cache>,
     ) -> Tensor<3> {
-        let [_, t] = decoder_ids.dims();
+        let [b, t] = decoder_ids.dims();
         let device = decoder_ids.device();
         let past = cache.as_ref().map_or(0, |c| c.len());
         let cross = match cache.as_deref_mut() {
             Some(c) => c.cross.get_or_insert_with(|| self.cross_state(encoder_out, encoder_padding)).clone(),
             None => self.cross_state(encoder_out, encoder_padding),
         };
-        let bias = self.decoder.position_bias(&self.config, past, t, &device) + causal_mask(past, t, &device);
+        let bias = self.decoder.position_bias(&self.config, past, t, &device);
+        let causal = attention_mask(None, b, t, past);
         let mut x = embedding(self.shared.clone(), decoder_ids);
         let n = self.decoder.blocks.len();
         for (i, (block, (ck, cv))) in self.decoder.blocks.iter().zip(cross.kv).enumerate() {
             let h = block.self_attn_norm.forward(x.clone());
             let (k, v) = block.self_attn.keys_values(h.clone());
             let (k, v) = extend(cache.as_deref_mut().map(|c| c.self_attn.layer(i, n)), k, v);
-            x = x + block.self_attn.attend(h, k, v, Some(&bias));
+            x = x + block.self_attn.attend(h, k, v, Some(&causal), Bias::Dense(&bias));
             if let Some((norm, attn)) = &block.cross {
-                x = x.clone() + attn.attend(norm.forward(x), ck, cv, cross.mask.as_ref());
+                x = x.clone() + attn.attend(norm.forward(x), ck, cv, cross.mask.as_ref(), Bias::None);
             }
             x = x.clone() + block.ff.forward(block.ff_norm.forward(x));
         }
