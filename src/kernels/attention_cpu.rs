@@ -2,7 +2,8 @@
 //! the keys they see, the block's scores in a scratch buffer of the task's own (never the whole
 //! `[B, H, S, T]`), and the products through `gemm` on one thread per task (rayon splits tasks).
 //! The backward task owns one key/value head and the query heads that read it, so GQA's key and
-//! value gradients add up without races.
+//! value gradients add up without races; the dense bias's gradient task owns one `[S, T]` slab of
+//! it and adds the batch rows that read it in order.
 
 use burn::backend::Flex;
 use burn::backend::TensorMetadata;

@@ -4,7 +4,8 @@
 //!   rows only (an attention head, or N rows);
 //! - fused AdamW over whole tensors (one pass over w, grad, m, v instead of ~15 tensor ops);
 //! - RMSNorm and SwiGLU forward and backward, one pass each ([`fused`]);
-//! - flash-style attention with GQA, causal order and padding as lengths ([`attention`]).
+//! - flash-style attention with GQA, causal order and padding as lengths, ALiBi and a trainable
+//!   dense bias (T5) ([`attention`]).
 //!
 //! A partially trained linear layer keeps its full weight `W` frozen and takes a compact leaf
 //! `W[rows]` that tracks gradients: [`masked_linear`] computes `x W^T` with `W`, and its backward
