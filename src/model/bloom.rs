@@ -16,7 +16,7 @@ use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
 use super::linear::{Linear, Linears, vocab_logits};
-use super::llama::{Loader, TensorSource};
+use super::loader::{Loader, TensorSource};
 use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};

@@ -13,6 +13,7 @@ use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
 use super::linear::{Linear, Linears, vocab_logits};
+use super::loader::{Loader, TensorSource};
 use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
@@ -106,37 +107,6 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
     pub lm_head: Option<Tensor<2>>,
-}
-
-/// Supplies each parameter's values (f32, row-major, HF shape) by HF name; the loader validates
-/// the shape it is asked for against its file.
-pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
-
-/// Reads parameters from a [`TensorSource`] onto a device; every architecture's `load` uses it.
-pub(crate) struct Loader<'s, 'a> {
-    source: &'s mut TensorSource<'a>,
-    device: &'s Device,
-}
-
-impl<'s, 'a> Loader<'s, 'a> {
-    pub(crate) fn new(source: &'s mut TensorSource<'a>, device: &'s Device) -> Self {
-        Self { source, device }
-    }
-
-    pub(crate) fn matrix(&mut self, name: &str, shape: [usize; 2]) -> Result<Tensor<2>> {
-        Ok(Tensor::from_data(TensorData::new((self.source)(name, &shape)?, shape), self.device))
-    }
-
-    pub(crate) fn vector(&mut self, name: &str, dim: usize) -> Result<Tensor<1>> {
-        Ok(Tensor::from_data(TensorData::new((self.source)(name, &[dim])?, [dim]), self.device))
-    }
-
-    /// `{prefix}.weight` (`[d_out, d_in]`), then `{prefix}.bias` when `bias`.
-    pub(crate) fn linear(&mut self, prefix: &str, d_out: usize, d_in: usize, bias: bool) -> Result<Linear> {
-        let weight = self.matrix(&format!("{prefix}.weight"), [d_out, d_in])?;
-        let bias = if bias { Some(self.vector(&format!("{prefix}.bias"), d_out)?) } else { None };
-        Ok(Linear::new(weight, bias))
-    }
 }
 
 impl Llama {

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod linear;
 pub mod llama;
+pub mod loader;
 pub mod lora;
 pub mod loss;
 pub mod norm;

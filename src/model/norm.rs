@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 
-use super::llama::Loader;
+use super::loader::Loader;
 use super::params::{ParamMut, ParamRef};
 use crate::error::Result;
 

@@ -22,7 +22,7 @@ use super::attention::{Bias, Mask, attend, attention_mask, padding_mask};
 use super::cache::{KvCache, extend};
 use super::config::{check_positive, check_sizes, check_token_ids, deserialize};
 use super::linear::{Linear, Linears, vocab_logits};
-use super::llama::{Loader, TensorSource};
+use super::loader::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
 use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
