@@ -11,13 +11,11 @@ use crate::eval::generate::{GenerateOptions, Strategy, generate};
 use crate::eval::runner::EvalSettings;
 use crate::io::{atomic::Existing, export::save_hf_folder, load_model};
 use crate::model::summary::ModelSummary;
+use crate::train::config::DEFAULT_MODEL;
 use crate::train::output::OutputMode;
 use crate::train::overrides::TrainOverrides;
 use crate::train::progress::ProgressPrinter;
 use crate::train::{Granularity, TrainConfig, Trainer};
-
-/// The default model: SmolLM2-135M-Instruct as fetched by scripts/fetch-model.sh.
-pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Parser)]
 #[command(

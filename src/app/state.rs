@@ -49,7 +49,7 @@ impl Default for Settings {
     fn default() -> Self {
         let train = TrainConfig::default();
         Self {
-            model_path: crate::cli::DEFAULT_MODEL.into(),
+            model_path: crate::train::config::DEFAULT_MODEL.into(),
             data_path: train.data.display().to_string(),
             output_dir: "runs/app".into(),
             save_dir: "runs/app/saved-model".into(),

@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 use crate::green::budget::Budget;
 use crate::select::CostRule;
 
+/// The default model: SmolLM2-135M-Instruct as fetched by scripts/fetch-model.sh.
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
 /// How to choose what to train.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -109,7 +112,7 @@ impl Default for TrainConfig {
     /// (34.1) for 71% of the FLOPs.
     fn default() -> Self {
         Self {
-            model: PathBuf::from(crate::cli::DEFAULT_MODEL),
+            model: PathBuf::from(DEFAULT_MODEL),
             data: PathBuf::from("assets/demo/dialogsum.train.jsonl"),
             source_field: None,
             target_fields: Vec::new(),
