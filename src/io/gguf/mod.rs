@@ -252,11 +252,6 @@ impl GgufModel {
         config
     }
 
-    /// HF names of the loadable tensors, in file order.
-    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
-        self.mapped.iter().map(|(n, _)| n.as_str())
-    }
-
     /// HF-order shape of a tensor, without decoding it.
     pub fn tensor_shape(&self, hf_name: &str) -> Option<Vec<usize>> {
         self.by_hf_name.get(hf_name).map(|&i| hf_shape(&self.file.tensors[i]))
