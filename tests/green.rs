@@ -104,7 +104,7 @@ fn amdgpu_power_is_integrated_and_energy_counters_preferred() {
     let outer = Instant::now();
     let mut meter = Meter::from_sensors(amdgpu_sensors(root));
     let inner = Instant::now();
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(50));
     let inner_s = inner.elapsed().as_secs_f64();
     meter.sample();
     let outer_s = outer.elapsed().as_secs_f64();

@@ -131,7 +131,7 @@ pub fn write_f32(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], metada
     // existing file is only read, so it stays whole until the rename replaces it.
     let permissions = match std::fs::metadata(path) {
         Ok(existing) => existing.permissions(),
-        Err(_) => std::fs::File::create(path).and_then(|f| f.metadata()).map_err(|e| Error::io(path, e))?.permissions(),
+        Err(_) => File::create(path).and_then(|f| f.metadata()).map_err(|e| Error::io(path, e))?.permissions(),
     };
     safetensors::serialize_to_file(views, metadata, path).map_err(|e| Error::invalid(path, e.to_string()))?;
     std::fs::set_permissions(path, permissions).map_err(|e| Error::io(path, e))

@@ -143,7 +143,7 @@ pub fn smollm2_gguf() -> Option<PathBuf> {
 /// expected.safetensors (relative L2 <= 1e-3; a missing gradient fails). Returns how many were
 /// checked and the worst relative error with its parameter.
 pub fn assert_gradients_match(
-    model: &impl greentrainer::model::Parameters,
+    model: &impl Parameters,
     grads: &burn::tensor::Gradients,
     expected: &greentrainer::io::safetensors_file::SafetensorsFiles,
     device: &str,
