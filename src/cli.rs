@@ -196,7 +196,7 @@ pub struct AccuracyArgs {
     #[arg(long, default_value_t = 2e-5)]
     pub lr: f64,
     /// LoRA's learning rate as a multiple of --lr.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = crate::bench::accuracy::LORA_LR_SCALE)]
     pub lora_lr_scale: f64,
     /// Held-out rows scored (the file's first).
     #[arg(long, default_value_t = 50, value_parser = at_least_one)]
@@ -503,7 +503,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 baselines: !a.no_baselines,
             };
             let dev = a.device.open();
-            let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."))?;
+            let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."), &std::sync::atomic::AtomicBool::new(false))?;
             println!("{}", accuracy::table(&rows, &settings));
             accuracy::write(&rows, &a.json, &a.svg)?;
             eprintln!("rows: {}, plot: {}", a.json.display(), a.svg.display());

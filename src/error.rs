@@ -29,6 +29,9 @@ pub enum Error {
     /// The model could not be saved at the end of a run; the trained weights went to a checkpoint.
     #[error("saving the fine-tuned model failed: {error}{}", kept_weights(checkpoint))]
     SaveFailed { error: Box<Error>, checkpoint: Option<PathBuf> },
+    /// The user cancelled long work that leaves nothing behind (a comparison of methods).
+    #[error("cancelled")]
+    Cancelled,
     #[error(transparent)]
     Gguf(#[from] crate::io::gguf::GgufError),
     #[error(transparent)]

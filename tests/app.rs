@@ -330,3 +330,48 @@ fn the_evaluate_tab_and_the_eval_command_agree() {
         .collect();
     assert_eq!(command, app.predictions.iter().map(|p| p.prediction.clone()).collect::<Vec<_>>());
 }
+
+/// The Method tab's comparison trains each method on the data file's first rows and scores it on
+/// its last ones: the base model, full fine-tuning, GreenTrainer at the tab's rho within its FLOPs,
+/// FT-top-k and LoRA, each a row of real numbers; a cancelled comparison leaves no error.
+#[test]
+fn the_method_tab_compares_methods_on_held_out_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings { rho: 0.6, compare_rows: 4, compare_held_out: 2, ..settings(dir.path()) };
+    let mut harness = harness(s);
+    type_into(&mut harness, "Model path", &common::fixture("tiny-llama").display().to_string());
+    click(&mut harness, "Load model");
+    wait_for(&mut harness, "Model loaded");
+    click(&mut harness, "Data");
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/demo/dialogsum.train.jsonl");
+    type_into(&mut harness, "Data file", &data.display().to_string());
+    click(&mut harness, "Method");
+
+    click(&mut harness, "Compare methods");
+    click(&mut harness, "Cancel comparison");
+    let start = Instant::now();
+    while harness.state().busy() {
+        harness.step();
+        assert!(start.elapsed() < Duration::from_secs(120), "the comparison did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(harness.state().error(), None, "cancelling is not an error");
+    assert!(harness.state().comparison().is_none());
+
+    click(&mut harness, "Compare methods");
+    wait_for(&mut harness, "Held-out loss");
+    let rows = harness.state().comparison().expect("the comparison's rows");
+    let methods: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods.len(), 5, "{methods:?}");
+    assert_eq!((methods[0], methods[1], methods[4]), ("base model", "full", "LoRA"), "{methods:?}");
+    assert!(methods[2].starts_with("GreenTrainer rho 0.6") && methods[3].starts_with("FT-top-"), "{methods:?}");
+    let (base, full, green) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!((base.flops_ratio, full.flops_ratio), (0.0, 1.0));
+    // Its importance scoring is charged to it too, a large share of a two-step run.
+    assert!(green.flops_ratio > 0.3 && green.flops_ratio < 0.9, "GreenTrainer spent {} of full", green.flops_ratio);
+    // Training at lr 1e-3 moves the held-out loss off the base model's.
+    for r in &rows[1..] {
+        assert!(r.held_out_loss.is_finite() && (r.held_out_loss - base.held_out_loss).abs() > 1e-6, "{r:?}");
+        assert!((0.0..=100.0).contains(&r.rouge_l), "{r:?}");
+    }
+}

@@ -1,13 +1,15 @@
 //! Method tab: what to train and within which FLOPs budget, with the cost of a step, an epoch and
 //! the memory estimated live from the model's profile before anything runs.
-//! Calibrate times a pass on the device to turn FLOPs into estimated seconds.
+//! Calibrate times a pass on the device to turn FLOPs into estimated seconds; Compare trains each
+//! method briefly on the user's data and scores it on held-out rows, the accuracy side of the cost.
 
 use crate::profile::reach::Reach;
 use eframe::egui;
 
 use super::StudioApp;
 use super::widgets::{bytes, flops, number, seconds};
-use super::worker::{Calibration, Command};
+use super::worker::{COMPARING, Calibration, Command};
+use crate::bench::accuracy::Row;
 use crate::model::lora::default_targets;
 use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile, top_k_blocks};
 use crate::select::{CostRule, SelectConfig, select};
@@ -22,6 +24,10 @@ const F32: f64 = 4.0;
 pub struct MethodView {
     /// The last calibration on the loaded model and device.
     pub calibration: Option<Calibration>,
+    /// What the running comparison of methods is doing.
+    pub comparing: Option<String>,
+    /// The last comparison's rows, the base model first.
+    pub comparison: Option<Vec<Row>>,
 }
 
 /// What one configuration costs, before training.
@@ -188,8 +194,62 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         Some(Ok(e)) => {
             cost_table(app, ui, &e);
             calibration(app, ui, &e);
+            ui.separator();
+            comparison(app, ui);
         }
     }
+}
+
+/// Held-out quality next to cost: the same comparison as `greentrainer bench accuracy`, small.
+fn comparison(app: &mut StudioApp, ui: &mut egui::Ui) {
+    let running = app.worker.is_busy_with(COMPARING);
+    let s = &mut app.settings;
+    ui.horizontal(|ui| {
+        number(ui, "Comparison training rows", &mut s.compare_rows, 1..=100_000, 1.0);
+        number(ui, "Held-out rows (the data file's last)", &mut s.compare_held_out, 1..=10_000, 0.2);
+    });
+    ui.horizontal(|ui| {
+        let hint = "Trains full fine-tuning, GreenTrainer at this rho, FT-top-k at the same FLOPs and LoRA for one epoch \
+                    over the data file's first rows, from the model file, and scores each on the held-out rows";
+        let ready = app.worker.busy().is_none() && !s.data_path.trim().is_empty();
+        if ui.add_enabled(ready, egui::Button::new("Compare methods")).on_hover_text(hint).clicked() {
+            app.worker.send(Command::Compare { settings: s.comparison() });
+        }
+        if running {
+            if ui.button("Cancel comparison").clicked() {
+                app.worker.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            ui.spinner();
+            ui.label(app.method.comparing.as_deref().unwrap_or("starting"));
+        } else if app.method.comparison.is_none() {
+            ui.label("Compare to see, on your data, what each method keeps of the task for the FLOPs it spends.");
+        }
+    });
+    let Some(rows) = &app.method.comparison else { return };
+    egui::Grid::new("comparison").num_columns(5).striped(true).show(ui, |ui| {
+        for head in ["Method", "FLOPs vs full", "Time vs full", "Held-out loss", "ROUGE-1/2/L"] {
+            ui.strong(head);
+        }
+        ui.end_row();
+        for r in rows {
+            ui.label(&r.method);
+            ui.label(format!("{:.3}", r.flops_ratio));
+            ui.label(r.time_ratio.map_or("-".into(), |t| format!("{t:.3}")));
+            ui.label(format!("{:.4}", r.held_out_loss));
+            ui.label(format!("{:.1}/{:.1}/{:.1}", r.rouge1, r.rouge2, r.rouge_l));
+            ui.end_row();
+        }
+    });
+    egui_plot::Plot::new("rouge vs flops")
+        .height(220.0)
+        .x_axis_label("FLOPs vs full fine-tuning")
+        .y_axis_label("held-out ROUGE-L")
+        .legend(egui_plot::Legend::default())
+        .show(ui, |plot| {
+            for r in rows {
+                plot.points(egui_plot::Points::new(r.method.clone(), vec![[r.flops_ratio, r.rouge_l]]).radius(5.0));
+            }
+        });
 }
 
 fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {

@@ -94,6 +94,11 @@ impl StudioApp {
         self.error.as_deref()
     }
 
+    /// The Method tab's last comparison of methods, the base model first.
+    pub fn comparison(&self) -> Option<&[crate::bench::accuracy::Row]> {
+        self.method.comparison.as_deref()
+    }
+
     /// The last evaluation of the Evaluate tab (the fine-tuned model's, or the loaded one's).
     pub fn evaluation(&self) -> Option<&crate::eval::runner::Evaluation> {
         self.eval.result.as_ref().map(|(tuned, _)| tuned)
@@ -103,10 +108,14 @@ impl StudioApp {
         match reply {
             Reply::TrainEvent(event) => self.run.on_event(event),
             Reply::EvalProgress { done, total } => self.eval.progress = Some((done, total)),
+            Reply::CompareProgress(what) => self.method.comparing = Some(what),
             Reply::Done { task, result: Err(e) } => {
                 self.error = Some(format!("{task} failed: {e}"));
                 if task == worker::TRAINING {
                     self.run.running = false;
+                }
+                if task == worker::COMPARING {
+                    self.method.comparing = None;
                 }
             }
             Reply::Done { result: Ok(output), .. } => match output {
@@ -122,6 +131,10 @@ impl StudioApp {
                 Output::Saved { dir, delta } => self.save.saved = Some((dir, delta)),
                 Output::Run { log, events } => self.run.reopened(log, events),
                 Output::Calibrated(c) => self.method.calibration = Some(c),
+                Output::Compared(rows) => {
+                    self.method.comparing = None;
+                    self.method.comparison = rows;
+                }
             },
         }
     }

@@ -41,6 +41,9 @@ pub struct Settings {
     pub validation_fraction: f64,
     pub eval_rows: usize,
     pub max_new_tokens: usize,
+    /// The Method tab's comparison: training rows, and held-out rows from the data file's end.
+    pub compare_rows: usize,
+    pub compare_held_out: usize,
     pub recent_models: Vec<String>,
     pub recent_data: Vec<String>,
 }
@@ -70,6 +73,9 @@ impl Default for Settings {
             validation_fraction: 0.1,
             eval_rows: 4,
             max_new_tokens: 48,
+            // About 12 steps per method at batch 4 and a dozen scored answers: minutes on a laptop.
+            compare_rows: 48,
+            compare_held_out: 12,
             recent_models: Vec::new(),
             recent_data: Vec::new(),
         }
@@ -102,6 +108,32 @@ impl Settings {
 }
 
 impl Settings {
+    /// The Method tab's comparison at these settings: the base model, full fine-tuning,
+    /// GreenTrainer at `rho`, FT-top-k at its FLOPs and LoRA, one epoch over the data file's first
+    /// `compare_rows` rows, scored on its last `compare_held_out`.
+    pub fn comparison(&self) -> crate::bench::accuracy::Settings {
+        let data = PathBuf::from(&self.data_path);
+        crate::bench::accuracy::Settings {
+            model: PathBuf::from(&self.model_path),
+            train: data.clone(),
+            held_out: data,
+            rhos: vec![self.rho],
+            train_rows: self.compare_rows,
+            epochs: 1,
+            max_steps: 0,
+            batch_size: self.batch_size,
+            max_len: self.max_len,
+            lr: self.lr,
+            lora_lr_scale: crate::bench::accuracy::LORA_LR_SCALE,
+            eval_rows: self.compare_held_out,
+            answer_tokens: self.max_new_tokens,
+            granularity: crate::train::Granularity::Tensor,
+            reselect_every_steps: 0,
+            importance_batches: 1,
+            baselines: true,
+        }
+    }
+
     /// The GreenTrainer budget the user typed, parsed; `None` when rho is used instead.
     pub fn budget_choice(&self) -> Option<Result<crate::green::budget::Budget, String>> {
         (self.method == MethodKind::Greentrainer && !self.budget.trim().is_empty()).then(|| self.budget.parse())

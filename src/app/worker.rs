@@ -79,6 +79,10 @@ pub enum Command {
     Calibrate {
         max_len: usize,
     },
+    /// Train and score each method briefly (see [`crate::bench::accuracy`]).
+    Compare {
+        settings: crate::bench::accuracy::Settings,
+    },
 }
 
 impl Command {
@@ -92,6 +96,7 @@ impl Command {
             Command::Save { .. } => "saving",
             Command::OpenRun { .. } => "opening the run",
             Command::Calibrate { .. } => "calibrating",
+            Command::Compare { .. } => COMPARING,
         }
     }
 }
@@ -121,6 +126,8 @@ pub enum Output {
         events: Vec<Event>,
     },
     Calibrated(Calibration),
+    /// `None`: the user cancelled it.
+    Compared(Option<Vec<crate::bench::accuracy::Row>>),
 }
 
 /// One timed full fine-tuning pass, and what is known of the device's memory.
@@ -138,6 +145,8 @@ pub enum Reply {
         done: usize,
         total: usize,
     },
+    /// What the comparison of methods is doing now.
+    CompareProgress(String),
     /// Exactly one per command.
     Done {
         task: &'static str,
@@ -169,7 +178,7 @@ impl Worker {
     }
 
     pub fn send(&mut self, command: Command) {
-        if matches!(command, Command::Train { .. }) {
+        if matches!(command, Command::Train { .. } | Command::Compare { .. }) {
             self.cancel.store(false, Ordering::Relaxed);
             self.paused.store(false, Ordering::Relaxed);
         }
@@ -202,6 +211,7 @@ impl Worker {
 }
 
 pub const TRAINING: &str = "training";
+pub const COMPARING: &str = "comparing methods";
 
 /// Lives on the worker thread.
 struct Engine {
@@ -336,6 +346,15 @@ impl Engine {
                 Ok(Output::Run { log, events })
             }
             Command::Calibrate { max_len } => self.calibrate(max_len).map(Output::Calibrated),
+            Command::Compare { settings } => {
+                let device = self.device.clone().ok_or("load a model first (Model panel)")?;
+                let mut progress = |what: &str| self.reply(Reply::CompareProgress(what.to_string()));
+                match crate::bench::accuracy::run(&settings, &device, &mut progress, &self.cancel) {
+                    Ok(rows) => Ok(Output::Compared(Some(rows))),
+                    Err(crate::error::Error::Cancelled) => Ok(Output::Compared(None)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         }
     }
 

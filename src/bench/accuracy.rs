@@ -1,7 +1,8 @@
 //! `greentrainer bench accuracy`: what each method keeps of the task for what it spends. Every
 //! method trains from the same model on the same rows in the same order and is scored on the same
 //! held-out rows: the base model, full fine-tuning, GreenTrainer at each rho, FT-top-k at the
-//! FLOPs of each rho, and LoRA.
+//! FLOPs of each rho, and LoRA. The app's Method tab runs the same comparison, small, on the
+//! user's model and data.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -16,11 +17,17 @@ use crate::profile::{BatchShape, profile};
 use crate::train::cost::step_macs;
 use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
 
+/// LoRA's learning rate over the others' by default: its adapters start at zero and need larger
+/// steps (the paper's LoRA baseline used a higher rate too).
+pub const LORA_LR_SCALE: f64 = 10.0;
+
 /// What to compare, on what, for how long.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub model: PathBuf,
     pub train: PathBuf,
+    /// Scored rows: this file's first `eval_rows`; when it is the training file, its last
+    /// `eval_rows`, and training stops short of them.
     pub held_out: PathBuf,
     pub rhos: Vec<f64>,
     /// Training rows used (the file's first ones).
@@ -76,8 +83,9 @@ struct Plan {
     lr: f64,
 }
 
-/// Trains and scores every method; `progress` hears what is running.
-pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) -> Result<Vec<Row>> {
+/// Trains and scores every method; `progress` hears what is running. Setting `cancel` stops the
+/// method in training after its current step and ends the comparison with [`Error::Cancelled`].
+pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), cancel: &AtomicBool) -> Result<Vec<Row>> {
     if s.rhos.iter().any(|r| !(*r > 0.0 && *r <= 1.0)) {
         return Err(Error::Setting { key: "rho".into(), message: format!("every rho must be in (0, 1], not {:?}", s.rhos) });
     }
@@ -106,7 +114,16 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
     progress("loading the model and scoring the base model");
     let base_plan = Plan { label: "full".into(), method: MethodKind::Full, rho: 1.0, top_k: 1, lr: s.lr };
     let first = Trainer::prepare(config(&base_plan), dev.clone())?;
-    let held = held_out::examples(&first.loaded, &s.held_out, s.max_len, s.answer_tokens, s.eval_rows)?;
+    let (held, train_rows) = if s.held_out == s.train {
+        let mut all = held_out::examples(&first.loaded, &s.held_out, s.max_len, s.answer_tokens, usize::MAX)?;
+        let before = all.len().saturating_sub(s.eval_rows);
+        if before == 0 {
+            return Err(Error::invalid(&s.train, format!("{} rows leave none to train on after holding out {}", all.len(), s.eval_rows)));
+        }
+        (all.split_off(before), s.train_rows.min(before))
+    } else {
+        (held_out::examples(&first.loaded, &s.held_out, s.max_len, s.answer_tokens, s.eval_rows)?, s.train_rows)
+    };
     if held.is_empty() {
         return Err(Error::invalid(&s.held_out, "no held-out rows"));
     }
@@ -137,7 +154,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
     for plan in &plans {
         progress(&format!("training: {}", plan.label));
         let mut trainer = Trainer::prepare(config(plan), dev.clone())?;
-        trainer.examples.truncate(s.train_rows.max(1));
+        trainer.examples.truncate(train_rows.max(1));
         let (mut trained, mut losses, mut time, mut spent, mut full, mut energy) = (0, Vec::new(), 0.0, 0.0, 0.0, None);
         let outcome = trainer.run(
             &mut |e: &Event| match e {
@@ -150,11 +167,13 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str)) ->
                 Event::Energy(footprint) => energy = Some(footprint.energy_wh),
                 _ => {}
             },
-            &AtomicBool::new(false),
+            cancel,
             false,
         );
         let _ = std::fs::remove_dir_all(trainer.config.output.clone());
-        outcome?;
+        if outcome?.cancelled {
+            return Err(Error::Cancelled);
+        }
         progress(&format!("scoring: {}", plan.label));
         let scored = held_out::score(&trainer.loaded, trainer.pad_id(), &held, s.answer_tokens)?;
         if plan.method == MethodKind::Full {
