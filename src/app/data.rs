@@ -7,7 +7,6 @@ use eframe::egui;
 use egui_plot::{Bar, BarChart, Plot, VLine};
 
 use super::StudioApp;
-use super::state::remember;
 use super::widgets::{Pick, number, path_row};
 use super::worker::Command;
 use crate::data::{Mapping, Preview};
@@ -101,7 +100,6 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
 
 fn preview(app: &mut StudioApp) {
     let path = app.settings.data_path.trim().to_owned();
-    remember(&mut app.settings.recent_data, &path);
     app.error = None;
     app.worker.send(Command::Preview { path: PathBuf::from(path), max_len: app.settings.max_len, mapping: app.data.mapping.clone() });
 }

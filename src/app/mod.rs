@@ -3,6 +3,7 @@
 
 mod data;
 mod evaluate;
+mod first_run;
 mod method;
 mod model;
 mod save;
@@ -28,8 +29,13 @@ pub fn run() -> anyhow::Result<()> {
         "GreenTrainer Studio",
         options,
         Box::new(|cc| {
-            let settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
-            Ok(Box::new(StudioApp::new(cc.egui_ctx.clone(), settings)))
+            let mut settings = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
+            let cwd = std::env::current_dir().unwrap_or_default();
+            let app_dir = eframe::storage_dir("GreenTrainer Studio");
+            let note = first_run::resolve_defaults(&mut settings, &cwd, first_run::exe_dir().as_deref(), app_dir.as_deref());
+            let mut app = StudioApp::new(cc.egui_ctx.clone(), settings);
+            app.error = note;
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
@@ -94,6 +100,11 @@ impl StudioApp {
         self.error.as_deref()
     }
 
+    /// What the user chose (persisted between sessions).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The Method tab's last comparison of methods, the base model first.
     pub fn comparison(&self) -> Option<&[crate::bench::accuracy::Row]> {
         self.method.comparison.as_deref()
@@ -119,12 +130,17 @@ impl StudioApp {
                 }
             }
             Reply::Done { result: Ok(output), .. } => match output {
-                Output::Model { summary, ops, device, note } => {
+                Output::Model { path, summary, ops, device, note } => {
+                    // Only paths that loaded join the recent list.
+                    state::remember(&mut self.settings.recent_models, &path.display().to_string());
                     self.model.loaded(summary, ops, device, note);
                     // Timings belong to the previous model and device.
                     self.method.calibration = None;
                 }
-                Output::Preview(p) => self.data.loaded(p),
+                Output::Preview(p) => {
+                    state::remember(&mut self.settings.recent_data, &p.info.path.display().to_string());
+                    self.data.loaded(p)
+                }
                 Output::Trained(outcome) => self.run.finished(outcome),
                 Output::Evaluated { tuned, base } => self.eval.result = Some((tuned, base)),
                 Output::Generated(text) => self.eval.generated = Some(text),

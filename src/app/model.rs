@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::StudioApp;
-use super::state::remember;
 use super::widgets::{Pick, path_row};
 use super::worker::Command;
 use crate::device::DeviceChoice;
@@ -88,7 +87,6 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
 
 fn load(app: &mut StudioApp) {
     let path = app.settings.model_path.trim().to_owned();
-    remember(&mut app.settings.recent_models, &path);
     app.error = None;
     app.worker.send(Command::LoadModel { path: PathBuf::from(path), device: app.settings.device });
 }

@@ -20,30 +20,61 @@ pub enum Pick {
 /// the button, Enter in the field, or a path picked in the dialog.
 pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, action: Option<&str>, enabled: bool) -> bool {
     let mut go = false;
+    let no_dialog = ui.scope_id().with(("no file dialog", label));
     ui.horizontal(|ui| {
         let name = ui.label(label);
         let field = ui.add(egui::TextEdit::singleline(path).desired_width(ui.available_width() - 190.0)).labelled_by(name.id);
         go |= field.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-        if ui.button("Browse…").clicked()
-            && let Some(p) = browse(pick)
-        {
-            *path = p.display().to_string();
-            go = true;
+        if ui.button("Browse…").clicked() {
+            match browse(pick) {
+                Browsed::Picked(p) => {
+                    *path = p.display().to_string();
+                    go = true;
+                }
+                Browsed::Unavailable => {
+                    ui.data_mut(|d| d.insert_temp(no_dialog, true));
+                }
+                Browsed::Cancelled => {}
+            }
         }
         if let Some(action) = action {
             go |= ui.add_enabled(enabled, egui::Button::new(action)).clicked();
         }
     });
+    if ui.data(|d| d.get_temp::<bool>(no_dialog).unwrap_or(false)) {
+        ui.colored_label(
+            ui.visuals().warn_fg_color,
+            "No file dialog opened: this desktop offers none (no xdg desktop portal, no zenity). Type or paste the path above.",
+        );
+    }
     go && action.is_some() && enabled && !path.trim().is_empty()
 }
 
-fn browse(pick: Pick) -> Option<std::path::PathBuf> {
+/// What the system file dialog gave.
+enum Browsed {
+    Picked(std::path::PathBuf),
+    Cancelled,
+    /// It closed before anyone could have used it: rfd found no dialog to show (on Linux, no
+    /// desktop portal and no zenity) and only logs that.
+    Unavailable,
+}
+
+/// A person cannot cancel a dialog faster than this; rfd failing returns at once.
+const FASTEST_CANCEL: std::time::Duration = std::time::Duration::from_millis(400);
+
+fn browse(pick: Pick) -> Browsed {
     let dialog = rfd::FileDialog::new();
-    match pick {
+    let opened = std::time::Instant::now();
+    let picked = match pick {
         Pick::Model { file: false } | Pick::Folder => dialog.pick_folder(),
         Pick::Model { file: true } => dialog.add_filter("GGUF model", &["gguf"]).pick_file(),
         Pick::Data => dialog.add_filter("Data", &["jsonl", "json", "csv", "parquet"]).pick_file(),
         Pick::Log => dialog.add_filter("Run events", &["jsonl"]).pick_file(),
+    };
+    match picked {
+        Some(p) => Browsed::Picked(p),
+        None if opened.elapsed() < FASTEST_CANCEL => Browsed::Unavailable,
+        None => Browsed::Cancelled,
     }
 }
 

@@ -104,6 +104,8 @@ impl Command {
 /// The result of one command.
 pub enum Output {
     Model {
+        /// The path as the user gave it, which loaded.
+        path: PathBuf,
         summary: ModelSummary,
         ops: Vec<OpSpec>,
         device: String,
@@ -255,6 +257,7 @@ impl Engine {
                 let device = ComputeDevice::open(device);
                 let loaded = load_model(&path, &device.device).map_err(|e| e.to_string())?;
                 let out = Output::Model {
+                    path: path.clone(),
                     summary: ModelSummary::of(&loaded),
                     ops: loaded.model.op_graph(),
                     device: device.name.clone(),
