@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{Model, Parameters};
 use crate::train::batch::DeviceBatch;
 use crate::train::optim::AdamW;
@@ -26,22 +26,27 @@ pub struct Importance {
 
 /// Scores the tensors `candidates` names on `batch` with the run's optimizer at learning rate `lr`.
 pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Result<Importance> {
-    score_batches(model, optimizer, std::slice::from_ref(batch), lr, candidates)
+    score_batches(model, optimizer, std::slice::from_ref(batch), lr, candidates, &mut |_, _| true)
 }
 
 /// [`score`] on each of `batches`, the contributions summed; `loss` is the batches' mean.
+/// `before_pass(k, n)` is told before each of the `n` forward+backward passes (two per batch,
+/// long on a large model); returning false stops scoring with [`Error::Cancelled`].
 pub fn score_batches(
     model: &Model,
     optimizer: &AdamW,
     batches: &[DeviceBatch],
     lr: f64,
     candidates: &dyn Fn(&str) -> bool,
+    before_pass: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Importance> {
     let mut raw: BTreeMap<String, f64> = BTreeMap::new();
     let mut rows: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut loss = 0.0;
-    for batch in batches {
-        let one = contributions(model, optimizer, batch, lr, candidates)?;
+    let passes = 2 * batches.len();
+    for (i, batch) in batches.iter().enumerate() {
+        let mut pass = |k: usize| if before_pass(2 * i + k, passes) { Ok(()) } else { Err(Error::Cancelled) };
+        let one = contributions(model, optimizer, batch, lr, candidates, &mut pass)?;
         loss += one.loss / batches.len() as f64;
         for (name, v) in one.raw {
             *raw.entry(name).or_default() += v;
@@ -69,10 +74,13 @@ fn contributions(
     batch: &DeviceBatch,
     lr: f64,
     candidates: &dyn Fn(&str) -> bool,
+    pass: &mut dyn FnMut(usize) -> Result<()>,
 ) -> Result<Contributions> {
+    pass(0)?;
     let first = forward_backward(model, candidates, batch)?;
     let mut stepped = model.clone();
     optimizer.clone().step(&mut stepped, &first.grads, lr, 1.0);
+    pass(1)?;
     let second = forward_backward(&stepped, candidates, batch)?;
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {

@@ -31,16 +31,15 @@ fn config(method: MethodKind, out: &std::path::Path) -> TrainConfig {
     }
 }
 
-fn run(config: TrainConfig, resume: bool, cancel_after: Option<usize>) -> (Trainer, Vec<Event>, Vec<f64>) {
+/// Runs `config` on the CPU, cancelling once `cancel_on` holds for an event.
+fn run(config: TrainConfig, resume: bool, cancel_on: Option<&dyn Fn(&Event) -> bool>) -> (Trainer, Vec<Event>, Vec<f64>) {
     let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
     let cancel = AtomicBool::new(false);
     let mut events = Vec::new();
     let outcome = trainer
         .run(
             &mut |e: &Event| {
-                if let (Event::Step { step, .. }, Some(n)) = (e, cancel_after)
-                    && *step >= n
-                {
+                if cancel_on.is_some_and(|on| on(e)) {
                     cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 events.push(e.clone());
@@ -123,7 +122,9 @@ fn importance_on_several_batches_sums_each_batch() {
     };
     let (a, b) = (batch(&trainer.examples[..2]), batch(&trainer.examples[2..4]));
     let optimizer = AdamW::new(AdamWConfig::default());
-    let score = |batches: &[DeviceBatch]| greentrainer::importance::score_batches(&model, &optimizer, batches, 1e-3, &|_| true).unwrap();
+    let score = |batches: &[DeviceBatch]| {
+        greentrainer::importance::score_batches(&model, &optimizer, batches, 1e-3, &|_| true, &mut |_, _| true).unwrap()
+    };
     let (one, two, both) = (score(std::slice::from_ref(&a)), score(std::slice::from_ref(&b)), score(&[a, b]));
     assert!((both.loss - (one.loss + two.loss) / 2.0).abs() < 1e-9);
     for (name, &v) in &both.raw {
@@ -144,11 +145,24 @@ fn resume_reproduces_the_uninterrupted_run() {
     let (_, _, straight) = run(config(MethodKind::Greentrainer, straight_dir.path()), false, None);
 
     let dir = tempfile::tempdir().unwrap();
-    let (_, events, first) = run(config(MethodKind::Greentrainer, dir.path()), false, Some(2));
+    let (_, events, first) = run(config(MethodKind::Greentrainer, dir.path()), false, Some(&|e| matches!(e, Event::Step { step: 2, .. })));
     assert!(events.iter().any(|e| matches!(e, Event::Cancelled { step: 2, .. })));
     let (_, _, rest) = run(config(MethodKind::Greentrainer, dir.path()), true, None);
     let resumed: Vec<f64> = first.into_iter().chain(rest).collect();
     assert_eq!(resumed, straight, "losses after resume must equal the uninterrupted run");
+
+    // Cancelled inside importance scoring, before the first step: scoring stops after the pass
+    // under way, nothing is selected or trained, and resuming starts the run over.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, events, first) =
+        run(config(MethodKind::Greentrainer, dir.path()), false, Some(&|e| matches!(e, Event::Scoring { pass: 1, .. })));
+    let scoring: Vec<(usize, usize)> =
+        events.iter().filter_map(|e| if let Event::Scoring { pass, passes, .. } = e { Some((*pass, *passes)) } else { None }).collect();
+    assert_eq!(scoring, [(0, 2), (1, 2)], "one batch scored in two passes, stopped before the second ran");
+    assert!(first.is_empty() && !events.iter().any(|e| matches!(e, Event::Selection { .. } | Event::Step { .. })), "{events:?}");
+    assert!(matches!(events.last(), Some(Event::Cancelled { step: 0, .. })), "{events:?}");
+    let (_, _, rest) = run(config(MethodKind::Greentrainer, dir.path()), true, None);
+    assert_eq!(rest, straight, "a run resumed from a cancelled scoring equals the uninterrupted run");
 }
 
 #[test]

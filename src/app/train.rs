@@ -171,9 +171,13 @@ fn progress(app: &StudioApp, ui: &mut egui::Ui) {
     }
     let Some(&(step, loss, lr, tokens, step_time, spent, full)) = steps.last() else {
         if run.running {
+            let scoring = run.events.iter().rev().find_map(|e| match e {
+                Event::Scoring { pass, passes, .. } => Some(format!("Scoring importance: pass {} of {passes}…", pass + 1)),
+                _ => None,
+            });
             ui.horizontal(|ui| {
                 ui.spinner();
-                ui.label("Preparing: loading the data and scoring importance…");
+                ui.label(scoring.as_deref().unwrap_or("Preparing: loading the data…"));
             });
         }
         return;

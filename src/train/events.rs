@@ -26,6 +26,13 @@ pub enum Event {
         full_step_flops: f64,
         resumed_from_step: Option<usize>,
     },
+    /// GreenTrainer scores importance before selecting: forward+backward pass `pass` (from 0)
+    /// of `passes` is about to run.
+    Scoring {
+        step: usize,
+        pass: usize,
+        passes: usize,
+    },
     Selection {
         step: usize,
         selected: Vec<String>,

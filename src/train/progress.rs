@@ -23,6 +23,10 @@ impl EventSink for ProgressPrinter {
                 bar.set_position(resumed_from_step.unwrap_or(0) as u64);
                 self.bar = Some(bar);
             }
+            Event::Scoring { pass, passes, .. } => match &self.bar {
+                Some(bar) => bar.set_message(format!("scoring importance: pass {} of {passes}", pass + 1)),
+                None => eprintln!("scoring importance: pass {} of {passes}", pass + 1),
+            },
             Event::Selection { selected, realised_rho, deepest, step, .. } => {
                 self.println(format!(
                     "step {step}: training {} tensors, realised rho {realised_rho:.3}, backward stops at {}",

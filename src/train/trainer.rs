@@ -260,13 +260,21 @@ impl Trainer {
                     let extra = if c.method == MethodKind::Greentrainer { c.importance_batches.saturating_sub(1) } else { 0 };
                     let scoring: Vec<DeviceBatch> =
                         batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| DeviceBatch::new(&b, &model))).collect();
-                    let (names, selection_flops) = self.choose(
+                    let chosen = self.choose(
                         &model,
                         &optimizer,
                         SelectionPoint { batches: &scoring, lr, step: state.step },
                         selection.as_ref(),
                         sink,
-                    )?;
+                        cancel,
+                    );
+                    let (names, selection_flops) = match chosen {
+                        // Cancelled while scoring: this step starts again on resume.
+                        Err(Error::Cancelled) => {
+                            return self.cancelled(&mut state, position, selection.as_ref(), &model, &optimizer, losses, sink);
+                        }
+                        other => other?,
+                    };
                     state.flops_spent += selection_flops;
                     state.flops_full += selection_flops;
                     selection = Some(Selection { names, at_step: state.step, at_epoch: pos.epoch });
@@ -317,26 +325,11 @@ impl Trainer {
                     flops_spent: state.flops_spent,
                     flops_full: state.flops_full,
                 });
-                // Read once: a cancel arriving between two reads must not skip the check below.
-                let cancelled = cancel.load(Ordering::Relaxed);
-                if cancelled || (c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every)) {
-                    // A checkpoint must be a state to continue from: weights an update made
-                    // non-finite end the run instead, with the previous checkpoint kept.
-                    if let Some(name) = first_non_finite(&model) {
-                        return Err(self.non_finite_weights(state.step, &name));
-                    }
-                    snapshot(&mut state, position, selection.as_ref(), &optimizer);
-                    checkpoint::save(&checkpoint_dir, &model, &optimizer, &state)?;
-                    if cancelled {
-                        sink.emit(&Event::Cancelled { step: state.step, checkpoint: checkpoint_dir.clone() });
-                        return Ok(RunOutcome {
-                            steps: state.step,
-                            losses,
-                            flops_spent: state.flops_spent,
-                            flops_full: state.flops_full,
-                            cancelled: true,
-                        });
-                    }
+                if cancel.load(Ordering::Relaxed) {
+                    return self.cancelled(&mut state, position, selection.as_ref(), &model, &optimizer, losses, sink);
+                }
+                if c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every) {
+                    self.checkpoint(&mut state, position, selection.as_ref(), &model, &optimizer)?;
                     sink.emit(&Event::Checkpoint { step: state.step, path: checkpoint_dir.clone() });
                 }
                 if state.step >= total_steps {
@@ -451,6 +444,40 @@ impl Trainer {
         Ok(split_rows(&p, &ops, &block))
     }
 
+    /// Saves the state to continue from at `position`. A checkpoint must be one: weights an update
+    /// made non-finite end the run instead, with the previous checkpoint kept.
+    fn checkpoint(
+        &self,
+        state: &mut RunState,
+        position: DataPosition,
+        selection: Option<&Selection>,
+        model: &Model,
+        optimizer: &AdamW,
+    ) -> Result<()> {
+        if let Some(name) = first_non_finite(model) {
+            return Err(self.non_finite_weights(state.step, &name));
+        }
+        snapshot(state, position, selection, optimizer);
+        checkpoint::save(&self.config.checkpoint_dir(), model, optimizer, state)
+    }
+
+    /// Ends the run as cancelled, with a checkpoint to resume from.
+    #[allow(clippy::too_many_arguments)]
+    fn cancelled(
+        &self,
+        state: &mut RunState,
+        position: DataPosition,
+        selection: Option<&Selection>,
+        model: &Model,
+        optimizer: &AdamW,
+        losses: Vec<f64>,
+        sink: &mut dyn EventSink,
+    ) -> Result<RunOutcome> {
+        self.checkpoint(state, position, selection, model, optimizer)?;
+        sink.emit(&Event::Cancelled { step: state.step, checkpoint: self.config.checkpoint_dir() });
+        Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: true })
+    }
+
     fn reselect_due(&self, current: &Option<Selection>, step: usize, epoch: u64) -> bool {
         let Some(s) = current else { return true };
         let c = &self.config;
@@ -469,6 +496,7 @@ impl Trainer {
         at: SelectionPoint<'_>,
         previous: Option<&Selection>,
         sink: &mut dyn EventSink,
+        cancel: &AtomicBool,
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
         let SelectionPoint { batches, lr, step } = at;
@@ -480,7 +508,13 @@ impl Trainer {
             MethodKind::Greentrainer => {
                 // With warmup the first lr is 0, which would make every importance 0.
                 let scoring_lr = if lr > 0.0 { lr } else { c.lr };
-                let imp = importance::score_batches(model, optimizer, batches, scoring_lr, &|_| true)?;
+                // Each pass can take minutes on a large model: say which, and stop between them
+                // when cancelled.
+                let mut before_pass = |pass: usize, passes: usize| {
+                    sink.emit(&Event::Scoring { step, pass, passes });
+                    !cancel.load(Ordering::Relaxed)
+                };
+                let imp = importance::score_batches(model, optimizer, batches, scoring_lr, &|_| true, &mut before_pass)?;
                 let per_node = node_importance(&p, &imp);
                 let candidates = p.candidates(&per_node).map_err(|e| Error::Other(e.to_string()))?;
                 let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
