@@ -362,12 +362,13 @@ fn reach_reports_the_deepest_block_a_rho_affords() {
         assert_eq!(reach.blocks, 30);
         let deepest = reach.deepest_block.expect("the top block fits these rho");
         assert!(affordable(rho, deepest) && (0..deepest).all(|b| !affordable(rho, b)), "rho {rho}: block {deepest}");
-        assert_eq!(reach.shallow(), 30 - deepest < 27, "rho {rho}: 90% of 30 blocks");
+        assert_eq!(reach.shallow(), 30 - deepest < 29, "rho {rho}: 95% of 30 blocks");
         let deep = reach.rho_for_deep.unwrap();
-        assert!(Reach::of(&p, deep).reachable_blocks() >= 27 && Reach::of(&p, deep - 1e-6).reachable_blocks() < 27, "rho {rho}");
+        assert!(Reach::of(&p, deep).reachable_blocks() >= 29 && Reach::of(&p, deep - 1e-6).reachable_blocks() < 29, "rho {rho}");
     }
-    // Measured on SmolLM2: rho 0.5 and 0.6 lost part of the task, 0.7 kept it.
-    assert!(Reach::of(&p, 0.5).shallow() && Reach::of(&p, 0.6).shallow() && !Reach::of(&p, 0.7).shallow());
+    // Measured on SmolLM2: rho 0.5, 0.6 and 0.65 lost part of the task, 0.7 kept it.
+    let shallow = |rho: f64| Reach::of(&p, rho).shallow();
+    assert!(shallow(0.5) && shallow(0.6) && shallow(0.65) && !shallow(0.7));
     assert!(Reach::of(&p, 0.5).describe().contains("too shallow"));
 
     // Charged for DialogSum-like answers (48 target tokens a row) rather than every token, the head
