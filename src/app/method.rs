@@ -11,12 +11,10 @@ use super::widgets::{bytes, flops, number, seconds};
 use super::worker::{COMPARING, Calibration, Command};
 use crate::bench::accuracy::Row;
 use crate::model::lora::default_targets;
-use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile, top_k_blocks};
+use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile, top_k_blocks};
 use crate::select::{CostRule, SelectConfig, select};
 use crate::train::MethodKind;
 
-/// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
-const FLOPS_PER_MAC: f64 = 2.0;
 /// Weights, gradients and AdamW's two moments are f32.
 const F32: f64 = 4.0;
 

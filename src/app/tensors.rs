@@ -9,7 +9,7 @@ use eframe::egui;
 use super::StudioApp;
 use super::widgets::flops;
 use crate::profile::blocks::parse_block;
-use crate::profile::{BatchShape, Node, profile};
+use crate::profile::{BatchShape, FLOPS_PER_MAC, Node, profile};
 use crate::train::Event;
 
 const CELL: egui::Vec2 = egui::vec2(64.0, 22.0);
@@ -87,8 +87,8 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         swatch(ui, fill, mark).on_hover_text(format!(
             "{}\nt_dy {}   t_dw {}  (per step)\nimportance {}\n{:.3} M parameters{}",
             n.name,
-            flops(2.0 * n.t_dy),
-            flops(2.0 * n.t_dw),
+            flops(FLOPS_PER_MAC * n.t_dy),
+            flops(FLOPS_PER_MAC * n.t_dw),
             imp.map_or("-".into(), |v| format!("{v:.4}")),
             n.param_numel as f64 / 1e6,
             match mark {

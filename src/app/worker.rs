@@ -395,7 +395,8 @@ impl Engine {
         let start = Instant::now();
         pass()?;
         let seconds = start.elapsed().as_secs_f64();
-        let flops = 2.0 * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
+        let flops =
+            crate::profile::FLOPS_PER_MAC * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
         Ok(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),
             device_memory: match device.backend {

@@ -103,7 +103,8 @@ impl RunPlan {
     /// An upper bound of the FLOPs (2 x MAC) at `rho`: the selection DP keeps each step within
     /// rho x T_full.
     pub fn flops(&self, rho: f64) -> f64 {
-        2.0 * self.full_step_macs * (self.micro_steps as f64 * rho + 2.0 * self.selections as f64)
+        // Each selection scores importance in two full forward+backward passes.
+        crate::profile::FLOPS_PER_MAC * self.full_step_macs * (self.micro_steps as f64 * rho + 2.0 * self.selections as f64)
     }
 
     /// The smallest rho a step can have: the forward pass alone.

@@ -85,7 +85,7 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     let adapters = lora_model.attach_lora(&c.lora_config()).into_iter().collect();
     let ops = lora_model.op_graph();
     let p = profile(&ops, BatchShape::padded(&ops, c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
-    let lora_flops = 2.0 * plan.micro_steps as f64 * crate::train::cost::step_macs(&p, &lora_model, &adapters);
+    let lora_flops = crate::profile::FLOPS_PER_MAC * plan.micro_steps as f64 * crate::train::cost::step_macs(&p, &lora_model, &adapters);
     let rows = [
         (format!("GreenTrainer, rho {:.3} (at most)", c.rho), plan.flops(c.rho)),
         ("full fine-tuning".to_string(), plan.flops(1.0) - plan.flops(0.0)),

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// FLOPs per multiply-accumulate as users are shown them (the profiler counts MACs).
+pub const FLOPS_PER_MAC: f64 = 2.0;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum FlopsConvention {
     /// Multiply and add counted separately: FLOPs = 2 x MAC.
@@ -14,7 +17,7 @@ pub enum FlopsConvention {
 impl FlopsConvention {
     pub fn from_macs(self, macs: f64) -> f64 {
         match self {
-            Self::Flops => 2.0 * macs,
+            Self::Flops => FLOPS_PER_MAC * macs,
             Self::PaperMac => macs,
         }
     }

@@ -30,7 +30,7 @@ pub mod opt;
 pub mod reach;
 pub mod t5;
 
-pub use flops::FlopsConvention;
+pub use flops::{FLOPS_PER_MAC, FlopsConvention};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

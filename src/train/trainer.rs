@@ -30,14 +30,11 @@ use crate::model::lora::default_targets;
 use crate::model::{Linears, Model, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
 use crate::profile::reach::Reach;
-use crate::profile::{BatchShape, OpKind, OpSpec, Profile, profile};
+use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile};
 use crate::select::{SelectConfig, select};
 
 /// What a diverged run tells the user; resuming would repeat it, since a resume keeps the lr.
 const DIVERGED: &str = "training diverged; start the run again with a lower lr or a clip_norm";
-
-/// FLOPs = 2 x multiply-accumulates (the profiler counts MACs).
-const FLOPS_PER_MAC: f64 = 2.0;
 
 /// A loaded model and dataset, ready to train.
 pub struct Trainer {
