@@ -90,19 +90,28 @@ fn contributions(
     });
     let mut raw = BTreeMap::new();
     let mut rows = BTreeMap::new();
+    // A failed read-back must fail the scoring, not leave a tensor's rows empty for the selection.
+    let mut unread = None;
     stepped.visit(&mut |name, after| {
         let (Some(g1), Some(w0)) = (second.grads.get(name), before.get(name)) else { return };
         let contribution = (g1.clone() * (after.flat() - w0.clone())).neg();
         if let crate::model::ParamRef::Matrix(t) = after {
             let [d_out, d_in] = t.dims();
             let per_row = contribution.clone().reshape([d_out, d_in]).sum_dim(1).reshape([d_out]);
-            rows.insert(
-                name.to_string(),
-                per_row.try_into_vec_as::<f32>().unwrap_or_default().into_iter().map(f64::from).collect::<Vec<_>>(),
-            );
+            match per_row.try_into_vec_as::<f32>() {
+                Ok(values) => {
+                    rows.insert(name.to_string(), values.into_iter().map(f64::from).collect::<Vec<_>>());
+                }
+                Err(e) => {
+                    unread.get_or_insert_with(|| Error::Other(format!("importance of {name}: reading it from the device failed: {e:?}")));
+                }
+            }
         }
         let i: f32 = contribution.sum().into_scalar();
         raw.insert(name.to_string(), i as f64);
     });
-    Ok(Contributions { raw, rows, loss: first.loss })
+    match unread {
+        Some(e) => Err(e),
+        None => Ok(Contributions { raw, rows, loss: first.loss }),
+    }
 }
