@@ -650,7 +650,8 @@ fn eval(args: EvalArgs) -> Result<()> {
     );
     let result =
         crate::eval::runner::evaluate(&loaded, &data.examples, &settings.generation(&loaded), &settings.rouge(), &mut |done, _| {
-            bar.set_position(done as u64)
+            bar.set_position(done as u64);
+            true
         })?;
     bar.finish_and_clear();
     let out = args.out.unwrap_or_else(|| {

@@ -19,8 +19,11 @@ fn eval_runs_end_to_end_on_the_tiny_model() {
     let mut calls = Vec::new();
     for strategy in [Strategy::Greedy, Strategy::Beam { num_beams: 3, length_penalty: 1.0 }] {
         let generation = GenerateOptions { strategy, max_new_tokens: 6, repetition_penalty: 2.5, eos_token_ids: vec![0], use_cache: true };
-        let result =
-            evaluate(&loaded, &data.examples, &generation, &RougeOptions::default(), &mut |done, total| calls.push((done, total))).unwrap();
+        let result = evaluate(&loaded, &data.examples, &generation, &RougeOptions::default(), &mut |done, total| {
+            calls.push((done, total));
+            true
+        })
+        .unwrap();
         assert_eq!(result.predictions.len(), 3);
         assert_eq!(result.rouge.count, 3);
         for p in &result.predictions {
@@ -36,4 +39,14 @@ fn eval_runs_end_to_end_on_the_tiny_model() {
         assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 3);
     }
     assert_eq!(calls.last(), Some(&(3, 3)));
+
+    // Stopped from the progress callback after the first row: a cancel, not a shorter result.
+    let generation = GenerateOptions::greedy(6);
+    let mut rows_done = 0;
+    let stopped = evaluate(&loaded, &data.examples, &generation, &RougeOptions::default(), &mut |done, _| {
+        rows_done = done;
+        false
+    });
+    assert!(matches!(stopped, Err(greentrainer::error::Error::Cancelled)), "{:?}", stopped.map(|r| r.predictions.len()));
+    assert_eq!(rows_done, 1);
 }

@@ -149,7 +149,11 @@ impl StudioApp {
                 Output::Calibrated(c) => self.method.calibration = Some(c),
                 Output::Compared(rows) => {
                     self.method.comparing = None;
-                    self.method.comparison = rows;
+                    self.method.comparison = Some(rows);
+                }
+                Output::Cancelled => {
+                    self.method.comparing = None;
+                    self.eval.progress = None;
                 }
             },
         }

@@ -91,7 +91,7 @@ impl Command {
             Command::LoadModel { .. } => "loading the model",
             Command::Preview { .. } => "reading the data",
             Command::Train { .. } => "training",
-            Command::Evaluate { .. } => "evaluating",
+            Command::Evaluate { .. } => EVALUATING,
             Command::Generate { .. } => "generating",
             Command::Save { .. } => "saving",
             Command::OpenRun { .. } => "opening the run",
@@ -128,8 +128,9 @@ pub enum Output {
         events: Vec<Event>,
     },
     Calibrated(Calibration),
-    /// `None`: the user cancelled it.
-    Compared(Option<Vec<crate::bench::accuracy::Row>>),
+    Compared(Vec<crate::bench::accuracy::Row>),
+    /// The user cancelled the command (which left nothing behind).
+    Cancelled,
 }
 
 /// One timed full fine-tuning pass, and what is known of the device's memory.
@@ -180,7 +181,7 @@ impl Worker {
     }
 
     pub fn send(&mut self, command: Command) {
-        if matches!(command, Command::Train { .. } | Command::Compare { .. }) {
+        if matches!(command, Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. }) {
             self.cancel.store(false, Ordering::Relaxed);
             self.paused.store(false, Ordering::Relaxed);
         }
@@ -214,6 +215,7 @@ impl Worker {
 
 pub const TRAINING: &str = "training";
 pub const COMPARING: &str = "comparing methods";
+pub const EVALUATING: &str = "evaluating";
 
 /// Lives on the worker thread.
 struct Engine {
@@ -289,22 +291,24 @@ impl Engine {
                 let ctx = self.ctx.clone();
                 // With a base model each row is generated twice; progress counts both passes.
                 let passes = if self.base.is_some() { 2 } else { 1 };
+                let cancel = &self.cancel;
                 let progress = |offset: usize| {
                     let (replies, ctx) = (replies.clone(), ctx.clone());
                     move |done: usize, total: usize| {
                         let _ = replies.send(Reply::EvalProgress { done: offset + done, total: total * passes });
                         ctx.request_repaint();
+                        !cancel.load(Ordering::Relaxed)
                     }
                 };
                 let rouge = settings.rouge();
-                let tuned = evaluate(loaded, &validation, &generation, &rouge, &mut progress(0)).map_err(|e| e.to_string())?;
-                let base = match &self.base {
-                    Some(base) => {
-                        Some(evaluate(base, &validation, &generation, &rouge, &mut progress(validation.len())).map_err(|e| e.to_string())?)
-                    }
-                    None => None,
-                };
-                Ok(Output::Evaluated { tuned, base })
+                let evaluated = evaluate(loaded, &validation, &generation, &rouge, &mut progress(0)).and_then(|tuned| {
+                    let base = match &self.base {
+                        Some(base) => Some(evaluate(base, &validation, &generation, &rouge, &mut progress(validation.len()))?),
+                        None => None,
+                    };
+                    Ok(Output::Evaluated { tuned, base })
+                });
+                cancellable(evaluated)
             }
             Command::Generate { prompt, max_new_tokens } => {
                 let loaded = self.model()?;
@@ -352,11 +356,7 @@ impl Engine {
             Command::Compare { settings } => {
                 let device = self.device.clone().ok_or("load a model first (Model panel)")?;
                 let mut progress = |what: &str| self.reply(Reply::CompareProgress(what.to_string()));
-                match crate::bench::accuracy::run(&settings, &device, &mut progress, &self.cancel) {
-                    Ok(rows) => Ok(Output::Compared(Some(rows))),
-                    Err(crate::error::Error::Cancelled) => Ok(Output::Compared(None)),
-                    Err(e) => Err(e.to_string()),
-                }
+                cancellable(crate::bench::accuracy::run(&settings, &device, &mut progress, &self.cancel).map(Output::Compared))
             }
         }
     }
@@ -490,4 +490,13 @@ fn split(loaded: &LoadedModel, path: &Path, opts: LoadOptions, fraction: f64) ->
     let data = load_dataset(path, &loaded.tokenizer, &opts).map_err(|e| e.to_string())?;
     data.require_targets().map_err(|e| e.to_string())?;
     split_by_ratio(data.examples, fraction, TrainConfig::default().seed).map_err(|e| e.to_string())
+}
+
+/// A command's result, with a cancel the user asked for as [`Output::Cancelled`] rather than an
+/// error.
+fn cancellable(result: crate::error::Result<Output>) -> Result<Output, String> {
+    match result {
+        Err(crate::error::Error::Cancelled) => Ok(Output::Cancelled),
+        other => other.map_err(|e| e.to_string()),
+    }
 }

@@ -127,7 +127,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
     if held.is_empty() {
         return Err(Error::invalid(&s.held_out, "no held-out rows"));
     }
-    let base = held_out::score(&first.loaded, first.pad_id(), &held, s.answer_tokens)?;
+    let base = held_out::score(&first.loaded, first.pad_id(), &held, s.answer_tokens, cancel)?;
     let mut rows = vec![row("base model".into(), 0, 0.0, 0.0, None, &[], &base, None)];
 
     let mut plans = Vec::new();
@@ -175,7 +175,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
             return Err(Error::Cancelled);
         }
         progress(&format!("scoring: {}", plan.label));
-        let scored = held_out::score(&trainer.loaded, trainer.pad_id(), &held, s.answer_tokens)?;
+        let scored = held_out::score(&trainer.loaded, trainer.pad_id(), &held, s.answer_tokens, cancel)?;
         if plan.method == MethodKind::Full {
             full_time = Some(time);
         }

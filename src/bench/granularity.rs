@@ -54,7 +54,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             Some(scored) => scored,
             None => {
                 let held = held_out::examples(&trainer.loaded, held_out, max_len, SUMMARY_TOKENS, HELD_OUT)?;
-                let before = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS)?;
+                let before = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS, &AtomicBool::new(false))?;
                 (held, before)
             }
         };
@@ -74,7 +74,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
             &AtomicBool::new(false),
             false,
         )?;
-        let after = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS)?;
+        let after = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS, &AtomicBool::new(false))?;
         let _ = std::fs::remove_dir_all(out);
         rows.push(Row {
             granularity,

@@ -3,6 +3,7 @@
 //! and the ROUGE of greedy summaries.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::data::{Example, load_dataset, pad_batch};
 use crate::error::Result;
@@ -29,8 +30,8 @@ pub fn examples(loaded: &LoadedModel, path: &Path, max_len: usize, answer_tokens
 }
 
 /// `loaded` on `examples`: mean loss in batches of 4 (padded with `pad_id`), ROUGE (F1, stemmed)
-/// of greedy summaries of up to `answer_tokens` tokens.
-pub fn score(loaded: &LoadedModel, pad_id: u32, examples: &[Example], answer_tokens: usize) -> Result<HeldOut> {
+/// of greedy summaries of up to `answer_tokens` tokens; `cancel` stops it between rows.
+pub fn score(loaded: &LoadedModel, pad_id: u32, examples: &[Example], answer_tokens: usize, cancel: &AtomicBool) -> Result<HeldOut> {
     let model = &loaded.model;
     let losses: Vec<f64> = examples
         .chunks(4)
@@ -41,7 +42,7 @@ pub fn score(loaded: &LoadedModel, pad_id: u32, examples: &[Example], answer_tok
         .collect::<Result<_>>()?;
     // max_len only shapes the encoding, done by `examples`.
     let s = settings(answer_tokens, 0);
-    let eval = evaluate(loaded, examples, &s.generation(loaded), &s.rouge(), &mut |_, _| {})?;
+    let eval = evaluate(loaded, examples, &s.generation(loaded), &s.rouge(), &mut |_, _| !cancel.load(Ordering::Relaxed))?;
     Ok(HeldOut { loss: losses.iter().sum::<f64>() / losses.len().max(1) as f64, rouge: eval.rouge })
 }
 

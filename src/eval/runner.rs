@@ -73,13 +73,14 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
 }
 
-/// Generates for every example's prompt and scores it; `progress(done, total)` after each row.
+/// Generates for every example's prompt and scores it; `progress(done, total)` after each row,
+/// which stops the evaluation with [`Error::Cancelled`] by returning false.
 pub fn evaluate(
     loaded: &LoadedModel,
     examples: &[Example],
     generation: &GenerateOptions,
     rouge: &RougeOptions,
-    progress: &mut dyn FnMut(usize, usize),
+    progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Evaluation> {
     let mut predictions = Vec::with_capacity(examples.len());
     for (i, ex) in examples.iter().enumerate() {
@@ -95,7 +96,9 @@ pub fn evaluate(
             rouge2: s.rouge2.fmeasure,
             rouge_l: s.rouge_l.fmeasure,
         });
-        progress(i + 1, examples.len());
+        if !progress(i + 1, examples.len()) {
+            return Err(Error::Cancelled);
+        }
     }
     let preds: Vec<String> = predictions.iter().map(|p| p.prediction.clone()).collect();
     let refs: Vec<Vec<String>> = predictions.iter().map(|p| p.references.clone()).collect();
