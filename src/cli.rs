@@ -411,12 +411,8 @@ pub fn run(cli: Cli) -> Result<()> {
             let config = TrainConfig {
                 output: free,
                 device: if on_gpu { device.device } else { DeviceChoice::Cpu },
-                epochs: 1,
                 max_steps: if on_gpu { 150 } else { 12 },
-                max_len: 256,
-                lr: 1e-4,
-                reselect_every_epochs: 0,
-                ..TrainConfig::default()
+                ..TrainConfig::quick()
             };
             train(config, OutputMode::New, None)?;
         }

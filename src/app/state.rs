@@ -50,7 +50,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        let train = TrainConfig::default();
+        let train = TrainConfig::quick();
         Self {
             model_path: crate::train::config::DEFAULT_MODEL.into(),
             data_path: train.data.display().to_string(),
@@ -64,12 +64,11 @@ impl Default for Settings {
             budget: String::new(),
             top_k: train.top_k,
             lora_rank: train.lora_rank,
-            // Shorter than the engine's default so a laptop run shows progress within minutes.
-            max_len: 256,
+            max_len: train.max_len,
             batch_size: train.batch_size,
-            epochs: 1,
+            epochs: train.epochs,
             max_steps: 50,
-            lr: 1e-4,
+            lr: train.lr,
             validation_fraction: 0.1,
             eval_rows: 4,
             max_new_tokens: 48,
@@ -100,9 +99,8 @@ impl Settings {
             batch_size: self.batch_size,
             max_len: self.max_len,
             lr: self.lr,
-            reselect_every_epochs: 0,
             save_model: false,
-            ..TrainConfig::default()
+            ..TrainConfig::quick()
         }
     }
 }
