@@ -12,7 +12,7 @@ use super::worker::{COMPARING, Calibration, Command};
 use crate::bench::accuracy::Row;
 use crate::model::lora::default_targets;
 use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile, top_k_blocks};
-use crate::select::{CostRule, SelectConfig, select};
+use crate::select::{CostRule, SelectConfig};
 use crate::train::MethodKind;
 
 /// Weights, gradients and AdamW's two moments are f32.
@@ -82,9 +82,7 @@ pub fn estimate(
                 // Importance is only measured once training starts; parameter counts stand in
                 // for it so the memory estimate has a plausible selection to size.
                 let proxy: Vec<f64> = p.nodes.iter().map(|n| n.param_numel as f64).collect();
-                let candidates = p.candidates(&proxy).map_err(|e| e.to_string())?;
-                let chosen = select(&candidates, p.t_fp(), &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
-                let idx = p.selected_nodes(&chosen).map_err(|e| e.to_string())?;
+                let idx = p.select(&proxy, &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
                 (rho * p.t_full(), numel(&idx), None)
             }
         }

@@ -15,7 +15,7 @@ use crate::importance;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::{Linears, Model, Parameters};
 use crate::profile::{Profile, profile};
-use crate::select::{SelectConfig, select};
+use crate::select::SelectConfig;
 use crate::train::batch::DeviceBatch;
 use crate::train::cost::step_macs;
 use crate::train::optim::{AdamW, AdamWConfig};
@@ -177,10 +177,8 @@ fn methods(model: &Model, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, S
     let mut out = vec![method("full".into(), model.param_names().into_iter().collect())];
     let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true).map_err(|e| e.to_string())?;
     let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
-    let candidates = p.candidates(&per_node).map_err(|e| e.to_string())?;
     for rho in [0.4, 0.5, 0.7] {
-        let chosen = select(&candidates, p.t_fp(), &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
-        let exec = p.selected_nodes(&chosen).map_err(|e| e.to_string())?;
+        let exec = p.select(&per_node, &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
         out.push(method(format!("GreenTrainer rho={rho}"), exec.iter().map(|&i| p.nodes[i].name.clone()).collect()));
     }
     out.push(method("FT-top-2".into(), model.top_layers(2)));

@@ -299,6 +299,13 @@ impl Profile {
             .collect())
     }
 
+    /// GreenTrainer's choice: the nodes (execution indices, ascending) whose summed `importance`
+    /// (per node in execution order) is largest within `config.rho` of full fine-tuning.
+    pub fn select(&self, importance: &[f64], config: &select::SelectConfig) -> Result<Vec<usize>, ProfileError> {
+        let chosen = select::select(&self.candidates(importance)?, self.t_fp(), config)?;
+        self.selected_nodes(&chosen)
+    }
+
     /// Execution indices (ascending) of the nodes a selection over [`Profile::candidates`] chose.
     pub fn selected_nodes(&self, selection: &Selection) -> Result<Vec<usize>, ProfileError> {
         let mut nodes = selection

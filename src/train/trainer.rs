@@ -31,7 +31,7 @@ use crate::model::{Linears, Model, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
 use crate::profile::reach::Reach;
 use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile};
-use crate::select::{SelectConfig, select};
+use crate::select::SelectConfig;
 
 /// What a diverged run tells the user; resuming would repeat it, since a resume keeps the lr.
 const DIVERGED: &str = "training diverged; start the run again with a lower lr or a clip_norm";
@@ -513,10 +513,8 @@ impl Trainer {
                 };
                 let imp = importance::score_batches(model, optimizer, batches, scoring_lr, &|_| true, &mut before_pass)?;
                 let per_node = node_importance(&p, &imp);
-                let candidates = p.candidates(&per_node).map_err(|e| Error::Other(e.to_string()))?;
                 let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
-                let chosen = select(&candidates, p.t_fp(), &config).map_err(|e| Error::Other(e.to_string()))?;
-                let exec = p.selected_nodes(&chosen).map_err(|e| Error::Other(e.to_string()))?;
+                let exec = p.select(&per_node, &config).map_err(|e| Error::Other(e.to_string()))?;
                 let names: BTreeSet<String> = exec.iter().map(|&i| p.nodes[i].name.clone()).collect();
                 let deepest = exec.iter().min().map(|&i| p.nodes[i].name.clone());
                 // Two forward+backward passes over every tensor, per batch scored.
