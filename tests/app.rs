@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 use egui::accesskit::Role;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
 use greentrainer::app::{Settings, StudioApp};
 use greentrainer::device::DeviceChoice;
@@ -95,6 +95,7 @@ fn a_bad_model_path_is_an_error_in_the_ui() {
     let dir = tempfile::tempdir().unwrap();
     let mut harness = harness(settings(dir.path()));
     type_into(&mut harness, "Model path", "/no/such/model");
+    harness.get_by_label("Nothing exists at this path yet.");
     click(&mut harness, "Load model");
     let start = Instant::now();
     while harness.state().error().is_none() {
@@ -397,4 +398,25 @@ fn browse_without_a_file_dialog_says_so() {
     harness.get_all_by_label("Browse…").next().expect("a Browse button").click();
     harness.run_ok();
     harness.get_by_label_contains("No file dialog opened");
+}
+
+/// A rho too shallow for the model is flagged in the Method tab with a button that sets the
+/// smallest rho reaching (nearly) every block, which clears the warning.
+#[test]
+fn the_depth_warning_offers_the_rho_that_reaches_every_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(Settings { rho: 0.36, ..settings(dir.path()) });
+    type_into(&mut harness, "Model path", &common::fixture("tiny-llama").display().to_string());
+    click(&mut harness, "Load model");
+    wait_for(&mut harness, "Model loaded");
+    click(&mut harness, "Method");
+    harness.get_by_label_contains("too shallow");
+    let button = harness.get_by_label_contains("Use rho");
+    let offered: f64 =
+        button.accesskit_node().label().unwrap_or_default().trim_start_matches("Use rho ").parse().expect("a rho on the button");
+    button.click();
+    harness.run_ok();
+    assert_eq!(harness.state().settings().rho, offered);
+    assert!(offered > 0.36 && offered <= 1.0, "{offered}");
+    assert!(harness.query_by_label_contains("too shallow").is_none(), "rho {offered} still warns");
 }

@@ -188,7 +188,9 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.colored_label(ui.visuals().error_fg_color, format!("Cannot cost this model: {e}"));
         }
         Some(Ok(e)) => {
-            cost_table(app, ui, &e);
+            if let Some(rho) = cost_table(app, ui, &e) {
+                app.settings.rho = rho;
+            }
             calibration(app, ui, &e);
             ui.separator();
             comparison(app, ui);
@@ -248,8 +250,10 @@ fn comparison(app: &mut StudioApp, ui: &mut egui::Ui) {
         });
 }
 
-fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
+/// The cost of the settings; returns a rho the user picked from the depth guidance.
+fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<f64> {
     let s = &app.settings;
+    let mut picked = None;
     if !e.feasible(s.method, s.rho) {
         ui.colored_label(
             ui.visuals().error_fg_color,
@@ -260,7 +264,7 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
                 e.min_rho
             ),
         );
-        return;
+        return None;
     }
     let steps_per_epoch = app.data.train_rows(s.validation_fraction).map(|rows| rows.div_ceil(s.batch_size.max(1)));
     egui::Grid::new("cost").num_columns(2).striped(true).show(ui, |ui| {
@@ -310,7 +314,15 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
             ui.label("Depth");
             let text = reach.describe();
             if reach.shallow() {
-                ui.colored_label(ui.visuals().warn_fg_color, text);
+                ui.horizontal_wrapped(|ui| {
+                    ui.colored_label(ui.visuals().warn_fg_color, text);
+                    // Rounded up, as the description prints it, so the rho picked does reach.
+                    if let Some(deep) = reach.rho_for_deep.map(|r| (r * 100.0).ceil() / 100.0)
+                        && ui.button(format!("Use rho {deep:.2}")).clicked()
+                    {
+                        picked = Some(deep);
+                    }
+                });
             } else {
                 ui.label(text);
             }
@@ -336,6 +348,7 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         ));
         ui.end_row();
     });
+    picked
 }
 
 /// Time estimates from a timed pass on the device, and the memory estimate against the device.

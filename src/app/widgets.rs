@@ -41,6 +41,11 @@ pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, a
             go |= ui.add_enabled(enabled, egui::Button::new(action)).clicked();
         }
     });
+    // What is read must exist; a folder to write into need not yet.
+    let typed = path.trim();
+    if !matches!(pick, Pick::Folder) && !typed.is_empty() && !std::path::Path::new(typed).exists() {
+        ui.colored_label(ui.visuals().warn_fg_color, "Nothing exists at this path yet.");
+    }
     if ui.data(|d| d.get_temp::<bool>(no_dialog).unwrap_or(false)) {
         ui.colored_label(
             ui.visuals().warn_fg_color,
