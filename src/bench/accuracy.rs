@@ -114,7 +114,9 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
     progress("loading the model and scoring the base model");
     let base_plan = Plan { label: "full".into(), method: MethodKind::Full, rho: 1.0, top_k: 1, lr: s.lr };
     let first = Trainer::prepare(config(&base_plan), dev.clone())?;
-    let (held, train_rows) = if s.held_out == s.train {
+    // The same file however it is spelled ("a.jsonl", "./a.jsonl"), so held-out rows never train.
+    let same_file = s.held_out == s.train || matches!((s.held_out.canonicalize(), s.train.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    let (held, train_rows) = if same_file {
         let mut all = held_out::examples(&first.loaded, &s.held_out, s.max_len, s.answer_tokens, usize::MAX)?;
         let before = all.len().saturating_sub(s.eval_rows);
         if before == 0 {

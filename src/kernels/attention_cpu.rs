@@ -133,6 +133,10 @@ impl Block<'_> {
     fn scores(&self, scores: &mut [f32], spec: &AttentionSpec) {
         let keys = self.k.rows;
         matmul(scores, self.q, self.k.t(), spec.scale, false);
+        // Most models add nothing: no second pass over the scores for them.
+        if spec.alibi_slopes.is_empty() && self.dense.is_none() {
+            return;
+        }
         for (r, row) in scores.chunks_mut(keys).enumerate() {
             let dense = self.dense.map(|d| &d[(self.q0 + r) * self.t..][..keys]);
             for (j, x) in row.iter_mut().enumerate() {
@@ -365,6 +369,14 @@ impl Inputs {
         self.tensors[4].storage::<f32>()
     }
 
+    fn out(&self) -> &[f32] {
+        self.tensors[5].storage::<f32>()
+    }
+
+    fn lse(&self) -> &[f32] {
+        self.tensors[6].storage::<f32>()
+    }
+
     /// Rows `q0..q0 + rows` of query head `head` of batch row `row` in `x` (`[B, H, S, D]`).
     fn rows<'a>(&self, x: &'a [f32], row: usize, head: usize, q0: usize, rows: usize) -> View<'a> {
         let Dims { h, s, d, .. } = self.dims;
@@ -396,8 +408,8 @@ impl Inputs {
             dense: dense_slab(self.bias(), spec, self.dims, row, head),
             t,
         };
-        let (dout, o) = (self.rows(self.dout(), row, head, q0, rows), self.rows(self.tensors[5].storage::<f32>(), row, head, q0, rows));
-        let lse = &self.tensors[6].storage::<f32>()[(row * h + head) * s + q0..][..rows];
+        let (dout, o) = (self.rows(self.dout(), row, head, q0, rows), self.rows(self.out(), row, head, q0, rows));
+        let lse = &self.lse()[(row * h + head) * s + q0..][..rows];
         block.gradients(p, ds, v, dout, o.data, lse, |r| spec.visible(row, q0 + r, t), spec);
         block
     }
