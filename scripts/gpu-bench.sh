@@ -8,6 +8,10 @@
 #   scripts/gpu-bench.sh run    there: unpack, make Vulkan findable, run bench train / forward /
 #                               masked-dw on wgpu beside PyTorch CUDA eager on the configs in
 #                               assets/configs (random weights), write tables and JSON to $OUT
+#   scripts/gpu-bench.sh diag   there, instead of run: where full fine-tuning's time goes on the
+#                               largest config: the step at cubecl's default and at its extensive
+#                               matmul autotuning, side by side, and one step with every kernel
+#                               timed (cubecl's profiling log, one summary per device sync)
 #
 # Each bench has its own time limit so one slow model cannot eat the whole call; the limits sum
 # to under 9 minutes (a call may run 10).
@@ -33,10 +37,8 @@ pack() {
     echo 'now: run "bash scripts/gpu-bench.sh run" on the device with carry [".gpubench", ".gl"]'
 }
 
-run() {
-    # $OUT keeps the JSON rows and one archive of the logs (a device call returns at most 8 files).
-    local out=${OUT:-runs/gpu-bench} logs=/tmp/gpu-bench-logs
-    mkdir -p "$out" "$logs"
+# Unpacks the binary to $bin and makes the NVIDIA Vulkan driver findable.
+prepare() {
     # The NVIDIA driver ships an ICD but the image may lack the loader that reads it.
     if ! ldconfig -p | grep -q libvulkan.so.1; then
         for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -46,10 +48,16 @@ run() {
     if [ -f "$icd" ] && [ -z "${VK_DRIVER_FILES:-}" ]; then
         export VK_DRIVER_FILES=$icd
     fi
-    local bin=/tmp/greentrainer
     xz -dc "$PACK/greentrainer.xz" >"$bin" && chmod +x "$bin" || { echo "no packed binary: run pack first"; exit 1; }
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
     python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$logs/gpu.txt"
+}
+
+run() {
+    # $OUT keeps the JSON rows and one archive of the logs (a device call returns at most 8 files).
+    local out=${OUT:-runs/gpu-bench} logs=/tmp/gpu-bench-logs bin=/tmp/greentrainer
+    mkdir -p "$out" "$logs"
+    prepare
 
     # name, seconds, steps
     local models=("smollm2-135m 130 3" "qwen2.5-0.5b 140 3" "llama-3.2-1b 170 2")
@@ -74,11 +82,38 @@ run() {
     tar czf "$out/logs.tgz" -C "$logs" .
 }
 
+diag() {
+    local out=${OUT:-runs/gpu-bench} logs=/tmp/gpu-bench-logs bin=/tmp/greentrainer
+    local model=$PWD/assets/configs/llama-3.2-1b
+    local common=(bench train --on wgpu --random-init --model "$model" --batch 4 --seq 256 --full-only)
+    mkdir -p "$out" "$logs"
+    prepare
+    echo "== full fine-tuning, default autotuning, beside PyTorch"
+    timeout 100 "$bin" "${common[@]}" --steps 3 --json "$out/diag-default.json" 2>"$logs/diag-default.log"
+    echo "exit $?"
+    echo "== full fine-tuning, extensive autotuning (no PyTorch row)"
+    CUBECL_AUTOTUNE_LEVEL=extensive timeout 130 "$bin" "${common[@]}" --steps 3 --python /nonexistent \
+        --json "$out/diag-extensive.json" 2>"$logs/diag-extensive.log"
+    echo "exit $?"
+    echo "== one step with every kernel timed"
+    # cubecl reads cubecl.toml from the working folder; its environment switches would also log
+    # every kernel's source. Timing each kernel serialises them: read the shares, not the total.
+    local profiled=/tmp/gpu-bench-profiled
+    mkdir -p "$profiled"
+    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\n' "$logs/kernels.log" >"$profiled/cubecl.toml"
+    (cd "$profiled" && timeout 90 "$bin" "${common[@]}" --steps 1 --python /nonexistent \
+        --json "$logs/diag-profiled.json" >"$logs/diag-profiled.md" 2>"$logs/diag-profiled.log")
+    echo "exit $?"
+    grep -h "s/step" "$logs"/diag-*.log
+    tar czf "$out/logs.tgz" -C "$logs" .
+}
+
 case "${1:-}" in
     pack) pack ;;
     run) run ;;
+    diag) diag ;;
     *)
-        echo "usage: scripts/gpu-bench.sh pack|run" >&2
+        echo "usage: scripts/gpu-bench.sh pack|run|diag" >&2
         exit 2
         ;;
 esac

@@ -290,6 +290,9 @@ pub enum BenchCommand {
         seq: usize,
         #[arg(long, default_value_t = 3)]
         steps: usize,
+        /// Only full fine-tuning (beside PyTorch's): the quick speed check.
+        #[arg(long)]
+        full_only: bool,
         /// Where to write the JSON rows.
         #[arg(long, default_value = "runs/bench-train.json")]
         json: PathBuf,
@@ -430,14 +433,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             println!("{}", crate::bench::forward::table(&rows, batch, seq));
         }
-        Command::Bench(BenchCommand::Train { model, batch, seq, steps, json }) => {
+        Command::Bench(BenchCommand::Train { model, batch, seq, steps, full_only, json }) => {
             let mut rows = Vec::new();
             for dev in bench_devices(model.on) {
                 eprintln!("benchmarking training on {} ...", dev.name);
                 let m = model.load(&dev)?;
                 // The reference runs even where the engine cannot (a tensor past the adapter's
                 // binding limit): its row says what this device should reach.
-                let mut r = crate::bench::train::run(&m, &dev, batch, seq, steps).unwrap_or_else(|e| {
+                let mut r = crate::bench::train::run(&m, &dev, batch, seq, steps, full_only).unwrap_or_else(|e| {
                     eprintln!("{}: {e}", dev.name);
                     Vec::new()
                 });

@@ -5,12 +5,13 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use burn::tensor::Device;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
 use super::torch_reference::TorchStep;
 use super::{guarded, median};
-use crate::device::ComputeDevice;
+use crate::device::{BackendKind, ComputeDevice};
 use crate::importance;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::{Linears, Model, Parameters};
@@ -39,9 +40,9 @@ pub struct TrainRow {
     pub weights_mib: f64,
     pub grads_mib: f64,
     pub optimizer_mib: f64,
-    /// Peak resident memory added by forward+backward (activations kept for backward, gradients,
-    /// temporaries), measured on Linux with the kernel's peak-RSS mark; PyTorch's row on CUDA
-    /// gives its allocator's peak instead.
+    /// Peak memory added by forward+backward (activations kept for backward, gradients,
+    /// temporaries): on the CPU the kernel's peak-RSS mark (Linux), on a GPU the growth of the
+    /// device pool (see `PeakProbe`); PyTorch's row on CUDA gives its allocator's peak instead.
     pub step_rss_mib: Option<f64>,
     /// PyTorch eager full fine-tuning's step time on the matching device / this step time
     /// (above 1: faster than PyTorch's full fine-tuning), when the reference ran.
@@ -56,7 +57,8 @@ struct Method {
 }
 
 /// Runs the comparison on `dev`; `steps` timed steps per method after one warm-up step.
-pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize) -> Result<Vec<TrainRow>, String> {
+/// `full_only` leaves out every method but full fine-tuning: the quick speed check against PyTorch.
+pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize, full_only: bool) -> Result<Vec<TrainRow>, String> {
     // No logits-size check: training runs the head in chunks (model::loss::head_cross_entropy).
     let device = &dev.device;
     let mut rng = StdRng::seed_from_u64(1);
@@ -72,7 +74,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
     };
     let b = DeviceBatch::new(&host, model);
     let p = profile(&model.op_graph(), b.shape, false).map_err(|e| e.to_string())?;
-    let methods = methods(model, &p, &b)?;
+    let methods = methods(model, &p, &b, full_only)?;
     let mut rows: Vec<TrainRow> = Vec::new();
     let mut full_time = None;
     let mut full_fb = None;
@@ -83,13 +85,14 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             let mut times = Vec::new();
             let mut fb_times = Vec::new();
             let mut rss = None;
+            let probe = PeakProbe::for_backend(dev.backend);
             for i in 0..=steps {
-                let before = reset_peak_rss();
+                let before = probe.reset(device);
                 let start = Instant::now();
                 let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b).map_err(|e| e.to_string())?;
                 let _ = device.sync();
                 let fb = start.elapsed().as_secs_f64();
-                let during = peak_rss();
+                let during = probe.peak(device);
                 optimizer.step(&mut working, &pass.grads, 1e-5, 1.0);
                 let _ = device.sync();
                 if i > 0 {
@@ -172,9 +175,12 @@ pub fn add_torch(rows: &mut Vec<TrainRow>, device: &str, torch: &TorchStep, batc
 
 /// Full first (the reference), then GreenTrainer at rho 0.4/0.5/0.7 (importance scored once on the
 /// batch), FT-top-2 and LoRA.
-fn methods(model: &Model, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, String> {
+fn methods(model: &Model, p: &Profile, b: &DeviceBatch, full_only: bool) -> Result<Vec<Method>, String> {
     let method = |name: String, trainable: BTreeSet<String>| Method { name, model: model.clone(), trainable };
     let mut out = vec![method("full".into(), model.param_names().into_iter().collect())];
+    if full_only {
+        return Ok(out);
+    }
     let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true).map_err(|e| e.to_string())?;
     let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
     for rho in [0.4, 0.5, 0.7] {
@@ -189,15 +195,50 @@ fn methods(model: &Model, p: &Profile, b: &DeviceBatch) -> Result<Vec<Method>, S
     Ok(out)
 }
 
-/// Resets the kernel's peak-RSS mark (Linux `clear_refs` 5) and returns the current RSS in MiB.
-fn reset_peak_rss() -> Option<f64> {
-    std::fs::write("/proc/self/clear_refs", "5").ok()?;
-    status_mib("VmRSS:")
+/// How a step's peak memory is read, in MiB: `reset` before the step gives the baseline, `peak`
+/// after it the high-water mark since; their difference is what the step added.
+#[derive(Clone, Copy)]
+enum PeakProbe {
+    /// The process's resident set: the kernel's peak-RSS mark (Linux `clear_refs` 5, `VmHWM`).
+    HostRss,
+    /// The device allocator's reserved bytes. It reserves pages as tensors need them and keeps
+    /// them until a cleanup, so after a cleanup its growth over a step is the step's peak (to
+    /// page granularity); bytes in use alone would miss the temporaries freed before the end.
+    DevicePool,
 }
 
-/// Peak RSS in MiB since the last reset.
-fn peak_rss() -> Option<f64> {
-    status_mib("VmHWM:")
+impl PeakProbe {
+    fn for_backend(backend: BackendKind) -> Self {
+        match backend {
+            BackendKind::Cpu => Self::HostRss,
+            BackendKind::Wgpu => Self::DevicePool,
+        }
+    }
+
+    fn reset(self, device: &Device) -> Option<f64> {
+        match self {
+            Self::HostRss => {
+                std::fs::write("/proc/self/clear_refs", "5").ok()?;
+                status_mib("VmRSS:")
+            }
+            Self::DevicePool => {
+                let _ = device.sync();
+                device.memory_cleanup();
+                Self::reserved_mib(device)
+            }
+        }
+    }
+
+    fn peak(self, device: &Device) -> Option<f64> {
+        match self {
+            Self::HostRss => status_mib("VmHWM:"),
+            Self::DevicePool => Self::reserved_mib(device),
+        }
+    }
+
+    fn reserved_mib(device: &Device) -> Option<f64> {
+        device.memory_pool_usage().map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0))
+    }
 }
 
 fn status_mib(key: &str) -> Option<f64> {
