@@ -1,6 +1,6 @@
 //! The app driven through its widgets, rendered with wgpu (lavapipe without a GPU): it starts,
 //! loads the tiny Llama and the bundled DialogSum sample, checks rho, trains a few steps on the
-//! CPU, shows the tensor map, evaluates, saves a folder that reloads, and reopens the run's log;
+//! CPU, shows the tensor map, evaluates, chats, saves a folder that reloads, and reopens the run's log;
 //! the tiny T5 goes through the same tabs.
 //!
 //! Each tab is snapshotted under tests/snapshots/. Paths, timings and fonts differ between
@@ -69,6 +69,24 @@ fn type_into(harness: &mut Harness<'_, StudioApp>, field: &str, text: &str) {
 
 fn click(harness: &mut Harness<'_, StudioApp>, label: &str) {
     harness.get_by_label(label).click();
+    harness.run_ok();
+}
+
+/// Sends `message` in the Chat tab and waits for the replies.
+fn say(harness: &mut Harness<'_, StudioApp>, message: &str) {
+    harness.get_by_role_and_label(Role::MultilineTextInput, "Message").set_text_value_accesskit(message);
+    harness.run_ok();
+    let before = harness.query_all_by_label_contains("Assistant:").count();
+    click(harness, "Send");
+    let start = Instant::now();
+    while harness.state().busy() || harness.query_all_by_label_contains("Assistant:").count() == before {
+        harness.step();
+        if let Some(e) = harness.state().error() {
+            panic!("chatting: {e}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no reply");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     harness.run_ok();
 }
 
@@ -174,11 +192,23 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     // After training, the base model's predictions stand beside the fine-tuned ones.
     harness.get_by_label("Prediction (base)");
     harness.get_by_label_contains("Base (as loaded)");
-    harness.get_by_role_and_label(Role::MultilineTextInput, "Prompt").set_text_value_accesskit("Summarize: hello");
-    harness.run_ok();
-    click(&mut harness, "Generate");
-    wait_for(&mut harness, "Output:");
     snapshot(&mut harness, "evaluate");
+
+    // The fine-tuned model and the base model answer the same message side by side.
+    click(&mut harness, "Chat");
+    harness.get_by_label_contains("no chat template: each message goes to it alone");
+    harness.get_by_role_and_label(Role::Slider, "Temperature").set_value_accesskit(0.0);
+    say(&mut harness, "Summarize: hello");
+    assert_eq!(harness.query_all_by_label_contains("Assistant:").count(), 2, "one reply per model");
+    harness.get_by_label("Fine-tuned");
+    harness.get_by_label("Base (as loaded)");
+    harness.get_by_label("You: Summarize: hello");
+    say(&mut harness, "And again?");
+    assert_eq!(harness.query_all_by_label_contains("Assistant:").count(), 4);
+    assert_eq!(harness.state().settings().chat.temperature, 0.0, "the sampling settings are kept");
+    snapshot(&mut harness, "chat");
+    click(&mut harness, "Clear conversation");
+    assert!(harness.query_by_label_contains("Assistant:").is_none());
 
     click(&mut harness, "Save");
     let saved = dir.path().join("saved");
@@ -258,11 +288,12 @@ fn a_t5_folder_loads_trains_evaluates_and_saves() {
     click(&mut harness, "Evaluate");
     click(&mut harness, "Run evaluation");
     wait_for(&mut harness, "Fine-tuned: ROUGE-1");
-    harness.get_by_role_and_label(Role::MultilineTextInput, "Prompt").set_text_value_accesskit("Summarize: hello");
-    harness.run_ok();
-    click(&mut harness, "Generate");
-    wait_for(&mut harness, "Output:");
-    assert!(harness.query_by_label_contains("Output: Summarize").is_none(), "T5 answers the prompt, it does not continue it");
+    click(&mut harness, "Chat");
+    // T5 reads the message through its encoder and answers it.
+    harness.get_by_label_contains("no chat template");
+    say(&mut harness, "Summarize: hello");
+    assert_eq!(harness.query_all_by_label_contains("Assistant:").count(), 2);
+    assert!(harness.query_by_label_contains("Assistant: Summarize").is_none(), "T5 answers the message, it does not continue it");
 
     click(&mut harness, "Save");
     let saved = dir.path().join("saved");

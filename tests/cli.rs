@@ -108,3 +108,24 @@ fn a_bad_row_stops_training_unless_the_user_asks_to_skip_it() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("skipped 1 bad rows"), "{}", text(&out));
 }
+
+#[test]
+fn chat_answers_each_line_with_the_conversation_so_far() {
+    let Some(model) = common::smollm2_gguf() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greentrainer"))
+        .args(["chat", "--device", "cpu", "--temperature", "0", "--max-new-tokens", "24", "--model", model.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    // The second question only makes sense with the first in the history.
+    child.stdin.take().unwrap().write_all(b"What is the capital of France?\n\nAnd of Italy?\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<&str> = stdout.lines().collect();
+    assert_eq!(replies.len(), 2, "one line per message, the empty one skipped: {stdout}");
+    assert!(replies[0].contains("Paris") && replies[1].contains("Rome"), "{stdout}");
+}

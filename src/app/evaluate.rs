@@ -1,11 +1,11 @@
-//! Evaluate tab: ROUGE on a few held-out rows (after training, the base model beside the fine-tuned one), with progress, and a prompt box.
+//! Evaluate tab: ROUGE on a few held-out rows (after training, the base model beside the fine-tuned one), with progress.
 
 use std::path::PathBuf;
 
 use eframe::egui;
 
 use super::StudioApp;
-use super::widgets::number;
+use super::widgets::{displayable, number};
 use super::worker::Command;
 use crate::eval::runner::Evaluation;
 
@@ -14,9 +14,6 @@ pub struct EvalView {
     pub progress: Option<(usize, usize)>,
     /// The fine-tuned model's evaluation, and the base model's on the same rows once trained.
     pub result: Option<(Evaluation, Option<Evaluation>)>,
-    prompt: String,
-    /// The prompt box's last continuation.
-    pub generated: Option<String>,
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -84,25 +81,6 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             }
         });
     }
-    ui.separator();
-    let name = ui.label("Prompt");
-    ui.add(egui::TextEdit::multiline(&mut app.eval.prompt).desired_rows(3).desired_width(f32::INFINITY)).labelled_by(name.id);
-    if ui.add_enabled(ready, egui::Button::new("Generate")).clicked() {
-        app.eval.generated = None;
-        app.worker.send(Command::Generate { prompt: app.eval.prompt.clone(), max_new_tokens: app.settings.max_new_tokens });
-    }
-    match app.eval.generated.as_deref() {
-        Some("") => {
-            ui.label("Output: (the model ended the text at once)");
-        }
-        Some(text) => {
-            // A decoder-only model continues the prompt; an encoder-decoder model answers it.
-            let answers = app.model.summary.as_ref().is_some_and(|s| s.encoder_decoder);
-            let prompt = if answers { "" } else { app.eval.prompt.as_str() };
-            ui.label(egui::RichText::new(format!("Output: {prompt}{}", displayable(text))).monospace());
-        }
-        None => {}
-    }
 }
 
 fn scores(e: &Evaluation) -> String {
@@ -123,10 +101,4 @@ fn wrapped(ui: &mut egui::Ui, text: &str, width: f32) {
         ui.set_min_width(width);
         ui.add(egui::Label::new(displayable(text)).wrap());
     });
-}
-
-/// Model output for a label: a byte-level tokenizer decodes a cut multi-byte character as U+FFFD,
-/// which the UI font has no glyph for.
-fn displayable(text: &str) -> String {
-    text.replace('\u{FFFD}', "?")
 }

@@ -1,6 +1,7 @@
 //! The desktop app: a thin egui client of the engine. `worker` owns the engine on its own
 //! thread; each panel file draws one tab and turns clicks into worker commands.
 
+mod chat;
 mod data;
 mod evaluate;
 mod first_run;
@@ -49,11 +50,12 @@ pub enum Tab {
     Train,
     Tensors,
     Evaluate,
+    Chat,
     Save,
 }
 
 impl Tab {
-    const ALL: [Tab; 7] = [Tab::Model, Tab::Data, Tab::Method, Tab::Train, Tab::Tensors, Tab::Evaluate, Tab::Save];
+    const ALL: [Tab; 8] = [Tab::Model, Tab::Data, Tab::Method, Tab::Train, Tab::Tensors, Tab::Evaluate, Tab::Chat, Tab::Save];
 }
 
 pub struct StudioApp {
@@ -65,6 +67,7 @@ pub struct StudioApp {
     method: method::MethodView,
     run: train::RunView,
     eval: evaluate::EvalView,
+    chat: chat::ChatView,
     save: save::SaveView,
     /// The last failure, shown until dismissed.
     error: Option<String>,
@@ -82,6 +85,7 @@ impl StudioApp {
             method: Default::default(),
             run: Default::default(),
             eval: Default::default(),
+            chat: Default::default(),
             save: Default::default(),
             error: None,
         }
@@ -120,6 +124,7 @@ impl StudioApp {
             Reply::TrainEvent(event) => self.run.on_event(event),
             Reply::EvalProgress { done, total } => self.eval.progress = Some((done, total)),
             Reply::CompareProgress(what) => self.method.comparing = Some(what),
+            Reply::ChatText { side, text } => self.chat.on_text(side, text),
             Reply::Done { task, result: Err(e) } => {
                 self.error = Some(format!("{task} failed: {e}"));
                 if task == worker::TRAINING {
@@ -134,6 +139,7 @@ impl StudioApp {
                     // Only paths that loaded join the recent list.
                     state::remember(&mut self.settings.recent_models, &path.display().to_string());
                     self.model.loaded(summary, ops, device, note);
+                    self.chat.clear();
                     // Timings belong to the previous model and device.
                     self.method.calibration = None;
                 }
@@ -143,7 +149,7 @@ impl StudioApp {
                 }
                 Output::Trained(outcome) => self.run.finished(outcome),
                 Output::Evaluated { tuned, base } => self.eval.result = Some((tuned, base)),
-                Output::Generated(text) => self.eval.generated = Some(text),
+                Output::Chatted { tuned, base } => self.chat.finished(tuned, base),
                 Output::Saved { dir, delta } => self.save.saved = Some((dir, delta)),
                 Output::Run { log, events } => self.run.reopened(log, events),
                 Output::Calibrated(c) => self.method.calibration = Some(c),
@@ -209,6 +215,7 @@ impl eframe::App for StudioApp {
                 Tab::Train => train::show(self, ui),
                 Tab::Tensors => tensors::show(self, ui),
                 Tab::Evaluate => evaluate::show(self, ui),
+                Tab::Chat => chat::show(self, ui),
                 Tab::Save => save::show(self, ui),
             });
         });

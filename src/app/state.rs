@@ -44,6 +44,9 @@ pub struct Settings {
     /// The Method tab's comparison: training rows, and held-out rows from the data file's end.
     pub compare_rows: usize,
     pub compare_held_out: usize,
+    /// The Chat tab's sampling and system message.
+    pub chat: crate::eval::chat::Sampling,
+    pub chat_system: String,
     pub recent_models: Vec<String>,
     pub recent_data: Vec<String>,
 }
@@ -75,6 +78,8 @@ impl Default for Settings {
             // About 12 steps per method at batch 4 and a dozen scored answers: minutes on a laptop.
             compare_rows: 48,
             compare_held_out: 12,
+            chat: Default::default(),
+            chat_system: String::new(),
             recent_models: Vec::new(),
             recent_data: Vec::new(),
         }

@@ -126,3 +126,9 @@ pub fn seconds(v: f64) -> String {
         format!("{}h{:02}m", s as u64 / 3600, s as u64 / 60 % 60)
     }
 }
+
+/// Model output for a label: a byte-level tokenizer decodes a cut multi-byte character as U+FFFD,
+/// which the UI font has no glyph for.
+pub fn displayable(text: &str) -> String {
+    text.replace('\u{FFFD}', "?")
+}

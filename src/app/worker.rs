@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use eframe::egui;
 
-use crate::data::{Batch, Example, IGNORE_INDEX, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
+use crate::data::{Batch, ChatMessage, Example, IGNORE_INDEX, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
 use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
-use crate::eval::generate::{GenerateOptions, Strategy, generate};
+use crate::eval::chat::Sampling;
 use crate::eval::runner::{EvalSettings, Evaluation, evaluate};
 use crate::io::{LoadedModel, atomic::Existing, export::save_hf_folder, load_model, safetensors_file::write_f32};
 use crate::model::summary::ModelSummary;
@@ -62,9 +62,12 @@ pub enum Command {
         rows: usize,
         max_new_tokens: usize,
     },
-    Generate {
-        prompt: String,
-        max_new_tokens: usize,
+    /// One reply of the loaded model to `tuned`, then of the base model (when training replaced
+    /// the loaded one) to `base`: each side's own history, ending with the same user message.
+    Chat {
+        tuned: Vec<ChatMessage>,
+        base: Vec<ChatMessage>,
+        sampling: Sampling,
     },
     /// `delta`: also write the changed tensors beside `dir`, with this safetensors metadata.
     Save {
@@ -92,7 +95,7 @@ impl Command {
             Command::Preview { .. } => "reading the data",
             Command::Train { .. } => "training",
             Command::Evaluate { .. } => EVALUATING,
-            Command::Generate { .. } => "generating",
+            Command::Chat { .. } => CHATTING,
             Command::Save { .. } => "saving",
             Command::OpenRun { .. } => "opening the run",
             Command::Calibrate { .. } => "calibrating",
@@ -118,7 +121,11 @@ pub enum Output {
         tuned: Evaluation,
         base: Option<Evaluation>,
     },
-    Generated(String),
+    /// The replies in full (the same text the last [`Reply::ChatText`] of each side gave).
+    Chatted {
+        tuned: String,
+        base: Option<String>,
+    },
     Saved {
         dir: PathBuf,
         delta: Option<(PathBuf, usize)>,
@@ -150,6 +157,11 @@ pub enum Reply {
     },
     /// What the comparison of methods is doing now.
     CompareProgress(String),
+    /// A chat reply so far.
+    ChatText {
+        side: ChatSide,
+        text: String,
+    },
     /// Exactly one per command.
     Done {
         task: &'static str,
@@ -181,7 +193,7 @@ impl Worker {
     }
 
     pub fn send(&mut self, command: Command) {
-        if matches!(command, Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. }) {
+        if matches!(command, Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. } | Command::Chat { .. }) {
             self.cancel.store(false, Ordering::Relaxed);
             self.paused.store(false, Ordering::Relaxed);
         }
@@ -216,6 +228,16 @@ impl Worker {
 pub const TRAINING: &str = "training";
 pub const COMPARING: &str = "comparing methods";
 pub const EVALUATING: &str = "evaluating";
+pub const CHATTING: &str = "chatting";
+
+/// Which model a chat reply comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatSide {
+    /// The loaded model, fine-tuned once training ran.
+    Tuned,
+    /// The model as loaded, kept after training replaced it.
+    Base,
+}
 
 /// Lives on the worker thread.
 struct Engine {
@@ -310,19 +332,16 @@ impl Engine {
                 });
                 cancellable(evaluated)
             }
-            Command::Generate { prompt, max_new_tokens } => {
-                let loaded = self.model()?;
-                let ids = loaded.prompt_ids(&prompt).map_err(|e| e.to_string())?;
-                if ids.is_empty() {
-                    return Err("type a prompt first".into());
-                }
-                let opts = GenerateOptions {
-                    strategy: Strategy::Greedy,
-                    eos_token_ids: loaded.eos_token_ids(),
-                    ..GenerateOptions::greedy(max_new_tokens)
+            Command::Chat { tuned, base, sampling } => {
+                let tuned_reply = self.chat_reply(self.model()?, &tuned, &sampling, ChatSide::Tuned)?;
+                // Stop ends the exchange: the base model does not start after it.
+                let base_reply = match &self.base {
+                    Some(model) if !self.cancel.load(Ordering::Relaxed) => {
+                        Some(self.chat_reply(model, &base, &sampling, ChatSide::Base)?)
+                    }
+                    _ => None,
                 };
-                let out = generate(&loaded.model, &ids, &opts);
-                loaded.tokenizer.decode(&out, true).map(Output::Generated).map_err(|e| format!("cannot decode: {e}"))
+                Ok(Output::Chatted { tuned: tuned_reply, base: base_reply })
             }
             Command::Save { dir, replace, delta } => {
                 let loaded = self.model()?;
@@ -406,6 +425,15 @@ impl Engine {
             },
             pool_reserved: device.device.memory_pool_usage().map(|u| u.bytes_reserved),
         })
+    }
+
+    /// `model`'s reply to `history`, streamed to the UI as it grows; the Stop button ends it there.
+    fn chat_reply(&self, model: &LoadedModel, history: &[ChatMessage], sampling: &Sampling, side: ChatSide) -> Result<String, String> {
+        let mut on_text = |text: &str| {
+            self.reply(Reply::ChatText { side, text: text.to_string() });
+            !self.cancel.load(Ordering::Relaxed)
+        };
+        crate::eval::chat::reply(model, history, sampling, &mut on_text).map_err(|e| e.to_string())
     }
 
     /// The fine-tuned tensors (HF names, merged) that differ from the base model's.

@@ -141,6 +141,13 @@ fn ids_i64(ids: &[u32]) -> Vec<i64> {
 /// reads `prompt` as its encoder input (with the tokenizer's special tokens, see
 /// `LoadedModel::prompt_ids`) and decodes from its decoder start token.
 pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
+    generate_streaming(model, prompt, opts, &mut |_| true)
+}
+
+/// [`generate`], calling `on_token` with the tokens generated so far after each new one; it
+/// returns false to stop there. Beam search ranks whole hypotheses, so it calls `on_token` once,
+/// with the winner.
+pub fn generate_streaming(model: &Model, prompt: &[u32], opts: &GenerateOptions, on_token: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
     let room = model.position_limit().map_or(usize::MAX, |n| n.saturating_sub(prompt.len()));
     if room == 0 {
         tracing::warn!("a {}-token prompt fills the model's positions: nothing generated", prompt.len());
@@ -156,12 +163,16 @@ pub fn generate(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u3
         return Vec::new();
     }
     match opts.strategy {
-        Strategy::Beam { num_beams, length_penalty } if num_beams > 1 => beam_search(model, prompt, opts, num_beams, length_penalty),
-        _ => sample_or_greedy(model, prompt, opts),
+        Strategy::Beam { num_beams, length_penalty } if num_beams > 1 => {
+            let best = beam_search(model, prompt, opts, num_beams, length_penalty);
+            on_token(&best);
+            best
+        }
+        _ => sample_or_greedy(model, prompt, opts, on_token),
     }
 }
 
-fn sample_or_greedy(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Vec<u32> {
+fn sample_or_greedy(model: &Model, prompt: &[u32], opts: &GenerateOptions, on_token: &mut dyn FnMut(&[u32]) -> bool) -> Vec<u32> {
     let (mut decoder, mut seq) = Decoder::new(model, prompt, opts.use_cache);
     let start = seq.len();
     let mut rng = match opts.strategy {
@@ -179,6 +190,9 @@ fn sample_or_greedy(model: &Model, prompt: &[u32], opts: &GenerateOptions) -> Ve
             break;
         }
         seq.push(next);
+        if !on_token(&seq[start..]) {
+            break;
+        }
     }
     seq.split_off(start)
 }
