@@ -64,12 +64,17 @@ pub enum Command {
     /// Talk to a model through its chat template: each line read from standard input is a
     /// message, each reply is printed as it is generated (the app's Chat tab, headless).
     Chat(ChatArgs),
-    /// Save a model (e.g. a GGUF file) as an HF folder that transformers loads.
+    /// Save a model as an HF folder that transformers loads, or (--out NAME.gguf) as one GGUF
+    /// file for llama.cpp, Ollama and LM Studio with an Ollama Modelfile beside it.
     Export {
         #[arg(long, default_value = DEFAULT_MODEL)]
         model: PathBuf,
+        /// A folder (HF), or a file ending in .gguf.
         #[arg(long)]
         out: PathBuf,
+        /// The GGUF file's tensor format: f32, f16 or q8_0 (1-D tensors stay f32).
+        #[arg(long, default_value = "f16")]
+        quant: crate::io::gguf::Precision,
         /// Replace --out when it exists and holds files (never when it holds the model itself).
         #[arg(long)]
         overwrite: bool,
@@ -400,16 +405,30 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{shown}{text}");
         }
         Command::Chat(args) => chat(args)?,
-        Command::Export { model, out, overwrite, device } => {
+        Command::Export { model, out, quant, overwrite, device } => {
             let dev = device.open();
             let loaded = load_model(&model, &dev.device)?;
             let existing = if overwrite { Existing::Replace } else { Existing::Refuse };
-            save_hf_folder(&loaded, &out, existing, None).map_err(|e| match e {
+            let refused = |e: Error| match e {
                 Error::Exists { .. } => anyhow::anyhow!("{e}; pass --overwrite to replace it"),
                 e => e.into(),
-            })?;
-            crate::io::hf::load_folder(&out, &dev.device).with_context(|| format!("self-check: reloading {}", out.display()))?;
-            println!("saved {} (reloaded as a check)", out.display());
+            };
+            if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+                let done = crate::io::gguf::export::save_gguf(&loaded, &out, quant, existing).map_err(refused)?;
+                crate::io::load_gguf(&out, &dev.device).with_context(|| format!("self-check: reloading {}", out.display()))?;
+                println!(
+                    "saved {} ({} tensors, {:.1} MiB; reloaded as a check) and {}: `ollama create NAME -f {}` adds it to Ollama",
+                    out.display(),
+                    done.tensors,
+                    done.bytes as f64 / (1024.0 * 1024.0),
+                    done.modelfile.display(),
+                    done.modelfile.display()
+                );
+            } else {
+                save_hf_folder(&loaded, &out, existing, None).map_err(refused)?;
+                crate::io::hf::load_folder(&out, &dev.device).with_context(|| format!("self-check: reloading {}", out.display()))?;
+                println!("saved {} (reloaded as a check)", out.display());
+            }
         }
         Command::Train { config, resume, overwrite, dry_run, settings } => {
             let config = settings.resolve(config.as_deref())?;

@@ -247,6 +247,15 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     click(&mut harness, "Save model");
     wait_for(&mut harness, "reloaded it as a check");
 
+    // The same model as one GGUF file for llama.cpp and Ollama.
+    let gguf = dir.path().join("tiny.gguf");
+    type_into(&mut harness, "GGUF file", &gguf.display().to_string());
+    click(&mut harness, "Export GGUF");
+    wait_for(&mut harness, "In Ollama: ollama create my-model -f");
+    let exported = greentrainer::io::load_model(&gguf, &greentrainer::device::ComputeDevice::cpu().device).expect("the GGUF loads");
+    assert_eq!(exported.model.info().layers, 2);
+    assert!(dir.path().join("tiny.Modelfile").exists());
+
     click(&mut harness, "Train");
     let log = dir.path().join("run/events.jsonl");
     type_into(&mut harness, "Past run log", &log.display().to_string());

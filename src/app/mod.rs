@@ -151,6 +151,7 @@ impl StudioApp {
                 Output::Evaluated { tuned, base } => self.eval.result = Some((tuned, base)),
                 Output::Chatted { tuned, base } => self.chat.finished(tuned, base),
                 Output::Saved { dir, delta } => self.save.saved = Some((dir, delta)),
+                Output::ExportedGguf(done) => self.save.exported = Some(done),
                 Output::Run { log, events } => self.run.reopened(log, events),
                 Output::Calibrated(c) => self.method.calibration = Some(c),
                 Output::Compared(rows) => {

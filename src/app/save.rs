@@ -1,5 +1,6 @@
 //! Save tab: write the model (fine-tuned, once a run finished) as an HF folder, reload it as a
-//! check, optionally write the changed tensors as a delta, and say where it went.
+//! check, optionally write the changed tensors as a delta, and say where it went; or as one GGUF
+//! file with an Ollama Modelfile, for llama.cpp, Ollama and LM Studio.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,8 +8,9 @@ use std::path::PathBuf;
 use eframe::egui;
 
 use super::StudioApp;
-use super::widgets::{Pick, path_row};
+use super::widgets::{Pick, bytes, path_row};
 use super::worker::{Command, DELTA_FILE};
+use crate::io::gguf::Precision;
 use crate::train::Event;
 
 #[derive(Default)]
@@ -18,6 +20,10 @@ pub struct SaveView {
     /// Replace a save folder that exists and holds files; off each session, so nothing the user
     /// keeps there is replaced without asking.
     pub replace: bool,
+    /// The last GGUF export.
+    pub exported: Option<crate::io::gguf::export::Exported>,
+    /// Replace a GGUF file (and its Modelfile) that exists; off each session, like `replace`.
+    replace_gguf: bool,
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -43,6 +49,37 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         if let Some((path, tensors)) = delta {
             ui.label(format!("Delta: {tensors} changed tensors in {}", shown(path)));
         }
+    }
+    ui.separator();
+    gguf(app, ui, ready);
+}
+
+/// The GGUF export: the Llama family and Qwen2, in f16, Q8_0 or f32.
+fn gguf(app: &mut StudioApp, ui: &mut egui::Ui, ready: bool) {
+    ui.label("For llama.cpp, Ollama and LM Studio: one GGUF file (Llama family and Qwen2) with the tokenizer and chat template, and an Ollama Modelfile beside it.");
+    ui.horizontal(|ui| {
+        ui.label("Tensors");
+        let precision = &mut app.settings.gguf_precision;
+        ui.radio_value(precision, Precision::Q8_0, "Q8_0 (8-bit, half of f16)");
+        ui.radio_value(precision, Precision::F16, "f16");
+        ui.radio_value(precision, Precision::F32, "f32 (exact)");
+    });
+    ui.checkbox(&mut app.save.replace_gguf, "Replace the GGUF file and its Modelfile if they are there");
+    if path_row(ui, "GGUF file", &mut app.settings.gguf_path, Pick::NewGguf, Some("Export GGUF"), ready) {
+        app.save.exported = None;
+        app.error = None;
+        let path = PathBuf::from(app.settings.gguf_path.trim());
+        app.worker.send(Command::ExportGguf { path, precision: app.settings.gguf_precision, replace: app.save.replace_gguf });
+        app.save.replace_gguf = false;
+    }
+    if let Some(done) = &app.save.exported {
+        ui.strong(format!(
+            "Wrote {} ({}, {} tensors) and reloaded it as a check.",
+            done.gguf.display(),
+            bytes(done.bytes as f64),
+            done.tensors
+        ));
+        ui.label(format!("In Ollama: ollama create my-model -f {}", done.modelfile.display()));
     }
 }
 

@@ -22,6 +22,9 @@ pub struct Settings {
     pub save_dir: String,
     /// Also write delta.safetensors (the changed tensors only) beside the saved folder.
     pub save_delta: bool,
+    /// Where the Save panel writes a GGUF file (with an Ollama Modelfile beside it), and in what.
+    pub gguf_path: String,
+    pub gguf_precision: crate::io::gguf::Precision,
     /// A past run's events.jsonl to reopen.
     pub run_log: String,
     pub device: DeviceChoice,
@@ -60,6 +63,8 @@ impl Default for Settings {
             output_dir: "runs/app".into(),
             save_dir: "runs/app/saved-model".into(),
             save_delta: false,
+            gguf_path: "runs/app/model.gguf".into(),
+            gguf_precision: crate::io::gguf::Precision::Q8_0,
             run_log: "runs/app/events.jsonl".into(),
             device: DeviceChoice::Wgpu,
             method: MethodKind::Greentrainer,

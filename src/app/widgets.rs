@@ -13,6 +13,8 @@ pub enum Pick {
     Folder,
     /// A run's events.jsonl.
     Log,
+    /// A .gguf file to write.
+    NewGguf,
 }
 
 /// A labelled path field with Browse… and, when `action` is given, a button for it. Typing a path
@@ -41,9 +43,9 @@ pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, a
             go |= ui.add_enabled(enabled, egui::Button::new(action)).clicked();
         }
     });
-    // What is read must exist; a folder to write into need not yet.
+    // What is read must exist; a folder or file to write need not yet.
     let typed = path.trim();
-    if !matches!(pick, Pick::Folder) && !typed.is_empty() && !std::path::Path::new(typed).exists() {
+    if !matches!(pick, Pick::Folder | Pick::NewGguf) && !typed.is_empty() && !std::path::Path::new(typed).exists() {
         ui.colored_label(ui.visuals().warn_fg_color, "Nothing exists at this path yet.");
     }
     if ui.data(|d| d.get_temp::<bool>(no_dialog).unwrap_or(false)) {
@@ -75,6 +77,7 @@ fn browse(pick: Pick) -> Browsed {
         Pick::Model { file: true } => dialog.add_filter("GGUF model", &["gguf"]).pick_file(),
         Pick::Data => dialog.add_filter("Data", &["jsonl", "json", "csv", "parquet"]).pick_file(),
         Pick::Log => dialog.add_filter("Run events", &["jsonl"]).pick_file(),
+        Pick::NewGguf => dialog.add_filter("GGUF model", &["gguf"]).save_file(),
     };
     match picked {
         Some(p) => Browsed::Picked(p),

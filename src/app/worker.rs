@@ -15,6 +15,8 @@ use crate::data::{Batch, ChatMessage, Example, IGNORE_INDEX, LoadOptions, Mappin
 use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
 use crate::eval::chat::Sampling;
 use crate::eval::runner::{EvalSettings, Evaluation, evaluate};
+use crate::io::gguf::Precision;
+use crate::io::gguf::export::{Exported, save_gguf};
 use crate::io::{LoadedModel, atomic::Existing, export::save_hf_folder, load_model, safetensors_file::write_f32};
 use crate::model::summary::ModelSummary;
 use crate::model::{Linears, Parameters};
@@ -76,6 +78,12 @@ pub enum Command {
         replace: bool,
         delta: Option<HashMap<String, String>>,
     },
+    /// One GGUF file for llama.cpp, Ollama and LM Studio, and an Ollama Modelfile beside it.
+    ExportGguf {
+        path: PathBuf,
+        precision: Precision,
+        replace: bool,
+    },
     OpenRun {
         log: PathBuf,
     },
@@ -97,6 +105,7 @@ impl Command {
             Command::Evaluate { .. } => EVALUATING,
             Command::Chat { .. } => CHATTING,
             Command::Save { .. } => "saving",
+            Command::ExportGguf { .. } => "exporting GGUF",
             Command::OpenRun { .. } => "opening the run",
             Command::Calibrate { .. } => "calibrating",
             Command::Compare { .. } => COMPARING,
@@ -130,6 +139,7 @@ pub enum Output {
         dir: PathBuf,
         delta: Option<(PathBuf, usize)>,
     },
+    ExportedGguf(Exported),
     Run {
         log: PathBuf,
         events: Vec<Event>,
@@ -363,6 +373,17 @@ impl Engine {
                     _ => None,
                 };
                 Ok(Output::Saved { dir, delta })
+            }
+            Command::ExportGguf { path, precision, replace } => {
+                let loaded = self.model()?;
+                let existing = if replace { Existing::Replace } else { Existing::Refuse };
+                let done = save_gguf(loaded, &path, precision, existing).map_err(|e| match e {
+                    crate::error::Error::Exists { .. } => format!("{e}: tick \"Replace\" to replace it"),
+                    e => e.to_string(),
+                })?;
+                let device = self.device.as_ref().map(|d| d.device.clone()).ok_or("no device")?;
+                load_model(&path, &device).map_err(|e| format!("written, but reloading failed: {e}"))?;
+                Ok(Output::ExportedGguf(done))
             }
             Command::OpenRun { log } => {
                 let events = read_log(&log).map_err(|e| e.to_string())?;

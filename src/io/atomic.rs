@@ -25,11 +25,18 @@ pub enum Existing {
 
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_file_with(path, |f| f.write_all(bytes))
+}
+
+/// [`write_file`] for content written piece by piece by `fill` (buffered), too large to hold
+/// whole in memory.
+pub fn write_file_with(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> std::io::Result<()>) -> Result<()> {
     recover(path);
     let tmp = sibling(path, PARTIAL, Owner::this());
     let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        fill(&mut f)?;
+        let f = f.into_inner().map_err(std::io::IntoInnerError::into_error)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();

@@ -47,7 +47,7 @@ pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, existing: Existing, meta
 
 /// A folder that is, or holds, the model being saved is never replaced: that would delete the
 /// source while it is being read from (its tensors may be memory-mapped).
-fn refuse_replacing_source(loaded: &LoadedModel, dir: &Path) -> Result<()> {
+pub(crate) fn refuse_replacing_source(loaded: &LoadedModel, dir: &Path) -> Result<()> {
     let source = match &loaded.source {
         ModelSource::HfFolder(p) | ModelSource::Gguf(p) => p,
     };

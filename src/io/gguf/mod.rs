@@ -12,8 +12,10 @@
 //! Files: `file.rs` (container parsing), `dequant.rs` (block decoders), `tokenizer.rs`.
 
 mod dequant;
+pub mod export;
 mod file;
 mod tokenizer;
+mod write;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ use serde_json::{Value, json};
 pub use dequant::GgmlType;
 pub use file::MetaValue;
 use file::{GgufFile, TensorInfo};
+pub use write::Precision;
 
 /// Everything that can go wrong reading a GGUF file. Messages name the file, and the tensor or
 /// metadata key involved.
@@ -128,7 +131,7 @@ impl RopeScaling {
 }
 
 /// Llama 3.1+ files carry their RoPE scaling as this tensor of per-frequency divisors.
-const ROPE_FREQS: &str = "rope_freqs.weight";
+pub(crate) const ROPE_FREQS: &str = "rope_freqs.weight";
 
 #[derive(Debug, Clone)]
 struct HParams {
@@ -288,7 +291,7 @@ impl GgufModel {
             };
             if let Some(heads) = heads {
                 let rows = shape.first().copied().unwrap_or(0);
-                data = unpermute_rows(&data, rows, heads)
+                data = rotary_rows(&data, rows, heads, Rows::ToHf)
                     .ok_or_else(|| invalid(format!("{rows} rows cannot be split into {heads} heads of rotary pairs")))?;
             }
         }
@@ -473,35 +476,56 @@ fn llama3_rope_scaling(f: &GgufFile, info: &TensorInfo, theta: f64, head_dim: us
     Ok(RopeScaling::Llama3 { factor, low_freq_factor: low, high_freq_factor: high, original_context: original })
 }
 
+/// Per-layer tensors: llama.cpp's name and HF transformers' (Llama/Qwen2 layout).
+const LAYER_PARTS: [(&str, &str); 9] = [
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+];
+
+/// Whole-model tensors: llama.cpp's name and HF transformers'.
+const MODEL_PARTS: [(&str, &str); 3] = [("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head")];
+
 /// llama.cpp tensor name -> HF transformers parameter name (Llama/Qwen2 layout).
 fn hf_name(gguf: &str) -> Option<String> {
     let (base, kind) = gguf.rsplit_once('.')?;
     if kind != "weight" && kind != "bias" {
         return None;
     }
-    let hf_base = match base {
-        "token_embd" => "model.embed_tokens".to_string(),
-        "output_norm" => "model.norm".to_string(),
-        "output" => "lm_head".to_string(),
-        _ => {
+    let hf_base = match MODEL_PARTS.iter().find(|(g, _)| *g == base) {
+        Some((_, hf)) => hf.to_string(),
+        None => {
             let (layer, part) = base.strip_prefix("blk.")?.split_once('.')?;
             let layer: usize = layer.parse().ok()?;
-            let part = match part {
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                "attn_norm" => "input_layernorm",
-                "ffn_norm" => "post_attention_layernorm",
-                _ => return None,
-            };
-            format!("model.layers.{layer}.{part}")
+            let (_, hf) = LAYER_PARTS.iter().find(|(g, _)| *g == part)?;
+            format!("model.layers.{layer}.{hf}")
         }
     };
     Some(format!("{hf_base}.{kind}"))
+}
+
+/// HF transformers parameter name -> llama.cpp tensor name: the inverse of [`hf_name`].
+fn gguf_name(hf: &str) -> Option<String> {
+    let (base, kind) = hf.rsplit_once('.')?;
+    if kind != "weight" && kind != "bias" {
+        return None;
+    }
+    let gguf_base = match MODEL_PARTS.iter().find(|(_, h)| *h == base) {
+        Some((g, _)) => g.to_string(),
+        None => {
+            let (layer, part) = base.strip_prefix("model.layers.")?.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let (g, _) = LAYER_PARTS.iter().find(|(_, h)| *h == part)?;
+            format!("blk.{layer}.{g}")
+        }
+    };
+    Some(format!("{gguf_base}.{kind}"))
 }
 
 fn hf_shape(info: &TensorInfo) -> Vec<usize> {
@@ -509,10 +533,19 @@ fn hf_shape(info: &TensorInfo) -> Vec<usize> {
     info.dims.iter().rev().map(|&d| d as usize).collect()
 }
 
-/// Undoes llama.cpp's q/k row permutation. The converter computes, per head of `head_dim`
-/// rows, `w.reshape(n_head, 2, head_dim / 2, cols).swapaxes(1, 2)`: GGUF row `2*i + j` of a head
-/// is HF row `j * head_dim/2 + i`. None when the rows do not split into heads of pairs.
-fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
+/// Which way [`rotary_rows`] reorders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// GGUF's interleaved rotary pairs to HF's halves (reading).
+    ToHf,
+    /// HF's halves to GGUF's interleaved pairs (writing).
+    ToGguf,
+}
+
+/// llama.cpp's q/k row permutation, or its inverse. The converter computes, per head of
+/// `head_dim` rows, `w.reshape(n_head, 2, head_dim / 2, cols).swapaxes(1, 2)`: GGUF row `2*i + j`
+/// of a head is HF row `j * head_dim/2 + i`. None when the rows do not split into heads of pairs.
+fn rotary_rows(data: &[f32], rows: usize, heads: usize, way: Rows) -> Option<Vec<f32>> {
     if rows == 0 || heads == 0 || !rows.is_multiple_of(2 * heads) || !data.len().is_multiple_of(rows) {
         return None;
     }
@@ -523,8 +556,9 @@ fn unpermute_rows(data: &[f32], rows: usize, heads: usize) -> Option<Vec<f32>> {
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
-                let src = (h * head_dim + 2 * i + j) * cols;
-                let dst = (h * head_dim + j * half + i) * cols;
+                let gguf = (h * head_dim + 2 * i + j) * cols;
+                let hf = (h * head_dim + j * half + i) * cols;
+                let (src, dst) = if way == Rows::ToHf { (gguf, hf) } else { (hf, gguf) };
                 out[dst..dst + cols].copy_from_slice(&data[src..src + cols]);
             }
         }

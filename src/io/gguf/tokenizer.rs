@@ -98,6 +98,47 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
     Ok(doc)
 }
 
+/// What HF puts before a byte-level BPE model for one llama.cpp `tokenizer.ggml.pre` family.
+pub(super) struct BytePre {
+    pub normalizer: Value,
+    pub pre_tokenizer: Value,
+    /// Llama 3 looks whole words up in the vocabulary before merging (HF's ignore_merges).
+    pub ignore_merges: bool,
+}
+
+/// The `tokenizer.ggml.pre` names [`byte_pre`] knows, the most common spelling of each first.
+pub(super) const BYTE_PRE_NAMES: [&str; 7] = ["gpt2", "default", "gpt-2", "smollm", "qwen2", "llama-bpe", "llama3"];
+
+/// The pre-tokenizer HF uses for each llama.cpp `tokenizer.ggml.pre` family.
+pub(super) fn byte_pre(pre: &str) -> Option<BytePre> {
+    let byte_level = |use_regex: bool| {
+        json!({
+            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex,
+        })
+    };
+    let split = |pattern: &str| {
+        json!({
+            "type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false,
+        })
+    };
+    let plain = |pre_tokenizer| BytePre { normalizer: Value::Null, pre_tokenizer, ignore_merges: false };
+    Some(match pre {
+        "default" | "gpt2" | "gpt-2" => plain(byte_level(true)),
+        "smollm" => plain(json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true)]})),
+        "qwen2" => BytePre {
+            normalizer: json!({"type": "NFC"}),
+            pre_tokenizer: json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
+            ignore_merges: false,
+        },
+        "llama-bpe" | "llama3" => BytePre {
+            normalizer: Value::Null,
+            pre_tokenizer: json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
+            ignore_merges: true,
+        },
+        _ => return None,
+    })
+}
+
 /// GPT-2 style byte-level BPE (SmolLM, Llama 3, Qwen2, ...).
 fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, GgufError> {
     let merges = f
@@ -115,38 +156,13 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let byte_level = |use_regex: bool| {
-        json!({
-            "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex,
-        })
-    };
-    let split = |pattern: &str| {
-        json!({
-            "type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false,
-        })
-    };
-    // The pre-tokenizer HF uses for each llama.cpp `tokenizer.ggml.pre` family.
     let pre = f.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
-    let (normalizer, pre_tokenizer, ignore_merges) = match pre {
-        "default" | "gpt2" | "gpt-2" => (Value::Null, byte_level(true), false),
-        "smollm" => (
-            Value::Null,
-            json!({"type": "Sequence", "pretokenizers": [
-                {"type": "Digits", "individual_digits": true}, byte_level(true)]}),
-            false,
-        ),
-        "qwen2" => (json!({"type": "NFC"}), json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}), false),
-        // Llama 3 looks whole words up in the vocabulary before merging (HF's ignore_merges).
-        "llama-bpe" | "llama3" => {
-            (Value::Null, json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}), true)
-        }
-        other => {
-            return Err(GgufError::UnsupportedTokenizer {
-                path: f.path.clone(),
-                model: format!("gpt2 with pre-tokenizer '{other}'"),
-                supported: SUPPORTED_PRE,
-            });
-        }
+    let Some(BytePre { normalizer, pre_tokenizer, ignore_merges }) = byte_pre(pre) else {
+        return Err(GgufError::UnsupportedTokenizer {
+            path: f.path.clone(),
+            model: format!("gpt2 with pre-tokenizer '{other}'", other = pre),
+            supported: SUPPORTED_PRE,
+        });
     };
     Ok(json!({
         "normalizer": normalizer,
