@@ -460,3 +460,17 @@ fn the_depth_warning_offers_the_rho_that_reaches_every_block() {
     assert!(offered > 0.36 && offered <= 1.0, "{offered}");
     assert!(harness.query_by_label_contains("too shallow").is_none(), "rho {offered} still warns");
 }
+
+/// A path typed in part offers the entries it could mean; one click completes it.
+#[test]
+fn a_partial_path_offers_completions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut harness = harness(settings(dir.path()));
+    let fixtures = common::fixture("tiny-llama").parent().unwrap().to_path_buf();
+    type_into(&mut harness, "Model path", &fixtures.join("tiny-ll").display().to_string());
+    harness.get_by_label_contains("Nothing exists at this path yet.");
+    harness.get_by_label("Did you mean:");
+    click(&mut harness, "tiny-llama/");
+    assert_eq!(harness.state().settings().model_path, fixtures.join("tiny-llama").display().to_string());
+    assert!(harness.query_by_label("Did you mean:").is_none());
+}

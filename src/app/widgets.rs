@@ -46,7 +46,24 @@ pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, a
     // What is read must exist; a folder or file to write need not yet.
     let typed = path.trim();
     if !matches!(pick, Pick::Folder | Pick::NewGguf) && !typed.is_empty() && !std::path::Path::new(typed).exists() {
-        ui.colored_label(ui.visuals().warn_fg_color, "Nothing exists at this path yet.");
+        let options = completions(typed, pick);
+        ui.horizontal_wrapped(|ui| {
+            ui.colored_label(ui.visuals().warn_fg_color, "Nothing exists at this path yet.");
+            if !options.is_empty() {
+                ui.label("Did you mean:");
+            }
+            for option in options {
+                let shown = option.file_name().map_or_else(|| option.display().to_string(), |n| n.to_string_lossy().into_owned());
+                let shown = if option.is_dir() { format!("{shown}/") } else { shown };
+                if ui.button(shown).on_hover_text(option.display().to_string()).clicked() {
+                    *path = option.display().to_string();
+                    // A folder is a step on the way (unless a model folder is what is asked for).
+                    if option.is_dir() && !matches!(pick, Pick::Model { file: false }) {
+                        path.push(std::path::MAIN_SEPARATOR);
+                    }
+                }
+            }
+        });
     }
     if ui.data(|d| d.get_temp::<bool>(no_dialog).unwrap_or(false)) {
         ui.colored_label(
@@ -58,6 +75,39 @@ pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, a
 }
 
 /// What the system file dialog gave.
+/// Completions shown under a path that does not exist: up to this many entries.
+const COMPLETIONS: usize = 8;
+
+/// Entries of the typed path's folder whose names start with its last part (ignoring case),
+/// folders first, then the files `pick` can use, each group sorted.
+fn completions(typed: &str, pick: Pick) -> Vec<std::path::PathBuf> {
+    let typed = std::path::Path::new(typed);
+    let (dir, prefix) = if typed.as_os_str().to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
+        (typed, String::new())
+    } else {
+        let prefix = typed.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+        (typed.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")), prefix)
+    };
+    let extensions: &[&str] = match pick {
+        Pick::Model { file: true } | Pick::NewGguf => &["gguf"],
+        Pick::Data => &["jsonl", "json", "csv", "parquet"],
+        Pick::Log => &["jsonl"],
+        Pick::Model { file: false } | Pick::Folder => &[],
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(bool, std::path::PathBuf)> = entries
+        .flatten()
+        // A folder with many thousands of entries must not stall the frame.
+        .take(2000)
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().to_lowercase().starts_with(&prefix)))
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x))))
+        .map(|p| (!p.is_dir(), p))
+        .collect();
+    found.sort();
+    found.into_iter().take(COMPLETIONS).map(|(_, p)| p).collect()
+}
+
 enum Browsed {
     Picked(std::path::PathBuf),
     Cancelled,
@@ -134,4 +184,29 @@ pub fn seconds(v: f64) -> String {
 /// which the UI font has no glyph for.
 pub fn displayable(text: &str) -> String {
     text.replace('\u{FFFD}', "?")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_list_folders_then_usable_files_starting_with_the_typed_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["train.jsonl", "Test.csv", "notes.txt", "tiny.gguf"] {
+            std::fs::write(dir.path().join(f), "").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("tables")).unwrap();
+        let names = |typed: &str, pick| -> Vec<String> {
+            completions(typed, pick).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+        };
+        let at = |rest: &str| dir.path().join(rest).display().to_string();
+        assert_eq!(names(&at("t"), Pick::Data), ["tables", "Test.csv", "train.jsonl"]);
+        assert_eq!(names(&at("t"), Pick::Model { file: true }), ["tables", "tiny.gguf"]);
+        assert_eq!(names(&at("t"), Pick::Model { file: false }), ["tables"]);
+        assert_eq!(names(&at("n"), Pick::Data), Vec::<String>::new(), "notes.txt is no data file");
+        let inside = format!("{}{}", dir.path().display(), std::path::MAIN_SEPARATOR);
+        assert_eq!(names(&inside, Pick::Log), ["tables", "train.jsonl"]);
+        assert!(completions(&at("missing/x"), Pick::Data).is_empty());
+    }
 }
