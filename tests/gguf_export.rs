@@ -166,3 +166,44 @@ print(json.dumps({
     let decoded = got["down_first"].as_f64().unwrap() as f32;
     assert!((decoded - first).abs() <= 1e-3, "gguf decodes {decoded}, the weight is {first}");
 }
+
+/// Qwen2 keeps HF's q/k row order (its converter does not permute) and its q/k/v biases.
+#[test]
+fn qwen2_exports_its_biases_in_hf_row_order() {
+    use greentrainer::model::params::ParamMut;
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+        "bos_token_id": 0, "eos_token_id": 0,
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    let device = ComputeDevice::cpu().device;
+    let mut model = greentrainer::io::random::random_model(dir.path(), &device, 7).unwrap();
+    // HF initialises biases to zero, which would hide a misplaced one.
+    model.visit_mut(&mut |name, p| {
+        if let (true, ParamMut::Vector(t)) = (name.ends_with(".bias"), p) {
+            let n = t.dims()[0];
+            *t = Tensor::from_data(TensorData::new((0..n).map(|i| (i as f32 * 0.37).sin() * 0.1).collect::<Vec<_>>(), [n]), &device);
+        }
+    });
+    let tiny = cpu_model(&common::fixture("tiny-llama"));
+    let loaded = LoadedModel {
+        model,
+        tokenizer: tiny.tokenizer.clone(),
+        tokenizer_config: None,
+        generation_config: None,
+        source: greentrainer::io::ModelSource::HfFolder(dir.path().into()),
+    };
+    let path = dir.path().join("qwen.gguf");
+    save_gguf(&loaded, &path, Precision::F32, Existing::Refuse).unwrap();
+    let file = GgufModel::open(&path).unwrap();
+    assert_eq!(file.architecture(), greentrainer::io::gguf::Architecture::Qwen2);
+    assert!(file.tensor_shape("model.layers.1.self_attn.k_proj.bias").is_some());
+    let golden = common::golden("tiny-llama");
+    let want = logits(&loaded, &golden.ids, &golden.mask, golden.batch, golden.seq);
+    let got = logits(&cpu_model(&path), &golden.ids, &golden.mask, golden.batch, golden.seq);
+    let err = common::max_abs_diff(&got, &want);
+    assert!(err <= 1e-5, "logits differ by {err}");
+}
