@@ -15,9 +15,11 @@ use crate::io::{atomic::Existing, export::save_hf_folder, load_model};
 use crate::model::summary::ModelSummary;
 use crate::train::config::DEFAULT_MODEL;
 use crate::train::output::OutputMode;
-use crate::train::overrides::TrainOverrides;
+pub mod overrides;
+
 use crate::train::progress::ProgressPrinter;
 use crate::train::{Granularity, TrainConfig, Trainer};
+use overrides::TrainOverrides;
 
 #[derive(Parser)]
 #[command(
@@ -33,7 +35,7 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct DeviceArgs {
     /// Where to compute: wgpu (Vulkan/Metal/DX12; falls back to the CPU when no adapter) or cpu.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Wgpu, global = true)]
+    #[arg(long, value_parser = choice(&DeviceChoice::ALL), default_value = "wgpu", global = true)]
     pub device: DeviceChoice,
 }
 
@@ -237,7 +239,7 @@ pub struct AccuracyArgs {
     #[arg(long, default_value_t = 64, value_parser = at_least_one)]
     pub new_tokens: usize,
     /// GreenTrainer's selection unit.
-    #[arg(long, value_enum, default_value_t = Granularity::Tensor)]
+    #[arg(long, value_parser = choice(&Granularity::ALL), default_value = "tensor")]
     pub granularity: Granularity,
     /// GreenTrainer re-scores importance and re-selects every N steps (0: once, at the start).
     #[arg(long, default_value_t = 0)]
@@ -665,6 +667,18 @@ fn chat(args: ChatArgs) -> Result<()> {
         prompt();
     }
     Ok(())
+}
+
+/// Parses an engine enum by its serde name (the spelling config files use), and lists those
+/// names in --help; the engine's types stay free of the CLI library.
+fn choice<T: serde::Serialize + Clone + Send + Sync + 'static>(all: &'static [T]) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    let name = |v: &T| serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let names: Vec<String> = all.iter().map(name).collect();
+    clap::builder::PossibleValuesParser::new(names).map(move |picked| {
+        // The parser accepted only these names, so one matches.
+        all.iter().find(|v| name(v) == picked).cloned().expect("a listed name")
+    })
 }
 
 fn at_least_one(text: &str) -> std::result::Result<usize, String> {

@@ -6,12 +6,16 @@ use std::sync::OnceLock;
 use burn::tensor::Device;
 
 /// What the user asked for (`--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     #[default]
     Wgpu,
     Cpu,
+}
+
+impl DeviceChoice {
+    pub const ALL: [Self; 2] = [Self::Wgpu, Self::Cpu];
 }
 
 /// The backend actually in use.

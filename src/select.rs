@@ -23,7 +23,7 @@ pub const MAX_CAPACITY: usize = 1 << 20;
 const RHO_TOLERANCE: f64 = 1e-12;
 
 /// How the backward pass of a selection is charged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CostRule {
     /// Exact chain rule: the deepest selected op's input-gradient is not computed.
@@ -31,6 +31,10 @@ pub enum CostRule {
     Exact,
     /// The reference implementation's rule: also charges the deepest selected tensor's own `t_dy`.
     Reference,
+}
+
+impl CostRule {
+    pub const ALL: [Self; 2] = [Self::Exact, Self::Reference];
 }
 
 /// One node of the backward chain, ordered from the output.

@@ -312,7 +312,7 @@ fn settings_that_are_not_numbers_or_out_of_range_are_refused_by_name() {
 
 #[test]
 fn max_steps_alone_runs_that_many_steps() {
-    use greentrainer::train::overrides::TrainOverrides;
+    use greentrainer::cli::overrides::TrainOverrides;
     let steps = TrainOverrides { max_steps: Some(3000), ..Default::default() }.resolve(None).unwrap();
     assert_eq!((steps.max_steps, steps.epochs), (3000, 0), "the default epochs no longer cap an explicit step count");
     let both = TrainOverrides { max_steps: Some(3000), epochs: Some(2), ..Default::default() }.resolve(None).unwrap();

@@ -13,7 +13,7 @@ use crate::select::CostRule;
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// How to choose what to train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodKind {
     /// Adaptive backpropagation: the most important tensors within rho x full FLOPs.
@@ -27,8 +27,12 @@ pub enum MethodKind {
     Lora,
 }
 
+impl MethodKind {
+    pub const ALL: [Self; 4] = [Self::Greentrainer, Self::Full, Self::TopK, Self::Lora];
+}
+
 /// What GreenTrainer selects: whole tensors, or blocks of output rows of linear weights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Granularity {
     #[default]
@@ -37,6 +41,10 @@ pub enum Granularity {
     Head,
     /// `block_rows` rows per block.
     Rows,
+}
+
+impl Granularity {
+    pub const ALL: [Self; 3] = [Self::Tensor, Self::Head, Self::Rows];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,6 @@ pub mod cost;
 pub mod events;
 pub mod optim;
 pub mod output;
-pub mod overrides;
 pub mod progress;
 pub mod step;
 pub mod trainer;

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::config::{Granularity, MethodKind, TrainConfig};
+use super::choice;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::green::budget::Budget;
 use crate::select::CostRule;
+use crate::train::config::{Granularity, MethodKind, TrainConfig};
 
 #[derive(clap::Args, Serialize, Default, Debug)]
 pub struct TrainOverrides {
@@ -26,9 +27,9 @@ pub struct TrainOverrides {
     pub skip_bad_rows: Option<bool>,
     #[arg(long)]
     pub output: Option<PathBuf>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice(&DeviceChoice::ALL))]
     pub device: Option<DeviceChoice>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice(&MethodKind::ALL))]
     pub method: Option<MethodKind>,
     #[arg(long, value_parser = finite)]
     pub rho: Option<f64>,
@@ -49,13 +50,13 @@ pub struct TrainOverrides {
     pub reselect_every_epochs: Option<usize>,
     #[arg(long)]
     pub importance_batches: Option<usize>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice(&Granularity::ALL))]
     pub granularity: Option<Granularity>,
     #[arg(long)]
     pub block_rows: Option<usize>,
     #[arg(long)]
     pub dp_capacity: Option<usize>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = choice(&CostRule::ALL))]
     pub cost_rule: Option<CostRule>,
     #[arg(long)]
     pub epochs: Option<usize>,
