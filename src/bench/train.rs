@@ -84,26 +84,31 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
         let timed = guarded(|| {
             let mut times = Vec::new();
             let mut fb_times = Vec::new();
-            let mut rss = None;
-            let probe = PeakProbe::for_backend(dev.backend);
-            for i in 0..=steps {
-                let before = probe.reset(device);
+            let mut step = || -> Result<(f64, f64), String> {
                 let start = Instant::now();
                 let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b).map_err(|e| e.to_string())?;
                 let _ = device.sync();
                 let fb = start.elapsed().as_secs_f64();
-                let during = probe.peak(device);
                 optimizer.step(&mut working, &pass.grads, 1e-5, 1.0);
                 let _ = device.sync();
+                Ok((start.elapsed().as_secs_f64(), fb))
+            };
+            for i in 0..=steps {
+                let (total, fb) = step()?;
                 if i > 0 {
-                    times.push(start.elapsed().as_secs_f64());
+                    times.push(total);
                     fb_times.push(fb);
-                    if let (Some(a), Some(z)) = (before, during) {
-                        rss = Some(rss.unwrap_or(0.0f64).max(z - a));
-                    }
                 }
             }
-            Ok::<_, String>((median(times), median(fb_times), rss))
+            // Memory in a pass of its own, untimed: on a GPU the probe empties the allocator's
+            // pool first, and refilling it would slow the step it measures.
+            let probe = PeakProbe::for_backend(dev.backend);
+            let before = probe.reset(device);
+            let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b).map_err(|e| e.to_string())?;
+            let _ = device.sync();
+            let peak = before.zip(probe.peak(device)).map(|(a, z)| z - a);
+            drop(pass);
+            Ok::<_, String>((median(times), median(fb_times), peak))
         })??;
         let (step_s, fwd_bwd_s, rss) = timed;
         // A run cut short (a time limit on a lent machine) still leaves the methods it finished.
