@@ -74,7 +74,7 @@ pub enum Command {
         /// A folder (HF), or a file ending in .gguf.
         #[arg(long)]
         out: PathBuf,
-        /// The GGUF file's tensor format: f32, f16 or q8_0 (1-D tensors stay f32).
+        /// The GGUF file's tensor format: f32, f16, q8_0 or q4_k_m (1-D tensors stay f32).
         #[arg(long, default_value = "f16")]
         quant: crate::io::gguf::Precision,
         /// Replace --out when it exists and holds files (never when it holds the model itself).

@@ -60,6 +60,7 @@ fn gguf(app: &mut StudioApp, ui: &mut egui::Ui, ready: bool) {
     ui.horizontal(|ui| {
         ui.label("Tensors");
         let precision = &mut app.settings.gguf_precision;
+        ui.radio_value(precision, Precision::Q4_K_M, "Q4_K_M (4-bit mix, as Ollama's defaults)");
         ui.radio_value(precision, Precision::Q8_0, "Q8_0 (8-bit, half of f16)");
         ui.radio_value(precision, Precision::F16, "f16");
         ui.radio_value(precision, Precision::F32, "f32 (exact)");

@@ -1,6 +1,6 @@
 //! A model saved as one GGUF file for llama.cpp, Ollama and LM Studio (the Llama family and
 //! Qwen2): hyper-parameters, the tokenizer, special tokens and the chat template in llama.cpp's
-//! metadata keys, tensors under llama.cpp's names in f32, f16 or Q8_0, and an Ollama Modelfile
+//! metadata keys, tensors under llama.cpp's names in f32, f16, Q8_0 or Q4_K_M, and an Ollama Modelfile
 //! beside it.
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::file::MetaValue;
 use super::tokenizer::{BYTE_PRE_NAMES, byte_pre};
 use super::write::{Precision, TensorData, write_gguf};
-use super::{Architecture, GgufModel, Rows, gguf_name, rotary_rows};
+use super::{Architecture, GgmlType, GgufModel, Rows, gguf_name, rotary_rows};
 use crate::error::{Error, Result};
 use crate::io::atomic::{self, Existing};
 use crate::io::{LoadedModel, ModelSource};
@@ -89,17 +89,11 @@ fn u32_of(n: usize) -> MetaValue {
 fn hyper_parameters(c: &LlamaConfig, arch: Architecture, path: &Path, precision: Precision) -> Vec<(String, MetaValue)> {
     let a = arch.gguf_name();
     let key = |k: &str| format!("{a}.{k}");
-    // llama.cpp's `llama_ftype`: the type most tensors have.
-    let file_type = match precision {
-        Precision::F32 => 0,
-        Precision::F16 => 1,
-        Precision::Q8_0 => 7,
-    };
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut out = vec![
         kv("general.architecture", string(a)),
         kv("general.name", string(name)),
-        kv("general.file_type", MetaValue::U32(file_type)),
+        kv("general.file_type", MetaValue::U32(precision.file_type())),
         kv("general.quantization_version", MetaValue::U32(2)),
         kv(key("context_length"), u32_of(c.max_position_embeddings)),
         kv(key("embedding_length"), u32_of(c.hidden_size)),
@@ -244,8 +238,8 @@ fn tensors(loaded: &LoadedModel, c: &LlamaConfig, arch: Architecture, precision:
                 }
             }
         }
-        let precision = if shape.len() < 2 { Precision::F32 } else { precision };
-        out.push(TensorData::encode(gguf, shape, &values, precision));
+        let ty = if shape.len() < 2 { GgmlType::F32 } else { precision.matrix_type(&gguf, c.num_hidden_layers, c.tie_word_embeddings) };
+        out.push(TensorData::encode(gguf, shape, &values, ty));
     });
     if let Some(e) = failed {
         return Err(e);
@@ -255,7 +249,7 @@ fn tensors(loaded: &LoadedModel, c: &LlamaConfig, arch: Architecture, precision:
         let d = c.head_dim as f64;
         let divisors: Vec<f32> =
             c.rope.inv_freq(c.head_dim).iter().enumerate().map(|(i, f)| (c.rope.theta.powf(-2.0 * i as f64 / d) / f) as f32).collect();
-        out.push(TensorData::encode(super::ROPE_FREQS.into(), vec![divisors.len()], &divisors, Precision::F32));
+        out.push(TensorData::encode(super::ROPE_FREQS.into(), vec![divisors.len()], &divisors, GgmlType::F32));
     }
     Ok(out)
 }

@@ -14,6 +14,7 @@
 mod dequant;
 pub mod export;
 mod file;
+mod quant;
 mod tokenizer;
 mod write;
 

@@ -1,17 +1,16 @@
 //! Writing the GGUF container (version 3, little-endian) and the block formats an export offers:
-//! f32, f16 and Q8_0, byte for byte as llama.cpp's reference code lays them out.
+//! f32, f16, Q8_0, Q4_K and Q6_K, in the byte layouts llama.cpp reads.
 
 use std::io::Write;
 
 use super::dequant::GgmlType;
 use super::file::MetaValue;
+use super::quant;
 
 /// llama.cpp's default, which readers assume when `general.alignment` is absent.
 const ALIGNMENT: usize = 32;
-/// Values per Q8_0 block.
-const Q8_0_BLOCK: usize = 32;
 
-/// The tensor formats an export writes.
+/// The tensor formats an export writes (llama.cpp's file types).
 #[allow(non_camel_case_types)] // ggml's own spelling, as users see it in file names
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,6 +20,10 @@ pub enum Precision {
     /// 8-bit blocks of 32 values with an f16 scale: half of f16's size, error about 0.4% of a
     /// block's largest value.
     Q8_0,
+    /// llama.cpp's most used 4-bit mix: Q4_K, with Q6_K for the output head (the embedding when
+    /// tied) and for the value projections and down-projections of a third of the layers (the
+    /// first and last eighth among them).
+    Q4_K_M,
 }
 
 impl std::str::FromStr for Precision {
@@ -31,19 +34,48 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "q8_0" => Ok(Self::Q8_0),
-            other => Err(format!("'{other}' is not a GGUF precision this export writes (f32, f16, q8_0)")),
+            "q4_k_m" => Ok(Self::Q4_K_M),
+            other => Err(format!("'{other}' is not a GGUF precision this export writes (f32, f16, q8_0, q4_k_m)")),
         }
     }
 }
 
 impl Precision {
-    fn ggml_type(self) -> GgmlType {
+    /// llama.cpp's `llama_ftype` number for `general.file_type`.
+    pub fn file_type(self) -> u32 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q8_0 => 7,
+            Self::Q4_K_M => 15,
+        }
+    }
+
+    /// The type of the matrix `gguf_name` (in a model of `layers` blocks, whose head is the
+    /// token embedding when `tied`), as llama.cpp's `llama_tensor_get_type` picks it for this
+    /// file type.
+    pub fn matrix_type(self, gguf_name: &str, layers: usize, tied: bool) -> GgmlType {
         match self {
             Self::F32 => GgmlType::F32,
             Self::F16 => GgmlType::F16,
             Self::Q8_0 => GgmlType::Q8_0,
+            Self::Q4_K_M => {
+                let layer = gguf_name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|l| l.parse::<usize>().ok());
+                let sensitive = gguf_name.contains(".attn_v.") || gguf_name.contains(".ffn_down.");
+                match layer {
+                    Some(i) if sensitive && more_bits(i, layers) => GgmlType::Q6_K,
+                    // The output head, whichever tensor it is.
+                    None if gguf_name.starts_with("output.") || (tied && gguf_name.starts_with("token_embd.")) => GgmlType::Q6_K,
+                    _ => GgmlType::Q4_K,
+                }
+            }
         }
     }
+}
+
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers, and every third between.
+fn more_bits(layer: usize, layers: usize) -> bool {
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer >= layers / 8 && (layer - layers / 8) % 3 == 2)
 }
 
 /// One tensor to write: its GGUF name, HF shape (`[out, in]`), type and encoded bytes.
@@ -55,32 +87,32 @@ pub struct TensorData {
 }
 
 impl TensorData {
-    /// `values` (row-major, HF layout) in `precision`. Q8_0 blocks run along rows, so a row
-    /// length that is not a multiple of 32 falls back to f16.
-    pub fn encode(name: String, hf_shape: Vec<usize>, values: &[f32], precision: Precision) -> Self {
+    /// `values` (row-major, HF layout) in `ty` (f32, f16, Q8_0, Q4_K or Q6_K). Blocks run along
+    /// rows: a row length the type's block does not divide falls back to Q8_0, as llama.cpp
+    /// falls back for such tensors, or to f16 when 32 does not divide it either.
+    pub fn encode(name: String, hf_shape: Vec<usize>, values: &[f32], ty: GgmlType) -> Self {
         let row = hf_shape.last().copied().unwrap_or(1);
-        let precision = if precision == Precision::Q8_0 && !row.is_multiple_of(Q8_0_BLOCK) { Precision::F16 } else { precision };
-        let bytes = match precision {
-            Precision::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Precision::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
-            Precision::Q8_0 => quantize_q8_0(values),
+        let fits = |t: GgmlType| row.is_multiple_of(t.block_size());
+        let ty = match ty {
+            GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0 if !fits(ty) => {
+                if fits(GgmlType::Q8_0) {
+                    GgmlType::Q8_0
+                } else {
+                    GgmlType::F16
+                }
+            }
+            GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K => ty,
+            _ => GgmlType::F32,
         };
-        Self { name, hf_shape, ty: precision.ggml_type(), bytes }
+        let bytes = match ty {
+            GgmlType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            GgmlType::Q8_0 => quant::q8_0(values),
+            GgmlType::Q4_K => quant::q4_k(values),
+            GgmlType::Q6_K => quant::q6_k(values),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        Self { name, hf_shape, ty, bytes }
     }
-}
-
-/// ggml's `quantize_row_q8_0_ref`: per block of 32, the scale `max|x| / 127` as f16, then each
-/// value divided by it and rounded to an i8.
-fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() / Q8_0_BLOCK * 34);
-    for block in values.chunks(Q8_0_BLOCK) {
-        let amax = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inverse = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.extend(half::f16::from_f32(d).to_le_bytes());
-        out.extend(block.iter().map(|&v| (v * inverse).round() as i8 as u8));
-    }
-    out
 }
 
 /// The whole file: header, metadata, tensor directory, then each tensor's bytes at an aligned
@@ -164,23 +196,5 @@ fn put_value(out: &mut Vec<u8>, v: &MetaValue) {
                 put_value(out, item);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn q8_0_blocks_are_an_f16_scale_and_rounded_bytes() {
-        let values: Vec<f32> = (0..32).map(|i| i as f32 - 8.0).collect();
-        let bytes = quantize_q8_0(&values);
-        assert_eq!(bytes.len(), 34);
-        let d = half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32();
-        assert!((d - 23.0 / 127.0).abs() < 1e-4, "{d}");
-        // -8 / (23/127) = -44.17 -> -44; 23 -> 127.
-        assert_eq!(bytes[2] as i8, -44);
-        assert_eq!(bytes[33] as i8, 127);
-        assert_eq!(quantize_q8_0(&[0.0; 32])[2..], [0u8; 32], "an all-zero block has scale 0 and zero values");
     }
 }
