@@ -75,7 +75,8 @@ impl Precision {
 
 /// llama.cpp's `use_more_bits`: the first and last eighth of the layers, and every third between.
 fn more_bits(layer: usize, layers: usize) -> bool {
-    layer < layers / 8 || layer >= 7 * layers / 8 || (layer >= layers / 8 && (layer - layers / 8) % 3 == 2)
+    let eighth = layers / 8;
+    layer < eighth || layer >= 7 * layers / 8 || (layer - eighth) % 3 == 2
 }
 
 /// One tensor to write: its GGUF name, HF shape (`[out, in]`), type and encoded bytes.
