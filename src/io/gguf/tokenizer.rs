@@ -28,13 +28,7 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// The tokenizer.json document for this file's vocabulary.
 pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
     let err = |what: String| GgufError::Tokenizer { path: f.path.clone(), what };
-    let spm = match f.str("tokenizer.ggml.model")? {
-        "gpt2" => false,
-        "llama" => true,
-        other => {
-            return Err(GgufError::UnsupportedTokenizer { path: f.path.clone(), model: other.to_string(), supported: SUPPORTED_MODELS });
-        }
-    };
+    let spm = is_sentencepiece(f)?;
     let tokens = f
         .opt_array("tokenizer.ggml.tokens", "array of strings", MetaValue::as_str)?
         .ok_or_else(|| GgufError::MissingMetadata { path: f.path.clone(), key: "tokenizer.ggml.tokens".into() })?;
@@ -98,6 +92,24 @@ pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
     Ok(doc)
 }
 
+/// Whether the vocabulary is one this module rebuilds, judged from its kind alone (the vocabulary
+/// itself is not read): to list a file as loadable without building its tokenizer.
+pub(crate) fn check_supported(f: &GgufFile) -> Result<(), GgufError> {
+    if !is_sentencepiece(f)? {
+        byte_level_pre_tokenizer(f)?;
+    }
+    Ok(())
+}
+
+/// SentencePiece BPE (`llama`) or byte-level BPE (`gpt2`); an error for other vocabularies.
+fn is_sentencepiece(f: &GgufFile) -> Result<bool, GgufError> {
+    match f.str("tokenizer.ggml.model")? {
+        "gpt2" => Ok(false),
+        "llama" => Ok(true),
+        other => Err(GgufError::UnsupportedTokenizer { path: f.path.clone(), model: other.to_string(), supported: SUPPORTED_MODELS }),
+    }
+}
+
 /// GPT-2 style byte-level BPE (SmolLM, Llama 3, Qwen2, ...).
 fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, GgufError> {
     let merges = f
@@ -115,6 +127,27 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
         })
         .collect::<Result<Vec<_>, _>>()?;
 
+    let (normalizer, pre_tokenizer, ignore_merges) = byte_level_pre_tokenizer(f)?;
+    Ok(json!({
+        "normalizer": normalizer,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": {
+            "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true,
+        },
+        "decoder": {
+            "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true,
+        },
+        "model": {
+            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
+        },
+    }))
+}
+
+/// The normalizer and pre-tokenizer HF uses for the file's llama.cpp `tokenizer.ggml.pre` family,
+/// and whether whole words are looked up before merging (HF's ignore_merges).
+fn byte_level_pre_tokenizer(f: &GgufFile) -> Result<(Value, Value, bool), GgufError> {
     let byte_level = |use_regex: bool| {
         json!({
             "type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex,
@@ -125,9 +158,8 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
             "type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false,
         })
     };
-    // The pre-tokenizer HF uses for each llama.cpp `tokenizer.ggml.pre` family.
     let pre = f.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
-    let (normalizer, pre_tokenizer, ignore_merges) = match pre {
+    Ok(match pre {
         "default" | "gpt2" | "gpt-2" => (Value::Null, byte_level(true), false),
         "smollm" => (
             Value::Null,
@@ -147,22 +179,7 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
                 supported: SUPPORTED_PRE,
             });
         }
-    };
-    Ok(json!({
-        "normalizer": normalizer,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": {
-            "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true,
-        },
-        "decoder": {
-            "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true,
-        },
-        "model": {
-            "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
-            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-            "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
-        },
-    }))
+    })
 }
 
 /// SentencePiece BPE (Llama 1/2, Mistral, TinyLlama) as HF's BPE with byte fallback.
