@@ -12,6 +12,7 @@ use crate::eval::chat::Sampling;
 use crate::eval::generate::{GenerateOptions, Strategy, generate};
 use crate::eval::runner::EvalSettings;
 use crate::io::{atomic::Existing, export::save_hf_folder, load_model};
+use crate::model::discover::{FoundModel, Stores, Trainable, discover};
 use crate::model::summary::ModelSummary;
 use crate::train::config::DEFAULT_MODEL;
 use crate::train::output::OutputMode;
@@ -61,6 +62,9 @@ pub enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// List the models already on this computer (Ollama, LM Studio, the Hugging Face cache) and
+    /// whether each can be trained; OLLAMA_MODELS, HF_HUB_CACHE and HF_HOME move the stores.
+    Models,
     /// Continue a prompt.
     Generate(GenerateArgs),
     /// Talk to a model through its chat template: each line read from standard input is a
@@ -381,6 +385,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let loaded = load_model(&model, &dev.device)?;
             println!("{}", ModelSummary::of(&loaded));
         }
+        Command::Models => {
+            let stores = Stores::from_env();
+            println!("{}", models_table(&discover(&stores), &stores));
+        }
         Command::Generate(args) => {
             let dev = args.device.open();
             let loaded = load_model(&args.model, &dev.device)?;
@@ -561,6 +569,56 @@ pub fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The found models as aligned columns, then why each untrainable one cannot be trained; with
+/// none found, the folders that were searched.
+fn models_table(found: &[FoundModel], stores: &Stores) -> String {
+    if found.is_empty() {
+        let searched: Vec<String> =
+            [&stores.ollama, &stores.lm_studio, &stores.hf_cache].into_iter().flatten().map(|p| p.display().to_string()).collect();
+        return format!("No models found in: {}", searched.join(", "));
+    }
+    let unknown = || "-".to_string();
+    let mut rows = vec![["NAME", "SOURCE", "ARCHITECTURE", "SIZE", "QUANTIZATION", "TRAINABLE", "PATH"].map(String::from)];
+    rows.extend(found.iter().map(|m| {
+        [
+            m.name.clone(),
+            m.source.to_string(),
+            m.architecture.clone().unwrap_or_else(unknown),
+            size(m.size),
+            m.quantization.clone().unwrap_or_else(unknown),
+            if m.trainable.is_yes() { "yes" } else { "no" }.to_string(),
+            m.path.display().to_string(),
+        ]
+    }));
+    let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| r.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string())
+        .collect();
+    let why_not: Vec<String> = found
+        .iter()
+        .filter_map(|m| match &m.trainable {
+            Trainable::No(why) => Some(format!("  {}: {why}", m.name)),
+            Trainable::Yes => None,
+        })
+        .collect();
+    if !why_not.is_empty() {
+        out.push(String::new());
+        out.push("Not trainable:".into());
+        out.extend(why_not);
+    }
+    out.join("\n")
+}
+
+/// "88.2 MiB", "4.37 GiB".
+fn size(bytes: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    match bytes as f64 / MIB {
+        mib if mib >= 1024.0 => format!("{:.2} GiB", mib / 1024.0),
+        mib => format!("{mib:.1} MiB"),
+    }
 }
 
 /// A run the user stopped: a checkpoint continues it, but it did not finish, so the process

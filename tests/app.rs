@@ -18,11 +18,22 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
 use greentrainer::app::{Settings, StudioApp};
 use greentrainer::device::DeviceChoice;
+use greentrainer::model::discover::Stores;
 
 const SIZE: egui::Vec2 = egui::vec2(1180.0, 800.0);
 
+/// The app on `settings`, with no model stores to list (the machine's own would change the
+/// Model tab from one machine to the next).
 fn harness(settings: Settings) -> Harness<'static, StudioApp> {
-    Harness::builder().with_size(SIZE).wgpu().build_eframe(move |cc| StudioApp::new(cc.egui_ctx.clone(), settings))
+    harness_with_stores(settings, Stores::default())
+}
+
+fn harness_with_stores(settings: Settings, stores: Stores) -> Harness<'static, StudioApp> {
+    Harness::builder().with_size(SIZE).wgpu().build_eframe(move |cc| {
+        let mut app = StudioApp::new(cc.egui_ctx.clone(), settings);
+        app.look_for_models_in(stores);
+        app
+    })
 }
 
 /// Empty paths (the test types them) and a run small enough for the CPU in seconds.
@@ -473,4 +484,27 @@ fn a_partial_path_offers_completions() {
     click(&mut harness, "tiny-llama/");
     assert_eq!(harness.state().settings().model_path, fixtures.join("tiny-llama").display().to_string());
     assert!(harness.query_by_label("Did you mean:").is_none());
+}
+
+#[test]
+fn models_on_this_computer_are_listed_and_a_click_loads_one() {
+    use common::stores::{hf_snapshot, ollama_model, tiny_llama_files};
+    let dir = tempfile::tempdir().unwrap();
+    let hub = dir.path().join("hub");
+    let snapshot = hf_snapshot(&hub, "test-org/tiny-llama", "abc", &tiny_llama_files());
+    let ollama = dir.path().join("ollama");
+    ollama_model(&ollama, "registry.ollama.ai/library/mamba", "latest", 1, &common::gguf_writer::Gguf::new("mamba").bytes());
+    let stores = Stores { ollama: vec![ollama], hf_cache: vec![hub], ..Stores::default() };
+    let mut harness = harness_with_stores(settings(dir.path()), stores);
+    wait_for(&mut harness, "Models on this computer (2)");
+    click(&mut harness, "Models on this computer (2)");
+    harness.get_by_label("mamba:latest");
+    harness.get_by_label_contains("no: architecture 'mamba' is not supported");
+    harness.get_by_label("HF cache");
+    harness.get_by_label("float32");
+
+    click(&mut harness, "test-org/tiny-llama");
+    wait_for(&mut harness, "Model loaded");
+    assert_eq!(harness.state().settings().model_path, snapshot.display().to_string());
+    assert_eq!(harness.state().settings().recent_models, [snapshot.display().to_string()]);
 }

@@ -129,3 +129,48 @@ fn chat_answers_each_line_with_the_conversation_so_far() {
     assert_eq!(replies.len(), 2, "one line per message, the empty one skipped: {stdout}");
     assert!(replies[0].contains("Paris") && replies[1].contains("Rome"), "{stdout}");
 }
+
+/// `greentrainer models` with the stores moved to temporary folders by the variables each
+/// program reads (and the rest of the environment's stores cleared).
+fn models_in(home: &std::path::Path, vars: &[(&str, &std::path::Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_greentrainer"));
+    cmd.arg("models").env("HOME", home);
+    for var in ["OLLAMA_MODELS", "HF_HOME", "HF_HUB_CACHE", "XDG_CACHE_HOME", "USERPROFILE"] {
+        cmd.env_remove(var);
+    }
+    for (var, value) in vars {
+        cmd.env(var, value);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+#[test]
+fn models_lists_what_each_store_holds() {
+    use common::gguf_writer::Gguf;
+    use common::stores::{hf_snapshot, ollama_model, tiny_llama_files, tiny_llama_gguf, write};
+    let dir = tempfile::tempdir().unwrap();
+    let (home, ollama, hf_home) = (dir.path().join("home"), dir.path().join("ollama"), dir.path().join("hf"));
+    let blob = ollama_model(&ollama, "registry.ollama.ai/library/smollm2", "135m", 1, &tiny_llama_gguf(Some(15)).bytes());
+    let snapshot = hf_snapshot(&hf_home.join("hub"), "test-org/tiny-llama", "abc", &tiny_llama_files());
+    write(&home.join(".lmstudio/models/someone/mamba/mamba.gguf"), &Gguf::new("mamba").bytes());
+
+    let out = models_in(&home, &[("OLLAMA_MODELS", &ollama), ("HF_HOME", &hf_home)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    let row = |name: &str| t.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no row for {name}:\n{t}"));
+    let words = |line: &str| line.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(words(t.lines().next().unwrap()), ["NAME", "SOURCE", "ARCHITECTURE", "SIZE", "QUANTIZATION", "TRAINABLE", "PATH"]);
+    assert_eq!(words(row("smollm2:135m")), ["smollm2:135m", "Ollama", "llama", "0.0", "MiB", "Q4_K_M", "yes", &blob.display().to_string()]);
+    assert_eq!(words(row("someone/mamba/mamba.gguf"))[1..4], ["LM", "Studio", "mamba"]);
+    assert!(row("someone/mamba/mamba.gguf").contains(" no "), "{t}");
+    let hf = words(row("test-org/tiny-llama"));
+    assert_eq!(hf[1..4], ["HF", "cache", "llama"]);
+    // config.json, model.safetensors and tokenizer.json: 500285 bytes.
+    assert_eq!(hf[4..], ["0.5", "MiB", "float32", "yes", &snapshot.display().to_string()]);
+    assert!(t.contains("Not trainable:\n  someone/mamba/mamba.gguf: architecture 'mamba' is not supported"), "{t}");
+
+    let empty = dir.path().join("empty-home");
+    let out = models_in(&empty, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("No models found in: {}", empty.join(".ollama/models").display())), "{}", text(&out));
+}

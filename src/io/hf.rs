@@ -80,7 +80,7 @@ fn read_optional_json(path: &Path) -> Result<Option<Value>> {
 }
 
 /// A JSON file, with errors naming it.
-pub(super) fn read_json(path: &Path) -> Result<Value> {
+pub(crate) fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| Error::invalid(path, format!("not valid JSON: {e}")))
 }

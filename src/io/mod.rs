@@ -99,7 +99,7 @@ impl LoadedModel {
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     if path.is_dir() {
         hf::load_folder(path, device)
-    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) || starts_like_gguf(path) {
         load_gguf(path, device)
     } else if path.exists() {
         Err(Error::Unsupported {
@@ -110,6 +110,14 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     } else {
         Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")))
     }
+}
+
+/// Whether a file without the .gguf extension holds GGUF data: Ollama keeps its models as
+/// `blobs/sha256-<hex>`, named by digest alone.
+fn starts_like_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
 }
 
 /// Loads a GGUF file (dequantized to f32, q/k permutation undone, tokenizer rebuilt from metadata).

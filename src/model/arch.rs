@@ -72,8 +72,9 @@ macro_rules! each {
     };
 }
 
-/// `model_type`, or the one implied by `architectures[0]` (older files lack the former).
-fn model_type(raw: &Value) -> String {
+/// `model_type`, or the one implied by `architectures[0]` (older files lack the former); for an
+/// architecture this build does not know, whatever the file names (the class, when no model_type).
+pub fn model_type(raw: &Value) -> String {
     if let Some(t) = raw.get("model_type").and_then(Value::as_str) {
         return t.to_string();
     }
@@ -89,21 +90,28 @@ fn model_type(raw: &Value) -> String {
     .to_string()
 }
 
-impl Model {
-    /// Parses `raw` (a config.json; `origin` names it in errors) and builds the architecture it
-    /// names, asking `source` for every parameter by HF name.
-    pub fn load(raw: Value, origin: &str, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+/// A config.json parsed by the architecture it names: the one place that decides which
+/// architectures this build runs, for loading and for judging a model before loading it.
+enum ArchConfig {
+    Llama(LlamaConfig),
+    Opt(OptConfig),
+    Bloom(BloomConfig),
+    T5(T5Config),
+}
+
+impl ArchConfig {
+    fn parse(raw: Value, origin: &str) -> Result<Self> {
         Ok(match model_type(&raw).as_str() {
-            "llama" | "qwen2" => Self::Llama(Box::new(Llama::load(LlamaConfig::from_value(raw, origin)?, device, source)?)),
-            "opt" => Self::Opt(Box::new(Opt::load(OptConfig::from_value(raw, origin)?, device, source)?)),
-            "bloom" => Self::Bloom(Box::new(Bloom::load(BloomConfig::from_value(raw, origin)?, device, source)?)),
+            "llama" | "qwen2" => Self::Llama(LlamaConfig::from_value(raw, origin)?),
+            "opt" => Self::Opt(OptConfig::from_value(raw, origin)?),
+            "bloom" => Self::Bloom(BloomConfig::from_value(raw, origin)?),
             "t5" => {
                 // T5Config checks `model_type` itself; older files name only the architecture.
                 let mut raw = raw;
                 if let Some(obj) = raw.as_object_mut() {
                     obj.entry("model_type").or_insert_with(|| "t5".into());
                 }
-                Self::T5(Box::new(T5::load(T5Config::from_value(raw, origin)?, device, source)?))
+                Self::T5(T5Config::from_value(raw, origin)?)
             }
             other => {
                 return Err(Error::Unsupported {
@@ -112,6 +120,25 @@ impl Model {
                     supported: SUPPORTED_MODEL_TYPES.into(),
                 });
             }
+        })
+    }
+}
+
+/// Whether [`Model::load`] would accept this config.json (`origin` names it in the error): the
+/// architecture and its hyper-parameters are checked, no weight is read.
+pub fn check_config(raw: Value, origin: &str) -> Result<()> {
+    ArchConfig::parse(raw, origin).map(drop)
+}
+
+impl Model {
+    /// Parses `raw` (a config.json; `origin` names it in errors) and builds the architecture it
+    /// names, asking `source` for every parameter by HF name.
+    pub fn load(raw: Value, origin: &str, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        Ok(match ArchConfig::parse(raw, origin)? {
+            ArchConfig::Llama(c) => Self::Llama(Box::new(Llama::load(c, device, source)?)),
+            ArchConfig::Opt(c) => Self::Opt(Box::new(Opt::load(c, device, source)?)),
+            ArchConfig::Bloom(c) => Self::Bloom(Box::new(Bloom::load(c, device, source)?)),
+            ArchConfig::T5(c) => Self::T5(Box::new(T5::load(c, device, source)?)),
         })
     }
 

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod bloom;
 pub mod cache;
 pub mod config;
+pub mod discover;
 pub mod linear;
 pub mod llama;
 pub mod loader;

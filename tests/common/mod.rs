@@ -1,6 +1,9 @@
 //! Shared helpers for integration tests: fixture paths, devices, numeric comparisons.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod gguf_writer;
+pub mod stores;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

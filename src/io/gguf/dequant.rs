@@ -139,10 +139,19 @@ impl GgmlType {
 
 /// A readable name for any ggml type number, including ones we cannot decode.
 pub fn type_name(id: u32) -> String {
-    if let Some(t) = GgmlType::from_id(id) {
-        return t.name().to_string();
+    match (GgmlType::from_id(id), known_name(id)) {
+        (Some(t), _) => t.name().to_string(),
+        (None, Some(name)) => format!("{name} (type {id})"),
+        (None, None) => format!("unknown type {id}"),
     }
-    let known = match id {
+}
+
+/// ggml's name for a type number, whether or not we decode it.
+pub fn known_name(id: u32) -> Option<&'static str> {
+    if let Some(t) = GgmlType::from_id(id) {
+        return Some(t.name());
+    }
+    Some(match id {
         9 => "Q8_1",
         16 => "IQ2_XXS",
         17 => "IQ2_XS",
@@ -161,9 +170,51 @@ pub fn type_name(id: u32) -> String {
         34 => "TQ1_0",
         35 => "TQ2_0",
         39 => "MXFP4",
-        _ => return format!("unknown type {id}"),
-    };
-    format!("{known} (type {id})")
+        _ => return None,
+    })
+}
+
+/// llama.cpp's name for a `general.file_type` (its `llama_ftype`: the quantization a file was
+/// made with, which mixes tensor types, e.g. Q4_K_M keeps some tensors in Q6_K). The flag
+/// llama.cpp adds when it guessed the type is ignored.
+pub fn file_type_name(id: u32) -> Option<&'static str> {
+    const GUESSED: u32 = 1024;
+    Some(match id & !GUESSED {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4_MOE",
+        _ => return None,
+    })
 }
 
 /// Decodes `data` (whole blocks of `ty`) into `out`. Lengths are checked by the caller

@@ -75,6 +75,11 @@ pub enum Architecture {
 const SUPPORTED_ARCHITECTURES: &str = "llama (also Mistral, SmolLM, TinyLlama), qwen2";
 
 impl Architecture {
+    /// The architecture a `general.architecture` value names, when this build runs it.
+    pub fn from_gguf_name(name: &str) -> Option<Self> {
+        [Self::Llama, Self::Qwen2].into_iter().find(|a| a.gguf_name() == name)
+    }
+
     /// The `general.architecture` value, which also prefixes the hyper-parameter keys.
     pub fn gguf_name(self) -> &'static str {
         match self {
@@ -131,6 +136,9 @@ impl RopeScaling {
     }
 }
 
+/// gguf-split's metadata key: the number of files one model is spread over.
+const SPLIT_COUNT: &str = "split.count";
+
 /// Llama 3.1+ files carry their RoPE scaling as this tensor of per-frequency divisors.
 pub(crate) const ROPE_FREQS: &str = "rope_freqs.weight";
 
@@ -168,6 +176,47 @@ pub struct GgufSummary {
     pub context_length: usize,
 }
 
+/// What a list of models shows about a GGUF file, read from its header and tensor directory
+/// alone: no tensor data and no tokenizer is built, so a folder of large files lists quickly.
+pub struct GgufListing {
+    /// `general.architecture`, whether or not this build runs it.
+    pub architecture: Option<String>,
+    /// llama.cpp's file type (`general.file_type`: Q4_K_M, Q8_0, F16, ...), else the type that
+    /// holds most of the weights.
+    pub quantization: Option<String>,
+    /// The model, when the file passes every check loading it makes before reading tensor data
+    /// (architecture, hyper-parameters, tensor types, tokenizer kind); otherwise why not.
+    pub model: Result<GgufModel, GgufError>,
+}
+
+impl GgufListing {
+    /// An error only when the file is not a readable GGUF file at all.
+    pub fn read(path: &Path) -> Result<Self, GgufError> {
+        let file = GgufFile::open(path)?;
+        let architecture = file.get("general.architecture").and_then(MetaValue::as_str).map(str::to_string);
+        let file_type = file.get("general.file_type").and_then(MetaValue::as_i64).and_then(|id| u32::try_from(id).ok());
+        let quantization = file_type.and_then(dequant::file_type_name).map(str::to_string).or_else(|| dominant_type(&file));
+        let model = GgufModel::from_file(file).and_then(|m| {
+            m.check_tensor_types()?;
+            tokenizer::check_supported(&m.file)?;
+            Ok(m)
+        });
+        Ok(Self { architecture, quantization, model })
+    }
+}
+
+/// The tensor type holding the most values, as llama.cpp names it.
+fn dominant_type(file: &GgufFile) -> Option<String> {
+    let mut elements: BTreeMap<u32, u64> = BTreeMap::new();
+    for t in &file.tensors {
+        // Saturating: a crafted directory may claim sizes whose sum overflows.
+        let n = elements.entry(t.type_id).or_default();
+        *n = n.saturating_add(t.n_elements());
+    }
+    let (id, _) = elements.into_iter().max_by_key(|&(_, n)| n)?;
+    Some(dequant::known_name(id).map_or_else(|| dequant::type_name(id), str::to_string))
+}
+
 /// An open GGUF model file.
 pub struct GgufModel {
     file: GgufFile,
@@ -182,18 +231,21 @@ impl GgufModel {
     /// Maps and checks the file: header, metadata, tensor directory (every tensor's bytes must
     /// lie inside the file), architecture and hyper-parameters. Tensor data is decoded lazily.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let file = GgufFile::open(path)?;
-        let arch = match file.str("general.architecture")? {
-            "llama" => Architecture::Llama,
-            "qwen2" => Architecture::Qwen2,
-            other => {
-                return Err(GgufError::UnsupportedArchitecture {
-                    path: path.to_path_buf(),
-                    architecture: other.to_string(),
-                    supported: SUPPORTED_ARCHITECTURES,
-                });
-            }
-        };
+        Self::from_file(GgufFile::open(path)?)
+    }
+
+    fn from_file(file: GgufFile) -> Result<Self, GgufError> {
+        let name = file.str("general.architecture")?;
+        let arch = Architecture::from_gguf_name(name).ok_or_else(|| GgufError::UnsupportedArchitecture {
+            path: file.path.clone(),
+            architecture: name.to_string(),
+            supported: SUPPORTED_ARCHITECTURES,
+        })?;
+        // llama.cpp's gguf-split spreads one model over several files; this loader reads one.
+        if let Some(count) = file.opt_usize(SPLIT_COUNT)?.filter(|&n| n > 1) {
+            let what = format!("a model split across {count} files ({SPLIT_COUNT}; merge them with llama-gguf-split --merge)");
+            return Err(GgufError::Unsupported { path: file.path.clone(), what });
+        }
         let mapped: Vec<(String, usize)> = file.tensors.iter().enumerate().filter_map(|(i, t)| hf_name(&t.name).map(|n| (n, i))).collect();
         let by_hf_name = mapped.iter().map(|(n, i)| (n.clone(), *i)).collect();
         let hp = read_hparams(&file, arch, &by_hf_name)?;
@@ -268,14 +320,7 @@ impl GgufModel {
         };
         let info = &self.file.tensors[index];
         let invalid = |what: String| GgufError::InvalidTensor { path: self.file.path.clone(), tensor: info.name.clone(), what };
-        let Some(ty) = GgmlType::from_id(info.type_id) else {
-            return Err(GgufError::UnsupportedTensorType {
-                path: self.file.path.clone(),
-                tensor: info.name.clone(),
-                ty: dequant::type_name(info.type_id),
-                supported: GgmlType::SUPPORTED.map(GgmlType::name).join(", "),
-            });
-        };
+        let ty = self.decodable_type(info)?;
         let bytes = self.file.tensor_bytes(info).ok_or_else(|| invalid("data outside the file".into()))?;
         let n = usize::try_from(info.n_elements()).map_err(|_| invalid("too many elements".into()))?;
         let mut data = vec![0f32; n];
@@ -351,6 +396,21 @@ impl GgufModel {
             tokenizer_model: self.file.get("tokenizer.ggml.model").and_then(MetaValue::as_str).map(str::to_string),
             context_length: self.hp.context,
         }
+    }
+
+    /// The type of a tensor, or the error loading it would give when it is not one we decode.
+    fn decodable_type(&self, info: &TensorInfo) -> Result<GgmlType, GgufError> {
+        GgmlType::from_id(info.type_id).ok_or_else(|| GgufError::UnsupportedTensorType {
+            path: self.file.path.clone(),
+            tensor: info.name.clone(),
+            ty: dequant::type_name(info.type_id),
+            supported: GgmlType::SUPPORTED.map(GgmlType::name).join(", "),
+        })
+    }
+
+    /// Whether every tensor the model loads has a type we decode, judged from the directory alone.
+    fn check_tensor_types(&self) -> Result<(), GgufError> {
+        self.mapped.iter().try_for_each(|&(_, i)| self.decodable_type(&self.file.tensors[i]).map(drop))
     }
 
     fn token_id(&self, key: &str) -> Option<u32> {

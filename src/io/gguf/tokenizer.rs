@@ -28,13 +28,7 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// The tokenizer.json document for this file's vocabulary.
 pub(crate) fn tokenizer_json(f: &GgufFile) -> Result<Value, GgufError> {
     let err = |what: String| GgufError::Tokenizer { path: f.path.clone(), what };
-    let spm = match f.str("tokenizer.ggml.model")? {
-        "gpt2" => false,
-        "llama" => true,
-        other => {
-            return Err(GgufError::UnsupportedTokenizer { path: f.path.clone(), model: other.to_string(), supported: SUPPORTED_MODELS });
-        }
-    };
+    let spm = is_sentencepiece(f)?;
     let tokens = f
         .opt_array("tokenizer.ggml.tokens", "array of strings", MetaValue::as_str)?
         .ok_or_else(|| GgufError::MissingMetadata { path: f.path.clone(), key: "tokenizer.ggml.tokens".into() })?;
@@ -139,6 +133,24 @@ pub(super) fn byte_pre(pre: &str) -> Option<BytePre> {
     })
 }
 
+/// Whether the vocabulary is one this module rebuilds, judged from its kind alone (the vocabulary
+/// itself is not read): to list a file as loadable without building its tokenizer.
+pub(crate) fn check_supported(f: &GgufFile) -> Result<(), GgufError> {
+    if !is_sentencepiece(f)? {
+        byte_level_pre_tokenizer(f)?;
+    }
+    Ok(())
+}
+
+/// SentencePiece BPE (`llama`) or byte-level BPE (`gpt2`); an error for other vocabularies.
+fn is_sentencepiece(f: &GgufFile) -> Result<bool, GgufError> {
+    match f.str("tokenizer.ggml.model")? {
+        "gpt2" => Ok(false),
+        "llama" => Ok(true),
+        other => Err(GgufError::UnsupportedTokenizer { path: f.path.clone(), model: other.to_string(), supported: SUPPORTED_MODELS }),
+    }
+}
+
 /// GPT-2 style byte-level BPE (SmolLM, Llama 3, Qwen2, ...).
 fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, GgufError> {
     let merges = f
@@ -156,14 +168,7 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let pre = f.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
-    let Some(BytePre { normalizer, pre_tokenizer, ignore_merges }) = byte_pre(pre) else {
-        return Err(GgufError::UnsupportedTokenizer {
-            path: f.path.clone(),
-            model: format!("gpt2 with pre-tokenizer '{other}'", other = pre),
-            supported: SUPPORTED_PRE,
-        });
-    };
+    let BytePre { normalizer, pre_tokenizer, ignore_merges } = byte_level_pre_tokenizer(f)?;
     Ok(json!({
         "normalizer": normalizer,
         "pre_tokenizer": pre_tokenizer,
@@ -179,6 +184,16 @@ fn byte_level_bpe(f: &GgufFile, vocab: Map<String, Value>) -> Result<Value, Gguf
             "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
         },
     }))
+}
+
+/// What HF puts before the file's byte-level vocabulary, from its `tokenizer.ggml.pre` family.
+fn byte_level_pre_tokenizer(f: &GgufFile) -> Result<BytePre, GgufError> {
+    let pre = f.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
+    byte_pre(pre).ok_or_else(|| GgufError::UnsupportedTokenizer {
+        path: f.path.clone(),
+        model: format!("gpt2 with pre-tokenizer '{pre}'"),
+        supported: SUPPORTED_PRE,
+    })
 }
 
 /// SentencePiece BPE (Llama 1/2, Mistral, TinyLlama) as HF's BPE with byte fallback.
