@@ -78,6 +78,9 @@ pub enum Command {
         /// A folder (HF), or a file ending in .gguf.
         #[arg(long)]
         out: PathBuf,
+        /// hf or gguf; by default gguf when --out ends in .gguf, else hf.
+        #[arg(long, value_parser = ["hf", "gguf"])]
+        format: Option<String>,
         /// The GGUF file's tensor format: f32, f16, q8_0 or q4_k_m (1-D tensors stay f32).
         #[arg(long, default_value = "f16")]
         quant: crate::io::gguf::Precision,
@@ -415,7 +418,13 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{shown}{text}");
         }
         Command::Chat(args) => chat(args)?,
-        Command::Export { model, out, quant, overwrite, device } => {
+        Command::Export { model, out, format, quant, overwrite, device } => {
+            let named_gguf = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+            let gguf = match format.as_deref() {
+                Some("gguf") if !named_gguf => anyhow::bail!("--format gguf writes one file: give --out a name ending in .gguf"),
+                Some("hf") if named_gguf => anyhow::bail!("--format hf writes a folder: give --out a folder name, not {}", out.display()),
+                _ => named_gguf,
+            };
             let dev = device.open();
             let loaded = load_model(&model, &dev.device)?;
             let existing = if overwrite { Existing::Replace } else { Existing::Refuse };
@@ -423,7 +432,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Error::Exists { .. } => anyhow::anyhow!("{e}; pass --overwrite to replace it"),
                 e => e.into(),
             };
-            if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            if gguf {
                 let done = crate::io::gguf::export::save_gguf(&loaded, &out, quant, existing).map_err(refused)?;
                 crate::io::load_gguf(&out, &dev.device).with_context(|| format!("self-check: reloading {}", out.display()))?;
                 println!(
