@@ -503,6 +503,31 @@ pub struct Preflight {
     pub proposal: Option<(usize, usize)>,
 }
 
+impl Preflight {
+    /// Lines for a report (`greentrainer train --dry-run`).
+    pub fn describe(&self) -> String {
+        let e = &self.estimate;
+        let mut out = format!(
+            "memory: peak {} = weights {} + AdamW state {} + the step's peak {} (gradients {}, activations {} over {} blocks crossed, LM head {})\n",
+            mib(e.peak()),
+            mib(e.weights),
+            mib(e.optimizer),
+            mib(e.step_peak),
+            mib(e.gradients),
+            mib(e.activations),
+            e.blocks_crossed,
+            mib(e.transient)
+        );
+        out += &format!("memory: {}\n", self.verdict.describe());
+        match self.proposal {
+            Some((batch, max_len)) => out += &format!("memory: --batch-size {batch} --max-len {max_len} fits\n"),
+            None if !self.verdict.runs() => out += "memory: not even batch 1 of one token fits\n",
+            None => {}
+        }
+        out
+    }
+}
+
 /// [`estimate`] and [`Verdict`] for `training` at `shape_of(batch, max_len)`, with a proposal when
 /// it does not run.
 pub fn preflight(
