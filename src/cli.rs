@@ -338,6 +338,18 @@ pub enum BenchCommand {
         #[arg(long, default_value = "runs/bench-train.json")]
         json: PathBuf,
     },
+    /// The memory pre-flight's estimate of a forward+backward pass against its measured peak, for
+    /// GreenTrainer at each rho, batch size and sequence length (one pass each).
+    Memory {
+        #[command(flatten)]
+        model: BenchModelArgs,
+        #[arg(long, value_delimiter = ',', default_values_t = [0.5, 0.7, 1.0])]
+        rho: Vec<f64>,
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+        batch: Vec<usize>,
+        #[arg(long, value_delimiter = ',', default_values_t = [128, 256])]
+        seq: Vec<usize>,
+    },
     /// Greedy decoding speed with and without the KV cache.
     Generate {
         #[arg(long, default_value = DEFAULT_MODEL)]
@@ -524,6 +536,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             crate::io::atomic::write_file(&json, text.as_bytes())?;
             eprintln!("rows written to {}", json.display());
+        }
+        Command::Bench(BenchCommand::Memory { model, rho, batch, seq }) => {
+            for dev in bench_devices(model.on) {
+                eprintln!("measuring memory on {} ...", dev.name);
+                let m = model.load(&dev)?;
+                let rows = crate::bench::memory::run(&m, &dev, &rho, &batch, &seq).map_err(|e| anyhow::anyhow!("{}: {e}", dev.name))?;
+                println!("{}", crate::bench::memory::table(&rows, &dev.name));
+            }
         }
         Command::Bench(BenchCommand::Generate { model, new_tokens, device }) => {
             let dev = device.open();

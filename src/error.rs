@@ -36,6 +36,8 @@ pub enum Error {
     Gguf(#[from] crate::io::gguf::GgufError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Memory(#[from] crate::train::memory::MemoryError),
     #[error("{0}")]
     Other(String),
 }

@@ -173,7 +173,8 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     harness.get_by_label_contains("Saving vs full");
     click(&mut harness, "Calibrate");
     wait_for(&mut harness, "Time per step (estimated)");
-    harness.get_by_label_contains("in total; the estimated");
+    harness.get_by_label("Memory (peak, estimated)");
+    harness.get_by_label_contains("the estimated");
     snapshot(&mut harness, "method");
 
     click(&mut harness, "Train");

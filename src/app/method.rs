@@ -10,13 +10,12 @@ use super::StudioApp;
 use super::widgets::{bytes, flops, number, seconds};
 use super::worker::{COMPARING, Calibration, Command};
 use crate::bench::accuracy::Row;
+use crate::device::DeviceChoice;
 use crate::model::lora::default_targets;
-use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile, top_k_blocks};
-use crate::select::{CostRule, SelectConfig};
+use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, profile};
+use crate::select::CostRule;
 use crate::train::MethodKind;
-
-/// Weights, gradients and AdamW's two moments are f32.
-const F32: f64 = 4.0;
+use crate::train::memory::{self, MemoryEstimate, Preflight, Target, Training};
 
 #[derive(Default)]
 pub struct MethodView {
@@ -40,85 +39,61 @@ pub struct Estimate {
     pub tensors: Option<usize>,
     /// GreenTrainer: how deep the backward pass can reach at this rho (whole-tensor selection).
     pub reach: Option<Reach>,
+    /// The step's peak memory, activations included.
+    pub memory: MemoryEstimate,
 }
 
 impl Estimate {
     pub fn feasible(&self, method: MethodKind, rho: f64) -> bool {
         method != MethodKind::Greentrainer || rho >= self.min_rho
     }
-
-    /// Bytes of (weights, gradients, AdamW state); activations are not counted.
-    fn memory(&self) -> (f64, f64, f64) {
-        (self.total as f64 * F32, self.trainable as f64 * F32, self.trainable as f64 * 2.0 * F32)
-    }
 }
 
 /// Costs `method` on `shape`: the padded batch the trainer plans (batch x max_len), with the head
-/// charged for the previewed data's answer tokens when known.
+/// charged for the previewed data's answer tokens when known; `lora` is (rank, target modules).
 pub fn estimate(
     ops: &[OpSpec],
     method: MethodKind,
     rho: f64,
     top_k: usize,
-    lora_rank: usize,
-    lora_targets: &[String],
+    lora: (usize, &[String]),
     shape: BatchShape,
+    target: Target,
 ) -> Result<Estimate, String> {
     let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
     let total = p.nodes.iter().map(|n| n.param_numel).sum();
-    let selectable: Vec<usize> = (0..p.nodes.len()).filter(|&i| p.nodes[i].selectable).collect();
-    let numel = |idx: &[usize]| idx.iter().map(|&i| p.nodes[i].param_numel).sum::<usize>();
+    let training = memory::planned(ops, &p, method, rho, top_k, lora).map_err(|e| e.to_string())?;
+    let idx: Vec<usize> = (0..ops.len()).filter(|&i| training[i] != Training::Frozen).collect();
     let cost = |idx: &[usize]| p.selection_cost(idx, CostRule::Exact).map_err(|e| e.to_string());
-    let (macs, trainable, tensors) = match method {
-        MethodKind::Full => (p.t_full(), total, Some(selectable.len())),
-        MethodKind::TopK => {
-            let idx = top_k_nodes(&p, top_k);
-            (cost(&idx)?, numel(&idx), Some(idx.len()))
-        }
-        MethodKind::Greentrainer => {
-            if rho < p.min_rho() {
-                (rho * p.t_full(), 0, None)
-            } else {
-                // Importance is only measured once training starts; parameter counts stand in
-                // for it so the memory estimate has a plausible selection to size.
-                let proxy: Vec<f64> = p.nodes.iter().map(|n| n.param_numel as f64).collect();
-                let idx = p.select(&proxy, &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
-                (rho * p.t_full(), numel(&idx), None)
-            }
-        }
+    let macs = match method {
+        MethodKind::Full => p.t_full(),
+        MethodKind::TopK => cost(&idx)?,
+        MethodKind::Greentrainer => rho * p.t_full(),
         MethodKind::Lora => {
-            let idx: Vec<usize> =
-                selectable.iter().copied().filter(|&i| lora_targets.iter().any(|t| p.nodes[i].name.contains(&format!(".{t}.")))).collect();
-            let (mut adapter_macs, mut adapter_params) = (0.0, 0);
+            let mut adapter_macs = 0.0;
             for &i in &idx {
                 // On the tokens of the layer's stream (a T5 decoder layer: the target's).
                 let tokens = shape.tokens_of(p.nodes[i].stream).unwrap_or(0) as f64;
-                if let Some(OpKind::Linear { d_in, d_out }) = ops.iter().find(|o| o.name == p.nodes[i].name).map(|o| o.kind) {
-                    adapter_macs += 3.0 * tokens * (lora_rank * (d_in + d_out)) as f64;
-                    adapter_params += lora_rank * (d_in + d_out);
+                if let OpKind::Linear { d_in, d_out } = ops[i].kind {
+                    adapter_macs += 3.0 * tokens * (lora.0 * (d_in + d_out)) as f64;
                 }
             }
             // The adapted weights need the backward pass to reach them but no weight gradient.
             let dw: f64 = idx.iter().map(|&i| p.nodes[i].t_dw).sum();
-            (cost(&idx)? - dw + adapter_macs, adapter_params, Some(idx.len()))
+            cost(&idx)? - dw + adapter_macs
         }
     };
     Ok(Estimate {
         step_flops: macs * FLOPS_PER_MAC,
         full_step_flops: p.t_full() * FLOPS_PER_MAC,
-        trainable,
+        trainable: memory::trained_params(ops, &p, &training),
         total,
         min_rho: p.min_rho(),
-        tensors,
+        // GreenTrainer's selection follows importance measured when training starts.
+        tensors: (method != MethodKind::Greentrainer).then_some(idx.len()),
         reach: (method == MethodKind::Greentrainer && rho >= p.min_rho()).then(|| Reach::of(&p, rho)),
+        memory: memory::estimate(ops, &training, shape, target).map_err(|e| e.to_string())?,
     })
-}
-
-/// FT-top-k: the last k blocks and what follows them (the final norm, an untied head), as the
-/// trainer chooses (`Model::top_layers`).
-fn top_k_nodes(p: &Profile, k: usize) -> Vec<usize> {
-    let top = top_k_blocks(&p.nodes.iter().map(|n| n.layer).collect::<Vec<_>>(), k);
-    (0..p.nodes.len()).filter(|&i| top[i] && p.nodes[i].selectable).collect()
 }
 
 /// The estimate for the app's current settings, if a model is loaded.
@@ -129,13 +104,41 @@ pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
 /// `method` at the user's settings on the loaded model.
 fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, String> {
     let s = &app.settings;
-    let model_type = app.model.summary.as_ref().map(|m| m.architecture.as_str()).unwrap_or_default();
-    let mut shape = BatchShape::padded(&app.model.ops, s.batch_size.max(1), s.max_len.max(1));
-    // Once a dataset is previewed, the head is charged for its answer tokens only, as in training.
-    if let Some(targets) = app.data.preview.as_ref().and_then(|p| p.mean_target_tokens) {
-        shape = shape.with_mean_targets(targets);
+    let shape = shape_at(app, s.batch_size.max(1), s.max_len.max(1));
+    estimate(&app.model.ops, method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)), shape, target(app))
+}
+
+fn lora_targets(app: &StudioApp) -> Vec<String> {
+    default_targets(app.model.summary.as_ref().map(|m| m.architecture.as_str()).unwrap_or_default())
+}
+
+/// The padded shape of `batch x max_len`; once a dataset is previewed, the head is charged for its
+/// answer tokens only, as in training.
+fn shape_at(app: &StudioApp, batch: usize, max_len: usize) -> BatchShape {
+    let shape = BatchShape::padded(&app.model.ops, batch, max_len);
+    match app.data.preview.as_ref().and_then(|p| p.mean_target_tokens) {
+        Some(targets) => shape.with_mean_targets(targets),
+        None => shape,
     }
-    estimate(&app.model.ops, method, s.rho, s.top_k, s.lora_rank, &default_targets(model_type), shape)
+}
+
+/// The device as calibrated, else as chosen (a GPU's binding limit is known once calibrated).
+fn target(app: &StudioApp) -> Target {
+    match (&app.method.calibration, app.settings.device) {
+        (Some(c), _) => c.target,
+        (None, DeviceChoice::Cpu) => Target::Cpu,
+        (None, DeviceChoice::Wgpu) => Target::Wgpu { max_binding: None },
+    }
+}
+
+/// The memory verdict at the user's settings against the calibrated device, with a proposal.
+fn preflight(app: &StudioApp, total: Option<u64>) -> Result<Preflight, String> {
+    let s = &app.settings;
+    let ops = &app.model.ops;
+    let (batch, max_len) = (s.batch_size.max(1), s.max_len.max(1));
+    let p = profile(ops, shape_at(app, batch, max_len), false).map_err(|e| e.to_string())?;
+    let training = memory::planned(ops, &p, s.method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app))).map_err(|e| e.to_string())?;
+    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), target(app), total).map_err(|e| e.to_string())
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -293,7 +296,7 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<f64> {
         });
         ui.end_row();
         // Before any run, energy can only be estimated: FLOPs at an assumed device efficiency.
-        let efficiency = if s.device == crate::device::DeviceChoice::Cpu { crate::green::meter::CPU } else { crate::green::meter::GPU };
+        let efficiency = if s.device == DeviceChoice::Cpu { crate::green::meter::CPU } else { crate::green::meter::GPU };
         let grid = crate::green::carbon::DEFAULT_G_PER_KWH;
         ui.label("Energy per epoch (estimated)");
         ui.label(match steps_per_epoch {
@@ -337,18 +340,27 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<f64> {
         let tensors = e.tensors.map(|t| format!(" in {t} tensors")).unwrap_or_default();
         ui.label(format!("{:.2} M of {:.2} M{tensors}{which}", e.trainable as f64 / 1e6, e.total as f64 / 1e6));
         ui.end_row();
-        let (w, g, o) = e.memory();
-        ui.label("Memory (rough)");
-        ui.label(format!(
-            "{} = weights {} + gradients {} + AdamW state {} (activations not counted)",
-            bytes(w + g + o),
-            bytes(w),
-            bytes(g),
-            bytes(o)
-        ));
+        ui.label("Memory (peak, estimated)");
+        ui.label(memory_breakdown(&e.memory));
         ui.end_row();
     });
     picked
+}
+
+/// The peak and what it is made of.
+fn memory_breakdown(m: &MemoryEstimate) -> String {
+    let b = |v: u64| bytes(v as f64);
+    format!(
+        "{} = weights {} + AdamW state {} + the step's peak {} (gradients {}, activations {} over {} blocks crossed, LM head {})",
+        b(m.peak()),
+        b(m.weights),
+        b(m.optimizer),
+        b(m.step_peak),
+        b(m.gradients),
+        b(m.activations),
+        m.blocks_crossed,
+        b(m.transient)
+    )
 }
 
 /// Time estimates from a timed pass on the device, and the memory estimate against the device.
@@ -367,8 +379,8 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
     let s = &app.settings;
     let step = e.step_flops * c.seconds_per_flop;
     let steps_per_epoch = app.data.train_rows(s.validation_fraction).map(|rows| rows.div_ceil(s.batch_size.max(1)));
-    let (w, g, o) = e.memory();
-    let memory = w + g + o;
+    let fit = preflight(app, c.device_memory);
+    let mut picked = None;
     egui::Grid::new("timing").num_columns(2).striped(true).show(ui, |ui| {
         ui.label("Time per step (estimated)");
         ui.label(format!(
@@ -384,22 +396,40 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         });
         ui.end_row();
         ui.label("Device memory");
-        match c.device_memory {
-            Some(total) if memory > total as f64 => {
-                ui.colored_label(
-                    ui.visuals().warn_fg_color,
-                    format!("{} in total: the estimated {} may not fit", bytes(total as f64), bytes(memory)),
-                );
-            }
-            Some(total) => {
-                ui.label(format!("{} in total; the estimated {} fits (activations not counted)", bytes(total as f64), bytes(memory)));
-            }
-            None => {
-                let pool =
-                    c.pool_reserved.map(|b| format!("; the engine held {} after the timed pass", bytes(b as f64))).unwrap_or_default();
-                ui.label(format!("unknown: the backend does not report it, so the estimated {} cannot be checked{pool}", bytes(memory)));
+        match &fit {
+            Ok(fit) => picked = memory_verdict(ui, fit),
+            Err(err) => {
+                ui.colored_label(ui.visuals().error_fg_color, err);
             }
         }
         ui.end_row();
     });
+    if let Some((batch, max_len)) = picked {
+        app.settings.batch_size = batch;
+        app.settings.max_len = max_len;
+    }
+}
+
+/// Fits or not, with a button for the proposed batch and max_len; returns them when clicked.
+fn memory_verdict(ui: &mut egui::Ui, fit: &Preflight) -> Option<(usize, usize)> {
+    let mut picked = None;
+    ui.horizontal_wrapped(|ui| {
+        let text = format!("the estimated {}: {}", bytes(fit.estimate.peak() as f64), fit.verdict.describe());
+        if fit.verdict.runs() {
+            ui.label(text);
+            return;
+        }
+        ui.colored_label(ui.visuals().warn_fg_color, text);
+        match fit.proposal {
+            Some((batch, max_len)) => {
+                if ui.button(format!("Use batch {batch}, max_len {max_len}")).clicked() {
+                    picked = Some((batch, max_len));
+                }
+            }
+            None => {
+                ui.label("(not even batch 1 of one token fits)");
+            }
+        }
+    });
+    picked
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use eframe::egui;
 
 use crate::data::{Batch, ChatMessage, Example, IGNORE_INDEX, LoadOptions, Mapping, Preview, load_dataset, preview, split_by_ratio};
-use crate::device::{BackendKind, ComputeDevice, DeviceChoice};
+use crate::device::{ComputeDevice, DeviceChoice};
 use crate::eval::chat::Sampling;
 use crate::eval::runner::{EvalSettings, Evaluation, evaluate};
 use crate::io::gguf::Precision;
@@ -155,8 +155,8 @@ pub struct Calibration {
     pub seconds_per_flop: f64,
     /// Total memory of the device, when the backend can tell.
     pub device_memory: Option<u64>,
-    /// What the engine's memory pool held after the pass (wgpu only).
-    pub pool_reserved: Option<u64>,
+    /// What the memory pre-flight plans for (the backend and its binding limit).
+    pub target: crate::train::memory::Target,
 }
 
 pub enum Reply {
@@ -439,12 +439,8 @@ impl Engine {
             crate::profile::FLOPS_PER_MAC * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
         Ok(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),
-            device_memory: match device.backend {
-                BackendKind::Cpu => system_memory(),
-                // wgpu does not report an adapter's memory size.
-                BackendKind::Wgpu => None,
-            },
-            pool_reserved: device.device.memory_pool_usage().map(|u| u.bytes_reserved),
+            device_memory: crate::train::memory::device_memory(device),
+            target: crate::train::memory::Target::of(device),
         })
     }
 
@@ -525,13 +521,6 @@ fn write_delta(dir: &Path, tensors: &[NamedTensor], mut metadata: HashMap<String
     write_f32(&partial, tensors, Some(metadata)).map_err(|e| e.to_string())?;
     std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path, tensors.len()))
-}
-
-/// Total memory of this machine, where the OS says (Linux).
-fn system_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
-    Some(kib * 1024)
 }
 
 /// (train, validation) examples of a data file read with `opts`, split with the trainer's seed.

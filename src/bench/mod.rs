@@ -7,6 +7,7 @@ pub mod generate;
 pub mod granularity;
 pub mod held_out;
 pub mod masked;
+pub mod memory;
 pub mod select;
 pub mod torch_reference;
 pub mod train;

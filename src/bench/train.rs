@@ -203,7 +203,7 @@ fn methods(model: &Model, p: &Profile, b: &DeviceBatch, full_only: bool) -> Resu
 /// How a step's peak memory is read, in MiB: `reset` before the step gives the baseline, `peak`
 /// after it the high-water mark since; their difference is what the step added.
 #[derive(Clone, Copy)]
-enum PeakProbe {
+pub(crate) enum PeakProbe {
     /// The process's resident set: the kernel's peak-RSS mark (Linux `clear_refs` 5, `VmHWM`).
     HostRss,
     /// The device allocator's reserved bytes. It reserves pages as tensors need them and keeps
@@ -213,14 +213,14 @@ enum PeakProbe {
 }
 
 impl PeakProbe {
-    fn for_backend(backend: BackendKind) -> Self {
+    pub(crate) fn for_backend(backend: BackendKind) -> Self {
         match backend {
             BackendKind::Cpu => Self::HostRss,
             BackendKind::Wgpu => Self::DevicePool,
         }
     }
 
-    fn reset(self, device: &Device) -> Option<f64> {
+    pub(crate) fn reset(self, device: &Device) -> Option<f64> {
         match self {
             Self::HostRss => {
                 std::fs::write("/proc/self/clear_refs", "5").ok()?;
@@ -234,7 +234,7 @@ impl PeakProbe {
         }
     }
 
-    fn peak(self, device: &Device) -> Option<f64> {
+    pub(crate) fn peak(self, device: &Device) -> Option<f64> {
         match self {
             Self::HostRss => status_mib("VmHWM:"),
             Self::DevicePool => Self::reserved_mib(device),

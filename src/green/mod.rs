@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Linears;
 use crate::profile::{BatchShape, profile};
-use crate::train::{MethodKind, TrainConfig, Trainer};
+use crate::train::{MethodKind, TrainConfig, Trainer, memory};
 use budget::{Budget, BudgetReport, RunPlan};
 use meter::{Efficiency, Energy, EnergySource};
 
@@ -74,6 +74,19 @@ pub fn rho_for_budget(trainer: &Trainer, budget: Budget) -> Result<f64> {
     run_plan(trainer)?.rho_for(flops).map_err(|e| Error::Other(format!("budget {budget}: {e}")))
 }
 
+/// The memory of the configured method's step at batch_size x max_len on the trainer's device
+/// (GreenTrainer's selection planned as `train::memory::planned` does, before importance).
+fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
+    let c = &trainer.config;
+    let ops = trainer.loaded.model.op_graph();
+    let shape_of = |batch, max_len| BatchShape::padded(&ops, batch, max_len);
+    let p = profile(&ops, shape_of(c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
+    let training =
+        memory::planned(&ops, &p, c.method, c.rho, c.top_k, (c.lora_rank, &c.lora_targets)).map_err(|e| Error::Other(e.to_string()))?;
+    let target = memory::Target::of(&trainer.device);
+    Ok(memory::preflight(&ops, &training, (c.batch_size, c.max_len), &shape_of, target, memory::device_memory(&trainer.device))?)
+}
+
 /// `greentrainer train --dry-run`: planned FLOPs, time, energy and CO2 of GreenTrainer at the
 /// configured rho, full fine-tuning and LoRA, all from the FLOPs model and the stated assumptions.
 pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
@@ -105,6 +118,7 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     if let Some(reach) = trainer.reach()? {
         out += &format!("GreenTrainer {}\n", reach.describe());
     }
+    out += &memory_preflight(trainer)?.describe();
     out += "| run | FLOPs | time | energy | CO2 |\n|---|---|---|---|---|\n";
     for (label, flops) in rows {
         let wh = eff.joules(flops) / 3600.0;

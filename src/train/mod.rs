@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod cost;
 pub mod events;
+pub mod memory;
 pub mod optim;
 pub mod output;
 pub mod progress;

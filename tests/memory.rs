@@ -1,0 +1,143 @@
+//! The memory pre-flight (`train::memory`) against hand counts on the tiny Llama fixture
+//! (hidden 64, 4 query heads and 2 key/value heads of 16, MLP 160, 2 layers, vocabulary 512, tied
+//! head). Measured peaks belong to `greentrainer bench memory`, not here.
+
+use greentrainer::model::LlamaConfig;
+use greentrainer::profile::llama::llama_ops;
+use greentrainer::profile::{BatchShape, OpSpec};
+use greentrainer::train::memory::{self, MemoryError, Target, Training, Verdict, estimate, propose};
+
+const D: u64 = 64;
+const Q: u64 = 64;
+const KV: u64 = 32;
+const HEADS: u64 = 4;
+const FFN: u64 = 160;
+const VOCAB: u64 = 512;
+
+fn ops() -> Vec<OpSpec> {
+    let text = std::fs::read_to_string("tests/fixtures/tiny-llama/config.json").unwrap();
+    llama_ops(&LlamaConfig::from_json_str(&text, "tiny-llama").unwrap())
+}
+
+/// Only the tensors named train, whole.
+fn training(ops: &[OpSpec], names: &[&str]) -> Vec<Training> {
+    ops.iter().map(|op| if names.contains(&op.name.as_str()) { Training::Whole } else { Training::Frozen }).collect()
+}
+
+fn shape(batch: usize, seq: usize) -> BatchShape {
+    BatchShape { batch, seq, decoder_seq: None, head_tokens: None }
+}
+
+/// Per token of a crossed block: the fused RMSNorms' inputs (2 x d), flash attention's q, k, v,
+/// output and log-sum-exp (2 x q + 2 x kv + heads), SwiGLU's gate and up (2 x ffn); frozen linears
+/// keep nothing.
+const BLOCK_FLOATS: u64 = 2 * D + 2 * Q + 2 * KV + HEADS + 2 * FFN;
+
+#[test]
+fn weights_are_four_bytes_a_parameter_and_only_trained_tensors_get_gradients_and_adamw_state() {
+    let ops = ops();
+    let params_per_layer = 2 * D + D * Q + 2 * D * KV + Q * D + 3 * D * FFN;
+    let params = VOCAB * D + 2 * params_per_layer + D;
+    let down = "model.layers.1.mlp.down_proj.weight";
+    let e = estimate(&ops, &training(&ops, &[down]), shape(2, 8), Target::Cpu).unwrap();
+    assert_eq!(e.weights, 4 * params);
+    assert_eq!(e.gradients, 4 * FFN * D);
+    assert_eq!(e.optimizer, 8 * FFN * D);
+    // The head's [16 x 512] logits three times, whole on the CPU.
+    assert_eq!(e.transient, 3 * 16 * VOCAB * 4);
+    assert_eq!(e.peak(), e.weights + e.optimizer + e.step_peak);
+}
+
+#[test]
+fn a_trained_linear_keeps_its_input_and_frozen_ones_keep_nothing() {
+    let ops = ops();
+    let tokens = 2 * 8;
+    let down = estimate(&ops, &training(&ops, &["model.layers.1.mlp.down_proj.weight"]), shape(2, 8), Target::Cpu).unwrap();
+    // down_proj's input, then the final norm's input above it.
+    assert_eq!(down.activations, tokens * (FFN + D) * 4);
+    assert_eq!(down.blocks_crossed, 1);
+    // q, k and v read one normalised input: counted once.
+    let qkv =
+        ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.self_attn.k_proj.weight", "model.layers.1.self_attn.v_proj.weight"];
+    let shared = estimate(&ops, &training(&ops, &qkv), shape(2, 8), Target::Cpu).unwrap();
+    let q_only = estimate(&ops, &training(&ops, &qkv[..1]), shape(2, 8), Target::Cpu).unwrap();
+    assert_eq!(shared.activations, q_only.activations);
+    assert_eq!(shared.gradients, q_only.gradients + 2 * 4 * D * KV);
+}
+
+#[test]
+fn activations_grow_by_one_block_per_block_crossed_and_linearly_with_the_batch() {
+    let ops = ops();
+    let at = |name: &str, batch: usize| estimate(&ops, &training(&ops, &[name]), shape(batch, 8), Target::Cpu).unwrap();
+    let final_norm = at("model.norm.weight", 2);
+    let from_block_1 = at("model.layers.1.input_layernorm.weight", 2);
+    let from_block_0 = at("model.layers.0.input_layernorm.weight", 2);
+    let tokens = 2 * 8;
+    assert_eq!(final_norm.activations, tokens * D * 4);
+    assert_eq!(from_block_1.activations - final_norm.activations, tokens * BLOCK_FLOATS * 4);
+    assert_eq!(from_block_0.activations - from_block_1.activations, tokens * BLOCK_FLOATS * 4);
+    assert_eq!((final_norm.blocks_crossed, from_block_1.blocks_crossed, from_block_0.blocks_crossed), (0, 1, 2));
+    let doubled = at("model.layers.0.input_layernorm.weight", 4);
+    assert_eq!(doubled.activations, 2 * from_block_0.activations);
+}
+
+#[test]
+fn eager_attention_on_a_gpu_keeps_the_scores_and_a_small_binding_chunks_the_head() {
+    let ops = ops();
+    let t = training(&ops, &["model.layers.1.input_layernorm.weight"]);
+    let cpu = estimate(&ops, &t, shape(2, 8), Target::Cpu).unwrap();
+    let gpu = estimate(&ops, &t, shape(2, 8), Target::Wgpu { max_binding: None }).unwrap();
+    let tokens = 2 * 8;
+    let scores = tokens * HEADS * 8 * 4;
+    // Eager: q, k and v repeated to every head, the scores twice; flash: q, k, v, output, lse.
+    let eager = tokens * 3 * Q * 4 + 2 * scores;
+    let flash = tokens * (2 * Q + 2 * KV + HEADS) * 4;
+    assert_eq!(gpu.activations - cpu.activations, eager - flash);
+    // 16 x 512 logits are 32 KiB: a 32 KiB binding runs them in chunks of 8 KiB.
+    let small = estimate(&ops, &t, shape(2, 8), Target::Wgpu { max_binding: Some(32 * 1024) }).unwrap();
+    assert_eq!(small.transient, 4 * 8 * 1024 + tokens * D * 4);
+}
+
+#[test]
+fn a_budget_that_fits_batch_2_but_not_4_proposes_batch_2() {
+    let ops = ops();
+    let t = training(&ops, &["model.layers.0.input_layernorm.weight"]);
+    let at = |batch: usize| estimate(&ops, &t, shape(batch, 64), Target::Cpu).unwrap().peak();
+    let budget = at(2);
+    assert!(at(3) > budget);
+    let shape_of = |batch: usize, max_len: usize| shape(batch, max_len);
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, Target::Cpu, Some(budget)).unwrap();
+    assert_eq!(fit.verdict, Verdict::OutOfMemory { need: at(4), total: budget });
+    assert_eq!(fit.proposal, Some((2, 64)));
+    // When batch 1 does not fit either, the longest max_len at batch 1 that does.
+    let one_at_40 = estimate(&ops, &t, shape(1, 40), Target::Cpu).unwrap().peak();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, Target::Cpu, Some(one_at_40)).unwrap();
+    assert_eq!(fit.proposal, Some((1, 40)));
+    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, Target::Cpu, Some(budget)).unwrap();
+    assert_eq!((fits.verdict, fits.proposal), (Verdict::Fits { total: budget }, None));
+}
+
+#[test]
+fn a_weight_larger_than_the_binding_cannot_run() {
+    let ops = ops();
+    let e = estimate(&ops, &training(&ops, &[]), shape(1, 8), Target::Cpu).unwrap();
+    let target = Target::Wgpu { max_binding: Some(4 * VOCAB * D - 1) };
+    let gpu = estimate(&ops, &training(&ops, &[]), shape(1, 8), target).unwrap();
+    assert_eq!(gpu.largest_tensor, 4 * VOCAB * D);
+    assert_eq!(Verdict::of(&gpu, target, None), Verdict::TensorTooLarge { bytes: 4 * VOCAB * D, limit: 4 * VOCAB * D - 1 });
+    assert_eq!(Verdict::of(&e, Target::Cpu, None), Verdict::Unknown);
+}
+
+#[test]
+fn proposals_search_the_batch_then_max_len() {
+    assert_eq!(propose(4, 256, &|b, len| b * len <= 600), Some((2, 256)));
+    assert_eq!(propose(4, 256, &|b, len| b * len <= 100), Some((1, 100)));
+    assert_eq!(propose(4, 256, &|_, _| false), None);
+}
+
+#[test]
+fn one_training_entry_per_op_is_required() {
+    let ops = ops();
+    let err = estimate(&ops, &[Training::Whole], shape(1, 8), Target::Cpu).unwrap_err();
+    assert_eq!(err, MemoryError::TrainingLength { ops: ops.len(), training: 1 });
+}
