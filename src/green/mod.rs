@@ -94,15 +94,20 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     let eff = Efficiency::for_device(&trainer.device);
     let plan = run_plan(trainer)?;
     // LoRA from the cost model of the model with adapters attached (not the paper's 2/3 of full).
+    // The trainer resolves LoRA's default targets for LoRA runs only; this row needs them always.
+    let mut lora = c.lora_config();
+    if lora.targets.is_empty() {
+        lora.targets = crate::model::lora::default_targets(&trainer.loaded.model.info().model_type);
+    }
     let mut lora_model = trainer.loaded.model.clone();
-    let adapters = lora_model.attach_lora(&c.lora_config()).into_iter().collect();
+    let adapters = lora_model.attach_lora(&lora).into_iter().collect();
     let ops = lora_model.op_graph();
     let p = profile(&ops, BatchShape::padded(&ops, c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
     let lora_flops = crate::profile::FLOPS_PER_MAC * plan.micro_steps as f64 * crate::train::cost::step_macs(&p, &lora_model, &adapters);
     let rows = [
         (format!("GreenTrainer, rho {:.3} (at most)", c.rho), plan.flops(c.rho)),
         ("full fine-tuning".to_string(), plan.flops(1.0) - plan.flops(0.0)),
-        (format!("LoRA r {} on {}", c.lora_rank, c.lora_targets.join(",")), lora_flops),
+        (format!("LoRA r {} on {}", c.lora_rank, lora.targets.join(",")), lora_flops),
     ];
     let mut out = format!(
         "{} optimizer steps x {} micro-batches of {} x {} tokens on {}\n",
