@@ -174,6 +174,14 @@ int nvmlDeviceGetPciInfo_v3(void *dev, pci_info *out) {
     return 0;
 }
 int nvmlDeviceGetTotalEnergyConsumption(void *dev, unsigned long long *mj) { ROW(dev) return value(energy, mj); }
+typedef struct { unsigned version; unsigned long long total, reserved, free, used; } memory_info_v2;
+/* Every fake GPU has as many GiB as its PCI bus number. */
+int nvmlDeviceGetMemoryInfo_v2(void *dev, memory_info_v2 *out) {
+    ROW(dev) out->total = (unsigned long long)bus << 30;
+    out->reserved = out->used = 0;
+    out->free = out->total;
+    return 0;
+}
 int nvmlDeviceGetPowerUsage(void *dev, unsigned *mw) {
     ROW(dev) unsigned long long v;
     int r = value(power, &v);
@@ -549,4 +557,17 @@ fn budgeted_run_reports_energy_and_writes_the_card() {
     // LoRA's row has adapters even when the run is not LoRA (its default targets).
     let report = greentrainer::green::dry_run_report(&trainer).unwrap();
     assert!(report.contains("LoRA r 8 on q_proj,v_proj"), "{report}");
+}
+
+#[test]
+fn nvml_gives_the_run_gpus_memory_when_it_identifies_that_gpu() {
+    use greentrainer::green::meter::nvml_gpu_memory;
+    let dir = tempfile::tempdir().unwrap();
+    let lib = fake_nvml(dir.path(), 0);
+    write(dir.path(), "gpus", "80 0 250000 NVIDIA H100\n24 0 70000 NVIDIA L4\n");
+    assert_eq!(nvml_gpu_memory(Some(&lib), &gpu_device("NVIDIA L4 / Vulkan", Some("0000:18:00.0"))), Some(24 << 30));
+    assert_eq!(nvml_gpu_memory(Some(&lib), &gpu_device("NVIDIA H100 / Vulkan", None)), Some(80 << 30));
+    // Not identified (no such name, no address): two GPUs could be the one, so no answer.
+    assert_eq!(nvml_gpu_memory(Some(&lib), &gpu_device("llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan", None)), None);
+    assert_eq!(nvml_gpu_memory(Some(&fake_nvml(dir.path(), 9)), &gpu_device("NVIDIA L4 / Vulkan", None)), None, "no driver");
 }

@@ -439,7 +439,7 @@ impl Engine {
             crate::profile::FLOPS_PER_MAC * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
         Ok(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),
-            device_memory: crate::train::memory::device_memory(device),
+            device_memory: crate::green::device_memory(device),
             target: crate::train::memory::Target::of(device),
         })
     }

@@ -213,6 +213,12 @@ pub fn nvml_sensors(lib: Option<&Path>, device: &ComputeDevice) -> Vec<Sensor> {
     nvml::probes(lib, device).into_iter().map(|(name, gpu)| Sensor { name, probe: Probe::Nvml(gpu) }).collect()
 }
 
+/// Total memory of the NVIDIA GPU `device` runs on, through NVML (`lib` overrides the system's
+/// libnvidia-ml); None unless NVML identifies exactly that GPU.
+pub fn nvml_gpu_memory(lib: Option<&Path>, device: &ComputeDevice) -> Option<u64> {
+    nvml::gpu_memory(lib, device)
+}
+
 /// Apple's GPU from the IOReport energy deltas `read` returns (the system's: [`apple_gpu_sensor`]);
 /// None when the first holds no GPU channel in a known unit.
 pub fn ioreport_sensor(read: apple::Deltas) -> Option<Sensor> {

@@ -12,6 +12,7 @@ mod nvml;
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::{BackendKind, ComputeDevice};
 use crate::error::{Error, Result};
 use crate::model::Linears;
 use crate::profile::{BatchShape, profile};
@@ -74,6 +75,16 @@ pub fn rho_for_budget(trainer: &Trainer, budget: Budget) -> Result<f64> {
     run_plan(trainer)?.rho_for(flops).map_err(|e| Error::Other(format!("budget {budget}: {e}")))
 }
 
+/// Total memory of the device where the platform says: the machine's for the CPU (Linux
+/// `/proc/meminfo`), NVML's for an NVIDIA GPU it identifies; None for other GPUs (wgpu reports
+/// no adapter's memory).
+pub fn device_memory(device: &ComputeDevice) -> Option<u64> {
+    match device.backend {
+        BackendKind::Cpu => memory::system_memory(),
+        BackendKind::Wgpu => meter::nvml_gpu_memory(None, device),
+    }
+}
+
 /// The memory of the configured method's step at batch_size x max_len on the trainer's device
 /// (GreenTrainer's selection planned as `train::memory::planned` does, before importance).
 fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
@@ -84,7 +95,7 @@ fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
     let training =
         memory::planned(&ops, &p, c.method, c.rho, c.top_k, (c.lora_rank, &c.lora_targets)).map_err(|e| Error::Other(e.to_string()))?;
     let target = memory::Target::of(&trainer.device);
-    Ok(memory::preflight(&ops, &training, (c.batch_size, c.max_len), &shape_of, target, memory::device_memory(&trainer.device))?)
+    Ok(memory::preflight(&ops, &training, (c.batch_size, c.max_len), &shape_of, target, device_memory(&trainer.device))?)
 }
 
 /// `greentrainer train --dry-run`: planned FLOPs, time, energy and CO2 of GreenTrainer at the

@@ -150,27 +150,43 @@ fn run_gpus<'a>(gpus: &'a [Gpu], device: &ComputeDevice) -> (Vec<&'a Gpu>, bool)
     }
 }
 
-/// Readers for the NVIDIA GPUs of a run on `device`, named for the run card. `lib` overrides the
-/// system's libnvidia-ml; when NVML cannot be loaded or started (no driver) there are none.
-pub(super) fn probes(lib: Option<&Path>, device: &ComputeDevice) -> Vec<(String, Probe)> {
+/// Total memory of the NVIDIA GPU `device` runs on, when NVML identifies exactly that one GPU.
+/// `lib` overrides the system's libnvidia-ml.
+pub(super) fn gpu_memory(lib: Option<&Path>, device: &ComputeDevice) -> Option<u64> {
+    let nvml = init(lib)?;
+    let gpus = list(&nvml);
+    let (chosen, identified) = run_gpus(&gpus, device);
+    match (chosen.as_slice(), identified) {
+        ([gpu], true) => nvml.device_by_index(gpu.index).ok()?.memory_info().ok().map(|m| m.total),
+        _ => None,
+    }
+}
+
+/// NVML, or None without a driver (or with `lib` unloadable).
+fn init(lib: Option<&Path>) -> Option<Nvml> {
     let mut builder = Nvml::builder();
     if let Some(lib) = lib {
         builder.lib_path(lib.as_os_str());
     }
-    let nvml = match builder.init() {
-        Ok(nvml) => Arc::new(nvml),
-        Err(e) => {
-            tracing::debug!("NVML not available, NVIDIA GPUs are not measured: {e}");
-            return Vec::new();
-        }
-    };
-    let gpus: Vec<Gpu> = (0..nvml.device_count().unwrap_or(0))
+    builder.init().map_err(|e| tracing::debug!("NVML not available, NVIDIA GPUs are not read: {e}")).ok()
+}
+
+/// Every GPU NVML lists, with its name and PCI address.
+fn list(nvml: &Nvml) -> Vec<Gpu> {
+    (0..nvml.device_count().unwrap_or(0))
         .filter_map(|index| {
             let gpu = nvml.device_by_index(index).ok()?;
             let name = gpu.name().unwrap_or_else(|_| format!("GPU {index}"));
             Some(Gpu { index, name, pci: gpu.pci_info().ok().and_then(|p| pci_address(&p.bus_id)) })
         })
-        .collect();
+        .collect()
+}
+
+/// Readers for the NVIDIA GPUs of a run on `device`, named for the run card. `lib` overrides the
+/// system's libnvidia-ml; when NVML cannot be loaded or started (no driver) there are none.
+pub(super) fn probes(lib: Option<&Path>, device: &ComputeDevice) -> Vec<(String, Probe)> {
+    let Some(nvml) = init(lib).map(Arc::new) else { return Vec::new() };
+    let gpus = list(&nvml);
     let (chosen, identified) = run_gpus(&gpus, device);
     let read = chosen.len();
     chosen

@@ -475,15 +475,6 @@ fn largest(lo: usize, hi: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
     Some(good)
 }
 
-/// Total memory of the device where the platform says: the machine's on the CPU (Linux
-/// `/proc/meminfo`); wgpu does not report an adapter's.
-pub fn device_memory(device: &ComputeDevice) -> Option<u64> {
-    match device.backend {
-        BackendKind::Cpu => system_memory(),
-        BackendKind::Wgpu => None,
-    }
-}
-
 /// Total memory of this machine, where the OS says (Linux).
 pub fn system_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
