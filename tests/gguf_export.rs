@@ -28,6 +28,18 @@ fn logits(loaded: &LoadedModel, ids: &[i64], mask: &[i64], b: usize, s: usize) -
     loaded.model.forward(ids, Some(&mask), None).unwrap().inner().try_into_vec_as::<f32>().unwrap()
 }
 
+/// A random-weight `model` (built from a config.json in `dir`) with the tiny Llama's tokenizer,
+/// as loading that folder would give it.
+fn with_tiny_tokenizer(model: greentrainer::model::Model, dir: &Path) -> LoadedModel {
+    LoadedModel {
+        model,
+        tokenizer: cpu_model(&common::fixture("tiny-llama")).tokenizer,
+        tokenizer_config: None,
+        generation_config: None,
+        source: greentrainer::io::ModelSource::HfFolder(dir.into()),
+    }
+}
+
 #[test]
 fn an_exported_gguf_loads_back_with_the_same_logits_and_tokenizer() {
     let source = common::fixture("tiny-llama");
@@ -188,14 +200,7 @@ fn qwen2_exports_its_biases_in_hf_row_order() {
             *t = Tensor::from_data(TensorData::new((0..n).map(|i| (i as f32 * 0.37).sin() * 0.1).collect::<Vec<_>>(), [n]), &device);
         }
     });
-    let tiny = cpu_model(&common::fixture("tiny-llama"));
-    let loaded = LoadedModel {
-        model,
-        tokenizer: tiny.tokenizer.clone(),
-        tokenizer_config: None,
-        generation_config: None,
-        source: greentrainer::io::ModelSource::HfFolder(dir.path().into()),
-    };
+    let loaded = with_tiny_tokenizer(model, dir.path());
     let path = dir.path().join("qwen.gguf");
     save_gguf(&loaded, &path, Precision::F32, Existing::Refuse).unwrap();
     let file = GgufModel::open(&path).unwrap();
@@ -220,14 +225,7 @@ fn q4_k_m_mixes_q4_k_and_q6_k_as_llama_cpp_does() {
     });
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let model = greentrainer::io::random::random_model(dir.path(), &ComputeDevice::cpu().device, 3).unwrap();
-    let tiny = cpu_model(&common::fixture("tiny-llama"));
-    let loaded = LoadedModel {
-        model,
-        tokenizer: tiny.tokenizer.clone(),
-        tokenizer_config: None,
-        generation_config: None,
-        source: greentrainer::io::ModelSource::HfFolder(dir.path().into()),
-    };
+    let loaded = with_tiny_tokenizer(model, dir.path());
     let path = dir.path().join("q4.gguf");
     save_gguf(&loaded, &path, Precision::Q4_K_M, Existing::Refuse).unwrap();
     let file = GgufModel::open(&path).unwrap();

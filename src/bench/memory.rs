@@ -3,8 +3,6 @@
 //! and batch shapes. The selection is the one the pre-flight plans (parameter counts standing in
 //! for importance), so estimate and measurement train the same tensors.
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
-
 use super::guarded;
 use super::train::PeakProbe;
 use crate::device::ComputeDevice;
@@ -35,7 +33,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, rhos: &[f64], batches: &[usize], 
     let mut rows = Vec::new();
     for &batch in batches {
         for &seq in seqs {
-            let b = DeviceBatch::new(&random_batch(model, batch, seq), model);
+            let b = DeviceBatch::new(&super::random_batch(model, batch, seq), model);
             let p = profile(&ops, b.shape, false).map_err(|e| e.to_string())?;
             for &rho in rhos {
                 let training = memory::planned(&ops, &p, MethodKind::Greentrainer, rho, 0, (0, &[])).map_err(|e| e.to_string())?;
@@ -56,21 +54,6 @@ pub fn run(model: &Model, dev: &ComputeDevice, rhos: &[f64], batches: &[usize], 
         }
     }
     Ok(rows)
-}
-
-/// Token ids drawn at random, each also the label.
-fn random_batch(model: &Model, batch: usize, seq: usize) -> crate::data::Batch {
-    let mut rng = StdRng::seed_from_u64(1);
-    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.info().vocab_size as u32)).collect();
-    crate::data::Batch {
-        labels: ids.iter().map(|&t| t as i64).collect(),
-        attention_mask: vec![1; batch * seq],
-        input_ids: ids,
-        batch,
-        seq,
-        real_tokens: batch * seq,
-        target_tokens: batch * seq,
-    }
 }
 
 /// glibc keeps freed buffers below its (self-raising) mmap threshold in the heap for reuse, where

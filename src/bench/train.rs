@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
 use super::torch_reference::TorchStep;
@@ -61,17 +60,7 @@ struct Method {
 pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize, full_only: bool) -> Result<Vec<TrainRow>, String> {
     // No logits-size check: training runs the head in chunks (model::loss::head_cross_entropy).
     let device = &dev.device;
-    let mut rng = StdRng::seed_from_u64(1);
-    let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.info().vocab_size as u32)).collect();
-    let host = crate::data::Batch {
-        labels: ids.iter().map(|&t| t as i64).collect(),
-        attention_mask: vec![1; batch * seq],
-        input_ids: ids,
-        batch,
-        seq,
-        real_tokens: batch * seq,
-        target_tokens: batch * seq,
-    };
+    let host = super::random_batch(model, batch, seq);
     let b = DeviceBatch::new(&host, model);
     let p = profile(&model.op_graph(), b.shape, false).map_err(|e| e.to_string())?;
     let methods = methods(model, &p, &b, full_only)?;
