@@ -141,3 +141,12 @@ fn one_training_entry_per_op_is_required() {
     let err = estimate(&ops, &[Training::Whole], shape(1, 8), Target::Cpu).unwrap_err();
     assert_eq!(err, MemoryError::TrainingLength { ops: ops.len(), training: 1 });
 }
+
+/// The machine's memory, as the kernel states it on Linux.
+#[cfg(target_os = "linux")]
+#[test]
+fn system_memory_is_the_kernels_mem_total() {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = info.lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
+    assert_eq!(memory::system_memory(), Some(kib * 1024));
+}

@@ -371,7 +371,13 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         if ui.add_enabled(ready, egui::Button::new("Calibrate")).on_hover_text(hint).clicked() {
             app.worker.send(Command::Calibrate { max_len: app.settings.max_len });
         }
-        if app.method.calibration.is_none() {
+        if app.worker.is_busy_with(super::worker::CALIBRATING) {
+            ui.spinner();
+            // It stops after the pass in hand: the warm-up or the timed one.
+            if ui.button("Cancel calibration").clicked() {
+                app.worker.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        } else if app.method.calibration.is_none() {
             ui.label("Calibrate to estimate the time per step and check the memory against the device.");
         }
     });

@@ -107,7 +107,7 @@ impl Command {
             Command::Save { .. } => "saving",
             Command::ExportGguf { .. } => "exporting GGUF",
             Command::OpenRun { .. } => "opening the run",
-            Command::Calibrate { .. } => "calibrating",
+            Command::Calibrate { .. } => CALIBRATING,
             Command::Compare { .. } => COMPARING,
         }
     }
@@ -203,7 +203,10 @@ impl Worker {
     }
 
     pub fn send(&mut self, command: Command) {
-        if matches!(command, Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. } | Command::Chat { .. }) {
+        if matches!(
+            command,
+            Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. } | Command::Chat { .. } | Command::Calibrate { .. }
+        ) {
             self.cancel.store(false, Ordering::Relaxed);
             self.paused.store(false, Ordering::Relaxed);
         }
@@ -239,6 +242,7 @@ pub const TRAINING: &str = "training";
 pub const COMPARING: &str = "comparing methods";
 pub const EVALUATING: &str = "evaluating";
 pub const CHATTING: &str = "chatting";
+pub const CALIBRATING: &str = "calibrating";
 
 /// Which model a chat reply comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,7 +396,7 @@ impl Engine {
                 }
                 Ok(Output::Run { log, events })
             }
-            Command::Calibrate { max_len } => self.calibrate(max_len).map(Output::Calibrated),
+            Command::Calibrate { max_len } => Ok(self.calibrate(max_len)?.map_or(Output::Cancelled, Output::Calibrated)),
             Command::Compare { settings } => {
                 let device = self.device.clone().ok_or("load a model first (Model panel)")?;
                 let mut progress = |what: &str| self.reply(Reply::CompareProgress(what.to_string()));
@@ -403,7 +407,8 @@ impl Engine {
 
     /// Times one forward+backward pass of full fine-tuning on a random batch and divides by its
     /// FLOPs. A warm-up pass first, so kernel compilation and allocation are not timed.
-    fn calibrate(&self, max_len: usize) -> Result<Calibration, String> {
+    /// None when cancelled (between the warm-up and the timed pass, or after the latter).
+    fn calibrate(&self, max_len: usize) -> Result<Option<Calibration>, String> {
         let loaded = self.model()?;
         let device = self.device.as_ref().ok_or("load a model first (Model panel)")?;
         let seq = max_len.clamp(2, CALIBRATION_SEQ);
@@ -431,17 +436,24 @@ impl Engine {
             forward_backward(&loaded.model, &|_| true, &on_device).map_err(|e| e.to_string())?;
             device.device.sync().map_err(|e| format!("the device failed: {e:?}"))
         };
+        let cancelled = || self.cancel.load(Ordering::Relaxed);
         pass()?;
+        if cancelled() {
+            return Ok(None);
+        }
         let start = Instant::now();
         pass()?;
         let seconds = start.elapsed().as_secs_f64();
+        if cancelled() {
+            return Ok(None);
+        }
         let flops =
             crate::profile::FLOPS_PER_MAC * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
-        Ok(Calibration {
+        Ok(Some(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),
             device_memory: crate::green::device_memory(device),
             target: crate::train::memory::Target::of(device),
-        })
+        }))
     }
 
     /// `model`'s reply to `history`, streamed to the UI as it grows; the Stop button ends it there.

@@ -475,11 +475,11 @@ fn largest(lo: usize, hi: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
     Some(good)
 }
 
-/// Total memory of this machine, where the OS says (Linux).
+/// Total memory of this machine, where the OS says.
 pub fn system_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = info.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
-    Some(kib * 1024)
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    Some(system.total_memory()).filter(|&bytes| bytes > 0)
 }
 
 fn mib(bytes: u64) -> String {
