@@ -1,5 +1,7 @@
 //! The headless face of the engine: `greentrainer <command>`.
 
+pub mod overrides;
+
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -16,8 +18,6 @@ use crate::model::discover::{FoundModel, Stores, Trainable, discover};
 use crate::model::summary::ModelSummary;
 use crate::train::config::DEFAULT_MODEL;
 use crate::train::output::OutputMode;
-pub mod overrides;
-
 use crate::train::progress::ProgressPrinter;
 use crate::train::{Granularity, TrainConfig, Trainer};
 use overrides::TrainOverrides;
@@ -431,7 +431,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Chat(args) => chat(args)?,
         Command::Export { model, out, format, quant, overwrite, device } => {
-            let named_gguf = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+            let named_gguf = crate::io::gguf::has_gguf_name(&out);
             let gguf = match format.as_deref() {
                 Some("gguf") if !named_gguf => anyhow::bail!("--format gguf writes one file: give --out a name ending in .gguf"),
                 Some("hf") if named_gguf => anyhow::bail!("--format hf writes a folder: give --out a folder name, not {}", out.display()),
@@ -704,7 +704,6 @@ fn train(config: TrainConfig, mode: OutputMode, resume_with: Option<&'static str
     Ok(())
 }
 
-/// A count flag that must be at least 1.
 /// `greentrainer chat`: a line is a message; the reply streams to standard output, and joins the
 /// history the next message is answered with.
 fn chat(args: ChatArgs) -> Result<()> {
@@ -721,8 +720,7 @@ fn chat(args: ChatArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
     };
-    let message = |role: &str, content: &str| ChatMessage { role: role.into(), content: content.into() };
-    let mut history: Vec<ChatMessage> = args.system.iter().map(|s| message("system", s)).collect();
+    let mut history: Vec<ChatMessage> = args.system.iter().map(|s| ChatMessage::new("system", s)).collect();
     let interactive = std::io::stdin().is_terminal();
     let prompt = || {
         if interactive {
@@ -736,7 +734,7 @@ fn chat(args: ChatArgs) -> Result<()> {
             prompt();
             continue;
         }
-        history.push(message("user", line.trim()));
+        history.push(ChatMessage::new("user", line.trim()));
         let mut shown = String::new();
         let mut out = std::io::stdout().lock();
         let reply = crate::eval::chat::reply(&loaded, &history, &sampling, &mut |text| {
@@ -750,7 +748,7 @@ fn chat(args: ChatArgs) -> Result<()> {
             true
         })?;
         writeln!(out, "{}", reply.strip_prefix(shown.as_str()).unwrap_or_default())?;
-        history.push(message("assistant", &reply));
+        history.push(ChatMessage::new("assistant", &reply));
         prompt();
     }
     Ok(())
@@ -768,6 +766,7 @@ fn choice<T: serde::Serialize + Clone + Send + Sync + 'static>(all: &'static [T]
     })
 }
 
+/// A count flag that must be at least 1.
 fn at_least_one(text: &str) -> std::result::Result<usize, String> {
     match text.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),

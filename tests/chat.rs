@@ -10,7 +10,7 @@ use greentrainer::eval::generate::{GenerateOptions, generate, generate_streaming
 use greentrainer::io::{LoadedModel, load_model};
 
 fn msg(role: &str, content: &str) -> ChatMessage {
-    ChatMessage { role: role.into(), content: content.into() }
+    ChatMessage::new(role, content)
 }
 
 #[test]

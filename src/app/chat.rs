@@ -48,20 +48,16 @@ impl ChatView {
     /// Each side's own history: its replies to the earlier messages, then the new message. Before
     /// training the loaded model was the base, so its replies are the base model's too.
     fn histories(&self, system: &str, message: &str) -> (Vec<ChatMessage>, Vec<ChatMessage>) {
-        let start: Vec<ChatMessage> = (!system.trim().is_empty()).then(|| msg("system", system.trim())).into_iter().collect();
+        let start: Vec<ChatMessage> = (!system.trim().is_empty()).then(|| ChatMessage::new("system", system.trim())).into_iter().collect();
         let (mut tuned, mut base) = (start.clone(), start);
         for turn in &self.turns {
-            tuned.extend([msg("user", &turn.user), msg("assistant", &turn.tuned)]);
-            base.extend([msg("user", &turn.user), msg("assistant", turn.base.as_deref().unwrap_or(&turn.tuned))]);
+            tuned.extend([ChatMessage::new("user", &turn.user), ChatMessage::new("assistant", &turn.tuned)]);
+            base.extend([ChatMessage::new("user", &turn.user), ChatMessage::new("assistant", turn.base.as_deref().unwrap_or(&turn.tuned))]);
         }
-        tuned.push(msg("user", message));
-        base.push(msg("user", message));
+        tuned.push(ChatMessage::new("user", message));
+        base.push(ChatMessage::new("user", message));
         (tuned, base)
     }
-}
-
-fn msg(role: &str, content: &str) -> ChatMessage {
-    ChatMessage { role: role.into(), content: content.into() }
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {

@@ -14,6 +14,12 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+impl ChatMessage {
+    pub fn new(role: &str, content: &str) -> Self {
+        Self { role: role.into(), content: content.into() }
+    }
+}
+
 /// Renders a conversation so that the model's reply comes next.
 pub trait ChatTemplate {
     /// `history` ends before the assistant turn to be learned; the result must end with

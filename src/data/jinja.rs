@@ -20,7 +20,7 @@ impl JinjaChatTemplate {
         env.add_function("raise_exception", |msg: String| -> Result<String, Error> { Err(Error::new(ErrorKind::InvalidOperation, msg)) });
         env.add_template_owned("chat", source.to_owned()).map_err(|e| format!("cannot parse the chat template: {e}"))?;
         let template = Self { env, bos_token: bos_token.to_owned(), eos_token: eos_token.to_owned() };
-        template.render(&[ChatMessage { role: "user".into(), content: "hi".into() }])?;
+        template.render(&[ChatMessage::new("user", "hi")])?;
         Ok(template)
     }
 
