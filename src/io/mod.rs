@@ -99,7 +99,7 @@ impl LoadedModel {
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     if path.is_dir() {
         hf::load_folder(path, device)
-    } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) || starts_like_gguf(path) {
+    } else if gguf::has_gguf_name(path) || starts_like_gguf(path) {
         load_gguf(path, device)
     } else if path.exists() {
         Err(Error::Unsupported {

@@ -373,8 +373,7 @@ fn entries(dir: &Path, kind: Kind) -> Vec<(String, PathBuf)> {
 }
 
 fn gguf_files(dir: &Path) -> Vec<(String, PathBuf)> {
-    let is_gguf = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-    entries(dir, Kind::File).into_iter().filter(|(_, path)| is_gguf(path)).collect()
+    entries(dir, Kind::File).into_iter().filter(|(_, path)| crate::io::gguf::has_gguf_name(path)).collect()
 }
 
 /// Bytes of every file under `dir`, links to files followed (the HF cache links snapshots to

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::file::MetaValue;
 use super::tokenizer::{BYTE_PRE_NAMES, byte_pre};
 use super::write::{Precision, TensorData, write_gguf};
-use super::{Architecture, GgmlType, GgufModel, Rows, gguf_name, rotary_rows};
+use super::{Architecture, GgmlType, GgufModel, Rows, gguf_name, has_gguf_name, rotary_heads, rotary_rows};
 use crate::error::{Error, Result};
 use crate::io::atomic::{self, Existing};
 use crate::io::{LoadedModel, ModelSource};
@@ -49,7 +49,7 @@ pub fn save_gguf(loaded: &LoadedModel, path: &Path, precision: Precision, existi
         "qwen2" => Architecture::Qwen2,
         _ => Architecture::Llama,
     };
-    if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    if !has_gguf_name(path) {
         return Err(Error::invalid(path, "a GGUF file's name must end in .gguf"));
     }
     crate::io::export::refuse_replacing_source(loaded, path)?;
@@ -212,8 +212,7 @@ fn adds_bos(post: &Value) -> bool {
     template(post) || post["processors"].as_array().is_some_and(|ps| ps.iter().any(template))
 }
 
-/// The tensors under llama.cpp's names: q/k rows in its rotary order (Llama only: Qwen2's
-/// converter keeps HF's), 1-D tensors in f32 as llama.cpp keeps them, Llama 3's RoPE scaling as
+/// The tensors under llama.cpp's names: q/k rows in its rotary order (see `rotary_heads`), 1-D tensors in f32 as llama.cpp keeps them, Llama 3's RoPE scaling as
 /// `rope_freqs.weight`.
 fn tensors(loaded: &LoadedModel, c: &LlamaConfig, arch: Architecture, precision: Precision, path: &Path) -> Result<Vec<TensorData>> {
     let mut out = Vec::new();
@@ -224,12 +223,7 @@ fn tensors(loaded: &LoadedModel, c: &LlamaConfig, arch: Architecture, precision:
             failed.get_or_insert_with(|| Error::tensor(path, name, "has no llama.cpp name"));
             return;
         };
-        let heads = match name {
-            n if n.contains(".self_attn.q_proj.") => Some(c.num_attention_heads),
-            n if n.contains(".self_attn.k_proj.") => Some(c.num_key_value_heads),
-            _ => None,
-        };
-        if let (Architecture::Llama, Some(heads)) = (arch, heads) {
+        if let Some(heads) = rotary_heads(arch, name, c.num_attention_heads, c.num_key_value_heads) {
             match rotary_rows(&values, shape[0], heads, Rows::ToGguf) {
                 Some(v) => values = v,
                 None => {

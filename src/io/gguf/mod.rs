@@ -327,19 +327,10 @@ impl GgufModel {
         dequant::dequantize(ty, bytes, &mut data);
         let shape = hf_shape(info);
 
-        if self.arch == Architecture::Llama {
-            let heads = if hf_name.contains(".self_attn.q_proj.") {
-                Some(self.hp.heads)
-            } else if hf_name.contains(".self_attn.k_proj.") {
-                Some(self.hp.kv_heads)
-            } else {
-                None
-            };
-            if let Some(heads) = heads {
-                let rows = shape.first().copied().unwrap_or(0);
-                data = rotary_rows(&data, rows, heads, Rows::ToHf)
-                    .ok_or_else(|| invalid(format!("{rows} rows cannot be split into {heads} heads of rotary pairs")))?;
-            }
+        if let Some(heads) = rotary_heads(self.arch, hf_name, self.hp.heads, self.hp.kv_heads) {
+            let rows = shape.first().copied().unwrap_or(0);
+            data = rotary_rows(&data, rows, heads, Rows::ToHf)
+                .ok_or_else(|| invalid(format!("{rows} rows cannot be split into {heads} heads of rotary pairs")))?;
         }
         Ok((shape, data))
     }
@@ -592,6 +583,21 @@ fn gguf_name(hf: &str) -> Option<String> {
 fn hf_shape(info: &TensorInfo) -> Vec<usize> {
     // Tensor sizes were checked against the file length at open, so each dim fits in usize.
     info.dims.iter().rev().map(|&d| d as usize).collect()
+}
+
+/// Whether a path names a GGUF file by its extension.
+pub fn has_gguf_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The heads of the tensor `hf_name` whose rows llama.cpp stores in its rotary order: Llama's
+/// q_proj (`heads`) and k_proj (`kv_heads`); Qwen2's converter keeps HF's order.
+fn rotary_heads(arch: Architecture, hf_name: &str, heads: usize, kv_heads: usize) -> Option<usize> {
+    match arch {
+        Architecture::Llama if hf_name.contains(".self_attn.q_proj.") => Some(heads),
+        Architecture::Llama if hf_name.contains(".self_attn.k_proj.") => Some(kv_heads),
+        _ => None,
+    }
 }
 
 /// Which way [`rotary_rows`] reorders.

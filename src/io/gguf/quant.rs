@@ -6,7 +6,7 @@
 pub const Q8_0_BLOCK: usize = 32;
 pub const QK_K: usize = 256;
 
-fn f16_bytes(v: f32) -> [u8; 2] {
+pub(super) fn f16_bytes(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_le_bytes()
 }
 

@@ -106,7 +106,7 @@ impl TensorData {
             _ => GgmlType::F32,
         };
         let bytes = match ty {
-            GgmlType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            GgmlType::F16 => values.iter().flat_map(|&v| quant::f16_bytes(v)).collect(),
             GgmlType::Q8_0 => quant::q8_0(values),
             GgmlType::Q4_K => quant::q4_k(values),
             GgmlType::Q6_K => quant::q6_k(values),
