@@ -54,7 +54,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     gguf(app, ui, ready);
 }
 
-/// The GGUF export: the Llama family and Qwen2, in f16, Q8_0 or f32.
+/// The GGUF export: the Llama family and Qwen2, in Q4_K_M, Q8_0, f16 or f32.
 fn gguf(app: &mut StudioApp, ui: &mut egui::Ui, ready: bool) {
     ui.label("For llama.cpp, Ollama and LM Studio: one GGUF file (Llama family and Qwen2) with the tokenizer and chat template, and an Ollama Modelfile beside it.");
     ui.horizontal(|ui| {

@@ -17,6 +17,18 @@ pub enum Pick {
     NewGguf,
 }
 
+impl Pick {
+    /// The files this field takes: the dialog's filter and the completions' (folders always).
+    fn files(self) -> Option<(&'static str, &'static [&'static str])> {
+        match self {
+            Pick::Model { file: true } | Pick::NewGguf => Some(("GGUF model", &["gguf"])),
+            Pick::Data => Some(("Data", &["jsonl", "json", "csv", "parquet"])),
+            Pick::Log => Some(("Run events", &["jsonl"])),
+            Pick::Model { file: false } | Pick::Folder => None,
+        }
+    }
+}
+
 /// A labelled path field with Browse… and, when `action` is given, a button for it. Typing a path
 /// works as well as the dialog (and is what tests do). Returns true when the action was asked for:
 /// the button, Enter in the field, or a path picked in the dialog.
@@ -46,19 +58,28 @@ pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, a
     // What is read must exist; a folder or file to write need not yet.
     let typed = path.trim();
     if !matches!(pick, Pick::Folder | Pick::NewGguf) && !typed.is_empty() && !std::path::Path::new(typed).exists() {
-        let options = completions(typed, pick);
+        // The folder is read again only when the text changes, not on every repaint.
+        let cache = ui.scope_id().with(("completions", label));
+        let options = match ui.data(|d| d.get_temp::<(String, Vec<(std::path::PathBuf, bool)>)>(cache)) {
+            Some((seen, options)) if seen == typed => options,
+            _ => {
+                let options = completions(typed, pick);
+                ui.data_mut(|d| d.insert_temp(cache, (typed.to_string(), options.clone())));
+                options
+            }
+        };
         ui.horizontal_wrapped(|ui| {
             ui.colored_label(ui.visuals().warn_fg_color, "Nothing exists at this path yet.");
             if !options.is_empty() {
                 ui.label("Did you mean:");
             }
-            for option in options {
+            for (option, is_dir) in options {
                 let shown = option.file_name().map_or_else(|| option.display().to_string(), |n| n.to_string_lossy().into_owned());
-                let shown = if option.is_dir() { format!("{shown}/") } else { shown };
+                let shown = if is_dir { format!("{shown}/") } else { shown };
                 if ui.button(shown).on_hover_text(option.display().to_string()).clicked() {
                     *path = option.display().to_string();
                     // A folder is a step on the way (unless a model folder is what is asked for).
-                    if option.is_dir() && !matches!(pick, Pick::Model { file: false }) {
+                    if is_dir && !matches!(pick, Pick::Model { file: false }) {
                         path.push(std::path::MAIN_SEPARATOR);
                     }
                 }
@@ -74,13 +95,13 @@ pub fn path_row(ui: &mut egui::Ui, label: &str, path: &mut String, pick: Pick, a
     go && action.is_some() && enabled && !path.trim().is_empty()
 }
 
-/// What the system file dialog gave.
 /// Completions shown under a path that does not exist: up to this many entries.
 const COMPLETIONS: usize = 8;
 
 /// Entries of the typed path's folder whose names start with its last part (ignoring case),
-/// folders first, then the files `pick` can use, each group sorted.
-fn completions(typed: &str, pick: Pick) -> Vec<std::path::PathBuf> {
+/// folders first, then the files `pick` can use, each group sorted; each with whether it is a
+/// folder.
+fn completions(typed: &str, pick: Pick) -> Vec<(std::path::PathBuf, bool)> {
     let typed = std::path::Path::new(typed);
     let (dir, prefix) = if typed.as_os_str().to_string_lossy().ends_with(std::path::MAIN_SEPARATOR) {
         (typed, String::new())
@@ -88,12 +109,7 @@ fn completions(typed: &str, pick: Pick) -> Vec<std::path::PathBuf> {
         let prefix = typed.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         (typed.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")), prefix)
     };
-    let extensions: &[&str] = match pick {
-        Pick::Model { file: true } | Pick::NewGguf => &["gguf"],
-        Pick::Data => &["jsonl", "json", "csv", "parquet"],
-        Pick::Log => &["jsonl"],
-        Pick::Model { file: false } | Pick::Folder => &[],
-    };
+    let extensions = pick.files().map_or(&[][..], |(_, extensions)| extensions);
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut found: Vec<(bool, std::path::PathBuf)> = entries
         .flatten()
@@ -101,13 +117,14 @@ fn completions(typed: &str, pick: Pick) -> Vec<std::path::PathBuf> {
         .take(2000)
         .map(|e| e.path())
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().to_lowercase().starts_with(&prefix)))
-        .filter(|p| p.is_dir() || p.extension().is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x))))
         .map(|p| (!p.is_dir(), p))
+        .filter(|(file, p)| !file || p.extension().is_some_and(|e| extensions.iter().any(|x| e.eq_ignore_ascii_case(x))))
         .collect();
     found.sort();
-    found.into_iter().take(COMPLETIONS).map(|(_, p)| p).collect()
+    found.into_iter().take(COMPLETIONS).map(|(file, p)| (p, !file)).collect()
 }
 
+/// What the system file dialog gave.
 enum Browsed {
     Picked(std::path::PathBuf),
     Cancelled,
@@ -122,12 +139,10 @@ const FASTEST_CANCEL: std::time::Duration = std::time::Duration::from_millis(400
 fn browse(pick: Pick) -> Browsed {
     let dialog = rfd::FileDialog::new();
     let opened = std::time::Instant::now();
-    let picked = match pick {
-        Pick::Model { file: false } | Pick::Folder => dialog.pick_folder(),
-        Pick::Model { file: true } => dialog.add_filter("GGUF model", &["gguf"]).pick_file(),
-        Pick::Data => dialog.add_filter("Data", &["jsonl", "json", "csv", "parquet"]).pick_file(),
-        Pick::Log => dialog.add_filter("Run events", &["jsonl"]).pick_file(),
-        Pick::NewGguf => dialog.add_filter("GGUF model", &["gguf"]).save_file(),
+    let picked = match (pick, pick.files()) {
+        (Pick::NewGguf, Some((name, extensions))) => dialog.add_filter(name, extensions).save_file(),
+        (_, Some((name, extensions))) => dialog.add_filter(name, extensions).pick_file(),
+        (_, None) => dialog.pick_folder(),
     };
     match picked {
         Some(p) => Browsed::Picked(p),
@@ -198,7 +213,7 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("tables")).unwrap();
         let names = |typed: &str, pick| -> Vec<String> {
-            completions(typed, pick).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
+            completions(typed, pick).iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect()
         };
         let at = |rest: &str| dir.path().join(rest).display().to_string();
         assert_eq!(names(&at("t"), Pick::Data), ["tables", "Test.csv", "train.jsonl"]);

@@ -75,9 +75,9 @@ pub fn rho_for_budget(trainer: &Trainer, budget: Budget) -> Result<f64> {
     run_plan(trainer)?.rho_for(flops).map_err(|e| Error::Other(format!("budget {budget}: {e}")))
 }
 
-/// Total memory of the device where the platform says: the machine's for the CPU (Linux
-/// `/proc/meminfo`), NVML's for an NVIDIA GPU it identifies; None for other GPUs (wgpu reports
-/// no adapter's memory).
+/// Total memory of the device where the platform says: the machine's for the CPU (any OS),
+/// NVML's for an NVIDIA GPU it identifies; None for other GPUs (wgpu reports no adapter's
+/// memory).
 pub fn device_memory(device: &ComputeDevice) -> Option<u64> {
     match device.backend {
         BackendKind::Cpu => memory::system_memory(),
