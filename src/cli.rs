@@ -248,6 +248,9 @@ pub struct AccuracyArgs {
     /// GreenTrainer's selection unit.
     #[arg(long, value_parser = choice(&Granularity::ALL), default_value = "tensor")]
     pub granularity: Granularity,
+    /// GreenTrainer runs each batch's shared prompt prefix without gradient.
+    #[arg(long)]
+    pub frozen_prompt: bool,
     /// GreenTrainer re-scores importance and re-selects every N steps (0: once, at the start).
     #[arg(long, default_value_t = 0)]
     pub reselect_every_steps: usize,
@@ -583,6 +586,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 eval_rows: a.eval_rows,
                 answer_tokens: a.new_tokens,
                 granularity: a.granularity,
+                frozen_prompt: a.frozen_prompt,
                 reselect_every_steps: a.reselect_every_steps,
                 importance_batches: a.importance_batches,
                 baselines: !a.no_baselines,

@@ -209,12 +209,18 @@ fn own_dy(candidate: &Candidate, rule: CostRule) -> f64 {
 /// lowers the objective and never raises the cost (a shallower deepest needs less chain), so an
 /// optimum without them always exists. An empty selection is returned when nothing fits.
 pub fn select(candidates: &[Candidate], t_fp: f64, config: &SelectConfig) -> Result<Selection, SelectError> {
+    select_within(candidates, t_fp, full_cost(candidates, t_fp), config)
+}
+
+/// [`select`] against a given full fine-tuning cost `t_full`: where the candidates' costs are
+/// those of a cheaper backward pass than full fine-tuning's (a frozen prompt prefix), rho stays a
+/// fraction of the real thing.
+pub fn select_within(candidates: &[Candidate], t_fp: f64, t_full: f64, config: &SelectConfig) -> Result<Selection, SelectError> {
     validate_config(config)?;
     validate_costs(candidates, t_fp)?;
     if let Some((index, c)) = candidates.iter().enumerate().find(|(_, c)| !c.importance.is_finite()) {
         return Err(SelectError::InvalidImportance { index, value: c.importance });
     }
-    let t_full = full_cost(candidates, t_fp);
     if !(t_full.is_finite() && t_full > 0.0) {
         return Err(SelectError::InvalidTotalCost { value: t_full });
     }

@@ -21,7 +21,7 @@ use greentrainer::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
 fn row_blocks_keep_the_costs_of_their_tensor() {
     let model = load_model(&common::fixture("tiny-llama"), &ComputeDevice::cpu().device).unwrap().model;
     let ops = model.op_graph();
-    let p = profile(&ops, BatchShape { batch: 2, seq: 40, decoder_seq: None, head_tokens: None }, false).unwrap();
+    let p = profile(&ops, BatchShape { batch: 2, seq: 40, decoder_seq: None, head_tokens: None, grad_tokens: None }, false).unwrap();
     let split = split_rows(&p, &ops, &|op| matches!(op.kind, OpKind::Linear { .. }).then_some(16));
     use greentrainer::profile::Node;
     let sum = |nodes: &[Node], f: fn(&Node) -> f64| nodes.iter().map(f).sum::<f64>();

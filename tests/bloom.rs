@@ -133,7 +133,8 @@ fn paper_bloomz_3b_full_fine_tuning_pflops_are_reproduced() {
     // paper-configs/README.md: batch 4 padded to 512 tokens, 5 epochs, 1 MAC = 1 FLOP; the paper's
     // figures are matched with full (not halved) causal attention.
     let config = read_config(&common::fixture("paper-configs").join("bloomz-3b.json"));
-    let p = profile(&bloom_ops(&config), BatchShape { batch: 4, seq: 512, decoder_seq: None, head_tokens: None }, false).unwrap();
+    let p = profile(&bloom_ops(&config), BatchShape { batch: 4, seq: 512, decoder_seq: None, head_tokens: None, grad_tokens: None }, false)
+        .unwrap();
     for (dataset, steps, paper_pflops) in [("SciTLDR", 2490.0, 47.2), ("DialogSum", 15575.0, 294.8)] {
         let pflops = FlopsConvention::PaperMac.from_macs(p.t_full()) * steps / 1e15;
         eprintln!("BLOOMZ-3B {dataset}: {pflops:.2} PFLOPs vs paper {paper_pflops}");

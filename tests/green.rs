@@ -426,7 +426,8 @@ fn apple_gpu_is_read_only_for_a_metal_run() {
 fn smollm2_plan() -> RunPlan {
     let path = common::fixture("paper-configs/smollm2-135m.json");
     let config = LlamaConfig::from_json_str(&fs::read_to_string(&path).unwrap(), "smollm2-135m.json").unwrap();
-    let p = profile(&llama_ops(&config), BatchShape { batch: 4, seq: 512, decoder_seq: None, head_tokens: None }, false).unwrap();
+    let p = profile(&llama_ops(&config), BatchShape { batch: 4, seq: 512, decoder_seq: None, head_tokens: None, grad_tokens: None }, false)
+        .unwrap();
     RunPlan { micro_steps: 1000, selections: 3, full_step_macs: p.t_full(), forward_macs: p.t_fp() }
 }
 

@@ -25,7 +25,7 @@ fn training(ops: &[OpSpec], names: &[&str]) -> Vec<Training> {
 }
 
 fn shape(batch: usize, seq: usize) -> BatchShape {
-    BatchShape { batch, seq, decoder_seq: None, head_tokens: None }
+    BatchShape { batch, seq, decoder_seq: None, head_tokens: None, grad_tokens: None }
 }
 
 /// Per token of a crossed block: the fused RMSNorms' inputs (2 x d), flash attention's q, k, v,

@@ -173,7 +173,9 @@ fn paper_full_fine_tuning_pflops_from_config_json() {
     let rows = [("opt-1.3b", scitldr, 20.8), ("opt-2.7b", scitldr, 41.8), ("opt-2.7b", dialogsum, 262.0)];
     for (name, steps, paper_pflops) in rows {
         let config = read_config(&common::fixture("paper-configs").join(format!("{name}.json")));
-        let profile = profile(&opt_ops(&config), BatchShape { batch: 4, seq: 512, decoder_seq: None, head_tokens: None }, false).unwrap();
+        let profile =
+            profile(&opt_ops(&config), BatchShape { batch: 4, seq: 512, decoder_seq: None, head_tokens: None, grad_tokens: None }, false)
+                .unwrap();
         let pflops = FlopsConvention::PaperMac.from_macs(profile.t_full()) * steps / 1e15;
         assert!((pflops / paper_pflops - 1.0).abs() < 0.005, "{name}: {pflops:.2} PFLOPs vs paper {paper_pflops}");
         eprintln!("{name}, {steps} steps: {pflops:.2} PFLOPs (paper {paper_pflops})");
@@ -185,7 +187,9 @@ fn paper_configs_count_the_published_parameters() {
     // Parameter counts of the facebook/opt-* checkpoints; opt-350m has project_in/out and no final LayerNorm.
     for (name, params) in [("opt-350m", 331_196_416), ("opt-1.3b", 1_315_758_080), ("opt-2.7b", 2_651_596_800usize)] {
         let config = read_config(&common::fixture("paper-configs").join(format!("{name}.json")));
-        let profile = profile(&opt_ops(&config), BatchShape { batch: 1, seq: 1, decoder_seq: None, head_tokens: None }, false).unwrap();
+        let profile =
+            profile(&opt_ops(&config), BatchShape { batch: 1, seq: 1, decoder_seq: None, head_tokens: None, grad_tokens: None }, false)
+                .unwrap();
         assert_eq!(profile.nodes.iter().map(|n| n.param_numel).sum::<usize>(), params, "{name}");
     }
 }

@@ -96,7 +96,7 @@ fn sum(profile: &Profile, cost: impl Fn(&Node) -> f64) -> f64 {
 
 #[test]
 fn totals_match_the_closed_form_tied_and_untied() {
-    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None };
+    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None, grad_tokens: None };
     for tied in [false, true] {
         for causal_half in [false, true] {
             let model = Llama { tied, ..SMALL };
@@ -114,7 +114,7 @@ fn totals_match_the_closed_form_tied_and_untied() {
 
 #[test]
 fn tied_head_is_a_chain_node_charged_to_the_embedding() {
-    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None };
+    let shape = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None, grad_tokens: None };
     let tokens = 48.0;
     let (d, v) = (SMALL.hidden as f64, SMALL.vocab as f64);
     let untied = profile(&llama_ops(&SMALL), shape, false).unwrap();
@@ -137,7 +137,7 @@ fn tied_head_is_a_chain_node_charged_to_the_embedding() {
 
 #[test]
 fn causal_half_halves_only_the_attention_core() {
-    let shape = BatchShape { batch: 3, seq: 10, decoder_seq: None, head_tokens: None };
+    let shape = BatchShape { batch: 3, seq: 10, decoder_seq: None, head_tokens: None, grad_tokens: None };
     let full = profile(&llama_ops(&SMALL), shape, false).unwrap();
     let half = profile(&llama_ops(&SMALL), shape, true).unwrap();
     for (a, b) in full.nodes.iter().zip(&half.nodes) {
@@ -154,14 +154,16 @@ fn biases_pass_gradients_through_for_free() {
         op("ln.weight".into(), OpKind::Norm { dim: 32 }, Some(0), TensorRole::Norm),
         op("ln.bias".into(), OpKind::NormBias { dim: 32 }, Some(0), TensorRole::Norm),
     ];
-    let profile = profile(&ops, BatchShape { batch: 1, seq: 5, decoder_seq: None, head_tokens: None }, false).unwrap();
+    let profile = profile(&ops, BatchShape { batch: 1, seq: 5, decoder_seq: None, head_tokens: None, grad_tokens: None }, false).unwrap();
     let costs: Vec<_> = profile.nodes.iter().map(|n| (n.t_fp, n.t_dy, n.t_dw, n.param_numel)).collect();
     assert_eq!(costs, [(1280.0, 1280.0, 1280.0, 256), (160.0, 0.0, 160.0, 32), (160.0, 160.0, 160.0, 32), (160.0, 0.0, 160.0, 32)]);
 }
 
 #[test]
 fn candidates_are_indexed_from_the_output() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None }, false).unwrap();
+    let profile =
+        profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None, grad_tokens: None }, false)
+            .unwrap();
     let n = profile.nodes.len();
     let importance: Vec<f64> = (0..n).map(|i| i as f64 + 1.0).collect();
     let candidates = profile.candidates(&importance).unwrap();
@@ -177,7 +179,9 @@ fn candidates_are_indexed_from_the_output() {
 
 #[test]
 fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16, decoder_seq: None, head_tokens: None }, true).unwrap();
+    let profile =
+        profile(&llama_ops(&SMALL), BatchShape { batch: 2, seq: 16, decoder_seq: None, head_tokens: None, grad_tokens: None }, true)
+            .unwrap();
     let index = |name: &str| profile.nodes.iter().position(|n| n.name == name).unwrap();
     let sets = [
         vec![index("model.layers.1.self_attn.q_proj.weight"), index("model.norm.weight")],
@@ -198,7 +202,9 @@ fn reference_rule_adds_exactly_the_deepest_tensors_input_gradient() {
 
 #[test]
 fn bad_selections_and_tied_heads_without_embedding_are_refused() {
-    let profile = profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None }, false).unwrap();
+    let profile =
+        profile(&llama_ops(&SMALL), BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None, grad_tokens: None }, false)
+            .unwrap();
     let core = profile.nodes.iter().position(|n| n.name.ends_with("core")).unwrap();
     assert!(matches!(
         profile.selection_cost(&[core], CostRule::Exact),
@@ -209,8 +215,12 @@ fn bad_selections_and_tied_heads_without_embedding_are_refused() {
 
     let mut ops = llama_ops(&Llama { tied: true, ..SMALL });
     ops.remove(0);
-    let err =
-        greentrainer::profile::profile(&ops, BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None }, false).unwrap_err();
+    let err = greentrainer::profile::profile(
+        &ops,
+        BatchShape { batch: 1, seq: 8, decoder_seq: None, head_tokens: None, grad_tokens: None },
+        false,
+    )
+    .unwrap_err();
     assert!(matches!(err, ProfileError::TiedHeadWithoutEmbedding { .. }), "{err}");
 }
 
@@ -238,7 +248,12 @@ fn importances(seed: u64, n: usize) -> Vec<f64> {
 
 /// Full attention cost (no causal halving): the engine computes the whole S x S score matrix.
 fn smollm2_profile(causal_half: bool) -> Profile {
-    profile(&llama_ops(&SMOLLM2_135M), BatchShape { batch: 4, seq: 256, decoder_seq: None, head_tokens: None }, causal_half).unwrap()
+    profile(
+        &llama_ops(&SMOLLM2_135M),
+        BatchShape { batch: 4, seq: 256, decoder_seq: None, head_tokens: None, grad_tokens: None },
+        causal_half,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -383,7 +398,7 @@ fn reach_reports_the_deepest_block_a_rho_affords() {
 
 #[test]
 fn the_head_is_charged_for_the_tokens_with_a_target_only() {
-    let all = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None };
+    let all = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: None, grad_tokens: None };
     let answers = BatchShape { head_tokens: Some(10), ..all };
     let (d, v) = (SMALL.hidden as f64, SMALL.vocab as f64);
     let whole = profile(&llama_ops(&SMALL), all, false).unwrap();
@@ -394,4 +409,32 @@ fn the_head_is_charged_for_the_tokens_with_a_target_only() {
     // Every other op runs on all 48 tokens either way.
     let others = |p: &Profile| p.nodes[..p.nodes.len() - 1].iter().map(|n| n.t_fp + n.t_dy + n.t_dw).sum::<f64>();
     assert_eq!(others(&trained), others(&whole));
+}
+
+#[test]
+fn a_frozen_prompt_prefix_charges_the_backward_pass_for_the_rest_only() {
+    let all = BatchShape { batch: 2, seq: 24, decoder_seq: None, head_tokens: Some(10), grad_tokens: None };
+    // 36 of the 48 tokens follow the frozen prefix.
+    let frozen = BatchShape { grad_tokens: Some(36), ..all };
+    let whole = profile(&llama_ops(&SMALL), all, false).unwrap();
+    let cut = profile(&llama_ops(&SMALL), frozen, false).unwrap();
+    for (a, b) in whole.nodes.iter().zip(&cut.nodes) {
+        // The forward pass and the head (charged for its target tokens) do not change.
+        assert_eq!(a.t_fp, b.t_fp, "{}", a.name);
+        let share = if a.role == TensorRole::LmHead { 1.0 } else { 0.75 };
+        assert!(close(b.t_dy, share * a.t_dy) && close(b.t_dw, share * a.t_dw), "{}", a.name);
+    }
+    // rho stays a fraction of full fine-tuning over every token.
+    assert_eq!(cut.t_full(), whole.t_full());
+    assert!(cut.nodes.iter().map(|n| n.t_dy + n.t_dw).sum::<f64>() < whole.t_bp_full());
+    let importance = importances(3, cut.nodes.len());
+    for rho in [0.5, 0.7] {
+        let chosen = cut.select(&importance, &SelectConfig::new(rho)).unwrap();
+        let spent = cut.selection_cost(&chosen, CostRule::Exact).unwrap();
+        assert!(spent <= rho * whole.t_full() * (1.0 + 1e-12), "rho {rho}");
+        assert!(
+            chosen.len() >= whole.select(&importance, &SelectConfig::new(rho)).unwrap().len(),
+            "rho {rho}: a cheaper backward pass trains no less"
+        );
+    }
 }

@@ -129,7 +129,7 @@ fn op_graph_from_the_config_equals_the_loaded_models() {
         ops.iter().filter(|o| matches!(o.kind, OpKind::Linear { .. })).map(|o| o.name.trim_end_matches(".weight").to_string()).collect();
     let linears: Vec<String> = model.linears().into_iter().map(|(n, _)| n).collect();
     assert_eq!(op_linears, linears);
-    let shape = BatchShape { batch: 2, seq: 20, decoder_seq: Some(7), head_tokens: None };
+    let shape = BatchShape { batch: 2, seq: 20, decoder_seq: Some(7), head_tokens: None, grad_tokens: None };
     let p = profile(&ops, shape, false).unwrap();
     assert_eq!(p.nodes.iter().map(|n| n.param_numel).sum::<usize>(), model.num_params());
     let mut names = model.param_names();
@@ -160,7 +160,7 @@ fn paper_flan_t5_xl_full_fine_tuning_pflops_are_reproduced() {
     // tests/fixtures/paper-configs/README.md: batch 4, inputs padded to 512 tokens, decoder length 64,
     // 5 epochs, PFLOPs counted as MACs, full (not halved) causal attention.
     let config = config_at(&common::fixture("paper-configs").join("flan-t5-xl.json")).unwrap();
-    let shape = BatchShape { batch: 4, seq: 512, decoder_seq: Some(64), head_tokens: None };
+    let shape = BatchShape { batch: 4, seq: 512, decoder_seq: Some(64), head_tokens: None, grad_tokens: None };
     let paper = profile(&paper_accounting(t5_ops(&config)), shape, false).unwrap();
     for (name, steps, want) in [("SciTLDR", 2490.0, 21.7), ("DialogSum", 15575.0, 135.7)] {
         let pflops = paper.t_full() * steps / 1e15;

@@ -351,7 +351,7 @@ fn each_step_is_charged_the_profile_of_its_encoder_and_decoder_lengths() {
 fn a_decoder_selection_is_not_charged_the_encoders_backward() {
     let loaded = load_model(&common::fixture("tiny-t5"), &ComputeDevice::cpu().device).unwrap();
     let ops = loaded.model.op_graph();
-    let shape = greentrainer::profile::BatchShape { batch: 2, seq: 30, decoder_seq: Some(9), head_tokens: None };
+    let shape = greentrainer::profile::BatchShape { batch: 2, seq: 30, decoder_seq: Some(9), head_tokens: None, grad_tokens: None };
     let p = profile(&ops, shape, false).unwrap();
     let index = |name: &str| p.nodes.iter().position(|n| n.name == name).unwrap();
     let decoder = [index("decoder.block.0.layer.2.DenseReluDense.wo.weight"), index("decoder.final_layer_norm.weight")];

@@ -253,3 +253,40 @@ fn a_batch_charges_the_head_for_its_answer_tokens_only() {
     // Position t predicts label t+1: 5, 6, 7 in the first row and 9 in the second.
     assert_eq!(DeviceBatch::new(&host, &loaded.model).shape.head_tokens, Some(4));
 }
+
+#[test]
+fn a_frozen_prompt_trains_deeper_within_the_same_rho() {
+    let selection = |events: &[Event]| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::Selection { selected, realised_rho, .. } => Some((selected.clone(), *realised_rho)),
+                _ => None,
+            })
+            .expect("a selection event")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Rows long enough that the prompts are most of them, as in the demo data at max_len 256.
+    let long = |out: &std::path::Path| TrainConfig { max_len: 160, ..config(MethodKind::Greentrainer, out) };
+    let (_, exact, _) = run(long(dir.path()), false, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, frozen, losses) = run(TrainConfig { frozen_prompt: true, ..long(dir.path()) }, false, None);
+    assert_eq!(losses.len(), 4);
+    let ((exact_set, _), (frozen_set, frozen_rho)) = (selection(&exact), selection(&frozen));
+    // The demo rows' prompts are most of each row: the backward pass left over is cheap enough to
+    // train more tensors within the same budget.
+    assert!(frozen_set.len() > exact_set.len(), "{frozen_set:?} frozen-prompt vs {exact_set:?} exact");
+    assert!(frozen_rho <= 0.5 + 1e-9, "planned {frozen_rho}");
+    // Spent over the run (scoring included) against full fine-tuning on every token: scoring with
+    // the prefix frozen is cheaper too.
+    let ratio = |events: &[Event]| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::Finished { flops_spent, flops_full, .. } => Some(flops_spent / flops_full),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert!(ratio(&frozen) < ratio(&exact), "{} vs {}", ratio(&frozen), ratio(&exact));
+}

@@ -15,6 +15,7 @@ use crate::model::lora::default_targets;
 use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, profile};
 use crate::select::CostRule;
 use crate::train::MethodKind;
+use crate::train::batch::frozen_share;
 use crate::train::memory::{self, MemoryEstimate, Preflight, Target, Training};
 
 #[derive(Default)]
@@ -113,12 +114,19 @@ fn lora_targets(app: &StudioApp) -> Vec<String> {
 }
 
 /// The padded shape of `batch x max_len`; once a dataset is previewed, the head is charged for its
-/// answer tokens only, as in training.
+/// answer tokens only, as in training, and a frozen prompt prefix leaves GreenTrainer's backward
+/// pass the share of tokens the previewed rows leave it.
 fn shape_at(app: &StudioApp, batch: usize, max_len: usize) -> BatchShape {
     let shape = BatchShape::padded(&app.model.ops, batch, max_len);
-    match app.data.preview.as_ref().and_then(|p| p.mean_target_tokens) {
+    let Some(preview) = app.data.preview.as_ref() else { return shape };
+    let shape = match preview.mean_target_tokens {
         Some(targets) => shape.with_mean_targets(targets),
         None => shape,
+    };
+    let s = &app.settings;
+    match s.method == MethodKind::Greentrainer && s.frozen_prompt && !preview.row_lengths.is_empty() {
+        true => shape.with_grad_share(frozen_share(&preview.row_lengths, batch)),
+        false => shape,
     }
 }
 
@@ -166,6 +174,11 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
                     None => ui.weak("(empty: train at rho)"),
                 };
             });
+            ui.checkbox(&mut s.frozen_prompt, "Freeze the shared prompt prefix").on_hover_text(
+                "Each batch's prompt tokens before its first answer run without gradient: the backward pass covers the \
+                 answers only, so the same rho trains deeper. The weights' gradients leave out what flows through the \
+                 prompt's keys and values.",
+            );
         }
         MethodKind::TopK => {
             ui.horizontal(|ui| number(ui, "Blocks trained (k)", &mut s.top_k, 1..=256, 0.1));

@@ -32,6 +32,8 @@ pub struct Settings {
     pub rho: f64,
     /// GreenTrainer's budget instead of rho (`2.5wh`, `30g`, `600s`, `1e15flops`); empty: use rho.
     pub budget: String,
+    /// GreenTrainer: run each batch's shared prompt prefix without gradient.
+    pub frozen_prompt: bool,
     pub top_k: usize,
     pub lora_rank: usize,
     pub max_len: usize,
@@ -70,6 +72,7 @@ impl Default for Settings {
             method: MethodKind::Greentrainer,
             rho: train.rho,
             budget: String::new(),
+            frozen_prompt: train.frozen_prompt,
             top_k: train.top_k,
             lora_rank: train.lora_rank,
             max_len: train.max_len,
@@ -102,6 +105,7 @@ impl Settings {
             method: self.method,
             rho: self.rho,
             budget: self.budget_choice().and_then(Result::ok),
+            frozen_prompt: self.frozen_prompt,
             top_k: self.top_k,
             lora_rank: self.lora_rank,
             epochs: self.epochs,
@@ -136,6 +140,7 @@ impl Settings {
             eval_rows: self.compare_held_out,
             answer_tokens: self.max_new_tokens,
             granularity: crate::train::Granularity::Tensor,
+            frozen_prompt: self.frozen_prompt,
             reselect_every_steps: 0,
             importance_batches: 1,
             baselines: true,

@@ -46,6 +46,7 @@ pub struct Settings {
     /// GreenTrainer's selection unit and re-selection cadence (0: select once), the variants to
     /// measure against the baselines.
     pub granularity: Granularity,
+    pub frozen_prompt: bool,
     pub reselect_every_steps: usize,
     /// Batches GreenTrainer scores importance on at each selection.
     pub importance_batches: usize,
@@ -107,6 +108,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
         reselect_every_steps: s.reselect_every_steps,
         importance_batches: s.importance_batches,
         granularity: s.granularity,
+        frozen_prompt: s.frozen_prompt,
         save_model: false,
         ..TrainConfig::default()
     };

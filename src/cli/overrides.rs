@@ -58,6 +58,9 @@ pub struct TrainOverrides {
     pub dp_capacity: Option<usize>,
     #[arg(long, value_parser = choice(&CostRule::ALL))]
     pub cost_rule: Option<CostRule>,
+    /// GreenTrainer: run each batch's shared prompt prefix without gradient (`--frozen-prompt true`).
+    #[arg(long)]
+    pub frozen_prompt: Option<bool>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]

@@ -23,6 +23,9 @@ pub struct Preview {
     /// Mean tokens per row with a training target (answer and EOS, after truncation); `None`
     /// for a file with no rows.
     pub mean_target_tokens: Option<f64>,
+    /// Every row's `(prompt, total)` tokens after truncation, for planning a frozen prompt prefix
+    /// (`train::batch::frozen_share`).
+    pub row_lengths: Vec<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,9 +50,11 @@ pub fn preview(path: &Path, tokenizer: &Tokenizer, opts: &LoadOptions, n_rows: u
     let mut rows = Vec::with_capacity(n_rows);
     let mut lengths = Vec::new();
     let mut target_tokens = 0usize;
+    let mut row_lengths = Vec::new();
     for item in &mut stream {
         let (row, example) = item?;
         lengths.push(example.untruncated_len);
+        row_lengths.push((example.seq_len() - example.target_len(), example.seq_len()));
         target_tokens += example.target_len();
         if rows.len() < n_rows {
             rows.push(PreviewRow { row, tokens: example.seq_len(), untruncated_tokens: example.untruncated_len });
@@ -63,6 +68,7 @@ pub fn preview(path: &Path, tokenizer: &Tokenizer, opts: &LoadOptions, n_rows: u
         counts: stream.counts(),
         skip_messages: stream.skip_messages().to_vec(),
         mean_target_tokens: (!lengths.is_empty()).then(|| target_tokens as f64 / lengths.len() as f64),
+        row_lengths,
     })
 }
 

@@ -4,7 +4,7 @@
 use burn::tensor::{Device, Int, Tensor};
 use serde_json::Value;
 
-use super::attention::Mask;
+use super::attention::{Mask, attention_mask};
 use super::bloom::{Bloom, BloomConfig};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
@@ -185,6 +185,40 @@ impl Model {
         Ok(match self.is_encoder_decoder() {
             true => head_cross_entropy(hidden, head, labels),
             false => head_cross_entropy(hidden, head, &causal_targets(labels, s)),
+        })
+    }
+
+    /// [`Model::train_loss`] of a decoder-only batch whose first `prefix` positions run through
+    /// `frozen` (this model's values, no parameter tracked) into a key/value cache: the loss is
+    /// the same, but no gradient flows into the prefix's keys and values, so the backward pass
+    /// covers the other positions only. A `prefix` of 0, or an encoder-decoder batch, is
+    /// [`Model::train_loss`].
+    pub fn train_loss_after_prefix(&self, frozen: &Model, input: &BatchInput, labels: &[i64], prefix: usize) -> Result<(Tensor<1>, usize)> {
+        let BatchInput::Causal { ids, mask } = input else { return self.train_loss(input, labels) };
+        let [b, s] = ids.dims();
+        if prefix == 0 || prefix >= s || self.is_encoder_decoder() {
+            return self.train_loss(input, labels);
+        }
+        let rest = s - prefix;
+        let mut cache = KvCache::default();
+        let prefix_padding: Option<Vec<u32>> =
+            mask.padding.as_ref().map(|p| p.chunks(s).flat_map(|row| row[..prefix].iter().copied()).collect());
+        let prefix_mask = attention_mask(prefix_padding.as_deref(), b, prefix, 0);
+        frozen.forward_hidden(ids.clone().narrow(1, 0, prefix), &prefix_mask, &mut cache)?;
+        let rest_mask = attention_mask(mask.padding.as_deref(), b, rest, prefix);
+        let hidden = self.forward_hidden(ids.clone().narrow(1, prefix, rest), &rest_mask, &mut cache)?;
+        let d = hidden.dims()[2];
+        let targets: Vec<i64> = causal_targets(labels, s).chunks(s).flat_map(|row| row[prefix..].iter().copied()).collect();
+        Ok(head_cross_entropy(hidden.reshape([b * rest, d]), self.head(), &targets))
+    }
+
+    /// A decoder-only model's final hidden states for `ids` after the positions `cache` holds.
+    fn forward_hidden(&self, ids: Tensor<2, Int>, mask: &Mask, cache: &mut KvCache) -> Result<Tensor<3>> {
+        Ok(match self {
+            Self::Llama(m) => m.hidden(ids, Some(mask), Some(cache)),
+            Self::Opt(m) => m.hidden(ids, Some(mask), Some(cache)),
+            Self::Bloom(m) => m.hidden(ids, Some(mask), Some(cache)),
+            Self::T5(_) => return Err(self.not_causal("a decoder-only forward pass")),
         })
     }
 

@@ -12,7 +12,27 @@ pub(super) struct OpCost {
 }
 
 /// The cost of `kind` running on `stream`; `None` when the shape has no length for that stream.
+/// With [`BatchShape::grad_tokens`] the backward terms of the input stream's ops (not the head's,
+/// which [`BatchShape::head_tokens`] counts) run over those tokens only.
 pub(super) fn op_cost(kind: &OpKind, shape: BatchShape, stream: Stream, causal_half: bool) -> Option<OpCost> {
+    let mut cost = all_tokens(kind, shape, stream, causal_half)?;
+    if let (Some(grad), Stream::Input, false) = (shape.grad_tokens, stream, matches!(kind, OpKind::LmHead { .. })) {
+        let tokens = shape.tokens_of(stream)? as f64;
+        let share = if tokens > 0.0 { (grad as f64 / tokens).min(1.0) } else { 1.0 };
+        // The last queries see the most keys: their attention backward is charged as if each saw
+        // every key, never less than it costs.
+        let share = match kind {
+            OpKind::AttentionCore { causal: true, .. } if causal_half => (2.0 * share).min(1.0),
+            _ => share,
+        };
+        cost.t_dy *= share;
+        cost.t_dw *= share;
+    }
+    Some(cost)
+}
+
+/// [`op_cost`] with every token differentiated.
+fn all_tokens(kind: &OpKind, shape: BatchShape, stream: Stream, causal_half: bool) -> Option<OpCost> {
     let tokens = shape.tokens_of(stream)? as f64;
     let keys = shape.len_of(stream)? as f64;
     let per_token = |macs: usize| tokens * macs as f64;

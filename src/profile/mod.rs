@@ -120,6 +120,11 @@ pub struct BatchShape {
     /// planning without the data and the paper's FLOPs count.
     #[serde(default)]
     pub head_tokens: Option<usize>,
+    /// Tokens of the input stream the backward pass runs over when the batch's shared prompt
+    /// prefix is frozen (`train::config::TrainConfig::frozen_prompt`); `None`: every token, as full
+    /// fine-tuning, which the profile's `t_full` always counts.
+    #[serde(default)]
+    pub grad_tokens: Option<usize>,
 }
 
 impl BatchShape {
@@ -127,7 +132,7 @@ impl BatchShape {
     /// `ops` run on (for an encoder-decoder model `max_len` caps source and target each).
     pub fn padded(ops: &[OpSpec], batch: usize, max_len: usize) -> Self {
         let decoder = ops.iter().any(|op| op.stream == Stream::Decoder);
-        Self { batch, seq: max_len, decoder_seq: decoder.then_some(max_len), head_tokens: None }
+        Self { batch, seq: max_len, decoder_seq: decoder.then_some(max_len), head_tokens: None, grad_tokens: None }
     }
 
     /// The shape with the head charged for `per_row` target tokens per sequence on average (what
@@ -136,6 +141,12 @@ impl BatchShape {
         let stream = if self.decoder_seq.is_some() { Stream::Decoder } else { Stream::Input };
         let cap = self.tokens_of(stream).unwrap_or(0);
         Self { head_tokens: Some(((per_row * self.batch as f64).round() as usize).min(cap)), ..self }
+    }
+
+    /// The shape with the backward pass over `share` of the input stream's tokens (a frozen prompt
+    /// prefix, [`BatchShape::grad_tokens`]).
+    pub fn with_grad_share(self, share: f64) -> Self {
+        Self { grad_tokens: Some((share.clamp(0.0, 1.0) * self.tokens() as f64).round() as usize), ..self }
     }
 
     /// Tokens of the input stream.
@@ -192,6 +203,10 @@ pub struct Profile {
     pub causal_half: bool,
     /// In execution order, input -> output.
     pub nodes: Vec<Node>,
+    /// Full fine-tuning's backward MACs when the nodes' are those of a frozen prompt prefix
+    /// ([`BatchShape::grad_tokens`]); `None`: the nodes' own sum.
+    #[serde(default)]
+    pub full_backward: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Error)]
@@ -250,7 +265,11 @@ pub fn profile(ops: &[OpSpec], shape: BatchShape, causal_half: bool) -> Result<P
             param_numel,
         });
     }
-    Ok(Profile { shape, causal_half, nodes })
+    let full_backward = match shape.grad_tokens {
+        Some(_) => Some(profile(ops, BatchShape { grad_tokens: None, ..shape }, causal_half)?.t_bp_full()),
+        None => None,
+    };
+    Ok(Profile { shape, causal_half, nodes, full_backward })
 }
 
 impl Profile {
@@ -259,9 +278,10 @@ impl Profile {
         self.nodes.iter().map(|n| n.t_fp).sum()
     }
 
-    /// Backward MACs of full fine-tuning: every `t_dy` and every `t_dw`.
+    /// Backward MACs of full fine-tuning: every `t_dy` and every `t_dw` over every token (also
+    /// when the nodes are costed for a frozen prompt prefix, [`BatchShape::grad_tokens`]).
     pub fn t_bp_full(&self) -> f64 {
-        self.nodes.iter().map(|n| n.t_dy + n.t_dw).sum()
+        self.full_backward.unwrap_or_else(|| self.nodes.iter().map(|n| n.t_dy + n.t_dw).sum())
     }
 
     /// Per-step MACs of full fine-tuning, forward included.
@@ -302,7 +322,7 @@ impl Profile {
     /// GreenTrainer's choice: the nodes (execution indices, ascending) whose summed `importance`
     /// (per node in execution order) is largest within `config.rho` of full fine-tuning.
     pub fn select(&self, importance: &[f64], config: &select::SelectConfig) -> Result<Vec<usize>, ProfileError> {
-        let chosen = select::select(&self.candidates(importance)?, self.t_fp(), config)?;
+        let chosen = select::select_within(&self.candidates(importance)?, self.t_fp(), self.t_full(), config)?;
         self.selected_nodes(&chosen)
     }
 

@@ -15,6 +15,9 @@ pub struct DeviceBatch {
     pub labels: Vec<i64>,
     pub shape: BatchShape,
     pub real_tokens: usize,
+    /// Leading positions every row shares as prompt, run without gradient (see
+    /// [`DeviceBatch::freeze_prompt`]); 0: the backward pass covers the whole batch.
+    pub frozen_prefix: usize,
 }
 
 impl DeviceBatch {
@@ -38,10 +41,52 @@ impl DeviceBatch {
                 seq: batch.seq,
                 decoder_seq: None,
                 head_tokens: Some(counted_targets(&causal_targets(&batch.labels, batch.seq), model.info().vocab_size)),
+                grad_tokens: None,
             },
             real_tokens: batch.real_tokens,
+            frozen_prefix: 0,
         }
     }
+
+    /// Freezes the prompt prefix all rows share: the positions before the first one whose output
+    /// has a target in any row. Training runs them through the frozen model into a key/value cache
+    /// and differentiates only the rest, so the backward pass (and the profile's
+    /// [`BatchShape::grad_tokens`]) covers the answers and what follows the shortest prompt. No
+    /// effect on an encoder-decoder batch, whose prompt is the encoder's.
+    pub fn freeze_prompt(mut self) -> Self {
+        if !matches!(self.input, BatchInput::Causal { .. }) {
+            return self;
+        }
+        let s = self.shape.seq;
+        self.frozen_prefix = frozen_prefix(&self.labels, s);
+        self.shape.grad_tokens = Some(self.shape.batch * (s - self.frozen_prefix));
+        self
+    }
+}
+
+/// The share of tokens a frozen prompt prefix leaves the backward pass, estimated from rows'
+/// `(prompt, total)` token counts grouped by length into batches of `batch` (what the trainer does
+/// with `group_by_length`): per batch, its longest row's length less its shortest prompt's prefix.
+/// For planning before the data is batched (the app's Method tab); the trainer counts its batches.
+pub fn frozen_share(rows: &[(usize, usize)], batch: usize) -> f64 {
+    let mut rows = rows.to_vec();
+    rows.sort_unstable_by_key(|&(_, total)| total);
+    let (mut grad, mut all) = (0usize, 0usize);
+    for chunk in rows.chunks(batch.max(1)) {
+        let seq = chunk.iter().map(|r| r.1).max().unwrap_or(0);
+        let prefix = chunk.iter().map(|r| r.0.saturating_sub(1)).min().unwrap_or(0).min(seq.saturating_sub(1));
+        grad += chunk.len() * (seq - prefix);
+        all += chunk.len() * seq;
+    }
+    if all == 0 { 1.0 } else { grad as f64 / all as f64 }
+}
+
+/// The prompt prefix `labels` (rows of `seq`, not shifted) share: the positions before the first
+/// whose output has a target in any row, leaving at least one position to differentiate.
+pub fn frozen_prefix(labels: &[i64], seq: usize) -> usize {
+    let targets = causal_targets(labels, seq);
+    let first = targets.chunks(seq.max(1)).map(|row| row.iter().position(|&t| t != IGNORE_INDEX).unwrap_or(seq)).min().unwrap_or(0);
+    first.min(seq.saturating_sub(1))
 }
 
 /// Splits each right-padded row of `batch` into its prompt and its target.
@@ -76,7 +121,8 @@ fn seq2seq(batch: &Batch, t5: &crate::model::t5::T5, device: &burn::tensor::Devi
             decoder_ids: Tensor::<2, Int>::from_data(TensorData::new(decoder_ids, [b, dec_len]), device),
         },
         labels,
-        shape: BatchShape { batch: b, seq: enc_len, decoder_seq: Some(dec_len), head_tokens },
+        shape: BatchShape { batch: b, seq: enc_len, decoder_seq: Some(dec_len), head_tokens, grad_tokens: None },
         real_tokens: batch.real_tokens,
+        frozen_prefix: 0,
     }
 }

@@ -87,6 +87,10 @@ pub struct TrainConfig {
     /// Resolution of the DP's cost axis.
     pub dp_capacity: usize,
     pub cost_rule: CostRule,
+    /// GreenTrainer: run each batch's shared prompt prefix without gradient, so the backward pass
+    /// covers only the answers and what follows the shortest prompt (see
+    /// `train::batch::DeviceBatch::freeze_prompt`); decoder-only models.
+    pub frozen_prompt: bool,
     pub epochs: usize,
     /// Stop after this many optimizer steps (0: run all epochs).
     pub max_steps: usize,
@@ -141,6 +145,7 @@ impl Default for TrainConfig {
             block_rows: 64,
             dp_capacity: crate::select::DEFAULT_CAPACITY,
             cost_rule: CostRule::Exact,
+            frozen_prompt: false,
             epochs: 5,
             max_steps: 0,
             batch_size: 4,

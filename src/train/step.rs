@@ -30,8 +30,12 @@ pub fn forward_backward_rows(
     rows: &BTreeMap<String, Vec<u32>>,
     batch: &DeviceBatch,
 ) -> Result<Pass> {
-    let model = with_trainable(&model.with_partial_rows(rows), trainable);
-    let (loss, _) = model.train_loss(&batch.input, &batch.labels)?;
+    let frozen = model.with_partial_rows(rows);
+    let model = with_trainable(&frozen, trainable);
+    let (loss, _) = match batch.frozen_prefix {
+        0 => model.train_loss(&batch.input, &batch.labels)?,
+        prefix => model.train_loss_after_prefix(&frozen, &batch.input, &batch.labels, prefix)?,
+    };
     let mut grads = BTreeMap::new();
     let mut row_grads = BTreeMap::new();
     if loss.is_tracked() {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::batch::DeviceBatch;
+use super::batch::{DeviceBatch, frozen_prefix};
 use super::checkpoint::{self, RunState};
 use super::config::{Granularity, MethodKind, TrainConfig};
 use super::cost::step_macs;
@@ -44,6 +44,9 @@ pub struct Trainer {
     pub examples: Vec<Example>,
     pub data_report: LoadReport,
     pad_id: u32,
+    /// With a frozen prompt prefix: the share of an epoch's tokens the backward pass covers, what
+    /// GreenTrainer plans its selection on (batches vary around it); `None` otherwise.
+    grad_share: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,7 +123,9 @@ impl Trainer {
         if dataset.examples.is_empty() {
             return Err(Error::invalid(&config.data, "no training examples"));
         }
-        let mut trainer = Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id };
+        let mut trainer =
+            Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id, grad_share: None };
+        trainer.grad_share = trainer.epoch_grad_share()?;
         if let Some(budget) = trainer.config.budget {
             trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
         }
@@ -135,6 +140,41 @@ impl Trainer {
             );
         }
         Ok(trainer)
+    }
+
+    fn freezes_prompt(&self) -> bool {
+        self.config.method == MethodKind::Greentrainer && self.config.frozen_prompt && !self.loaded.model.is_encoder_decoder()
+    }
+
+    /// Over one epoch's batches, the share of tokens after each batch's frozen prefix.
+    fn epoch_grad_share(&self) -> Result<Option<f64>> {
+        if !self.freezes_prompt() {
+            return Ok(None);
+        }
+        let batcher = Batcher::new(&self.examples, self.plan(), self.pad_id)?;
+        let (mut grad, mut all) = (0usize, 0usize);
+        for (_, b) in batcher.batches_from(DataPosition { epoch: 0, batch: 0 }) {
+            grad += b.batch * (b.seq - frozen_prefix(&b.labels, b.seq));
+            all += b.batch * b.seq;
+        }
+        Ok((all > 0).then(|| grad as f64 / all as f64))
+    }
+
+    /// `shape` with the backward pass over the epoch's share of its tokens, when the prompt is frozen.
+    fn planning_shape(&self, shape: BatchShape) -> BatchShape {
+        match self.grad_share {
+            Some(share) => shape.with_grad_share(share),
+            None => shape,
+        }
+    }
+
+    /// A batch on the device, its shared prompt prefix frozen when GreenTrainer asked for it.
+    fn device_batch(&self, batch: &Batch, model: &Model) -> DeviceBatch {
+        let on_device = DeviceBatch::new(batch, model);
+        match self.freezes_prompt() {
+            true => on_device.freeze_prompt(),
+            false => on_device,
+        }
     }
 
     fn plan(&self) -> BatchPlan {
@@ -248,7 +288,7 @@ impl Trainer {
                     continue;
                 }
                 let step_started = Instant::now();
-                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| DeviceBatch::new(&b, &model)).collect();
+                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| self.device_batch(&b, &model)).collect();
                 let lr = schedule.lr(state.step);
                 if self.reselect_due(&selection, state.step, pos.epoch) {
                     // The step's first batch, then the ones after it in this epoch (importance is
@@ -256,7 +296,7 @@ impl Trainer {
                     let ahead = batcher.batches_from(DataPosition { epoch: pos.epoch, batch: pos.batch + 1 });
                     let extra = if c.method == MethodKind::Greentrainer { c.importance_batches.saturating_sub(1) } else { 0 };
                     let scoring: Vec<DeviceBatch> =
-                        batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| DeviceBatch::new(&b, &model))).collect();
+                        batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| self.device_batch(&b, &model))).collect();
                     let chosen = self.choose(
                         &model,
                         &optimizer,
@@ -422,7 +462,8 @@ impl Trainer {
         let model = &self.loaded.model;
         // The head runs on target tokens only, so its share of the budget follows the data.
         let targets = self.examples.iter().map(|e| e.target_len()).sum::<usize>() as f64 / self.examples.len() as f64;
-        let shape = BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len).with_mean_targets(targets);
+        let shape = self
+            .planning_shape(BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len).with_mean_targets(targets));
         let p = self.profile_for(model, shape)?;
         Ok(Some(Reach::of(&p, self.config.rho)))
     }
@@ -497,7 +538,7 @@ impl Trainer {
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
         let SelectionPoint { batches, lr, step } = at;
-        let p = self.profile_for(model, batches[0].shape)?;
+        let p = self.profile_for(model, self.planning_shape(batches[0].shape))?;
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
             MethodKind::TopK => (model.top_layers(c.top_k), Vec::new(), 0.0, None),
@@ -517,10 +558,13 @@ impl Trainer {
                 let exec = p.select(&per_node, &config).map_err(|e| Error::Other(e.to_string()))?;
                 let names: BTreeSet<String> = exec.iter().map(|&i| p.nodes[i].name.clone()).collect();
                 let deepest = exec.iter().min().map(|&i| p.nodes[i].name.clone());
-                // Two forward+backward passes over every tensor, per batch scored.
+                // Two forward+backward passes over every tensor, per batch scored (over the tokens the
+                // backward pass covers: a frozen prompt prefix has no gradient there either).
                 let mut flops = 0.0;
                 for b in batches {
-                    flops += 2.0 * self.profile_for(model, b.shape)?.t_full() * FLOPS_PER_MAC;
+                    let p = self.profile_for(model, b.shape)?;
+                    let every = p.nodes.iter().filter(|n| n.selectable).map(|n| n.name.clone()).collect();
+                    flops += 2.0 * step_macs(&p, model, &every) * FLOPS_PER_MAC;
                 }
                 (names, imp.scores.into_iter().collect(), flops, deepest)
             }
