@@ -176,6 +176,11 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     harness.get_by_label("Memory (peak, estimated)");
     harness.get_by_label_contains("the estimated");
     snapshot(&mut harness, "method");
+    // The frozen prompt is a GreenTrainer setting the run takes from the tab.
+    click(&mut harness, "Freeze the shared prompt prefix");
+    assert!(harness.state().settings().frozen_prompt && harness.state().settings().train_config().frozen_prompt);
+    click(&mut harness, "Freeze the shared prompt prefix");
+    assert!(!harness.state().settings().frozen_prompt);
 
     click(&mut harness, "Train");
     click(&mut harness, "Start training");

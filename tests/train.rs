@@ -290,3 +290,21 @@ fn a_frozen_prompt_trains_deeper_within_the_same_rho() {
     };
     assert!(ratio(&frozen) < ratio(&exact), "{} vs {}", ratio(&frozen), ratio(&exact));
 }
+
+#[test]
+fn a_too_shallow_rho_is_told_how_deep_a_frozen_prompt_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = TrainConfig { max_len: 160, ..config(MethodKind::Greentrainer, dir.path()) };
+    let exact = Trainer::prepare(long.clone(), ComputeDevice::cpu()).unwrap();
+    let reach = exact.reach().unwrap().unwrap();
+    assert!(reach.shallow(), "{}", reach.describe());
+    let text = exact.depth_guidance().unwrap().unwrap();
+    assert!(text.starts_with(&reach.describe()) && text.contains("freeze the prompt prefix"), "{text}");
+
+    let frozen = Trainer::prepare(TrainConfig { frozen_prompt: true, ..long }, ComputeDevice::cpu()).unwrap();
+    let deeper = frozen.reach().unwrap().unwrap();
+    assert!(deeper.reachable_blocks() > reach.reachable_blocks(), "{}", deeper.describe());
+    assert!(text.contains(&format!("can reach {} of {} blocks", deeper.reachable_blocks(), deeper.blocks)), "{text}");
+    // Once frozen, nothing more to suggest.
+    assert_eq!(frozen.depth_guidance().unwrap().unwrap(), deeper.describe());
+}

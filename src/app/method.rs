@@ -175,9 +175,9 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
                 };
             });
             ui.checkbox(&mut s.frozen_prompt, "Freeze the shared prompt prefix").on_hover_text(
-                "Each batch's prompt tokens before its first answer run without gradient: the backward pass covers the \
-                 answers only, so the same rho trains deeper. The weights' gradients leave out what flows through the \
-                 prompt's keys and values.",
+                "Decoder-only models: each batch's prompt tokens before its first answer run without gradient, so the \
+                 backward pass covers the answers only and the same rho trains deeper. The weights' gradients leave out \
+                 what flows through the prompt's keys and values (see the README's Accuracy section).",
             );
         }
         MethodKind::TopK => {
@@ -204,8 +204,10 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.colored_label(ui.visuals().error_fg_color, format!("Cannot cost this model: {e}"));
         }
         Some(Ok(e)) => {
-            if let Some(rho) = cost_table(app, ui, &e) {
-                app.settings.rho = rho;
+            match cost_table(app, ui, &e) {
+                Some(Remedy::Rho(rho)) => app.settings.rho = rho,
+                Some(Remedy::FreezePrompt) => app.settings.frozen_prompt = true,
+                None => {}
             }
             calibration(app, ui, &e);
             ui.separator();
@@ -266,8 +268,14 @@ fn comparison(app: &mut StudioApp, ui: &mut egui::Ui) {
         });
 }
 
-/// The cost of the settings; returns a rho the user picked from the depth guidance.
-fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<f64> {
+/// What the user picked from the depth guidance.
+enum Remedy {
+    Rho(f64),
+    FreezePrompt,
+}
+
+/// The cost of the settings; returns what the user picked from the depth guidance.
+fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<Remedy> {
     let s = &app.settings;
     let mut picked = None;
     if !e.feasible(s.method, s.rho) {
@@ -336,7 +344,18 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<f64> {
                     if let Some(deep) = reach.rho_for_deep.map(|r| (r * 100.0).ceil() / 100.0)
                         && ui.button(format!("Use rho {deep:.2}")).clicked()
                     {
-                        picked = Some(deep);
+                        picked = Some(Remedy::Rho(deep));
+                    }
+                    // An encoder-decoder model's prompt is the encoder's: nothing to freeze.
+                    let decoder_only = !app.model.ops.iter().any(|op| op.stream == crate::profile::Stream::Decoder);
+                    if decoder_only
+                        && !s.frozen_prompt
+                        && ui
+                            .button("Freeze the prompt prefix")
+                            .on_hover_text("The backward pass then covers the answers only, and this rho reaches deeper")
+                            .clicked()
+                    {
+                        picked = Some(Remedy::FreezePrompt);
                     }
                 });
             } else {

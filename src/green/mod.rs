@@ -131,8 +131,8 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     if let Some(b) = c.budget {
         out += &format!("budget {b} -> rho {:.4}\n", c.rho);
     }
-    if let Some(reach) = trainer.reach()? {
-        out += &format!("GreenTrainer {}\n", reach.describe());
+    if let Some(depth) = trainer.depth_guidance()? {
+        out += &format!("GreenTrainer {depth}\n");
     }
     out += &memory_preflight(trainer)?.describe();
     out += "| run | FLOPs | time | energy | CO2 |\n|---|---|---|---|---|\n";

@@ -125,7 +125,9 @@ impl Trainer {
         }
         let mut trainer =
             Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id, grad_share: None };
-        trainer.grad_share = trainer.epoch_grad_share()?;
+        if trainer.freezes_prompt() {
+            trainer.grad_share = Some(trainer.epoch_grad_share()?);
+        }
         if let Some(budget) = trainer.config.budget {
             trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
         }
@@ -147,17 +149,14 @@ impl Trainer {
     }
 
     /// Over one epoch's batches, the share of tokens after each batch's frozen prefix.
-    fn epoch_grad_share(&self) -> Result<Option<f64>> {
-        if !self.freezes_prompt() {
-            return Ok(None);
-        }
+    fn epoch_grad_share(&self) -> Result<f64> {
         let batcher = Batcher::new(&self.examples, self.plan(), self.pad_id)?;
         let (mut grad, mut all) = (0usize, 0usize);
         for (_, b) in batcher.batches_from(DataPosition { epoch: 0, batch: 0 }) {
             grad += b.batch * (b.seq - frozen_prefix(&b.labels, b.seq));
             all += b.batch * b.seq;
         }
-        Ok((all > 0).then(|| grad as f64 / all as f64))
+        Ok(if all > 0 { grad as f64 / all as f64 } else { 1.0 })
     }
 
     /// `shape` with the backward pass over the epoch's share of its tokens, when the prompt is frozen.
@@ -225,7 +224,7 @@ impl Trainer {
         if let Some(reach) = self.reach()?
             && reach.shallow()
         {
-            tracing::warn!("{}", reach.describe());
+            tracing::warn!("{}", self.depth_guidance()?.unwrap_or_else(|| reach.describe()));
         }
         let mut meter = Meter::open(Path::new("/"), None, &self.device);
         let c = self.config.clone();
@@ -456,16 +455,45 @@ impl Trainer {
     /// GreenTrainer: how deep the backward pass can reach at this rho, over the candidates it
     /// selects from (row blocks reach deeper than whole tensors for the same FLOPs).
     pub fn reach(&self) -> Result<Option<Reach>> {
+        self.reach_with(self.grad_share)
+    }
+
+    /// [`Trainer::reach`] with the backward pass over `grad_share` of the tokens (`None`: all).
+    fn reach_with(&self, grad_share: Option<f64>) -> Result<Option<Reach>> {
         if self.config.method != MethodKind::Greentrainer {
             return Ok(None);
         }
         let model = &self.loaded.model;
         // The head runs on target tokens only, so its share of the budget follows the data.
         let targets = self.examples.iter().map(|e| e.target_len()).sum::<usize>() as f64 / self.examples.len() as f64;
-        let shape = self
-            .planning_shape(BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len).with_mean_targets(targets));
+        let shape = BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len).with_mean_targets(targets);
+        let shape = match grad_share {
+            Some(share) => shape.with_grad_share(share),
+            None => shape,
+        };
         let p = self.profile_for(model, shape)?;
         Ok(Some(Reach::of(&p, self.config.rho)))
+    }
+
+    /// The depth line for the user choosing rho: [`Reach::describe`], and where this rho is too
+    /// shallow and the prompt is not frozen yet, how deep freezing it would let the same rho reach.
+    pub fn depth_guidance(&self) -> Result<Option<String>> {
+        let Some(reach) = self.reach()? else { return Ok(None) };
+        let mut text = reach.describe();
+        if reach.shallow()
+            && !self.freezes_prompt()
+            && !self.loaded.model.is_encoder_decoder()
+            && let Some(frozen) = self.reach_with(Some(self.epoch_grad_share()?))?
+            && frozen.reachable_blocks() > reach.reachable_blocks()
+        {
+            text += &format!(
+                "; or freeze the prompt prefix (frozen_prompt = true, --frozen-prompt true): the backward pass then covers the \
+                 answers only and this rho can reach {} of {} blocks",
+                frozen.reachable_blocks(),
+                frozen.blocks
+            );
+        }
+        Ok(Some(text))
     }
 
     /// The profile GreenTrainer selects over: per tensor, or split into row blocks.
