@@ -30,11 +30,13 @@ pub fn forward_backward_rows(
     rows: &BTreeMap<String, Vec<u32>>,
     batch: &DeviceBatch,
 ) -> Result<Pass> {
-    let frozen = model.with_partial_rows(rows);
-    let model = with_trainable(&frozen, trainable);
+    // The given model tracks nothing (row blocks are tracked leaves once split out): a frozen
+    // prompt prefix runs through it.
+    let frozen = model;
+    let model = with_trainable(&frozen.with_partial_rows(rows), trainable);
     let (loss, _) = match batch.frozen_prefix {
         0 => model.train_loss(&batch.input, &batch.labels)?,
-        prefix => model.train_loss_after_prefix(&frozen, &batch.input, &batch.labels, prefix)?,
+        prefix => model.train_loss_after_prefix(frozen, &batch.input, &batch.labels, prefix)?,
     };
     let mut grads = BTreeMap::new();
     let mut row_grads = BTreeMap::new();
