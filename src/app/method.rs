@@ -347,7 +347,7 @@ fn cost_table(app: &StudioApp, ui: &mut egui::Ui, e: &Estimate) -> Option<Remedy
                         picked = Some(Remedy::Rho(deep));
                     }
                     // An encoder-decoder model's prompt is the encoder's: nothing to freeze.
-                    let decoder_only = !app.model.ops.iter().any(|op| op.stream == crate::profile::Stream::Decoder);
+                    let decoder_only = app.model.summary.as_ref().is_some_and(|m| !m.encoder_decoder);
                     if decoder_only
                         && !s.frozen_prompt
                         && ui

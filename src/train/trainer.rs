@@ -159,14 +159,6 @@ impl Trainer {
         Ok(if all > 0 { grad as f64 / all as f64 } else { 1.0 })
     }
 
-    /// `shape` with the backward pass over the epoch's share of its tokens, when the prompt is frozen.
-    fn planning_shape(&self, shape: BatchShape) -> BatchShape {
-        match self.grad_share {
-            Some(share) => shape.with_grad_share(share),
-            None => shape,
-        }
-    }
-
     /// A batch on the device, its shared prompt prefix frozen when GreenTrainer asked for it.
     fn device_batch(&self, batch: &Batch, model: &Model) -> DeviceBatch {
         let on_device = DeviceBatch::new(batch, model);
@@ -224,7 +216,7 @@ impl Trainer {
         if let Some(reach) = self.reach()?
             && reach.shallow()
         {
-            tracing::warn!("{}", self.depth_guidance()?.unwrap_or_else(|| reach.describe()));
+            tracing::warn!("{}", self.guidance_for(&reach)?);
         }
         let mut meter = Meter::open(Path::new("/"), None, &self.device);
         let c = self.config.clone();
@@ -467,18 +459,18 @@ impl Trainer {
         // The head runs on target tokens only, so its share of the budget follows the data.
         let targets = self.examples.iter().map(|e| e.target_len()).sum::<usize>() as f64 / self.examples.len() as f64;
         let shape = BatchShape::padded(&model.op_graph(), self.config.batch_size, self.config.max_len).with_mean_targets(targets);
-        let shape = match grad_share {
-            Some(share) => shape.with_grad_share(share),
-            None => shape,
-        };
-        let p = self.profile_for(model, shape)?;
+        let p = self.profile_for(model, with_share(shape, grad_share))?;
         Ok(Some(Reach::of(&p, self.config.rho)))
     }
 
     /// The depth line for the user choosing rho: [`Reach::describe`], and where this rho is too
     /// shallow and the prompt is not frozen yet, how deep freezing it would let the same rho reach.
     pub fn depth_guidance(&self) -> Result<Option<String>> {
-        let Some(reach) = self.reach()? else { return Ok(None) };
+        self.reach()?.map(|reach| self.guidance_for(&reach)).transpose()
+    }
+
+    /// [`Trainer::depth_guidance`] for this run's `reach`.
+    fn guidance_for(&self, reach: &Reach) -> Result<String> {
         let mut text = reach.describe();
         if reach.shallow()
             && !self.freezes_prompt()
@@ -493,7 +485,7 @@ impl Trainer {
                 frozen.blocks
             );
         }
-        Ok(Some(text))
+        Ok(text)
     }
 
     /// The profile GreenTrainer selects over: per tensor, or split into row blocks.
@@ -566,7 +558,7 @@ impl Trainer {
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
         let SelectionPoint { batches, lr, step } = at;
-        let p = self.profile_for(model, self.planning_shape(batches[0].shape))?;
+        let p = self.profile_for(model, with_share(batches[0].shape, self.grad_share))?;
         let (names, importance, flops, deepest) = match c.method {
             MethodKind::Full => (model.param_names().into_iter().collect(), Vec::new(), 0.0, None),
             MethodKind::TopK => (model.top_layers(c.top_k), Vec::new(), 0.0, None),
@@ -610,6 +602,14 @@ impl Trainer {
             removed: before.difference(&names).cloned().collect(),
         });
         Ok((names, flops))
+    }
+}
+
+/// `shape` with the backward pass over `share` of its tokens (a frozen prompt prefix), if any.
+fn with_share(shape: BatchShape, share: Option<f64>) -> BatchShape {
+    match share {
+        Some(share) => shape.with_grad_share(share),
+        None => shape,
     }
 }
 
