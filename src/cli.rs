@@ -337,6 +337,11 @@ pub enum BenchCommand {
         /// Only full fine-tuning (beside PyTorch's): the quick speed check.
         #[arg(long)]
         full_only: bool,
+        /// This share of each row is a prompt without targets, which GreenTrainer runs without
+        /// gradient (`frozen_prompt`); the other methods differentiate every token as they do in
+        /// training. 0: every token is a target.
+        #[arg(long, default_value_t = 0.0)]
+        frozen_prompt: f64,
         /// Where to write the JSON rows.
         #[arg(long, default_value = "runs/bench-train.json")]
         json: PathBuf,
@@ -514,17 +519,18 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             println!("{}", crate::bench::forward::table(&rows, batch, seq));
         }
-        Command::Bench(BenchCommand::Train { model, batch, seq, steps, full_only, json }) => {
+        Command::Bench(BenchCommand::Train { model, batch, seq, steps, full_only, frozen_prompt, json }) => {
             let mut rows = Vec::new();
             for dev in bench_devices(model.on) {
                 eprintln!("benchmarking training on {} ...", dev.name);
                 let m = model.load(&dev)?;
                 // The reference runs even where the engine cannot (a tensor past the adapter's
                 // binding limit): its row says what this device should reach.
-                let mut r = crate::bench::train::run(&m, &dev, batch, seq, steps, full_only).unwrap_or_else(|e| {
-                    eprintln!("{}: {e}", dev.name);
-                    Vec::new()
-                });
+                let mut r = crate::bench::train::run(&m, &dev, crate::bench::train::Shape { batch, seq, frozen_prompt }, steps, full_only)
+                    .unwrap_or_else(|e| {
+                        eprintln!("{}: {e}", dev.name);
+                        Vec::new()
+                    });
                 match model.torch().measure(&m, dev.backend, batch, seq, steps) {
                     Ok(t) => crate::bench::train::add_torch(&mut r, &dev.name, &t, batch, seq),
                     Err(e) => eprintln!("PyTorch reference skipped: {e}"),

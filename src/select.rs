@@ -48,6 +48,10 @@ pub struct Candidate {
     pub importance: f64,
     /// False for weightless chain nodes.
     pub selectable: bool,
+    /// Memory-bound work of updating this tensor each step, which its MACs leave out (its gradient
+    /// written out and read back, the optimizer's pass), in MAC-equivalents; 0 for chain nodes.
+    #[serde(default)]
+    pub t_update: f64,
 }
 
 /// Budget and resolution of one selection.
@@ -112,6 +116,11 @@ pub struct Selection {
     pub total_cost: f64,
     /// `total_cost / t_full`, from unrounded costs.
     pub realised_rho: f64,
+    /// Summed `t_update` of the selected tensors.
+    pub update_cost: f64,
+    /// `(total_cost + update_cost) / (t_full + every t_update)`: the share of full fine-tuning's
+    /// modelled step time, which is held within rho as well.
+    pub time_rho: f64,
     /// Summed importance of the selected tensors.
     pub importance: f64,
     /// `rho * t_full`: the allowed per-step cost.
@@ -200,7 +209,8 @@ fn own_dy(candidate: &Candidate, rule: CostRule) -> f64 {
     }
 }
 
-/// Maximises summed importance subject to `t_fp + bp(m) <= rho * t_full`.
+/// Maximises summed importance subject to `t_fp + bp(m) <= rho * t_full`, and to the same bound
+/// on modelled time (MACs plus each trained tensor's `t_update`, against full fine-tuning's).
 ///
 /// Exact on the grid: for every deepest candidate `j*` (swept from the output downward) the rest is a
 /// 0/1 knapsack over the shallower candidates with capacity `C - units(A(j*) + t_dw(j*))`; one table
@@ -208,6 +218,11 @@ fn own_dy(candidate: &Candidate, rule: CostRule) -> f64 {
 /// never exceeds the budget. Candidates with importance <= 0 are never selected: dropping one never
 /// lowers the objective and never raises the cost (a shallower deepest needs less chain), so an
 /// optimum without them always exists. An empty selection is returned when nothing fits.
+///
+/// The time bound binds where a selection trains many parameters over few differentiated tokens
+/// (a frozen prompt prefix): there the update work rivals the gradient's MACs. Then the knapsack
+/// is solved on MACs plus update, and, should that overrun the MACs budget, on a shrinking share
+/// of the time budget until both hold.
 pub fn select(candidates: &[Candidate], t_fp: f64, config: &SelectConfig) -> Result<Selection, SelectError> {
     select_within(candidates, t_fp, full_cost(candidates, t_fp), config)
 }
@@ -229,12 +244,29 @@ pub fn select_within(candidates: &[Candidate], t_fp: f64, t_full: f64, config: &
     if backward_budget < -RHO_TOLERANCE * t_full {
         return Err(SelectError::InfeasibleRho { rho: config.rho, min_rho: t_fp / t_full });
     }
+    let update_full: f64 = candidates.iter().map(|c| c.t_update).sum();
+    let time_budget = config.rho * (t_full + update_full);
+    let tolerance = RHO_TOLERANCE * (t_full + update_full);
+    let macs = |set: &[usize]| t_fp + backward_cost(candidates, set, config.rule);
+    let time = |set: &[usize]| macs(set) + set.iter().map(|&j| candidates[j].t_update).sum::<f64>();
     let grid = CostGrid::new(backward_budget.max(0.0), config.capacity);
 
     let mut selected = sweep(candidates, &grid, config.rule);
+    if time(&selected) > time_budget + tolerance {
+        let with_update: Vec<Candidate> = candidates.iter().map(|c| Candidate { t_dw: c.t_dw + c.t_update, t_update: 0.0, ..*c }).collect();
+        let within_macs = |share: f64| {
+            let set = sweep(&with_update, &CostGrid::new(share * (time_budget - t_fp).max(0.0), config.capacity), config.rule);
+            (macs(&set) <= budget + tolerance).then_some(set)
+        };
+        selected = match within_macs(1.0) {
+            Some(set) => set,
+            None => shrink_until(within_macs, &|set: &[usize]| set.iter().map(|&j| candidates[j].importance).sum()),
+        };
+    }
     selected.sort_unstable();
     let backward = backward_cost(candidates, &selected, config.rule);
     let total = t_fp + backward;
+    let update_cost = selected.iter().map(|&j| candidates[j].t_update).sum::<f64>();
     Ok(Selection {
         deepest: selected.last().copied(),
         importance: selected.iter().map(|&j| candidates[j].importance).sum(),
@@ -242,9 +274,33 @@ pub fn select_within(candidates: &[Candidate], t_fp: f64, t_full: f64, config: &
         backward_cost: backward,
         total_cost: total,
         realised_rho: total / t_full,
+        update_cost,
+        time_rho: (total + update_cost) / (t_full + update_full),
         budget,
         grid,
     })
+}
+
+/// The most important answer of `within` (a selection for a share of the time budget, `None` where
+/// it overruns the MACs budget) found by bisecting the share: the answers need not shrink in step
+/// with it, so each feasible one is kept. Share 0 selects nothing, which always fits.
+fn shrink_until(within: impl Fn(f64) -> Option<Vec<usize>>, importance: &dyn Fn(&[usize]) -> f64) -> Vec<usize> {
+    const HALVINGS: usize = 24;
+    let (mut fits, mut overruns) = (0.0, 1.0);
+    let mut best: Vec<usize> = Vec::new();
+    for _ in 0..HALVINGS {
+        let share = (fits + overruns) / 2.0;
+        match within(share) {
+            Some(set) => {
+                if importance(&set) > importance(&best) {
+                    best = set;
+                }
+                fits = share;
+            }
+            None => overruns = share,
+        }
+    }
+    best
 }
 
 /// The best answer seen so far while sweeping the deepest candidate.
@@ -387,7 +443,7 @@ fn validate_costs(candidates: &[Candidate], t_fp: f64) -> Result<(), SelectError
         return Err(SelectError::InvalidForwardCost { value: t_fp });
     }
     for (index, c) in candidates.iter().enumerate() {
-        for (field, value) in [("t_dy", c.t_dy), ("t_dw", c.t_dw)] {
+        for (field, value) in [("t_dy", c.t_dy), ("t_dw", c.t_dw), ("t_update", c.t_update)] {
             if !valid(value) {
                 return Err(SelectError::InvalidCost { index, field, value });
             }

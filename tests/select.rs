@@ -47,7 +47,7 @@ fn random_instance(rng: &mut Rng, n: usize, integer_costs: bool, rule: CostRule)
             let t_dy = cost(rng, 0.15);
             let t_dw = if selectable { cost(rng, 0.1) } else { 0.0 };
             let importance = if rng.chance(0.15) { -rng.unit() } else { 1.0 - rng.unit() };
-            Candidate { t_dy, t_dw, importance, selectable }
+            Candidate { t_dy, t_dw, importance, selectable, t_update: 0.0 }
         })
         .collect();
     let backward: f64 = candidates.iter().map(|c| c.t_dy + c.t_dw).sum();
@@ -162,11 +162,11 @@ fn reported_costs_match_the_selected_set() {
 }
 
 fn candidate(t_dy: f64, t_dw: f64, importance: f64) -> Candidate {
-    Candidate { t_dy, t_dw, importance, selectable: true }
+    Candidate { t_dy, t_dw, importance, selectable: true, t_update: 0.0 }
 }
 
 fn chain_node(t_dy: f64) -> Candidate {
-    Candidate { t_dy, t_dw: 0.0, importance: 0.0, selectable: false }
+    Candidate { t_dy, t_dw: 0.0, importance: 0.0, selectable: false, t_update: 0.0 }
 }
 
 #[test]
@@ -282,4 +282,68 @@ fn grid_units_round_up_and_saturate() {
     let closed = CostGrid::new(0.0, 10);
     assert_eq!(closed.units(0.0), 0);
     assert_eq!(closed.units(1e-300), 11);
+}
+
+/// Three tensors, the first (nearest the output) cheap in MACs but costly to update.
+fn update_heavy_head(importance_head: f64, chain_dy: f64) -> Vec<Candidate> {
+    vec![Candidate { t_update: 10.0, ..candidate(0.0, 1.0, importance_head) }, candidate(chain_dy, 1.0, 1.0), candidate(chain_dy, 1.0, 1.0)]
+}
+
+#[test]
+fn the_update_bound_replaces_a_macs_only_choice_that_overruns_time() {
+    // Forward 7: full fine-tuning costs 10 MACs and 20 in modelled time; rho 0.9 allows 9 and 18.
+    // On MACs alone the head and one more (2.5) fit; with the head's update they take 19 of 18.
+    // Without the head, the other two fit both bounds: 9 MACs.
+    let candidates = update_heavy_head(1.5, 0.0);
+    let s = select(&candidates, 7.0, &SelectConfig { capacity: 1000, ..SelectConfig::new(0.9) }).unwrap();
+    assert_eq!(s.selected, vec![1, 2]);
+    assert!((s.realised_rho - 0.9).abs() < 1e-12 && (s.time_rho - 9.0 / 20.0).abs() < 1e-12, "{s:?}");
+    assert_eq!(s.update_cost, 0.0);
+}
+
+#[test]
+fn where_the_time_bound_choice_overruns_macs_a_smaller_budget_is_bisected() {
+    // Forward 10: full fine-tuning costs 15 MACs and 25 in modelled time; rho 0.8 allows 12 and 20.
+    // Time alone picks the last two (13 MACs); both bounds allow one of them (11 or 12 MACs), and
+    // nothing with the head (its update takes time to 21 at least).
+    let candidates = update_heavy_head(1.0, 1.0);
+    let s = select(&candidates, 10.0, &SelectConfig { capacity: 1000, ..SelectConfig::new(0.8) }).unwrap();
+    assert_eq!(s.importance, 1.0, "{s:?}");
+    assert!(!s.selected.contains(&0), "{s:?}");
+    assert!(s.realised_rho <= 0.8 && s.time_rho <= 0.8, "{s:?}");
+}
+
+#[test]
+fn both_bounds_hold_and_fine_grids_reach_the_optimum() {
+    let mut rng = Rng(0x5EED_0007);
+    for round in 0..300 {
+        let n = 1 + round % 12;
+        let rule = if round % 2 == 0 { CostRule::Reference } else { CostRule::Exact };
+        let mut instance = random_instance(&mut rng, n, false, rule);
+        for c in instance.candidates.iter_mut().filter(|c| c.selectable) {
+            c.t_update = 300.0 * rng.unit();
+        }
+        let cands = &instance.candidates;
+        let selection = select(cands, instance.t_fp, &instance.config).unwrap();
+        let t_full = full_cost(cands, instance.t_fp);
+        let update_full: f64 = cands.iter().map(|c| c.t_update).sum();
+        let rho = instance.config.rho;
+        let tolerance = 1e-9 * (t_full + update_full);
+        let macs = |set: &[usize]| selection_cost(cands, instance.t_fp, set, rule).unwrap();
+        let time = |set: &[usize]| macs(set) + set.iter().map(|&j| cands[j].t_update).sum::<f64>();
+        let set = &selection.selected;
+        assert!(macs(set) <= rho * t_full + tolerance, "round {round}: MACs over budget");
+        assert!(time(set) <= rho * (t_full + update_full) + tolerance, "round {round}: time over budget");
+        assert!((selection.time_rho - time(set) / (t_full + update_full)).abs() < 1e-9, "round {round}");
+        let best = subsets(cands)
+            .filter(|s| macs(s) <= rho * t_full + tolerance && time(s) <= rho * (t_full + update_full) + tolerance)
+            .map(|s| importance_of(cands, &s))
+            .fold(0.0, f64::max);
+        assert!(selection.importance <= best + 1e-9, "round {round}: {} above the optimum {best}", selection.importance);
+        // On fine grids the answer is the optimum under both bounds in every one of these instances
+        // (the bisection's included); coarse grids round costs up and may settle for less.
+        if instance.config.capacity >= 1000 {
+            assert!(selection.importance >= best - 1e-9, "round {round}: {} below the optimum {best}", selection.importance);
+        }
+    }
 }

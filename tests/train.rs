@@ -260,7 +260,7 @@ fn a_frozen_prompt_trains_deeper_within_the_same_rho() {
         events
             .iter()
             .find_map(|e| match e {
-                Event::Selection { selected, realised_rho, .. } => Some((selected.clone(), *realised_rho)),
+                Event::Selection { selected, realised_rho, time_rho, .. } => Some((selected.clone(), (*realised_rho, *time_rho))),
                 _ => None,
             })
             .expect("a selection event")
@@ -272,11 +272,13 @@ fn a_frozen_prompt_trains_deeper_within_the_same_rho() {
     let dir = tempfile::tempdir().unwrap();
     let (_, frozen, losses) = run(TrainConfig { frozen_prompt: true, ..long(dir.path()) }, false, None);
     assert_eq!(losses.len(), 4);
-    let ((exact_set, _), (frozen_set, frozen_rho)) = (selection(&exact), selection(&frozen));
+    let ((exact_set, _), (frozen_set, (frozen_rho, frozen_time))) = (selection(&exact), selection(&frozen));
     // The demo rows' prompts are most of each row: the backward pass left over is cheap enough to
     // train more tensors within the same budget.
     assert!(frozen_set.len() > exact_set.len(), "{frozen_set:?} frozen-prompt vs {exact_set:?} exact");
     assert!(frozen_rho <= 0.5 + 1e-9, "planned {frozen_rho}");
+    // The modelled step time, each trained parameter's update included, within rho too.
+    assert!(frozen_time <= 0.5 + 1e-9, "planned time {frozen_time}");
     // Spent over the run (scoring included) against full fine-tuning on every token: scoring with
     // the prefix frozen is cheaper too.
     let ratio = |events: &[Event]| {

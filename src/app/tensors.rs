@@ -29,9 +29,9 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     };
     let empty = (Vec::new(), Vec::new());
     let (selected, importance) = match app.run.selection() {
-        Some(Event::Selection { step, selected, deepest, realised_rho, importance, added, removed, .. }) => {
+        Some(Event::Selection { step, selected, deepest, realised_rho, time_rho, importance, added, removed, .. }) => {
             ui.label(format!(
-                "Selection at step {step}: {} tensors trained, realised rho {realised_rho:.3}; the backward pass stops at {}",
+                "Selection at step {step}: {} tensors trained, realised rho {realised_rho:.3} (FLOPs; {time_rho:.3} of the modelled time); the backward pass stops at {}",
                 selected.len(),
                 deepest.as_deref().unwrap_or("-")
             ));

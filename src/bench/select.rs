@@ -20,6 +20,8 @@ pub fn run(n: usize, c: usize) -> String {
                     t_dw: rng.random_range(0.0..1.0),
                     importance: rng.random_range(-0.2..1.0),
                     selectable: true,
+                    // Some instances then need the time-bound passes too.
+                    t_update: rng.random_range(0.0..0.5),
                 })
                 .collect();
             let t_fp: f64 = candidates.iter().map(|c| c.t_dy).sum();

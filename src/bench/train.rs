@@ -17,7 +17,7 @@ use crate::model::{Linears, Model, Parameters};
 use crate::profile::{Profile, profile};
 use crate::select::SelectConfig;
 use crate::train::batch::DeviceBatch;
-use crate::train::cost::step_macs;
+use crate::train::cost::{step_macs, step_time_share};
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::step::forward_backward;
 
@@ -32,6 +32,9 @@ pub struct TrainRow {
     pub tokens_per_s: f64,
     /// Predicted by the FLOPs model: (T_fp + bp(m)) / T_full.
     pub flops_ratio: f64,
+    /// Predicted step time: MACs plus each trained parameter's update work, against full
+    /// fine-tuning's (`train::cost::step_time_share`), to compare with `time_ratio`.
+    pub modelled_time_ratio: f64,
     /// Measured: step time / full fine-tuning step time.
     pub time_ratio: f64,
     /// Measured: forward+backward time / that of full fine-tuning.
@@ -53,21 +56,59 @@ struct Method {
     /// The model as this method trains it (LoRA adds adapters).
     model: Model,
     trainable: BTreeSet<String>,
+    /// Runs the batch's prompt prefix without gradient (GreenTrainer's `frozen_prompt`).
+    frozen_prompt: bool,
+}
+
+/// The benchmark's batch: `batch` random rows of `seq` tokens whose first `frozen_prompt` share
+/// is a prompt without targets.
+#[derive(Clone, Copy)]
+pub struct Shape {
+    pub batch: usize,
+    pub seq: usize,
+    pub frozen_prompt: f64,
+}
+
+/// The batch as the methods see it: every token differentiated, and GreenTrainer's with the prompt
+/// prefix frozen, each with its profile.
+struct Batches {
+    whole: (DeviceBatch, Profile),
+    frozen: (DeviceBatch, Profile),
+}
+
+impl Batches {
+    fn new(model: &Model, shape: Shape) -> Result<Self, String> {
+        let Shape { batch, seq, frozen_prompt } = shape;
+        let mut host = super::random_batch(model, batch, seq);
+        let prompt = ((frozen_prompt.clamp(0.0, 1.0) * seq as f64) as usize).min(seq.saturating_sub(2));
+        for row in host.labels.chunks_mut(seq) {
+            row[..prompt].fill(-100);
+        }
+        host.target_tokens = batch * (seq - prompt);
+        let whole = DeviceBatch::new(&host, model);
+        let frozen = whole.clone().freeze_prompt();
+        let profiled = |b: DeviceBatch| profile(&model.op_graph(), b.shape, false).map(|p| (b, p)).map_err(|e| e.to_string());
+        Ok(Self { whole: profiled(whole)?, frozen: profiled(frozen)? })
+    }
+
+    fn of(&self, m: &Method) -> &(DeviceBatch, Profile) {
+        if m.frozen_prompt { &self.frozen } else { &self.whole }
+    }
 }
 
 /// Runs the comparison on `dev`; `steps` timed steps per method after one warm-up step.
 /// `full_only` leaves out every method but full fine-tuning: the quick speed check against PyTorch.
-pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: usize, full_only: bool) -> Result<Vec<TrainRow>, String> {
+pub fn run(model: &Model, dev: &ComputeDevice, shape: Shape, steps: usize, full_only: bool) -> Result<Vec<TrainRow>, String> {
     // No logits-size check: training runs the head in chunks (model::loss::head_cross_entropy).
     let device = &dev.device;
-    let host = super::random_batch(model, batch, seq);
-    let b = DeviceBatch::new(&host, model);
-    let p = profile(&model.op_graph(), b.shape, false).map_err(|e| e.to_string())?;
-    let methods = methods(model, &p, &b, full_only)?;
+    let Shape { batch, seq, frozen_prompt } = shape;
+    let batches = Batches::new(model, shape)?;
+    let methods = methods(model, &batches, frozen_prompt, full_only)?;
     let mut rows: Vec<TrainRow> = Vec::new();
     let mut full_time = None;
     let mut full_fb = None;
     for m in &methods {
+        let (b, p) = batches.of(m);
         let mut working = m.model.clone();
         let mut optimizer = AdamW::new(AdamWConfig::default());
         let timed = guarded(|| {
@@ -75,7 +116,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             let mut fb_times = Vec::new();
             let mut step = || -> Result<(f64, f64), String> {
                 let start = Instant::now();
-                let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b).map_err(|e| e.to_string())?;
+                let pass = forward_backward(&working, &|n| m.trainable.contains(n), b).map_err(|e| e.to_string())?;
                 let _ = device.sync();
                 let fb = start.elapsed().as_secs_f64();
                 optimizer.step(&mut working, &pass.grads, 1e-5, 1.0);
@@ -93,7 +134,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             // pool first, and refilling it would slow the step it measures.
             let probe = PeakProbe::for_backend(dev.backend);
             let before = probe.reset(device);
-            let pass = forward_backward(&working, &|n| m.trainable.contains(n), &b).map_err(|e| e.to_string())?;
+            let pass = forward_backward(&working, &|n| m.trainable.contains(n), b).map_err(|e| e.to_string())?;
             let _ = device.sync();
             let peak = before.zip(probe.peak(device)).map(|(a, z)| z - a);
             drop(pass);
@@ -115,7 +156,8 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             });
             n
         };
-        let flops_ratio = step_macs(&p, &m.model, &m.trainable) / p.t_full();
+        let flops_ratio = step_macs(p, &m.model, &m.trainable) / p.t_full();
+        let modelled_time_ratio = step_time_share(p, &m.model, &m.trainable);
         let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
         rows.push(TrainRow {
             device: dev.name.clone(),
@@ -125,6 +167,7 @@ pub fn run(model: &Model, dev: &ComputeDevice, batch: usize, seq: usize, steps: 
             fwd_bwd_s,
             tokens_per_s: (batch * seq) as f64 / step_s,
             flops_ratio,
+            modelled_time_ratio,
             time_ratio: 0.0,
             fwd_bwd_ratio: 0.0,
             weights_mib: mib(model.num_params() * 4),
@@ -157,6 +200,7 @@ pub fn add_torch(rows: &mut Vec<TrainRow>, device: &str, torch: &TorchStep, batc
         fwd_bwd_s: torch.fwd_bwd_s,
         tokens_per_s: (batch * seq) as f64 / torch.step_s,
         flops_ratio: 1.0,
+        modelled_time_ratio: 1.0,
         time_ratio: full.map_or(f64::NAN, |(step, _)| torch.step_s / step),
         fwd_bwd_ratio: full.map_or(f64::NAN, |(_, fb)| torch.fwd_bwd_s / fb),
         weights_mib: f64::NAN,
@@ -168,24 +212,33 @@ pub fn add_torch(rows: &mut Vec<TrainRow>, device: &str, torch: &TorchStep, batc
 }
 
 /// Full first (the reference), then GreenTrainer at rho 0.4/0.5/0.7 (importance scored once on the
-/// batch), FT-top-2 and LoRA.
-fn methods(model: &Model, p: &Profile, b: &DeviceBatch, full_only: bool) -> Result<Vec<Method>, String> {
-    let method = |name: String, trainable: BTreeSet<String>| Method { name, model: model.clone(), trainable };
+/// batch; with `frozen_prompt` on its prompt-frozen form), FT-top-2 and LoRA.
+fn methods(model: &Model, batches: &Batches, prompt_share: f64, full_only: bool) -> Result<Vec<Method>, String> {
+    let method = |name: String, trainable: BTreeSet<String>| Method { name, model: model.clone(), trainable, frozen_prompt: false };
     let mut out = vec![method("full".into(), model.param_names().into_iter().collect())];
     if full_only {
         return Ok(out);
     }
+    let frozen_prompt = prompt_share > 0.0;
+    let (b, p) = if frozen_prompt { &batches.frozen } else { &batches.whole };
     let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true).map_err(|e| e.to_string())?;
     let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
+    let prompt = if frozen_prompt { format!(", {:.0}% prompt frozen", 100.0 * prompt_share) } else { String::new() };
     for rho in [0.4, 0.5, 0.7] {
         let exec = p.select(&per_node, &SelectConfig::new(rho)).map_err(|e| e.to_string())?;
-        out.push(method(format!("GreenTrainer rho={rho}"), exec.iter().map(|&i| p.nodes[i].name.clone()).collect()));
+        let trainable = exec.iter().map(|&i| p.nodes[i].name.clone()).collect();
+        out.push(Method { frozen_prompt, ..method(format!("GreenTrainer rho={rho}{prompt}"), trainable) });
     }
     out.push(method("FT-top-2".into(), model.top_layers(2)));
     let mut adapted = model.clone();
     let lora = LoraConfig { targets: default_targets(&model.info().model_type), ..LoraConfig::default() };
     let names = adapted.attach_lora(&lora);
-    out.push(Method { name: format!("LoRA r={} on q,v", lora.rank), model: adapted, trainable: names.into_iter().collect() });
+    out.push(Method {
+        name: format!("LoRA r={} on q,v", lora.rank),
+        model: adapted,
+        trainable: names.into_iter().collect(),
+        frozen_prompt: false,
+    });
     Ok(out)
 }
 
@@ -248,11 +301,11 @@ fn mib_cell(v: f64) -> String {
 
 pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
     let mut out = String::from(
-        "| device | method | tensors | step s | tok/s | x PyTorch full | FLOPs ratio (model) | fwd+bwd time ratio | step time ratio | weights MiB | grads MiB | optimizer MiB | fwd+bwd peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| device | method | tensors | step s | tok/s | x PyTorch full | FLOPs ratio (model) | fwd+bwd time ratio | step time ratio (model) | step time ratio | weights MiB | grads MiB | optimizer MiB | fwd+bwd peak MiB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {:.3} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.3} | {:.0} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} |\n",
             r.device,
             r.method,
             r.tensors,
@@ -261,6 +314,7 @@ pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
             r.vs_torch_full.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
             r.flops_ratio,
             r.fwd_bwd_ratio,
+            r.modelled_time_ratio,
             r.time_ratio,
             mib_cell(r.weights_mib),
             mib_cell(r.grads_mib),
@@ -269,6 +323,6 @@ pub fn table(rows: &[TrainRow], batch: usize, seq: usize) -> String {
         );
     }
     out + &format!(
-        "\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio; x PyTorch full = PyTorch eager full fine-tuning's step time / this step time (above 1 is faster), PyTorch's ratios are to this engine's full fine-tuning\n"
+        "\nbatch {batch} x {seq} tokens; median step (forward + backward + AdamW) after one warm-up step; FLOPs ratio = (T_fp + bp(m)) / T_full predicted by the profiler, to compare with the fwd+bwd time ratio; step time ratio (model) adds each trained parameter's update work, to compare with the step time ratio; x PyTorch full = PyTorch eager full fine-tuning's step time / this step time (above 1 is faster), PyTorch's ratios are to this engine's full fine-tuning\n"
     )
 }

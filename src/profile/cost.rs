@@ -2,6 +2,16 @@
 
 use super::{BatchShape, OpKind, Stream};
 
+/// The memory-bound work of updating one trained parameter each step, in MAC-equivalents: its
+/// weight gradient written onto fresh pages and transposed into place, read back for clipping,
+/// and the optimizer's pass over weight, gradient and moments, some 50 bytes a parameter that the
+/// MAC count leaves out. It matters where a step differentiates few tokens yet trains many
+/// tensors (a frozen prompt prefix): there it rivals the gradients' MACs. Calibrated on the 2-core
+/// CI CPU with `bench train --frozen-prompt 0.8` (SmolLM2-135M, 4 x 256): with every tensor
+/// trained over the last fifth of the tokens, a step took 0.595-0.611 of full fine-tuning's time
+/// at 0.497 of its MACs, which this value predicts (0.633) from above; 256 predicted 0.539.
+pub const UPDATE_MACS_PER_PARAM: f64 = 1024.0;
+
 /// MACs of one op for one batch.
 pub(super) struct OpCost {
     pub t_fp: f64,

@@ -30,6 +30,7 @@ pub mod opt;
 pub mod reach;
 pub mod t5;
 
+pub use cost::UPDATE_MACS_PER_PARAM;
 pub use flops::{FLOPS_PER_MAC, FlopsConvention};
 
 use serde::{Deserialize, Serialize};
@@ -289,6 +290,12 @@ impl Profile {
         self.t_fp() + self.t_bp_full()
     }
 
+    /// Full fine-tuning's update work ([`UPDATE_MACS_PER_PARAM`] for every parameter): with
+    /// [`Profile::t_full`], its modelled step time.
+    pub fn full_update(&self) -> f64 {
+        UPDATE_MACS_PER_PARAM * self.nodes.iter().map(|n| n.param_numel as f64).sum::<f64>()
+    }
+
     /// The smallest feasible rho: the forward pass alone.
     pub fn min_rho(&self) -> f64 {
         self.t_fp() / self.t_full()
@@ -315,6 +322,7 @@ impl Profile {
                 t_dw: node.t_dw,
                 importance: if node.selectable { importance } else { 0.0 },
                 selectable: node.selectable,
+                t_update: if node.selectable { UPDATE_MACS_PER_PARAM * node.param_numel as f64 } else { 0.0 },
             })
             .collect())
     }

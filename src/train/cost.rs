@@ -6,8 +6,21 @@
 use std::collections::BTreeSet;
 
 use crate::model::{Model, ParamRef, Parameters};
-use crate::profile::Profile;
+use crate::profile::{Profile, UPDATE_MACS_PER_PARAM};
 use crate::select::CostRule;
+
+/// The share of full fine-tuning's modelled step time one step takes: its MACs plus the update
+/// work of the parameters it trains ([`UPDATE_MACS_PER_PARAM`] each; for LoRA the adapters'),
+/// against every MAC and every parameter's update. GreenTrainer's selection holds it within rho.
+pub fn step_time_share(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f64 {
+    let mut trained = 0usize;
+    model.visit(&mut |name, t| {
+        if trainable.contains(name) {
+            trained += t.numel();
+        }
+    });
+    (step_macs(p, model, trainable) + UPDATE_MACS_PER_PARAM * trained as f64) / (p.t_full() + p.full_update())
+}
 
 /// Multiply-accumulates of one step (exact chain rule).
 pub fn step_macs(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f64 {

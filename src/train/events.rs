@@ -40,6 +40,10 @@ pub enum Event {
         deepest: Option<String>,
         /// (T_fp + bp(m)) / T_full with unrounded costs.
         realised_rho: f64,
+        /// The same for the modelled step time, which counts each trained parameter's update too
+        /// (`train::cost::step_time_share`); also held within rho.
+        #[serde(default)]
+        time_rho: f64,
         /// Normalised importance per scored tensor.
         importance: Vec<(String, f64)>,
         /// FLOPs spent on scoring (two forward+backward passes).

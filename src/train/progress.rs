@@ -27,9 +27,9 @@ impl EventSink for ProgressPrinter {
                 Some(bar) => bar.set_message(format!("scoring importance: pass {} of {passes}", pass + 1)),
                 None => eprintln!("scoring importance: pass {} of {passes}", pass + 1),
             },
-            Event::Selection { selected, realised_rho, deepest, step, .. } => {
+            Event::Selection { selected, realised_rho, time_rho, deepest, step, .. } => {
                 self.println(format!(
-                    "step {step}: training {} tensors, realised rho {realised_rho:.3}, backward stops at {}",
+                    "step {step}: training {} tensors, realised rho {realised_rho:.3} (FLOPs; {time_rho:.3} of the modelled time), backward stops at {}",
                     selected.len(),
                     deepest.as_deref().unwrap_or("-")
                 ));

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::batch::{DeviceBatch, frozen_prefix};
 use super::checkpoint::{self, RunState};
 use super::config::{Granularity, MethodKind, TrainConfig};
-use super::cost::step_macs;
+use super::cost::{step_macs, step_time_share};
 use super::events::{Event, EventSink};
 use super::optim::{AdamW, AdamWConfig, LinearSchedule};
 use super::step::{forward_backward_rows, grad_norm};
@@ -591,11 +591,13 @@ impl Trainer {
         };
         let before: BTreeSet<String> = previous.map(|s| s.names.clone()).unwrap_or_default();
         let realised = step_macs(&p, model, &names) / p.t_full();
+        let time_rho = step_time_share(&p, model, &names);
         sink.emit(&Event::Selection {
             step,
             selected: names.iter().cloned().collect(),
             deepest: deepest.or_else(|| p.nodes.iter().find(|n| names.contains(&n.name)).map(|n| n.name.clone())),
             realised_rho: realised,
+            time_rho,
             importance,
             importance_flops: flops,
             added: names.difference(&before).cloned().collect(),
