@@ -27,6 +27,45 @@ use crate::train::output::OutputMode;
 use crate::train::step::forward_backward;
 use crate::train::{Event, RunOutcome, TrainConfig, Trainer};
 
+/// Why a command failed, kept typed until the screen words it ([`Reply::Done`]).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Engine(#[from] crate::error::Error),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    /// What the user must do first (load a model, keep validation rows).
+    #[error("{0}")]
+    Needs(&'static str),
+    /// The output exists; `tick` names the box that allows replacing it.
+    #[error("{error}: tick \"{tick}\" to replace it")]
+    Exists { error: crate::error::Error, tick: &'static str },
+    /// Written, but what was written does not load again.
+    #[error("{done}, but reloading failed: {error}")]
+    Reload { done: &'static str, error: crate::error::Error },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: no events", .0.display())]
+    EmptyLog(PathBuf),
+    #[error("the device failed: {0}")]
+    Device(String),
+    /// An engine panic, caught so that it does not take the app down.
+    #[error("internal error: {0}")]
+    Panicked(String),
+}
+
+/// Replacing is refused unless the user ticked `tick`: say so on the error.
+fn refused_replace(tick: &'static str) -> impl FnOnce(crate::error::Error) -> WorkerError {
+    move |e| match e {
+        crate::error::Error::Exists { .. } => WorkerError::Exists { error: e, tick },
+        e => e.into(),
+    }
+}
+
+const LOAD_MODEL_FIRST: &str = "load a model first (Model panel)";
+
 /// Preview rows and histogram bins the Data panel shows.
 const PREVIEW_ROWS: usize = 8;
 const HISTOGRAM_BINS: usize = 24;
@@ -175,7 +214,7 @@ pub enum Reply {
     /// Exactly one per command.
     Done {
         task: &'static str,
-        result: Result<Output, String>,
+        result: Result<Output, WorkerError>,
     },
 }
 
@@ -274,7 +313,7 @@ impl Engine {
             // An engine panic must not take the app down: it becomes this command's error.
             let result = catch_unwind(AssertUnwindSafe(|| self.handle(command))).unwrap_or_else(|panic| {
                 let what = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
-                Err(format!("internal error: {}", what.unwrap_or_else(|| "the engine panicked".into())))
+                Err(WorkerError::Panicked(what.unwrap_or_else(|| "the engine panicked".into())))
             });
             self.reply(Reply::Done { task, result });
         }
@@ -285,15 +324,19 @@ impl Engine {
         self.ctx.request_repaint();
     }
 
-    fn model(&self) -> Result<&LoadedModel, String> {
-        self.loaded.as_ref().ok_or_else(|| "load a model first (Model panel)".to_string())
+    fn model(&self) -> Result<&LoadedModel, WorkerError> {
+        self.loaded.as_ref().ok_or(WorkerError::Needs(LOAD_MODEL_FIRST))
     }
 
-    fn handle(&mut self, command: Command) -> Result<Output, String> {
+    fn device(&self) -> Result<&ComputeDevice, WorkerError> {
+        self.device.as_ref().ok_or(WorkerError::Needs(LOAD_MODEL_FIRST))
+    }
+
+    fn handle(&mut self, command: Command) -> Result<Output, WorkerError> {
         match command {
             Command::LoadModel { path, device } => {
                 let device = ComputeDevice::open(device);
-                let loaded = load_model(&path, &device.device).map_err(|e| e.to_string())?;
+                let loaded = load_model(&path, &device.device)?;
                 let out = Output::Model {
                     path: path.clone(),
                     summary: ModelSummary::of(&loaded),
@@ -308,18 +351,18 @@ impl Engine {
             }
             Command::Preview { path, max_len, mapping } => {
                 let loaded = self.model()?;
-                let opts = LoadOptions { mapping, ..loaded.load_options(max_len).map_err(|e| e.to_string())? };
-                preview(&path, &loaded.tokenizer, &opts, PREVIEW_ROWS, HISTOGRAM_BINS).map(Output::Preview).map_err(|e| e.to_string())
+                let opts = LoadOptions { mapping, ..loaded.load_options(max_len)? };
+                Ok(Output::Preview(preview(&path, &loaded.tokenizer, &opts, PREVIEW_ROWS, HISTOGRAM_BINS)?))
             }
             Command::Train { config, mapping, validation_fraction, resume } => self.train(config, mapping, validation_fraction, resume),
             Command::Evaluate { data, max_len, mapping, validation_fraction, rows, max_new_tokens } => {
                 let loaded = self.model()?;
                 // The same evaluation as `greentrainer eval --max-len L --max-new-tokens N` on these rows.
                 let settings = EvalSettings::greedy(max_new_tokens, max_len);
-                let opts = settings.load_options(loaded).map_err(|e| e.to_string())?;
+                let opts = settings.load_options(loaded)?;
                 let (_, mut validation) = split(loaded, &data, LoadOptions { mapping, ..opts }, validation_fraction)?;
                 if validation.is_empty() {
-                    return Err("no validation rows: raise the validation share in the Data panel".into());
+                    return Err(WorkerError::Needs("no validation rows: raise the validation share in the Data panel"));
                 }
                 validation.truncate(rows.max(1));
                 let generation = settings.generation(loaded);
@@ -365,13 +408,9 @@ impl Engine {
                     None => None,
                 };
                 let existing = if replace { Existing::Replace } else { Existing::Refuse };
-                save_hf_folder(loaded, &dir, existing, None).map_err(|e| match e {
-                    crate::error::Error::Exists { .. } => format!("{e}: tick \"Replace the model folder\" to replace it"),
-                    e => e.to_string(),
-                })?;
+                save_hf_folder(loaded, &dir, existing, None).map_err(refused_replace("Replace the model folder"))?;
                 // The self-check: what was written must load again.
-                let device = self.device.as_ref().map(|d| d.device.clone()).ok_or("no device")?;
-                load_model(&dir, &device).map_err(|e| format!("saved, but reloading failed: {e}"))?;
+                load_model(&dir, &self.device()?.device).map_err(|error| WorkerError::Reload { done: "saved", error })?;
                 let delta = match (changed, delta) {
                     (Some(tensors), Some(metadata)) => Some(write_delta(&dir, &tensors, metadata)?),
                     _ => None,
@@ -381,24 +420,20 @@ impl Engine {
             Command::ExportGguf { path, precision, replace } => {
                 let loaded = self.model()?;
                 let existing = if replace { Existing::Replace } else { Existing::Refuse };
-                let done = save_gguf(loaded, &path, precision, existing).map_err(|e| match e {
-                    crate::error::Error::Exists { .. } => format!("{e}: tick \"Replace\" to replace it"),
-                    e => e.to_string(),
-                })?;
-                let device = self.device.as_ref().map(|d| d.device.clone()).ok_or("no device")?;
-                load_model(&path, &device).map_err(|e| format!("written, but reloading failed: {e}"))?;
+                let done = save_gguf(loaded, &path, precision, existing).map_err(refused_replace("Replace"))?;
+                load_model(&path, &self.device()?.device).map_err(|error| WorkerError::Reload { done: "written", error })?;
                 Ok(Output::ExportedGguf(done))
             }
             Command::OpenRun { log } => {
-                let events = read_log(&log).map_err(|e| e.to_string())?;
+                let events = read_log(&log)?;
                 if events.is_empty() {
-                    return Err(format!("{}: no events", log.display()));
+                    return Err(WorkerError::EmptyLog(log));
                 }
                 Ok(Output::Run { log, events })
             }
             Command::Calibrate { max_len } => Ok(self.calibrate(max_len)?.map_or(Output::Cancelled, Output::Calibrated)),
             Command::Compare { settings } => {
-                let device = self.device.clone().ok_or("load a model first (Model panel)")?;
+                let device = self.device()?.clone();
                 let mut progress = |what: &str| self.reply(Reply::CompareProgress(what.to_string()));
                 cancellable(crate::bench::accuracy::run(&settings, &device, &mut progress, &self.cancel).map(Output::Compared))
             }
@@ -408,9 +443,9 @@ impl Engine {
     /// Times one forward+backward pass of full fine-tuning on a random batch and divides by its
     /// FLOPs. A warm-up pass first, so kernel compilation and allocation are not timed.
     /// None when cancelled (between the warm-up and the timed pass, or after the latter).
-    fn calibrate(&self, max_len: usize) -> Result<Option<Calibration>, String> {
+    fn calibrate(&self, max_len: usize) -> Result<Option<Calibration>, WorkerError> {
         let loaded = self.model()?;
-        let device = self.device.as_ref().ok_or("load a model first (Model panel)")?;
+        let device = self.device()?;
         let seq = max_len.clamp(2, CALIBRATION_SEQ);
         let vocab = loaded.model.info().vocab_size as u64;
         // A fixed LCG: any tokens cost the same, and the pass stays reproducible.
@@ -433,8 +468,8 @@ impl Engine {
         };
         let on_device = DeviceBatch::new(&batch, &loaded.model);
         let pass = || {
-            forward_backward(&loaded.model, &|_| true, &on_device).map_err(|e| e.to_string())?;
-            device.device.sync().map_err(|e| format!("the device failed: {e:?}"))
+            forward_backward(&loaded.model, &|_| true, &on_device)?;
+            device.device.sync().map_err(|e| WorkerError::Device(format!("{e:?}")))
         };
         let cancelled = || self.cancel.load(Ordering::Relaxed);
         pass()?;
@@ -447,8 +482,7 @@ impl Engine {
         if cancelled() {
             return Ok(None);
         }
-        let flops =
-            crate::profile::FLOPS_PER_MAC * profile(&loaded.model.op_graph(), on_device.shape, false).map_err(|e| e.to_string())?.t_full();
+        let flops = crate::profile::FLOPS_PER_MAC * profile(&loaded.model.op_graph(), on_device.shape, false)?.t_full();
         Ok(Some(Calibration {
             seconds_per_flop: seconds / flops.max(1.0),
             device_memory: crate::green::device_memory(device),
@@ -457,17 +491,17 @@ impl Engine {
     }
 
     /// `model`'s reply to `history`, streamed to the UI as it grows; the Stop button ends it there.
-    fn chat_reply(&self, model: &LoadedModel, history: &[ChatMessage], sampling: &Sampling, side: ChatSide) -> Result<String, String> {
+    fn chat_reply(&self, model: &LoadedModel, history: &[ChatMessage], sampling: &Sampling, side: ChatSide) -> Result<String, WorkerError> {
         let mut on_text = |text: &str| {
             self.reply(Reply::ChatText { side, text: text.to_string() });
             !self.cancel.load(Ordering::Relaxed)
         };
-        crate::eval::chat::reply(model, history, sampling, &mut on_text).map_err(|e| e.to_string())
+        Ok(crate::eval::chat::reply(model, history, sampling, &mut on_text)?)
     }
 
     /// The fine-tuned tensors (HF names, merged) that differ from the base model's.
-    fn changed_tensors(&self) -> Result<Vec<NamedTensor>, String> {
-        let base = self.base.as_ref().ok_or("nothing to write as a delta: no training has changed the model yet")?;
+    fn changed_tensors(&self) -> Result<Vec<NamedTensor>, WorkerError> {
+        let base = self.base.as_ref().ok_or(WorkerError::Needs("nothing to write as a delta: no training has changed the model yet"))?;
         let mut before = HashMap::new();
         base.model.merged().visit(&mut |name, p| {
             before.insert(name.to_string(), p.to_vec());
@@ -480,24 +514,30 @@ impl Engine {
             }
         });
         if changed.is_empty() {
-            return Err("nothing to write as a delta: no tensor differs from the base model".into());
+            return Err(WorkerError::Needs("nothing to write as a delta: no tensor differs from the base model"));
         }
         Ok(changed)
     }
 
-    fn train(&mut self, config: TrainConfig, mapping: Option<Mapping>, validation_fraction: f64, resume: bool) -> Result<Output, String> {
-        let device = self.device.clone().ok_or("load a model first (Model panel)")?;
-        let mut trainer = Trainer::prepare(config.clone(), device).map_err(|e| e.to_string())?;
+    fn train(
+        &mut self,
+        config: TrainConfig,
+        mapping: Option<Mapping>,
+        validation_fraction: f64,
+        resume: bool,
+    ) -> Result<Output, WorkerError> {
+        let device = self.device()?.clone();
+        let mut trainer = Trainer::prepare(config.clone(), device)?;
         // The app holds out a validation share and may remap columns, so the examples are
         // re-read with its options; the split is seeded, so a resumed run sees the same rows.
-        let opts = trainer.loaded.load_options(config.max_len).map_err(|e| e.to_string())?;
+        let opts = trainer.loaded.load_options(config.max_len)?;
         let (train, _) = split(&trainer.loaded, &config.data, LoadOptions { mapping, ..opts }, validation_fraction)?;
         if train.is_empty() {
-            return Err("no training rows left after the validation split".into());
+            return Err(WorkerError::Needs("no training rows left after the validation split"));
         }
         trainer.examples = train;
         let mode = if resume { OutputMode::Resume } else { OutputMode::New };
-        let mut log = crate::train::output::open(&config, mode).map_err(|e| e.to_string())?;
+        let mut log = crate::train::output::open(&config, mode)?;
         let replies = self.replies.clone();
         let ctx = self.ctx.clone();
         let (paused, cancel) = (self.paused.clone(), self.cancel.clone());
@@ -513,7 +553,7 @@ impl Engine {
                 }
             }
         };
-        let outcome = trainer.run(&mut sink, &self.cancel, resume).map_err(|e| e.to_string())?;
+        let outcome = trainer.run(&mut sink, &self.cancel, resume)?;
         // Evaluate and Save now work on the fine-tuned weights; the first run keeps the loaded
         // model as the base to compare with.
         let before = self.loaded.replace(trainer.loaded);
@@ -525,28 +565,28 @@ impl Engine {
 }
 
 /// Writes `tensors` as delta.safetensors beside `dir`, through a temporary file.
-fn write_delta(dir: &Path, tensors: &[NamedTensor], mut metadata: HashMap<String, String>) -> Result<(PathBuf, usize), String> {
+fn write_delta(dir: &Path, tensors: &[NamedTensor], mut metadata: HashMap<String, String>) -> Result<(PathBuf, usize), WorkerError> {
     let path = dir.parent().unwrap_or(Path::new(".")).join(DELTA_FILE);
     let partial = path.with_extension("safetensors.partial");
     metadata.insert("format".into(), "pt".into());
     metadata.insert("values".into(), "fine-tuned tensors that differ from the base model (replace, not add)".into());
-    write_f32(&partial, tensors, Some(metadata)).map_err(|e| e.to_string())?;
-    std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_f32(&partial, tensors, Some(metadata))?;
+    std::fs::rename(&partial, &path).map_err(|source| WorkerError::Io { path: path.clone(), source })?;
     Ok((path, tensors.len()))
 }
 
 /// (train, validation) examples of a data file read with `opts`, split with the trainer's seed.
-fn split(loaded: &LoadedModel, path: &Path, opts: LoadOptions, fraction: f64) -> Result<(Vec<Example>, Vec<Example>), String> {
-    let data = load_dataset(path, &loaded.tokenizer, &opts).map_err(|e| e.to_string())?;
-    data.require_targets().map_err(|e| e.to_string())?;
-    split_by_ratio(data.examples, fraction, TrainConfig::default().seed).map_err(|e| e.to_string())
+fn split(loaded: &LoadedModel, path: &Path, opts: LoadOptions, fraction: f64) -> Result<(Vec<Example>, Vec<Example>), WorkerError> {
+    let data = load_dataset(path, &loaded.tokenizer, &opts)?;
+    data.require_targets()?;
+    Ok(split_by_ratio(data.examples, fraction, TrainConfig::default().seed)?)
 }
 
 /// A command's result, with a cancel the user asked for as [`Output::Cancelled`] rather than an
 /// error.
-fn cancellable(result: crate::error::Result<Output>) -> Result<Output, String> {
+fn cancellable(result: crate::error::Result<Output>) -> Result<Output, WorkerError> {
     match result {
         Err(crate::error::Error::Cancelled) => Ok(Output::Cancelled),
-        other => other.map_err(|e| e.to_string()),
+        other => Ok(other?),
     }
 }
