@@ -11,8 +11,8 @@ use greentrainer::device::ComputeDevice;
 use greentrainer::error::Error;
 use greentrainer::io::safetensors_file::SafetensorsFiles;
 use greentrainer::model::bloom::{Bloom, BloomConfig, alibi_slopes};
+use greentrainer::model::graph::bloom::bloom_ops;
 use greentrainer::model::{KvCache, Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
-use greentrainer::profile::bloom::bloom_ops;
 use greentrainer::profile::{BatchShape, FlopsConvention, profile};
 
 fn read_config(path: &Path) -> BloomConfig {

@@ -9,11 +9,12 @@ use std::path::Path;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use greentrainer::error::{Error, Result};
 use greentrainer::io::safetensors_file::SafetensorsFiles;
+use greentrainer::model::graph::t5::t5_ops;
 use greentrainer::model::loss::seq2seq_lm_loss;
 use greentrainer::model::params::with_trainable;
 use greentrainer::model::t5::{T5, T5Cache, T5Config};
 use greentrainer::model::{Linears, Parameters};
-use greentrainer::profile::t5::{paper_accounting, t5_ops};
+use greentrainer::profile::t5::paper_accounting;
 use greentrainer::profile::{BatchShape, OpKind, ProfileError, Stream, profile};
 
 fn config_at(path: &Path) -> Result<T5Config> {

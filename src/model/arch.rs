@@ -8,6 +8,7 @@ use super::attention::{Mask, attention_mask};
 use super::bloom::{Bloom, BloomConfig};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
+use super::graph::{OpSpec, TensorRole};
 use super::linear::{Linear, Linears, vocab_logits};
 use super::llama::Llama;
 use super::loader::TensorSource;
@@ -16,7 +17,6 @@ use super::opt::{Opt, OptConfig};
 use super::params::{ParamMut, ParamRef, Parameters};
 use super::t5::{T5, T5Config};
 use crate::error::{Error, Result};
-use crate::profile::{OpSpec, TensorRole};
 
 /// `model_type`s this build runs.
 pub const SUPPORTED_MODEL_TYPES: &str = "llama, qwen2 (Llama family), opt, bloom, t5 (T5 v1.1, FLAN-T5)";
@@ -348,7 +348,7 @@ impl Model {
     /// the decoder's final norm and an untied head.
     pub fn top_layers(&self, k: usize) -> std::collections::BTreeSet<String> {
         let ops = self.op_graph();
-        let top = crate::profile::top_k_blocks(&ops.iter().map(|op| op.layer).collect::<Vec<_>>(), k);
+        let top = super::graph::top_k_blocks(&ops.iter().map(|op| op.layer).collect::<Vec<_>>(), k);
         let params: std::collections::BTreeSet<String> = self.param_names().into_iter().collect();
         ops.into_iter().zip(top).filter(|(op, top)| *top && params.contains(&op.name)).map(|(op, _)| op.name).collect()
     }

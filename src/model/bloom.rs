@@ -15,13 +15,13 @@ use serde_json::Value;
 use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
+use super::graph::OpSpec;
+use super::graph::bloom::bloom_ops;
 use super::linear::{Linear, Linears, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};
-use crate::profile::OpSpec;
-use crate::profile::bloom::bloom_ops;
 
 /// The fields of a BLOOM `config.json` the engine needs; `raw` keeps the whole file for export.
 #[derive(Debug, Clone)]

@@ -12,13 +12,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
+use super::graph::OpSpec;
+use super::graph::llama::llama_ops;
 use super::linear::{Linear, Linears, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::Result;
-use crate::profile::OpSpec;
-use crate::profile::llama::llama_ops;
 
 #[derive(Clone, Debug)]
 pub struct Attention {

@@ -6,6 +6,7 @@ pub mod bloom;
 pub mod cache;
 pub mod config;
 pub mod discover;
+pub mod graph;
 pub mod linear;
 pub mod llama;
 pub mod loader;

@@ -14,13 +14,13 @@ use serde_json::Value;
 use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_sizes, check_token_ids, deserialize, first_id, parse_json};
+use super::graph::OpSpec;
+use super::graph::opt::opt_ops;
 use super::linear::{Linear, Linears, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::norm::LayerNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};
-use crate::profile::OpSpec;
-use crate::profile::opt::opt_ops;
 
 /// OPT's learned position table starts at row 2 (rows 0 and 1 are a fairseq padding leftover).
 pub const POSITION_OFFSET: usize = 2;

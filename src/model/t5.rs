@@ -21,13 +21,13 @@ use serde_json::Value;
 use super::attention::{Bias, Mask, attend, attention_mask, padding_mask};
 use super::cache::{KvCache, extend};
 use super::config::{check_positive, check_sizes, check_token_ids, deserialize};
+use super::graph::{OpSpec, t5};
 use super::linear::{Linear, Linears, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
 use super::norm::RmsNorm;
 use super::params::{ParamMut, ParamRef, Parameters};
 use crate::error::{Error, Result};
-use crate::profile::{OpSpec, t5};
 
 /// The feed-forward variants of `feed_forward_proj` this engine runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -717,14 +717,14 @@ impl Parameters for T5 {
 }
 
 impl T5 {
-    /// The execution-ordered op graph the FLOPs profiler works on: `profile::t5::ops` of the config, which
+    /// The execution-ordered op graph the FLOPs profiler works on: `graph::t5::ops` of the config, which
     /// fixes every shape `load` reads, with the head tied as loaded. Block `layer`s count through both
     /// stacks: encoder blocks `0..num_layers`, decoder blocks after them. Ops of the decoder stack run
     /// on [`Stream::Decoder`]; the cross-attention keys/values read the encoder output, so they run on
     /// [`Stream::Input`].
     ///
-    /// [`Stream::Decoder`]: crate::profile::Stream::Decoder
-    /// [`Stream::Input`]: crate::profile::Stream::Input
+    /// [`Stream::Decoder`]: super::graph::Stream::Decoder
+    /// [`Stream::Input`]: super::graph::Stream::Input
     pub fn op_graph(&self) -> Vec<OpSpec> {
         t5::ops(&self.config, self.lm_head.is_none())
     }

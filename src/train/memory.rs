@@ -24,7 +24,8 @@
 //! `greentrainer bench memory` compares it with measured peaks.
 
 use crate::device::{BackendKind, ComputeDevice};
-use crate::profile::{BatchShape, OpKind, OpSpec, Profile, ProfileError, Stream, TensorRole, profile, top_k_blocks};
+use crate::model::graph::top_k_blocks;
+use crate::profile::{BatchShape, OpKind, OpSpec, Profile, ProfileError, Stream, TensorRole, profile};
 use crate::select::SelectConfig;
 use crate::train::MethodKind;
 
