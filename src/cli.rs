@@ -19,7 +19,7 @@ use crate::model::summary::ModelSummary;
 use crate::train::config::DEFAULT_MODEL;
 use crate::train::output::OutputMode;
 use crate::train::progress::ProgressPrinter;
-use crate::train::{Granularity, TrainConfig, Trainer};
+use crate::train::{Granularity, RunControl, TrainConfig, Trainer};
 use overrides::TrainOverrides;
 
 #[derive(Parser)]
@@ -598,7 +598,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 baselines: !a.no_baselines,
             };
             let dev = a.device.open();
-            let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."), &std::sync::atomic::AtomicBool::new(false))?;
+            let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."), &RunControl::default())?;
             println!("{}", accuracy::table(&rows, &settings));
             accuracy::write(&rows, &a.json, &a.svg)?;
             eprintln!("rows: {}, plot: {}", a.json.display(), a.svg.display());
@@ -680,7 +680,8 @@ pub const CANCELLED_EXIT: u8 = 130;
 
 /// Runs one training job with a progress bar and the JSONL event log in its output folder.
 /// Ctrl-C, SIGTERM (shutdown) and SIGHUP (a closed terminal) cancel with a checkpoint; the same
-/// signal again ends the process at once.
+/// signal again ends the process at once. On Unix SIGUSR1 pauses between steps with everything in
+/// memory (unlike Ctrl-Z, the step in flight finishes and the progress says so) and SIGUSR2 resumes.
 fn train(config: TrainConfig, mode: OutputMode, resume_with: Option<&'static str>) -> Result<()> {
     // Before minutes of loading: a forgotten --resume is said at once.
     crate::train::output::check(&config, mode)?;
@@ -693,7 +694,8 @@ fn train(config: TrainConfig, mode: OutputMode, resume_with: Option<&'static str
         crate::train::EventSink::emit(&mut log, e);
         crate::train::EventSink::emit(&mut progress, e);
     };
-    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let control = RunControl::default();
+    let cancel = &control.cancel;
     #[cfg(unix)]
     let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP];
     #[cfg(not(unix))]
@@ -706,12 +708,32 @@ fn train(config: TrainConfig, mode: OutputMode, resume_with: Option<&'static str
             eprintln!("note: signal {signal} will not checkpoint ({e})");
         }
     }
-    let outcome = trainer.run(&mut sink, &cancel, mode == OutputMode::Resume)?;
+    #[cfg(unix)]
+    pause_on_signals(&control);
+    let outcome = trainer.run(&mut sink, &control, mode == OutputMode::Resume)?;
     eprintln!("events: {}", events_path.display());
     if outcome.cancelled {
         return Err(Cancelled { step: outcome.steps, checkpoint: trainer.config.checkpoint_dir(), resume_with }.into());
     }
     Ok(())
+}
+
+/// SIGUSR1 pauses `control`'s run, SIGUSR2 resumes it, for the rest of the process.
+#[cfg(unix)]
+fn pause_on_signals(control: &RunControl) {
+    use signal_hook::consts::{SIGUSR1, SIGUSR2};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGUSR1, SIGUSR2]) {
+        Ok(signals) => signals,
+        Err(e) => return eprintln!("note: SIGUSR1/SIGUSR2 will not pause and resume ({e})"),
+    };
+    let pause = control.pause.clone();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let paused = signal == SIGUSR1;
+            pause.store(paused, std::sync::atomic::Ordering::Relaxed);
+            eprintln!("{}", if paused { "pausing after this step (SIGUSR2 resumes)" } else { "resuming" });
+        }
+    });
 }
 
 /// `greentrainer chat`: a line is a message; the reply streams to standard output, and joins the

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use burn::tensor::{Int, Tensor, TensorData};
 use greentrainer::device::ComputeDevice;
 use greentrainer::io::load_model;
 use greentrainer::model::{Model, Parameters, attention_mask};
 use greentrainer::profile::blocks::parse_block;
-use greentrainer::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
+use greentrainer::train::{Event, Granularity, MethodKind, RunControl, TrainConfig, Trainer};
 
 const FIXTURES: [&str; 2] = ["tiny-opt", "tiny-bloom"];
 
@@ -35,7 +33,7 @@ fn train(config: TrainConfig) -> (Trainer, Vec<String>, Vec<f64>, f64) {
                     rho = *realised_rho;
                 }
             },
-            &AtomicBool::new(false),
+            &RunControl::default(),
             false,
         )
         .unwrap();

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::AtomicBool;
 
 use greentrainer::device::ComputeDevice;
 use greentrainer::io::load_model;
@@ -15,7 +14,7 @@ use greentrainer::select::CostRule;
 use greentrainer::train::batch::DeviceBatch;
 use greentrainer::train::optim::{AdamW, AdamWConfig};
 use greentrainer::train::step::forward_backward_rows;
-use greentrainer::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
+use greentrainer::train::{Event, Granularity, MethodKind, RunControl, TrainConfig, Trainer};
 
 #[test]
 fn row_blocks_keep_the_costs_of_their_tensor() {
@@ -120,7 +119,7 @@ fn head_granularity_trains_selected_rows_only() {
                     selected = s.clone();
                 }
             },
-            &AtomicBool::new(false),
+            &RunControl::default(),
             false,
         )
         .unwrap();

@@ -8,7 +8,6 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use greentrainer::device::ComputeDevice;
@@ -24,7 +23,7 @@ use greentrainer::green::meter::{
 use greentrainer::model::config::LlamaConfig;
 use greentrainer::model::graph::llama::llama_ops;
 use greentrainer::profile::{BatchShape, profile};
-use greentrainer::train::{Event, MethodKind, TrainConfig, Trainer};
+use greentrainer::train::{Event, MethodKind, RunControl, TrainConfig, Trainer};
 
 fn write(root: &Path, rel: &str, text: &str) {
     let path = root.join(rel);
@@ -541,7 +540,7 @@ fn budgeted_run_reports_energy_and_writes_the_card() {
     let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
     assert!((trainer.config.rho - 0.7).abs() < 1e-9, "rho {}", trainer.config.rho);
     let mut events = Vec::new();
-    trainer.run(&mut |e: &Event| events.push(e.clone()), &AtomicBool::new(false), false).unwrap();
+    trainer.run(&mut |e: &Event| events.push(e.clone()), &RunControl::default(), false).unwrap();
     let n = events.len();
     let (Event::Energy(f), Event::Finished { flops_spent, .. }) = (&events[n - 2], &events[n - 1]) else {
         panic!("expected energy then finished, got {:?}", &events[n - 2..]);

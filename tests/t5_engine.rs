@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use greentrainer::data::{BatchPlan, Batcher, IGNORE_INDEX, Seq2Seq, load_dataset, pad_batch};
 use greentrainer::device::ComputeDevice;
@@ -20,7 +18,7 @@ use greentrainer::profile::blocks::parse_block;
 use greentrainer::profile::{OpKind, Stream, profile};
 use greentrainer::select::CostRule;
 use greentrainer::train::batch::DeviceBatch;
-use greentrainer::train::{Event, MethodKind, TrainConfig, Trainer};
+use greentrainer::train::{Event, MethodKind, RunControl, TrainConfig, Trainer};
 
 fn t5(model: &Model) -> &T5 {
     match model {
@@ -70,7 +68,7 @@ fn train(config: TrainConfig, device: ComputeDevice) -> Run {
                 }
                 _ => {}
             },
-            &AtomicBool::new(false),
+            &RunControl::default(),
             false,
         )
         .unwrap();

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use greentrainer::device::ComputeDevice;
 use greentrainer::model::Parameters;
 use greentrainer::train::batch::DeviceBatch;
 use greentrainer::train::optim::{AdamW, AdamWConfig};
 use greentrainer::train::step::forward_backward;
-use greentrainer::train::{Event, MethodKind, TrainConfig, Trainer};
+use greentrainer::train::{Event, MethodKind, RunControl, TrainConfig, Trainer};
 
 fn config(method: MethodKind, out: &std::path::Path) -> TrainConfig {
     TrainConfig {
@@ -34,17 +32,17 @@ fn config(method: MethodKind, out: &std::path::Path) -> TrainConfig {
 /// Runs `config` on the CPU, cancelling once `cancel_on` holds for an event.
 fn run(config: TrainConfig, resume: bool, cancel_on: Option<&dyn Fn(&Event) -> bool>) -> (Trainer, Vec<Event>, Vec<f64>) {
     let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
-    let cancel = AtomicBool::new(false);
+    let control = RunControl::default();
     let mut events = Vec::new();
     let outcome = trainer
         .run(
             &mut |e: &Event| {
                 if cancel_on.is_some_and(|on| on(e)) {
-                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 events.push(e.clone());
             },
-            &cancel,
+            &control,
             resume,
         )
         .unwrap();
@@ -309,4 +307,45 @@ fn a_too_shallow_rho_is_told_how_deep_a_frozen_prompt_reaches() {
     assert!(text.contains(&format!("can reach {} of {} blocks", deeper.reachable_blocks(), deeper.blocks)), "{text}");
     // Once frozen, nothing more to suggest.
     assert_eq!(frozen.depth_guidance().unwrap().unwrap(), deeper.describe());
+}
+
+#[test]
+fn a_paused_run_waits_between_steps_until_cancelled() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::prepare(config(MethodKind::Full, dir.path()), ComputeDevice::cpu()).unwrap();
+    let control = RunControl::default();
+    let last_step = Arc::new(AtomicUsize::new(0));
+    // Another thread, as the app's buttons and the CLI's signals are: once the run is paused it
+    // watches for a while, then cancels.
+    let watcher = {
+        let (control, last_step) = (control.clone(), last_step.clone());
+        std::thread::spawn(move || {
+            while !control.paused() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let seen = last_step.load(Ordering::Relaxed);
+            control.cancel.store(true, Ordering::Relaxed);
+            seen
+        })
+    };
+    let outcome = trainer
+        .run(
+            &mut |e: &Event| {
+                if let Event::Step { step, .. } = e {
+                    last_step.store(*step, Ordering::Relaxed);
+                    if *step == 1 {
+                        control.pause.store(true, Ordering::Relaxed);
+                    }
+                }
+            },
+            &control,
+            false,
+        )
+        .unwrap();
+    assert_eq!(watcher.join().unwrap(), 1, "steps ran while paused");
+    assert!(outcome.cancelled && outcome.steps == 1, "{} steps, cancelled {}", outcome.steps, outcome.cancelled);
+    assert!(dir.path().join("checkpoint").exists(), "a cancel while paused leaves a checkpoint");
 }

@@ -99,26 +99,26 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         {
             start(app, true);
         }
-        let cancelling = app.worker.cancel.load(Ordering::Relaxed);
+        let cancelling = app.worker.control.cancel.load(Ordering::Relaxed);
         if ui
             .add_enabled(training && !cancelling, egui::Button::new("Cancel"))
             .on_hover_text("Stops after the current step and keeps a checkpoint")
             .clicked()
         {
-            app.worker.cancel.store(true, Ordering::Relaxed);
+            app.worker.control.cancel.store(true, Ordering::Relaxed);
         }
-        let paused = app.worker.paused.load(Ordering::Relaxed);
+        let paused = app.worker.control.pause.load(Ordering::Relaxed);
         if training && paused && !cancelling {
             ui.strong("Paused");
             if ui.button("Continue").clicked() {
-                app.worker.paused.store(false, Ordering::Relaxed);
+                app.worker.control.pause.store(false, Ordering::Relaxed);
             }
         } else if ui
             .add_enabled(training && !cancelling, egui::Button::new("Pause"))
             .on_hover_text("Waits after the current step, keeping everything in memory")
             .clicked()
         {
-            app.worker.paused.store(true, Ordering::Relaxed);
+            app.worker.control.pause.store(true, Ordering::Relaxed);
         }
         if let Some(b) = &blocker {
             ui.label(b);

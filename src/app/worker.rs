@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, channel};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use eframe::egui;
 
@@ -25,7 +24,7 @@ use crate::train::batch::DeviceBatch;
 use crate::train::events::read_log;
 use crate::train::output::OutputMode;
 use crate::train::step::forward_backward;
-use crate::train::{Event, RunOutcome, TrainConfig, Trainer};
+use crate::train::{Event, RunControl, RunOutcome, TrainConfig, Trainer};
 
 /// Why a command failed, kept typed until the screen words it ([`Reply::Done`]).
 #[derive(Debug, thiserror::Error)]
@@ -222,10 +221,9 @@ pub enum Reply {
 pub struct Worker {
     tx: Sender<Command>,
     rx: Receiver<Reply>,
-    /// Set by the Cancel button; the trainer checks it after every step.
-    pub cancel: Arc<AtomicBool>,
-    /// Set by the Pause button; training waits after its current step while set.
-    pub paused: Arc<AtomicBool>,
+    /// The Cancel and Pause buttons' flags: the trainer obeys them between steps, the other
+    /// commands check cancel between rows and passes.
+    pub control: RunControl,
     /// Commands sent and not yet done, oldest first.
     pending: Vec<&'static str>,
 }
@@ -234,11 +232,10 @@ impl Worker {
     pub fn spawn(ctx: egui::Context) -> Self {
         let (tx, commands) = channel();
         let (replies, rx) = channel();
-        let cancel = Arc::new(AtomicBool::new(false));
-        let paused = Arc::new(AtomicBool::new(false));
-        let engine = Engine { device: None, loaded: None, base: None, replies, ctx, cancel: cancel.clone(), paused: paused.clone() };
+        let control = RunControl::default();
+        let engine = Engine { device: None, loaded: None, base: None, replies, ctx, control: control.clone() };
         std::thread::Builder::new().name("engine".into()).spawn(move || engine.serve(commands)).expect("cannot start the engine thread");
-        Self { tx, rx, cancel, paused, pending: Vec::new() }
+        Self { tx, rx, control, pending: Vec::new() }
     }
 
     pub fn send(&mut self, command: Command) {
@@ -246,8 +243,8 @@ impl Worker {
             command,
             Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. } | Command::Chat { .. } | Command::Calibrate { .. }
         ) {
-            self.cancel.store(false, Ordering::Relaxed);
-            self.paused.store(false, Ordering::Relaxed);
+            self.control.cancel.store(false, Ordering::Relaxed);
+            self.control.pause.store(false, Ordering::Relaxed);
         }
         self.pending.push(command.label());
         // The thread lives as long as the sender, so sending cannot fail.
@@ -302,8 +299,7 @@ struct Engine {
     base: Option<LoadedModel>,
     replies: Sender<Reply>,
     ctx: egui::Context,
-    cancel: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
+    control: RunControl,
 }
 
 impl Engine {
@@ -370,13 +366,13 @@ impl Engine {
                 let ctx = self.ctx.clone();
                 // With a base model each row is generated twice; progress counts both passes.
                 let passes = if self.base.is_some() { 2 } else { 1 };
-                let cancel = &self.cancel;
+                let control = &self.control;
                 let progress = |offset: usize| {
                     let (replies, ctx) = (replies.clone(), ctx.clone());
                     move |done: usize, total: usize| {
                         let _ = replies.send(Reply::EvalProgress { done: offset + done, total: total * passes });
                         ctx.request_repaint();
-                        !cancel.load(Ordering::Relaxed)
+                        !control.cancelled()
                     }
                 };
                 let rouge = settings.rouge();
@@ -393,9 +389,7 @@ impl Engine {
                 let tuned_reply = self.chat_reply(self.model()?, &tuned, &sampling, ChatSide::Tuned)?;
                 // Stop ends the exchange: the base model does not start after it.
                 let base_reply = match &self.base {
-                    Some(model) if !self.cancel.load(Ordering::Relaxed) => {
-                        Some(self.chat_reply(model, &base, &sampling, ChatSide::Base)?)
-                    }
+                    Some(model) if !self.control.cancelled() => Some(self.chat_reply(model, &base, &sampling, ChatSide::Base)?),
                     _ => None,
                 };
                 Ok(Output::Chatted { tuned: tuned_reply, base: base_reply })
@@ -435,7 +429,7 @@ impl Engine {
             Command::Compare { settings } => {
                 let device = self.device()?.clone();
                 let mut progress = |what: &str| self.reply(Reply::CompareProgress(what.to_string()));
-                cancellable(crate::bench::accuracy::run(&settings, &device, &mut progress, &self.cancel).map(Output::Compared))
+                cancellable(crate::bench::accuracy::run(&settings, &device, &mut progress, &self.control).map(Output::Compared))
             }
         }
     }
@@ -471,7 +465,7 @@ impl Engine {
             forward_backward(&loaded.model, &|_| true, &on_device)?;
             device.device.sync().map_err(|e| WorkerError::Device(format!("{e:?}")))
         };
-        let cancelled = || self.cancel.load(Ordering::Relaxed);
+        let cancelled = || self.control.cancelled();
         pass()?;
         if cancelled() {
             return Ok(None);
@@ -494,7 +488,7 @@ impl Engine {
     fn chat_reply(&self, model: &LoadedModel, history: &[ChatMessage], sampling: &Sampling, side: ChatSide) -> Result<String, WorkerError> {
         let mut on_text = |text: &str| {
             self.reply(Reply::ChatText { side, text: text.to_string() });
-            !self.cancel.load(Ordering::Relaxed)
+            !self.control.cancelled()
         };
         Ok(crate::eval::chat::reply(model, history, sampling, &mut on_text)?)
     }
@@ -540,20 +534,12 @@ impl Engine {
         let mut log = crate::train::output::open(&config, mode)?;
         let replies = self.replies.clone();
         let ctx = self.ctx.clone();
-        let (paused, cancel) = (self.paused.clone(), self.cancel.clone());
         let mut sink = |e: &Event| {
             crate::train::EventSink::emit(&mut log, e);
             let _ = replies.send(Reply::TrainEvent(e.clone()));
             ctx.request_repaint();
-            // The trainer calls the sink on its own thread, so waiting here pauses training
-            // between steps with everything kept in memory. Cancel ends the wait.
-            if matches!(e, Event::Step { .. }) {
-                while paused.load(Ordering::Relaxed) && !cancel.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
         };
-        let outcome = trainer.run(&mut sink, &self.cancel, resume)?;
+        let outcome = trainer.run(&mut sink, &self.control, resume)?;
         // Evaluate and Save now work on the fine-tuned weights; the first run keeps the loaded
         // model as the base to compare with.
         let before = self.loaded.replace(trainer.loaded);

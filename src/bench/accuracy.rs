@@ -5,7 +5,6 @@
 //! user's model and data.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
@@ -15,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::profile::{BatchShape, profile};
 use crate::train::cost::step_macs;
-use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
+use crate::train::{Event, Granularity, MethodKind, RunControl, TrainConfig, Trainer};
 
 /// LoRA's learning rate over the others' by default: its adapters start at zero and need larger
 /// steps (the paper's LoRA baseline used a higher rate too).
@@ -84,9 +83,9 @@ struct Plan {
     lr: f64,
 }
 
-/// Trains and scores every method; `progress` hears what is running. Setting `cancel` stops the
+/// Trains and scores every method; `progress` hears what is running. Cancelling `control` stops the
 /// method in training after its current step and ends the comparison with [`Error::Cancelled`].
-pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), cancel: &AtomicBool) -> Result<Vec<Row>> {
+pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), control: &RunControl) -> Result<Vec<Row>> {
     if s.rhos.iter().any(|r| !(*r > 0.0 && *r <= 1.0)) {
         return Err(Error::Setting { key: "rho".into(), message: format!("every rho must be in (0, 1], not {:?}", s.rhos) });
     }
@@ -131,7 +130,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
     if held.is_empty() {
         return Err(Error::invalid(&s.held_out, "no held-out rows"));
     }
-    let base = held_out::score(&first.loaded, first.pad_id(), &held, s.answer_tokens, cancel)?;
+    let base = held_out::score(&first.loaded, first.pad_id(), &held, s.answer_tokens, &control.cancel)?;
     let mut rows = vec![row("base model".into(), 0, 0.0, 0.0, None, &[], &base, None)];
 
     let mut plans = Vec::new();
@@ -171,7 +170,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
                 Event::Energy(footprint) => energy = Some(footprint.energy_wh),
                 _ => {}
             },
-            cancel,
+            control,
             false,
         );
         let _ = std::fs::remove_dir_all(trainer.config.output.clone());
@@ -179,7 +178,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), ca
             return Err(Error::Cancelled);
         }
         progress(&format!("scoring: {}", plan.label));
-        let scored = held_out::score(&trainer.loaded, trainer.pad_id(), &held, s.answer_tokens, cancel)?;
+        let scored = held_out::score(&trainer.loaded, trainer.pad_id(), &held, s.answer_tokens, &control.cancel)?;
         if plan.method == MethodKind::Full {
             full_time = Some(time);
         }

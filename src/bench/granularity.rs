@@ -9,7 +9,7 @@ use super::held_out::{self, HeldOut, rouge_cell};
 use crate::data::Example;
 use crate::device::ComputeDevice;
 use crate::error::Result;
-use crate::train::{Event, Granularity, MethodKind, TrainConfig, Trainer};
+use crate::train::{Event, Granularity, MethodKind, RunControl, TrainConfig, Trainer};
 
 pub struct Row {
     pub granularity: Granularity,
@@ -71,7 +71,7 @@ pub fn run(model: &Path, train: &Path, held_out: &Path, dev: &ComputeDevice, rho
                 }
                 _ => {}
             },
-            &AtomicBool::new(false),
+            &RunControl::default(),
             false,
         )?;
         let after = held_out::score(&trainer.loaded, trainer.pad_id(), &held, SUMMARY_TOKENS, &AtomicBool::new(false))?;

@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod cost;
 pub mod events;
 pub mod memory;
@@ -13,5 +14,6 @@ pub mod step;
 pub mod trainer;
 
 pub use config::{Granularity, MethodKind, TrainConfig};
+pub use control::RunControl;
 pub use events::{Event, EventSink, JsonlLog};
 pub use trainer::{RunOutcome, Trainer};

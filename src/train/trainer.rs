@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::batch::{DeviceBatch, frozen_prefix};
 use super::checkpoint::{self, RunState};
 use super::config::{Granularity, MethodKind, TrainConfig};
+use super::control::RunControl;
 use super::cost::{step_macs, step_time_share};
 use super::events::{Event, EventSink};
 use super::optim::{AdamW, AdamWConfig, LinearSchedule};
@@ -198,8 +198,9 @@ impl Trainer {
 
     /// Trains; with `resume`, continues from `<output>/checkpoint` (an error when there is none, or
     /// when it belongs to a run with other settings). A loss that stops being finite ends the run
-    /// with `Error::Diverged`, leaving the last checkpoint as it was.
-    pub fn run(&mut self, sink: &mut dyn EventSink, cancel: &AtomicBool, resume: bool) -> Result<RunOutcome> {
+    /// with `Error::Diverged`, leaving the last checkpoint as it was. `control` pauses it between
+    /// steps and cancels it with a checkpoint.
+    pub fn run(&mut self, sink: &mut dyn EventSink, control: &RunControl, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
         let checkpoint_dir = self.config.checkpoint_dir();
         if resume {
@@ -294,7 +295,7 @@ impl Trainer {
                         SelectionPoint { batches: &scoring, lr, step: state.step },
                         selection.as_ref(),
                         sink,
-                        cancel,
+                        control,
                     );
                     let (names, selection_flops) = match chosen {
                         // Cancelled while scoring: this step starts again on resume.
@@ -353,7 +354,9 @@ impl Trainer {
                     flops_spent: state.flops_spent,
                     flops_full: state.flops_full,
                 });
-                if cancel.load(Ordering::Relaxed) {
+                // Paused here, between steps, with everything in memory; a cancel ends the wait.
+                control.wait_while_paused();
+                if control.cancelled() {
                     return self.cancelled(&mut state, position, selection.as_ref(), &model, &optimizer, losses, sink);
                 }
                 if c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every) {
@@ -554,7 +557,7 @@ impl Trainer {
         at: SelectionPoint<'_>,
         previous: Option<&Selection>,
         sink: &mut dyn EventSink,
-        cancel: &AtomicBool,
+        control: &RunControl,
     ) -> Result<(BTreeSet<String>, f64)> {
         let c = &self.config;
         let SelectionPoint { batches, lr, step } = at;
@@ -570,7 +573,7 @@ impl Trainer {
                 // when cancelled.
                 let mut before_pass = |pass: usize, passes: usize| {
                     sink.emit(&Event::Scoring { step, pass, passes });
-                    !cancel.load(Ordering::Relaxed)
+                    !control.cancelled()
                 };
                 let imp = importance::score_batches(model, optimizer, batches, scoring_lr, &|_| true, &mut before_pass)?;
                 let per_node = node_importance(&p, &imp);
