@@ -18,7 +18,7 @@ use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
 use crate::green::Footprint;
 use crate::green::card::RunCard;
-use crate::green::meter::{Efficiency, Meter};
+use crate::green::meter::{Efficiency, Energy, Meter};
 use crate::importance;
 use crate::io::{
     LoadedModel,
@@ -64,6 +64,24 @@ struct SelectionPoint<'a> {
     batches: &'a [DeviceBatch],
     lr: f64,
     step: usize,
+}
+
+/// A run in progress: the weights and optimizer being trained, and where it stands.
+struct Run {
+    model: Model,
+    optimizer: AdamW,
+    state: RunState,
+    selection: Option<Selection>,
+    losses: Vec<f64>,
+    /// The next batch to train on.
+    position: DataPosition,
+}
+
+impl Run {
+    fn outcome(&self, cancelled: bool) -> RunOutcome {
+        let s = &self.state;
+        RunOutcome { steps: s.step, losses: self.losses.clone(), flops_spent: s.flops_spent, flops_full: s.flops_full, cancelled }
+    }
 }
 
 /// The tensors one step trains, and when they were chosen.
@@ -202,6 +220,105 @@ impl Trainer {
     /// steps and cancels it with a checkpoint.
     pub fn run(&mut self, sink: &mut dyn EventSink, control: &RunControl, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
+        let mut run = self.restore(resume)?;
+        // Where the user will see it before the steps; `--dry-run` has it in its report instead.
+        if let Some(reach) = self.reach()?
+            && reach.shallow()
+        {
+            tracing::warn!("{}", self.guidance_for(&reach)?);
+        }
+        let mut meter = Meter::open(Path::new("/"), None, &self.device);
+        let c = self.config.clone();
+        let total_steps = self.total_steps();
+        let schedule = LinearSchedule { peak_lr: c.lr, warmup_steps: c.warmup_steps, total_steps };
+        let flops_before = run.state.flops_spent;
+        let ops = run.model.op_graph();
+        let full_shape = BatchShape::padded(&ops, c.batch_size, c.max_len);
+        let full_profile = profile(&ops, full_shape, false).map_err(|e| Error::Other(e.to_string()))?;
+        sink.emit(&Event::Started {
+            method: method_label(&c),
+            model: c.model.display().to_string(),
+            device: self.device.name.clone(),
+            parameters: run.model.num_params(),
+            train_examples: self.examples.len(),
+            total_steps,
+            truncated_rows: self.examples.iter().filter(|e| e.source_truncated || e.target_truncated).count(),
+            full_step_flops: full_profile.t_full() * FLOPS_PER_MAC,
+            resumed_from_step: resume.then_some(run.state.step),
+        });
+
+        let batcher = Batcher::new(&self.examples, self.plan(), self.pad_id)?;
+        let mut micro: Vec<(DataPosition, Batch)> = Vec::new();
+        'epochs: while run.state.step < total_steps {
+            let epoch_start = run.position;
+            for (pos, batch) in batcher.batches_from(epoch_start) {
+                micro.push((pos, batch));
+                let epoch_done = pos.batch + 1 == batcher.batches_per_epoch();
+                if micro.len() < c.grad_accum && !epoch_done {
+                    continue;
+                }
+                let step_started = Instant::now();
+                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| self.device_batch(&b, &run.model)).collect();
+                let lr = schedule.lr(run.state.step);
+                if self.reselect_due(&run.selection, run.state.step, pos.epoch) {
+                    // The step's first batch, then the ones after it in this epoch (importance is
+                    // GreenTrainer's alone: the other methods need none).
+                    let ahead = batcher.batches_from(DataPosition { epoch: pos.epoch, batch: pos.batch + 1 });
+                    let extra = if c.method == MethodKind::Greentrainer { c.importance_batches.saturating_sub(1) } else { 0 };
+                    let scoring: Vec<DeviceBatch> =
+                        batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| self.device_batch(&b, &run.model))).collect();
+                    let at = SelectionPoint { batches: &scoring, lr, step: run.state.step };
+                    let (names, selection_flops) = match self.choose(&run.model, &run.optimizer, at, run.selection.as_ref(), sink, control)
+                    {
+                        // Cancelled while scoring: this step starts again on resume.
+                        Err(Error::Cancelled) => return self.cancelled(&mut run, sink),
+                        other => other?,
+                    };
+                    run.state.flops_spent += selection_flops;
+                    run.state.flops_full += selection_flops;
+                    run.selection = Some(Selection { names, at_step: run.state.step, at_epoch: pos.epoch });
+                }
+                let loss = self.step(&mut run, &batches, lr)?;
+                meter.sample();
+                run.state.step += 1;
+                run.losses.push(loss);
+                run.position = match epoch_done {
+                    true => DataPosition { epoch: pos.epoch + 1, batch: 0 },
+                    false => DataPosition { epoch: pos.epoch, batch: pos.batch + 1 },
+                };
+                sink.emit(&Event::Step {
+                    step: run.state.step,
+                    epoch: pos.epoch,
+                    loss,
+                    lr,
+                    tokens: batches.iter().map(|b| b.real_tokens).sum(),
+                    step_time_s: step_started.elapsed().as_secs_f64(),
+                    flops_spent: run.state.flops_spent,
+                    flops_full: run.state.flops_full,
+                });
+                // Paused here, between steps, with everything in memory; a cancel ends the wait.
+                control.wait_while_paused();
+                if control.cancelled() {
+                    return self.cancelled(&mut run, sink);
+                }
+                if c.checkpoint_every > 0 && run.state.step.is_multiple_of(c.checkpoint_every) {
+                    self.checkpoint(&mut run)?;
+                    sink.emit(&Event::Checkpoint { step: run.state.step, path: self.config.checkpoint_dir() });
+                }
+                if run.state.step >= total_steps {
+                    break 'epochs;
+                }
+            }
+            run.position = DataPosition { epoch: epoch_start.epoch + 1, batch: 0 };
+        }
+        // Estimates cover this session's FLOPs, as the meter covers only this session.
+        let energy = meter.finish(run.state.flops_spent - flops_before, Efficiency::for_device(&self.device));
+        self.finish(run, energy, started, sink)
+    }
+
+    /// The run to start or continue: the model (with LoRA's adapters), the optimizer, where the
+    /// data stands and what is selected. Resuming also keeps the rho the checkpoint trained with.
+    fn restore(&mut self, resume: bool) -> Result<Run> {
         let checkpoint_dir = self.config.checkpoint_dir();
         if resume {
             let saved = checkpoint::read_state(&checkpoint_dir)?;
@@ -213,16 +330,7 @@ impl Trainer {
                 }
             }
         }
-        // Where the user will see it before the steps; `--dry-run` has it in its report instead.
-        if let Some(reach) = self.reach()?
-            && reach.shallow()
-        {
-            tracing::warn!("{}", self.guidance_for(&reach)?);
-        }
-        let mut meter = Meter::open(Path::new("/"), None, &self.device);
-        let c = self.config.clone();
-        let total_steps = self.total_steps();
-        let schedule = LinearSchedule { peak_lr: c.lr, warmup_steps: c.warmup_steps, total_steps };
+        let c = &self.config;
         let mut optimizer = AdamW::new(AdamWConfig { weight_decay: c.weight_decay, ..AdamWConfig::default() });
         let mut model = self.loaded.model.clone();
         if c.method == MethodKind::Lora {
@@ -240,168 +348,98 @@ impl Trainer {
             optimizer_rows: Default::default(),
             flops_spent: 0.0,
             flops_full: 0.0,
-            config: serde_json::to_value(&c).ok(),
+            config: serde_json::to_value(c).ok(),
         };
         if resume {
             state = checkpoint::load(&checkpoint_dir, &mut model, &mut optimizer)?;
-            state.config = serde_json::to_value(&c).ok();
+            state.config = serde_json::to_value(c).ok();
         }
-        let flops_before = state.flops_spent;
-        let mut selection = state.selected_at.map(|at| Selection {
+        let selection = state.selected_at.map(|at| Selection {
             names: state.selection.iter().cloned().collect(),
             at_step: at,
             at_epoch: (at / self.steps_per_epoch().max(1)) as u64,
         });
-        let ops = model.op_graph();
-        let full_shape = BatchShape::padded(&ops, c.batch_size, c.max_len);
-        let full_profile = profile(&ops, full_shape, false).map_err(|e| Error::Other(e.to_string()))?;
-        sink.emit(&Event::Started {
-            method: method_label(&c),
-            model: c.model.display().to_string(),
-            device: self.device.name.clone(),
-            parameters: model.num_params(),
-            train_examples: self.examples.len(),
-            total_steps,
-            truncated_rows: self.examples.iter().filter(|e| e.source_truncated || e.target_truncated).count(),
-            full_step_flops: full_profile.t_full() * FLOPS_PER_MAC,
-            resumed_from_step: resume.then_some(state.step),
-        });
+        let position = state.position();
+        Ok(Run { model, optimizer, state, selection, losses: Vec::new(), position })
+    }
 
-        let batcher = Batcher::new(&self.examples, self.plan(), self.pad_id)?;
-        let mut losses = Vec::new();
-        let mut position = state.position();
-        let mut micro: Vec<(DataPosition, Batch)> = Vec::new();
-        'epochs: while state.step < total_steps {
-            let epoch_start = position;
-            for (pos, batch) in batcher.batches_from(epoch_start) {
-                micro.push((pos, batch));
-                let epoch_done = pos.batch + 1 == batcher.batches_per_epoch();
-                if micro.len() < c.grad_accum && !epoch_done {
-                    continue;
-                }
-                let step_started = Instant::now();
-                let batches: Vec<DeviceBatch> = micro.drain(..).map(|(_, b)| self.device_batch(&b, &model)).collect();
-                let lr = schedule.lr(state.step);
-                if self.reselect_due(&selection, state.step, pos.epoch) {
-                    // The step's first batch, then the ones after it in this epoch (importance is
-                    // GreenTrainer's alone: the other methods need none).
-                    let ahead = batcher.batches_from(DataPosition { epoch: pos.epoch, batch: pos.batch + 1 });
-                    let extra = if c.method == MethodKind::Greentrainer { c.importance_batches.saturating_sub(1) } else { 0 };
-                    let scoring: Vec<DeviceBatch> =
-                        batches[..1].iter().cloned().chain(ahead.take(extra).map(|(_, b)| self.device_batch(&b, &model))).collect();
-                    let chosen = self.choose(
-                        &model,
-                        &optimizer,
-                        SelectionPoint { batches: &scoring, lr, step: state.step },
-                        selection.as_ref(),
-                        sink,
-                        control,
-                    );
-                    let (names, selection_flops) = match chosen {
-                        // Cancelled while scoring: this step starts again on resume.
-                        Err(Error::Cancelled) => {
-                            return self.cancelled(&mut state, position, selection.as_ref(), &model, &optimizer, losses, sink);
-                        }
-                        other => other?,
-                    };
-                    state.flops_spent += selection_flops;
-                    state.flops_full += selection_flops;
-                    selection = Some(Selection { names, at_step: state.step, at_epoch: pos.epoch });
-                }
-                let trainable = &selection.as_ref().expect("selected above").names;
-                let (full, rows) = split_selection(trainable);
-                let mut loss_sum = 0.0;
-                let mut grads = BTreeMap::new();
-                let mut row_grads = BTreeMap::new();
-                for b in &batches {
-                    let pass = forward_backward_rows(&model, &|n| full.contains(n), &rows, b)?;
-                    loss_sum += pass.loss;
-                    accumulate(&mut grads, pass.grads);
-                    accumulate(&mut row_grads, pass.row_grads);
-                    let p = self.profile_for(&model, b.shape)?;
-                    state.flops_spent += step_macs(&p, &model, trainable) * FLOPS_PER_MAC;
-                    state.flops_full += p.t_full() * FLOPS_PER_MAC;
-                }
-                let loss = loss_sum / batches.len() as f64;
-                if !loss.is_finite() {
-                    return Err(self.diverged(state.step + 1, loss, lr));
-                }
-                // The mean over micro-batches and the clipping factor scale the gradients inside
-                // the fused update rather than in passes of their own.
-                let mut grad_scale = 1.0 / batches.len() as f64;
-                if c.clip_norm > 0.0 {
-                    let norm = grad_norm(&grads, &row_grads) * grad_scale;
-                    if norm > c.clip_norm {
-                        grad_scale *= c.clip_norm / (norm + 1e-6);
-                    }
-                }
-                optimizer.step(&mut model, &grads, lr, grad_scale);
-                optimizer.step_rows(&mut model, &row_grads, &rows, lr, grad_scale);
-                meter.sample();
-                state.step += 1;
-                losses.push(loss);
-                position = DataPosition { epoch: pos.epoch, batch: pos.batch + 1 };
-                if epoch_done {
-                    position = DataPosition { epoch: pos.epoch + 1, batch: 0 };
-                }
-                sink.emit(&Event::Step {
-                    step: state.step,
-                    epoch: pos.epoch,
-                    loss,
-                    lr,
-                    tokens: batches.iter().map(|b| b.real_tokens).sum(),
-                    step_time_s: step_started.elapsed().as_secs_f64(),
-                    flops_spent: state.flops_spent,
-                    flops_full: state.flops_full,
-                });
-                // Paused here, between steps, with everything in memory; a cancel ends the wait.
-                control.wait_while_paused();
-                if control.cancelled() {
-                    return self.cancelled(&mut state, position, selection.as_ref(), &model, &optimizer, losses, sink);
-                }
-                if c.checkpoint_every > 0 && state.step.is_multiple_of(c.checkpoint_every) {
-                    self.checkpoint(&mut state, position, selection.as_ref(), &model, &optimizer)?;
-                    sink.emit(&Event::Checkpoint { step: state.step, path: checkpoint_dir.clone() });
-                }
-                if state.step >= total_steps {
-                    break 'epochs;
-                }
-            }
-            position = DataPosition { epoch: epoch_start.epoch + 1, batch: 0 };
+    /// One optimizer step over `batches` (its micro-batches) with the selected tensors: the mean
+    /// loss, after counting the step's FLOPs, clipping and the update.
+    fn step(&self, run: &mut Run, batches: &[DeviceBatch], lr: f64) -> Result<f64> {
+        let c = &self.config;
+        let trainable = &run.selection.as_ref().expect("selected before the first step").names;
+        let (full, rows) = split_selection(trainable);
+        let mut loss_sum = 0.0;
+        let mut grads = BTreeMap::new();
+        let mut row_grads = BTreeMap::new();
+        for b in batches {
+            let pass = forward_backward_rows(&run.model, &|n| full.contains(n), &rows, b)?;
+            loss_sum += pass.loss;
+            accumulate(&mut grads, pass.grads);
+            accumulate(&mut row_grads, pass.row_grads);
+            let p = self.profile_for(&run.model, b.shape)?;
+            run.state.flops_spent += step_macs(&p, &run.model, trainable) * FLOPS_PER_MAC;
+            run.state.flops_full += p.t_full() * FLOPS_PER_MAC;
         }
+        let loss = loss_sum / batches.len() as f64;
+        if !loss.is_finite() {
+            return Err(self.diverged(run.state.step + 1, loss, lr));
+        }
+        // The mean over micro-batches and the clipping factor scale the gradients inside
+        // the fused update rather than in passes of their own.
+        let mut grad_scale = 1.0 / batches.len() as f64;
+        if c.clip_norm > 0.0 {
+            let norm = grad_norm(&grads, &row_grads) * grad_scale;
+            if norm > c.clip_norm {
+                grad_scale *= c.clip_norm / (norm + 1e-6);
+            }
+        }
+        run.optimizer.step(&mut run.model, &grads, lr, grad_scale);
+        run.optimizer.step_rows(&mut run.model, &row_grads, &rows, lr, grad_scale);
+        Ok(loss)
+    }
 
-        // Estimates cover this session's FLOPs, as the meter covers only this session.
-        let energy = meter.finish(state.flops_spent - flops_before, Efficiency::for_device(&self.device));
-        let footprint = Footprint::new(&c, energy, started.elapsed().as_secs_f64(), state.flops_spent);
+    /// The end of a run that trained all its steps: the fine-tuned model saved with its run card
+    /// (or, when saving fails, a checkpoint that keeps the weights), then `Energy` and `Finished`.
+    fn finish(&mut self, mut run: Run, energy: Energy, started: Instant, sink: &mut dyn EventSink) -> Result<RunOutcome> {
+        let c = self.config.clone();
+        let footprint = Footprint::new(&c, energy, started.elapsed().as_secs_f64(), run.state.flops_spent);
         // The last update comes after the last loss was checked.
-        if let Some(name) = first_non_finite(&model) {
-            return Err(self.non_finite_weights(state.step, &name));
+        if let Some(name) = first_non_finite(&run.model) {
+            return Err(self.non_finite_weights(run.state.step, &name));
         }
         let output = if c.save_model {
             let out = c.model_dir();
-            let finetuned = LoadedModel { model: model.clone(), ..self.loaded.clone() };
-            let saved = save_hf_folder(&finetuned, &out, Existing::Replace, Some(run_metadata(&c, selection.as_ref()))).and_then(|()| {
-                if c.method != MethodKind::Lora {
-                    return Ok(());
-                }
-                save_peft_adapter(&model, &c.lora_config(), &c.model.display().to_string(), &c.output.join("adapter"), Existing::Replace)
-            });
+            let finetuned = LoadedModel { model: run.model.clone(), ..self.loaded.clone() };
+            let saved =
+                save_hf_folder(&finetuned, &out, Existing::Replace, Some(run_metadata(&c, run.selection.as_ref()))).and_then(|()| {
+                    if c.method != MethodKind::Lora {
+                        return Ok(());
+                    }
+                    save_peft_adapter(
+                        &run.model,
+                        &c.lora_config(),
+                        &c.model.display().to_string(),
+                        &c.output.join("adapter"),
+                        Existing::Replace,
+                    )
+                });
             if let Err(e) = saved {
                 // The trained weights must outlive a failed save (a full disk, a removed folder).
-                snapshot(&mut state, position, selection.as_ref(), &optimizer);
-                let kept = checkpoint::save(&checkpoint_dir, &model, &optimizer, &state);
-                return Err(Error::SaveFailed { error: Box::new(e), checkpoint: kept.is_ok().then(|| checkpoint_dir.clone()) });
+                snapshot(&mut run);
+                let kept = checkpoint::save(&c.checkpoint_dir(), &run.model, &run.optimizer, &run.state);
+                return Err(Error::SaveFailed { error: Box::new(e), checkpoint: kept.is_ok().then(|| c.checkpoint_dir()) });
             }
             RunCard {
                 model: c.model.display().to_string(),
                 data: c.data.display().to_string(),
                 method: method_label(&c),
                 rho: (c.method == MethodKind::Greentrainer).then_some(c.rho),
-                selection_size: selection.as_ref().map_or(0, |s| s.names.len()),
-                steps: state.step,
-                flops_spent: state.flops_spent,
-                flops_full: state.flops_full,
-                final_loss: losses.last().copied(),
+                selection_size: run.selection.as_ref().map_or(0, |s| s.names.len()),
+                steps: run.state.step,
+                flops_spent: run.state.flops_spent,
+                flops_full: run.state.flops_full,
+                final_loss: run.losses.last().copied(),
                 footprint: footprint.clone(),
                 rouge: Vec::new(),
             }
@@ -410,18 +448,19 @@ impl Trainer {
         } else {
             None
         };
-        self.loaded.model = model;
+        let outcome = run.outcome(false);
         sink.emit(&Event::Energy(footprint));
         sink.emit(&Event::Finished {
-            steps: state.step,
-            flops_spent: state.flops_spent,
-            flops_full: state.flops_full,
+            steps: run.state.step,
+            flops_spent: run.state.flops_spent,
+            flops_full: run.state.flops_full,
             wall_time_s: started.elapsed().as_secs_f64(),
-            final_loss: losses.last().copied(),
-            optimizer_state_bytes: optimizer.state_bytes(),
+            final_loss: run.losses.last().copied(),
+            optimizer_state_bytes: run.optimizer.state_bytes(),
             output,
         });
-        Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: false })
+        self.loaded.model = run.model;
+        Ok(outcome)
     }
 
     /// The error for a loss that stopped being finite at `step`.
@@ -505,38 +544,21 @@ impl Trainer {
         Ok(split_rows(&p, &ops, &block))
     }
 
-    /// Saves the state to continue from at `position`. A checkpoint must be one: weights an update
-    /// made non-finite end the run instead, with the previous checkpoint kept.
-    fn checkpoint(
-        &self,
-        state: &mut RunState,
-        position: DataPosition,
-        selection: Option<&Selection>,
-        model: &Model,
-        optimizer: &AdamW,
-    ) -> Result<()> {
-        if let Some(name) = first_non_finite(model) {
-            return Err(self.non_finite_weights(state.step, &name));
+    /// Saves the state to continue from where `run` stands. A checkpoint must be one: weights an
+    /// update made non-finite end the run instead, with the previous checkpoint kept.
+    fn checkpoint(&self, run: &mut Run) -> Result<()> {
+        if let Some(name) = first_non_finite(&run.model) {
+            return Err(self.non_finite_weights(run.state.step, &name));
         }
-        snapshot(state, position, selection, optimizer);
-        checkpoint::save(&self.config.checkpoint_dir(), model, optimizer, state)
+        snapshot(run);
+        checkpoint::save(&self.config.checkpoint_dir(), &run.model, &run.optimizer, &run.state)
     }
 
     /// Ends the run as cancelled, with a checkpoint to resume from.
-    #[allow(clippy::too_many_arguments)]
-    fn cancelled(
-        &self,
-        state: &mut RunState,
-        position: DataPosition,
-        selection: Option<&Selection>,
-        model: &Model,
-        optimizer: &AdamW,
-        losses: Vec<f64>,
-        sink: &mut dyn EventSink,
-    ) -> Result<RunOutcome> {
-        self.checkpoint(state, position, selection, model, optimizer)?;
-        sink.emit(&Event::Cancelled { step: state.step, checkpoint: self.config.checkpoint_dir() });
-        Ok(RunOutcome { steps: state.step, losses, flops_spent: state.flops_spent, flops_full: state.flops_full, cancelled: true })
+    fn cancelled(&self, run: &mut Run, sink: &mut dyn EventSink) -> Result<RunOutcome> {
+        self.checkpoint(run)?;
+        sink.emit(&Event::Cancelled { step: run.state.step, checkpoint: self.config.checkpoint_dir() });
+        Ok(run.outcome(true))
     }
 
     fn reselect_due(&self, current: &Option<Selection>, step: usize, epoch: u64) -> bool {
@@ -633,14 +655,16 @@ fn node_importance(p: &Profile, imp: &importance::Importance) -> Vec<f64> {
     raw.into_iter().map(|v| if max > 0.0 { v / max } else { 0.0 }).collect()
 }
 
-/// Records in `state` where the run is: the next batch, the selection and the optimizer's steps.
-fn snapshot(state: &mut RunState, position: DataPosition, selection: Option<&Selection>, optimizer: &AdamW) {
-    state.epoch = position.epoch;
-    state.batch = position.batch;
-    state.selection = selection.map(|s| s.names.iter().cloned().collect()).unwrap_or_default();
-    state.selected_at = selection.map(|s| s.at_step);
-    state.optimizer_steps = optimizer.state.iter().map(|(k, m)| (k.clone(), m.step)).collect();
-    state.optimizer_rows = optimizer.state.iter().filter_map(|(k, m)| Some((k.clone(), m.rows.clone()?))).collect();
+/// Records in `run.state` where the run is: the next batch, the selection and the optimizer's
+/// steps.
+fn snapshot(run: &mut Run) {
+    let state = &mut run.state;
+    state.epoch = run.position.epoch;
+    state.batch = run.position.batch;
+    state.selection = run.selection.as_ref().map(|s| s.names.iter().cloned().collect()).unwrap_or_default();
+    state.selected_at = run.selection.as_ref().map(|s| s.at_step);
+    state.optimizer_steps = run.optimizer.state.iter().map(|(k, m)| (k.clone(), m.step)).collect();
+    state.optimizer_rows = run.optimizer.state.iter().filter_map(|(k, m)| Some((k.clone(), m.rows.clone()?))).collect();
 }
 
 /// The first parameter holding a NaN or an infinity. Multiplying by zero keeps exactly those
