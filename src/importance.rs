@@ -3,15 +3,15 @@
 //! max |I_k|. Scored on several batches, each batch's I_k are summed before normalising (the
 //! paper uses one; more average out one batch's noise). The run's weights and optimizer state are
 //! never touched: the step is taken on copies (tensors are immutable handles), so nothing needs
-//! restoring and nothing leaks.
+//! restoring and nothing leaks. The passes and the update come from training ([`Scoring`],
+//! `train::scoring`), so this module depends on the model alone.
 
 use std::collections::BTreeMap;
 
+use burn::tensor::Tensor;
+
 use crate::error::{Error, Result};
 use crate::model::{Model, Parameters};
-use crate::train::batch::DeviceBatch;
-use crate::train::optim::AdamW;
-use crate::train::step::forward_backward;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Importance {
@@ -24,30 +24,36 @@ pub struct Importance {
     pub loss: f64,
 }
 
-/// Scores the tensors `candidates` names on `batch` with the run's optimizer at learning rate `lr`.
-pub fn score(model: &Model, optimizer: &AdamW, batch: &DeviceBatch, lr: f64, candidates: &dyn Fn(&str) -> bool) -> Result<Importance> {
-    score_batches(model, optimizer, std::slice::from_ref(batch), lr, candidates, &mut |_, _| true)
+/// Flat gradients by tensor name.
+pub type Grads = BTreeMap<String, Tensor<1>>;
+
+/// A forward+backward pass: the loss and the gradients of the tensors to score.
+pub type Pass = Result<(f64, Grads)>;
+
+/// What scoring needs of training, which supplies it (`train::scoring`): a forward+backward pass,
+/// and the run's optimizer update.
+pub struct Scoring<'a> {
+    /// How many batches there are to score.
+    pub batches: usize,
+    /// The loss of batch `i` for the given weights, and the gradients of the tensors to score.
+    pub pass: &'a dyn Fn(usize, &Model) -> Pass,
+    /// One update of the given weights by these gradients, as the run's optimizer would make it
+    /// from its current state (which it must leave as it is).
+    pub update: &'a dyn Fn(&mut Model, &Grads),
 }
 
-/// [`score`] on each of `batches`, the contributions summed; `loss` is the batches' mean.
-/// `before_pass(k, n)` is told before each of the `n` forward+backward passes (two per batch,
-/// long on a large model); returning false stops scoring with [`Error::Cancelled`].
-pub fn score_batches(
-    model: &Model,
-    optimizer: &AdamW,
-    batches: &[DeviceBatch],
-    lr: f64,
-    candidates: &dyn Fn(&str) -> bool,
-    before_pass: &mut dyn FnMut(usize, usize) -> bool,
-) -> Result<Importance> {
+/// Importance on each of `scoring`'s batches, the contributions summed; `loss` is the batches'
+/// mean. `before_pass(k, n)` is told before each of the `n` forward+backward passes (two per
+/// batch, long on a large model); returning false stops scoring with [`Error::Cancelled`].
+pub fn score_batches(model: &Model, scoring: &Scoring<'_>, before_pass: &mut dyn FnMut(usize, usize) -> bool) -> Result<Importance> {
     let mut raw: BTreeMap<String, f64> = BTreeMap::new();
     let mut rows: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut loss = 0.0;
-    let passes = 2 * batches.len();
-    for (i, batch) in batches.iter().enumerate() {
+    let passes = 2 * scoring.batches;
+    for i in 0..scoring.batches {
         let mut pass = |k: usize| if before_pass(2 * i + k, passes) { Ok(()) } else { Err(Error::Cancelled) };
-        let one = contributions(model, optimizer, batch, lr, candidates, &mut pass)?;
-        loss += one.loss / batches.len() as f64;
+        let one = contributions(model, scoring, i, &mut pass)?;
+        loss += one.loss / scoring.batches as f64;
         for (name, v) in one.raw {
             *raw.entry(name).or_default() += v;
         }
@@ -68,23 +74,16 @@ struct Contributions {
     loss: f64,
 }
 
-fn contributions(
-    model: &Model,
-    optimizer: &AdamW,
-    batch: &DeviceBatch,
-    lr: f64,
-    candidates: &dyn Fn(&str) -> bool,
-    pass: &mut dyn FnMut(usize) -> Result<()>,
-) -> Result<Contributions> {
+fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut dyn FnMut(usize) -> Result<()>) -> Result<Contributions> {
     pass(0)?;
-    let first = forward_backward(model, candidates, batch)?;
+    let (first_loss, first) = (scoring.pass)(batch, model)?;
     let mut stepped = model.clone();
-    optimizer.clone().step(&mut stepped, &first.grads, lr, 1.0);
+    (scoring.update)(&mut stepped, &first);
     pass(1)?;
-    let second = forward_backward(&stepped, candidates, batch)?;
+    let (_, second) = (scoring.pass)(batch, &stepped)?;
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {
-        if second.grads.contains_key(name) {
+        if second.contains_key(name) {
             before.insert(name.to_string(), p.flat());
         }
     });
@@ -93,7 +92,7 @@ fn contributions(
     // A failed read-back must fail the scoring, not leave a tensor's rows empty for the selection.
     let mut unread = None;
     stepped.visit(&mut |name, after| {
-        let (Some(g1), Some(w0)) = (second.grads.get(name), before.get(name)) else { return };
+        let (Some(g1), Some(w0)) = (second.get(name), before.get(name)) else { return };
         let contribution = (g1.clone() * (after.flat() - w0.clone())).neg();
         if let crate::model::ParamRef::Matrix(t) = after {
             let [d_out, d_in] = t.dims();
@@ -112,6 +111,6 @@ fn contributions(
     });
     match unread {
         Some(e) => Err(e),
-        None => Ok(Contributions { raw, rows, loss: first.loss }),
+        None => Ok(Contributions { raw, rows, loss: first_loss }),
     }
 }

@@ -98,7 +98,7 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     let weights_before = common::param_snapshot(&warm);
     let state_before: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
-    let imp = greentrainer::importance::score(&warm, &optimizer, &batch, 1e-3, &|_| true).unwrap();
+    let imp = greentrainer::train::scoring::score(&warm, &optimizer, &batch, 1e-3, &|_| true).unwrap();
     assert_eq!(common::param_snapshot(&warm), weights_before);
     let state_after: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
@@ -121,7 +121,7 @@ fn importance_on_several_batches_sums_each_batch() {
     let (a, b) = (batch(&trainer.examples[..2]), batch(&trainer.examples[2..4]));
     let optimizer = AdamW::new(AdamWConfig::default());
     let score = |batches: &[DeviceBatch]| {
-        greentrainer::importance::score_batches(&model, &optimizer, batches, 1e-3, &|_| true, &mut |_, _| true).unwrap()
+        greentrainer::train::scoring::score_batches(&model, &optimizer, batches, 1e-3, &|_| true, &mut |_, _| true).unwrap()
     };
     let (one, two, both) = (score(std::slice::from_ref(&a)), score(std::slice::from_ref(&b)), score(&[a, b]));
     assert!((both.loss - (one.loss + two.loss) / 2.0).abs() < 1e-9);

@@ -11,7 +11,6 @@ use serde::Serialize;
 use super::torch_reference::TorchStep;
 use super::{guarded, median};
 use crate::device::{BackendKind, ComputeDevice};
-use crate::importance;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::{Linears, Model, Parameters};
 use crate::profile::{Profile, profile};
@@ -19,6 +18,7 @@ use crate::select::SelectConfig;
 use crate::train::batch::DeviceBatch;
 use crate::train::cost::{step_macs, step_time_share};
 use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::scoring;
 use crate::train::step::forward_backward;
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,7 +221,7 @@ fn methods(model: &Model, batches: &Batches, prompt_share: f64, full_only: bool)
     }
     let frozen_prompt = prompt_share > 0.0;
     let (b, p) = if frozen_prompt { &batches.frozen } else { &batches.whole };
-    let imp = importance::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true).map_err(|e| e.to_string())?;
+    let imp = scoring::score(model, &AdamW::new(AdamWConfig::default()), b, 2e-5, &|_| true).map_err(|e| e.to_string())?;
     let per_node: Vec<f64> = p.nodes.iter().map(|n| imp.scores.get(&n.name).copied().unwrap_or(0.0)).collect();
     let prompt = if frozen_prompt { format!(", {:.0}% prompt frozen", 100.0 * prompt_share) } else { String::new() };
     for rho in [0.4, 0.5, 0.7] {

@@ -10,6 +10,7 @@ pub mod memory;
 pub mod optim;
 pub mod output;
 pub mod progress;
+pub mod scoring;
 pub mod step;
 pub mod trainer;
 

@@ -597,7 +597,7 @@ impl Trainer {
                     sink.emit(&Event::Scoring { step, pass, passes });
                     !control.cancelled()
                 };
-                let imp = importance::score_batches(model, optimizer, batches, scoring_lr, &|_| true, &mut before_pass)?;
+                let imp = super::scoring::score_batches(model, optimizer, batches, scoring_lr, &|_| true, &mut before_pass)?;
                 let per_node = node_importance(&p, &imp);
                 let config = SelectConfig { rho: c.rho, capacity: c.dp_capacity, rule: c.cost_rule };
                 let exec = p.select(&per_node, &config).map_err(|e| Error::Other(e.to_string()))?;
