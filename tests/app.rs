@@ -18,7 +18,7 @@ use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::{Harness, SnapshotOptions};
 use greentrainer::app::{Settings, StudioApp};
 use greentrainer::device::DeviceChoice;
-use greentrainer::model::discover::Stores;
+use greentrainer::io::discover::Stores;
 
 const SIZE: egui::Vec2 = egui::vec2(1180.0, 800.0);
 

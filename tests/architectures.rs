@@ -47,7 +47,7 @@ fn folders_load_by_model_type() {
         let info = loaded.model.info();
         assert_eq!(info.model_type, model_type);
         assert_eq!((info.layers, info.hidden_size, info.heads, info.vocab_size), (2, 64, 4, 512));
-        let summary = greentrainer::model::summary::ModelSummary::of(&loaded).to_string();
+        let summary = greentrainer::io::summary::ModelSummary::of(&loaded).to_string();
         assert!(summary.contains(model_type), "{summary}");
     }
 }

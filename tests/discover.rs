@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use common::gguf_writer::{Gguf, V};
 use common::stores::{digest, hf_snapshot, ollama_manifest, ollama_model, tiny_llama_files, tiny_llama_gguf, write};
 use greentrainer::device::ComputeDevice;
+use greentrainer::io::discover::{Format, FoundModel, Source, Stores, Trainable, discover};
 use greentrainer::io::load_model;
-use greentrainer::model::discover::{Format, FoundModel, Source, Stores, Trainable, discover};
 use tempfile::TempDir;
 
 /// llama.cpp's `general.file_type` numbers used below.

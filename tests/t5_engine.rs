@@ -84,7 +84,7 @@ fn the_folder_loads_by_model_type_and_by_architecture() {
     assert_eq!((info.context_length, info.bos_token_id, info.eos_token_ids.clone(), info.pad_token_id), (None, None, vec![0], Some(1)));
     assert!(info.tied_embeddings && loaded.model.is_encoder_decoder());
     assert_eq!(loaded.eos_token_ids(), vec![0]);
-    let summary = greentrainer::model::summary::ModelSummary::of(&loaded).to_string();
+    let summary = greentrainer::io::summary::ModelSummary::of(&loaded).to_string();
     assert!(summary.contains("t5"), "{summary}");
 
     // The decoder-only forward pass is refused with an error, not a panic.

@@ -10,8 +10,8 @@ use super::StudioApp;
 use super::widgets::{self, Pick, path_row};
 use super::worker::Command;
 use crate::device::DeviceChoice;
-use crate::model::discover::{Format, FoundModel, Stores, discover};
-use crate::model::summary::ModelSummary;
+use crate::io::discover::{Format, FoundModel, Stores, discover};
+use crate::io::summary::ModelSummary;
 use crate::profile::OpSpec;
 
 #[derive(Default)]

@@ -1,11 +1,13 @@
 //! Model files in and out: HF folders, GGUF files, and HF folders written back atomically.
 
 pub mod atomic;
+pub mod discover;
 pub mod export;
 pub mod gguf;
 pub mod hf;
 pub mod random;
 pub mod safetensors_file;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,6 @@ pub mod attention;
 pub mod bloom;
 pub mod cache;
 pub mod config;
-pub mod discover;
 pub mod graph;
 pub mod linear;
 pub mod llama;
@@ -15,7 +14,6 @@ pub mod loss;
 pub mod norm;
 pub mod opt;
 pub mod params;
-pub mod summary;
 pub mod t5;
 
 pub use arch::{BatchInput, Model, ModelInfo};

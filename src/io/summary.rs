@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use super::Parameters;
-use crate::io::{LoadedModel, ModelSource};
+use super::{LoadedModel, ModelSource};
+use crate::model::Parameters;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelSummary {

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::arch::{check_config, model_type};
-use crate::io::gguf::GgufListing;
-use crate::io::hf::read_json;
-use crate::io::safetensors_file::SafetensorsFiles;
+use super::gguf::GgufListing;
+use super::hf::read_json;
+use super::safetensors_file::SafetensorsFiles;
+use crate::model::arch::{check_config, model_type};
 
 /// Ollama's manifest layer that holds the weights (a GGUF file).
 const OLLAMA_MODEL_LAYER: &str = "application/vnd.ollama.image.model";
@@ -373,7 +373,7 @@ fn entries(dir: &Path, kind: Kind) -> Vec<(String, PathBuf)> {
 }
 
 fn gguf_files(dir: &Path) -> Vec<(String, PathBuf)> {
-    entries(dir, Kind::File).into_iter().filter(|(_, path)| crate::io::gguf::has_gguf_name(path)).collect()
+    entries(dir, Kind::File).into_iter().filter(|(_, path)| super::gguf::has_gguf_name(path)).collect()
 }
 
 /// Bytes of every file under `dir`, links to files followed (the HF cache links snapshots to
