@@ -473,7 +473,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let config = settings.resolve(config.as_deref())?;
             if dry_run {
                 let dev = DeviceArgs { device: config.device }.open();
-                print!("{}", crate::green::dry_run_report(&Trainer::prepare(config, dev)?)?);
+                print!("{}", crate::train::plan::dry_run_report(&Trainer::prepare(config, dev)?)?);
             } else {
                 let mode = match (resume, overwrite) {
                     (true, _) => OutputMode::Resume,

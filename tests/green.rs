@@ -534,7 +534,7 @@ fn budgeted_run_reports_energy_and_writes_the_card() {
         ..TrainConfig::default()
     };
     let probe = Trainer::prepare(config.clone(), ComputeDevice::cpu()).unwrap();
-    let plan = greentrainer::green::run_plan(&probe).unwrap();
+    let plan = greentrainer::train::plan::run_plan(&probe).unwrap();
     let budget = plan.flops(0.7);
     config.budget = Some(Budget::Flops(budget));
     let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
@@ -555,7 +555,7 @@ fn budgeted_run_reports_energy_and_writes_the_card() {
     assert!((card.footprint.co2_g - f.co2_g).abs() < 1e-15 && (card.rho.unwrap() - trainer.config.rho).abs() < 1e-12);
     assert!(card.selection_size > 0 && out.path().join("model/run_card.md").exists());
     // LoRA's row has adapters even when the run is not LoRA (its default targets).
-    let report = greentrainer::green::dry_run_report(&trainer).unwrap();
+    let report = greentrainer::train::plan::dry_run_report(&trainer).unwrap();
     assert!(report.contains("LoRA r 8 on q_proj,v_proj"), "{report}");
 }
 

@@ -148,5 +148,5 @@ fn one_training_entry_per_op_is_required() {
 fn system_memory_is_the_kernels_mem_total() {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap();
     let kib: u64 = info.lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
-    assert_eq!(memory::system_memory(), Some(kib * 1024));
+    assert_eq!(greentrainer::green::system_memory(), Some(kib * 1024));
 }

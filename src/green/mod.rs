@@ -13,12 +13,8 @@ mod nvml;
 use serde::{Deserialize, Serialize};
 
 use crate::device::{BackendKind, ComputeDevice};
-use crate::error::{Error, Result};
-use crate::model::Linears;
-use crate::profile::{BatchShape, profile};
-use crate::train::{MethodKind, TrainConfig, Trainer, memory};
-use budget::{Budget, BudgetReport, RunPlan};
-use meter::{Efficiency, Energy, EnergySource};
+use budget::{Budget, BudgetReport};
+use meter::{Energy, EnergySource};
 
 /// What a run cost (the `energy` event and the run card).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,47 +28,31 @@ pub struct Footprint {
     pub budget: Option<BudgetReport>,
 }
 
+/// The run a footprint is of: the grid's carbon intensity (g/kWh) and the budget it was given, if
+/// any, with the rho chosen for it.
+pub struct RunTerms {
+    pub grid_g_per_kwh: f64,
+    pub budget: Option<(Budget, f64)>,
+}
+
 impl Footprint {
     /// `flops_spent`: the run's total, compared with a FLOPs budget.
-    pub fn new(config: &TrainConfig, energy: Energy, wall_time_s: f64, flops_spent: f64) -> Self {
+    pub fn new(terms: RunTerms, energy: Energy, wall_time_s: f64, flops_spent: f64) -> Self {
         let energy_wh = energy.wh();
-        let g = config.grid_g_per_kwh;
+        let g = terms.grid_g_per_kwh;
         Self {
             wall_time_s,
             energy_wh,
             energy_source: energy.source,
             co2_g: carbon::co2_grams(energy_wh, g),
             grid_g_per_kwh: g,
-            budget: config.budget.map(|b| BudgetReport {
+            budget: terms.budget.map(|(b, rho)| BudgetReport {
                 budget: b,
-                rho: config.rho,
+                rho,
                 realised: b.realised(flops_spent, energy_wh, g, wall_time_s),
             }),
         }
     }
-}
-
-/// The FLOPs model of `trainer`'s run: every batch charged at batch_size x max_len (padding can
-/// only shorten real batches, so the plan is an upper bound).
-pub fn run_plan(trainer: &Trainer) -> Result<RunPlan> {
-    let c = &trainer.config;
-    let ops = trainer.loaded.model.op_graph();
-    let p = profile(&ops, BatchShape::padded(&ops, c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
-    let steps = trainer.total_steps();
-    let selections = if c.method != MethodKind::Greentrainer || steps == 0 {
-        0
-    } else {
-        let epochs = steps.div_ceil(trainer.steps_per_epoch().max(1));
-        let every = |n: usize, of: usize| (of - 1).checked_div(n).unwrap_or(0);
-        1 + every(c.reselect_every_steps, steps) + every(c.reselect_every_epochs, epochs)
-    };
-    Ok(RunPlan { micro_steps: steps * c.grad_accum, selections, full_step_macs: p.t_full(), forward_macs: p.t_fp() })
-}
-
-/// The rho `budget` allows for `trainer`'s run on its device.
-pub fn rho_for_budget(trainer: &Trainer, budget: Budget) -> Result<f64> {
-    let flops = budget.to_flops(Efficiency::for_device(&trainer.device), trainer.config.grid_g_per_kwh);
-    run_plan(trainer)?.rho_for(flops).map_err(|e| Error::Other(format!("budget {budget}: {e}")))
 }
 
 /// Total memory of the device where the platform says: the machine's for the CPU (any OS),
@@ -80,76 +60,14 @@ pub fn rho_for_budget(trainer: &Trainer, budget: Budget) -> Result<f64> {
 /// memory).
 pub fn device_memory(device: &ComputeDevice) -> Option<u64> {
     match device.backend {
-        BackendKind::Cpu => memory::system_memory(),
+        BackendKind::Cpu => system_memory(),
         BackendKind::Wgpu => meter::nvml_gpu_memory(None, device),
     }
 }
 
-/// The memory of the configured method's step at batch_size x max_len on the trainer's device
-/// (GreenTrainer's selection planned as `train::memory::planned` does, before importance).
-fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
-    let c = &trainer.config;
-    let ops = trainer.loaded.model.op_graph();
-    let shape_of = |batch, max_len| BatchShape::padded(&ops, batch, max_len);
-    let p = profile(&ops, shape_of(c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
-    let training =
-        memory::planned(&ops, &p, c.method, c.rho, c.top_k, (c.lora_rank, &c.lora_targets)).map_err(|e| Error::Other(e.to_string()))?;
-    let target = memory::Target::of(&trainer.device);
-    Ok(memory::preflight(&ops, &training, (c.batch_size, c.max_len), &shape_of, target, device_memory(&trainer.device))?)
-}
-
-/// `greentrainer train --dry-run`: planned FLOPs, time, energy and CO2 of GreenTrainer at the
-/// configured rho, full fine-tuning and LoRA, all from the FLOPs model and the stated assumptions.
-pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
-    let c = &trainer.config;
-    let eff = Efficiency::for_device(&trainer.device);
-    let plan = run_plan(trainer)?;
-    // LoRA from the cost model of the model with adapters attached (not the paper's 2/3 of full).
-    // The trainer resolves LoRA's default targets for LoRA runs only; this row needs them always.
-    let mut lora = c.lora_config();
-    if lora.targets.is_empty() {
-        lora.targets = crate::model::lora::default_targets(&trainer.loaded.model.info().model_type);
-    }
-    let mut lora_model = trainer.loaded.model.clone();
-    let adapters = lora_model.attach_lora(&lora).into_iter().collect();
-    let ops = lora_model.op_graph();
-    let p = profile(&ops, BatchShape::padded(&ops, c.batch_size, c.max_len), false).map_err(|e| Error::Other(e.to_string()))?;
-    let lora_flops = crate::profile::FLOPS_PER_MAC * plan.micro_steps as f64 * crate::train::cost::step_macs(&p, &lora_model, &adapters);
-    let rows = [
-        (format!("GreenTrainer, rho {:.3} (at most)", c.rho), plan.flops(c.rho)),
-        ("full fine-tuning".to_string(), plan.flops(1.0) - plan.flops(0.0)),
-        (format!("LoRA r {} on {}", c.lora_rank, lora.targets.join(",")), lora_flops),
-    ];
-    let mut out = format!(
-        "{} optimizer steps x {} micro-batches of {} x {} tokens on {}\n",
-        trainer.total_steps(),
-        c.grad_accum,
-        c.batch_size,
-        c.max_len,
-        trainer.device.name
-    );
-    if let Some(b) = c.budget {
-        out += &format!("budget {b} -> rho {:.4}\n", c.rho);
-    }
-    if let Some(depth) = trainer.depth_guidance()? {
-        out += &format!("GreenTrainer {depth}\n");
-    }
-    out += &memory_preflight(trainer)?.describe();
-    out += "| run | FLOPs | time | energy | CO2 |\n|---|---|---|---|---|\n";
-    for (label, flops) in rows {
-        let wh = eff.joules(flops) / 3600.0;
-        out += &format!(
-            "| {label} | {:.3e} | {:.1} s | {:.4} Wh | {:.3} g |\n",
-            flops,
-            eff.seconds(flops),
-            wh,
-            carbon::co2_grams(wh, c.grid_g_per_kwh)
-        );
-    }
-    out += &format!(
-        "time and energy are estimates from assumed {} figures ({:.0e} FLOP/s, {:.0e} FLOP/J), CO2 at {} g/kWh; \
-         FLOPs are upper bounds (every batch padded to max_len; GreenTrainer includes importance scoring)\n",
-        eff.label, eff.flops_per_second, eff.flops_per_joule, c.grid_g_per_kwh
-    );
-    Ok(out)
+/// Total memory of this machine, where the OS says.
+pub fn system_memory() -> Option<u64> {
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    Some(system.total_memory()).filter(|&bytes| bytes > 0)
 }

@@ -476,13 +476,6 @@ fn largest(lo: usize, hi: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
     Some(good)
 }
 
-/// Total memory of this machine, where the OS says.
-pub fn system_memory() -> Option<u64> {
-    let mut system = sysinfo::System::new();
-    system.refresh_memory();
-    Some(system.total_memory()).filter(|&bytes| bytes > 0)
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
 }

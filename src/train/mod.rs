@@ -9,6 +9,7 @@ pub mod events;
 pub mod memory;
 pub mod optim;
 pub mod output;
+pub mod plan;
 pub mod progress;
 pub mod scoring;
 pub mod step;

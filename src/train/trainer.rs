@@ -16,9 +16,9 @@ use super::step::{forward_backward_rows, grad_norm};
 use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions, LoadReport, load_dataset};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::green::Footprint;
 use crate::green::card::RunCard;
 use crate::green::meter::{Efficiency, Energy, Meter};
+use crate::green::{Footprint, RunTerms};
 use crate::importance;
 use crate::io::{
     LoadedModel,
@@ -147,7 +147,7 @@ impl Trainer {
             trainer.grad_share = Some(trainer.epoch_grad_share()?);
         }
         if let Some(budget) = trainer.config.budget {
-            trainer.config.rho = crate::green::rho_for_budget(&trainer, budget)?;
+            trainer.config.rho = super::plan::rho_for_budget(&trainer, budget)?;
         }
         let c = &trainer.config;
         if c.epochs > 0 && c.max_steps > trainer.total_steps() {
@@ -403,7 +403,8 @@ impl Trainer {
     /// (or, when saving fails, a checkpoint that keeps the weights), then `Energy` and `Finished`.
     fn finish(&mut self, mut run: Run, energy: Energy, started: Instant, sink: &mut dyn EventSink) -> Result<RunOutcome> {
         let c = self.config.clone();
-        let footprint = Footprint::new(&c, energy, started.elapsed().as_secs_f64(), run.state.flops_spent);
+        let terms = RunTerms { grid_g_per_kwh: c.grid_g_per_kwh, budget: c.budget.map(|b| (b, c.rho)) };
+        let footprint = Footprint::new(terms, energy, started.elapsed().as_secs_f64(), run.state.flops_spent);
         // The last update comes after the last loss was checked.
         if let Some(name) = first_non_finite(&run.model) {
             return Err(self.non_finite_weights(run.state.step, &name));
