@@ -138,7 +138,8 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
         plans.push(base_plan);
     }
     for &rho in &s.rhos {
-        plans.push(Plan { label: format!("GreenTrainer rho {rho}"), method: MethodKind::Greentrainer, rho, top_k: 1, lr: s.lr });
+        let prompt = if s.frozen_prompt { ", frozen prompt" } else { "" };
+        plans.push(Plan { label: format!("GreenTrainer rho {rho}{prompt}"), method: MethodKind::Greentrainer, rho, top_k: 1, lr: s.lr });
     }
     if s.baselines {
         let mut top_ks: Vec<usize> =
