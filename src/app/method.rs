@@ -16,7 +16,7 @@ use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, profile};
 use crate::select::CostRule;
 use crate::train::MethodKind;
 use crate::train::batch::frozen_share;
-use crate::train::memory::{self, MemoryEstimate, Preflight, Target, Training};
+use crate::train::memory::{self, MemoryError, MemoryEstimate, Preflight, Target, Training};
 
 #[derive(Default)]
 pub struct MethodView {
@@ -60,12 +60,12 @@ pub fn estimate(
     lora: (usize, &[String]),
     shape: BatchShape,
     target: Target,
-) -> Result<Estimate, String> {
-    let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
+) -> Result<Estimate, MemoryError> {
+    let p = profile(ops, shape, false)?;
     let total = p.nodes.iter().map(|n| n.param_numel).sum();
-    let training = memory::planned(ops, &p, method, rho, top_k, lora).map_err(|e| e.to_string())?;
+    let training = memory::planned(ops, &p, method, rho, top_k, lora)?;
     let idx: Vec<usize> = (0..ops.len()).filter(|&i| training[i] != Training::Frozen).collect();
-    let cost = |idx: &[usize]| p.selection_cost(idx, CostRule::Exact).map_err(|e| e.to_string());
+    let cost = |idx: &[usize]| p.selection_cost(idx, CostRule::Exact);
     let macs = match method {
         MethodKind::Full => p.t_full(),
         MethodKind::TopK => cost(&idx)?,
@@ -93,17 +93,17 @@ pub fn estimate(
         // GreenTrainer's selection follows importance measured when training starts.
         tensors: (method != MethodKind::Greentrainer).then_some(idx.len()),
         reach: (method == MethodKind::Greentrainer && rho >= p.min_rho()).then(|| Reach::of(&p, rho)),
-        memory: memory::estimate(ops, &training, shape, target).map_err(|e| e.to_string())?,
+        memory: memory::estimate(ops, &training, shape, target)?,
     })
 }
 
 /// The estimate for the app's current settings, if a model is loaded.
-pub fn current(app: &StudioApp) -> Option<Result<Estimate, String>> {
+pub fn current(app: &StudioApp) -> Option<Result<Estimate, MemoryError>> {
     (!app.model.ops.is_empty()).then(|| estimate_for(app, app.settings.method))
 }
 
 /// `method` at the user's settings on the loaded model.
-fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, String> {
+fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, MemoryError> {
     let s = &app.settings;
     let shape = shape_at(app, s.batch_size.max(1), s.max_len.max(1));
     estimate(&app.model.ops, method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)), shape, target(app))
@@ -140,13 +140,13 @@ fn target(app: &StudioApp) -> Target {
 }
 
 /// The memory verdict at the user's settings against the calibrated device, with a proposal.
-fn preflight(app: &StudioApp, total: Option<u64>) -> Result<Preflight, String> {
+fn preflight(app: &StudioApp, total: Option<u64>) -> Result<Preflight, MemoryError> {
     let s = &app.settings;
     let ops = &app.model.ops;
     let (batch, max_len) = (s.batch_size.max(1), s.max_len.max(1));
-    let p = profile(ops, shape_at(app, batch, max_len), false).map_err(|e| e.to_string())?;
-    let training = memory::planned(ops, &p, s.method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app))).map_err(|e| e.to_string())?;
-    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), target(app), total).map_err(|e| e.to_string())
+    let p = profile(ops, shape_at(app, batch, max_len), false)?;
+    let training = memory::planned(ops, &p, s.method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)))?;
+    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), target(app), total)
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -437,7 +437,7 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
         match &fit {
             Ok(fit) => picked = memory_verdict(ui, fit),
             Err(err) => {
-                ui.colored_label(ui.visuals().error_fg_color, err);
+                ui.colored_label(ui.visuals().error_fg_color, err.to_string());
             }
         }
         ui.end_row();

@@ -76,7 +76,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
     let estimate = super::method::current(app);
     let blocker = match &estimate {
         None => Some("Load a model first (Model tab).".to_string()),
-        Some(Err(e)) => Some(e.clone()),
+        Some(Err(e)) => Some(e.to_string()),
         _ if matches!(app.settings.budget_choice(), Some(Err(_))) => Some("The budget does not parse: see the Method tab.".into()),
         // With a budget the engine picks rho (and refuses a budget below the forward pass).
         Some(Ok(_)) if matches!(app.settings.budget_choice(), Some(Ok(_))) => None,

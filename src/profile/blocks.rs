@@ -13,6 +13,12 @@ pub fn block_name(tensor: &str, start: usize, end: usize) -> String {
     format!("{tensor}{MARK}{start}-{end}")
 }
 
+/// `weight#rows`: where the optimizer keeps the state of a weight's trained rows (whichever rows
+/// the current blocks cover; the rows are kept with the state).
+pub fn rows_state_name(tensor: &str) -> String {
+    format!("{tensor}{MARK}")
+}
+
 /// The tensor and row range of a block name; `None` for a whole tensor.
 pub fn parse_block(name: &str) -> Option<(&str, std::ops::Range<usize>)> {
     let (tensor, range) = name.split_once(MARK)?;

@@ -11,6 +11,7 @@ use burn::tensor::IndexingUpdateOp;
 
 use crate::kernels::{AdamWHyper, adamw, masked_adamw, row_index, runs_wgsl};
 use crate::model::{Model, ParamMut, Parameters};
+use crate::profile::blocks::rows_state_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWConfig {
@@ -98,7 +99,7 @@ fn hyper(c: &AdamWConfig, lr: f64, step: u64, grad_scale: f64) -> AdamWHyper {
 
 impl AdamW {
     /// Updates only the given output rows of weights, from compact `[rows, d_in]` gradients: the
-    /// fused WGSL kernel on wgpu, gathered tensor ops on the CPU. State is kept under `name#rows`.
+    /// fused WGSL kernel on wgpu, gathered tensor ops on the CPU. State is kept under `name#rows` ([`rows_state_name`]).
     pub fn step_rows(
         &mut self,
         model: &mut Model,
@@ -111,7 +112,7 @@ impl AdamW {
         model.visit_mut(&mut |name, p| {
             let (Some(g), Some(r), ParamMut::Matrix(w)) = (grads.get(name), rows.get(name), p) else { return };
             let [n_rows, d_in] = g.dims();
-            let key = format!("{name}#rows");
+            let key = rows_state_name(name);
             let fresh = self.state.get(&key).is_none_or(|s| s.rows.as_ref() != Some(r));
             if fresh {
                 let zeros = Tensor::zeros([n_rows * d_in], &g.device());
