@@ -16,6 +16,7 @@ use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, profile};
 use crate::select::CostRule;
 use crate::train::MethodKind;
 use crate::train::batch::frozen_share;
+use crate::train::cost::{Adapter, macs_with_adapters};
 use crate::train::memory::{self, MemoryError, MemoryEstimate, Preflight, Target, Training};
 
 #[derive(Default)]
@@ -71,17 +72,14 @@ pub fn estimate(
         MethodKind::TopK => cost(&idx)?,
         MethodKind::Greentrainer => rho * p.t_full(),
         MethodKind::Lora => {
-            let mut adapter_macs = 0.0;
-            for &i in &idx {
-                // On the tokens of the layer's stream (a T5 decoder layer: the target's).
-                let tokens = shape.tokens_of(p.nodes[i].stream).unwrap_or(0) as f64;
-                if let OpKind::Linear { d_in, d_out } = ops[i].kind {
-                    adapter_macs += 3.0 * tokens * (lora.0 * (d_in + d_out)) as f64;
-                }
-            }
-            // The adapted weights need the backward pass to reach them but no weight gradient.
-            let dw: f64 = idx.iter().map(|&i| p.nodes[i].t_dw).sum();
-            cost(&idx)? - dw + adapter_macs
+            let adapted: Vec<Adapter> = idx
+                .iter()
+                .filter_map(|&i| match ops[i].kind {
+                    OpKind::Linear { d_in, .. } => Some(Adapter { node: i, rank: lora.0, d_in }),
+                    _ => None,
+                })
+                .collect();
+            macs_with_adapters(&p, &[], &adapted)
         }
     };
     Ok(Estimate {
@@ -470,4 +468,29 @@ fn memory_verdict(ui: &mut egui::Ui, fit: &Preflight) -> Option<(usize, usize)> 
         }
     });
     picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Linears;
+    use crate::model::lora::LoraConfig;
+    use crate::train::cost::step_macs;
+
+    #[test]
+    fn the_lora_estimate_is_what_the_trainer_charges() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
+        let loaded = crate::io::load_model(&fixture, &crate::device::ComputeDevice::cpu().device).unwrap();
+        let targets = default_targets(&loaded.model.info().model_type);
+        let ops = loaded.model.op_graph();
+        let shape = BatchShape::padded(&ops, 2, 24);
+        let mut adapted = loaded.model.clone();
+        let adapters =
+            adapted.attach_lora(&LoraConfig { rank: 4, targets: targets.clone(), ..LoraConfig::default() }).into_iter().collect();
+        let charged = step_macs(&profile(&ops, shape, false).unwrap(), &adapted, &adapters);
+        let planned = estimate(&ops, MethodKind::Lora, 0.5, 1, (4, &targets), shape, Target::Cpu).unwrap();
+        let macs = planned.step_flops / FLOPS_PER_MAC;
+        assert!((macs - charged).abs() <= 1e-9 * charged, "the Method tab plans {macs} MACs, the trainer charges {charged}");
+        assert!(macs < planned.full_step_flops / FLOPS_PER_MAC, "LoRA below full fine-tuning");
+    }
 }

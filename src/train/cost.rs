@@ -33,30 +33,38 @@ pub fn step_macs(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f6
             adapters.push((format!("{base}.weight"), rank, d_in));
         }
     });
-    let mut selected = Vec::new();
-    let mut dw_not_trained = 0.0;
-    for (i, n) in p.nodes.iter().enumerate() {
-        if !n.selectable {
-            continue;
-        }
-        if trainable.contains(&n.name) {
-            selected.push(i);
-        } else if adapters.iter().any(|a| a.0 == n.name) {
-            selected.push(i);
-            dw_not_trained += n.t_dw;
-        }
-    }
-    let base = p.selection_cost(&selected, CostRule::Exact).unwrap_or_else(|_| p.t_full());
-    // Per adapter: forward (x A^T, then B), activation and weight gradients of both factors, on the
-    // tokens of the stream its layer runs on.
-    let adapter_macs: f64 = adapters
+    let node = |name: &str| p.nodes.iter().position(|n| n.selectable && n.name == name);
+    let trained: Vec<usize> = trainable.iter().filter_map(|name| node(name)).collect();
+    let adapted: Vec<Adapter> =
+        adapters.iter().filter_map(|(name, rank, d_in)| Some(Adapter { node: node(name)?, rank: *rank, d_in: *d_in })).collect();
+    macs_with_adapters(p, &trained, &adapted)
+}
+
+/// A LoRA adapter of `rank` on the linear weight at profile node `node` (`d_in` inputs).
+pub struct Adapter {
+    pub node: usize,
+    pub rank: usize,
+    pub d_in: usize,
+}
+
+/// MACs of a step that trains the nodes `trained` whole and `adapted`'s weights through their
+/// adapters: the backward pass down to the deepest of either, the weight gradients of the trained
+/// nodes alone, and per adapter its low-rank products (forward `x A^T` then `B`, activation and
+/// weight gradients of both factors) on the tokens of the stream its layer runs on.
+pub fn macs_with_adapters(p: &Profile, trained: &[usize], adapted: &[Adapter]) -> f64 {
+    let mut nodes: Vec<usize> = trained.iter().copied().chain(adapted.iter().map(|a| a.node)).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    let base = p.selection_cost(&nodes, CostRule::Exact).unwrap_or_else(|_| p.t_full());
+    let frozen_under_adapter: f64 = adapted.iter().filter(|a| !trained.contains(&a.node)).map(|a| p.nodes[a.node].t_dw).sum();
+    let products: f64 = adapted
         .iter()
-        .filter_map(|(name, rank, d_in)| {
-            let node = p.nodes.iter().find(|n| &n.name == name)?;
+        .filter_map(|a| {
+            let node = &p.nodes[a.node];
             let tokens = p.shape.tokens_of(node.stream)? as f64;
-            let d_out = node.t_fp / (tokens * *d_in as f64);
-            Some(3.0 * tokens * *rank as f64 * (*d_in as f64 + d_out))
+            let d_out = node.t_fp / (tokens * a.d_in as f64);
+            Some(3.0 * tokens * a.rank as f64 * (a.d_in as f64 + d_out))
         })
         .sum();
-    base - dw_not_trained + adapter_macs
+    base - frozen_under_adapter + products
 }
