@@ -12,6 +12,7 @@ use greentrainer::profile::blocks::{parse_block, split_rows};
 use greentrainer::profile::{BatchShape, OpKind, profile};
 use greentrainer::select::CostRule;
 use greentrainer::train::batch::DeviceBatch;
+use greentrainer::train::cost::step_time_share;
 use greentrainer::train::optim::{AdamW, AdamWConfig};
 use greentrainer::train::step::forward_backward_rows;
 use greentrainer::train::{Event, Granularity, MethodKind, RunControl, TrainConfig, Trainer};
@@ -41,6 +42,11 @@ fn row_blocks_keep_the_costs_of_their_tensor() {
     // One block costs less (a quarter of the weight gradient).
     let one = split.selection_cost(&blocks[..1], CostRule::Exact).unwrap();
     assert!(one < b);
+    // The modelled step time (MACs and each trained parameter's update) is the tensor's too.
+    let names = |p: &greentrainer::profile::Profile, at: &[usize]| at.iter().map(|&i| p.nodes[i].name.clone()).collect::<BTreeSet<_>>();
+    let time_whole = step_time_share(&p, &model, &names(&p, &[whole]));
+    let time_blocks = step_time_share(&split, &model, &names(&split, &blocks));
+    assert!((time_whole - time_blocks).abs() < 1e-9 * time_whole, "{time_whole} vs {time_blocks}");
 }
 
 #[test]

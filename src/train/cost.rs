@@ -3,7 +3,7 @@
 //! LoRA adapters are not profile nodes: an adapted weight needs the backward pass to reach it but
 //! no weight gradient of its own, and each adapter adds its small low-rank products.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Model, ParamRef, Parameters};
 use crate::profile::{Profile, UPDATE_MACS_PER_PARAM};
@@ -13,31 +13,53 @@ use crate::select::CostRule;
 /// work of the parameters it trains ([`UPDATE_MACS_PER_PARAM`] each; for LoRA the adapters'),
 /// against every MAC and every parameter's update. GreenTrainer's selection holds it within rho.
 pub fn step_time_share(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f64 {
-    let mut trained = 0usize;
-    model.visit(&mut |name, t| {
-        if trainable.contains(name) {
-            trained += t.numel();
-        }
-    });
-    (step_macs(p, model, trainable) + UPDATE_MACS_PER_PARAM * trained as f64) / (p.t_full() + p.full_update())
+    let t = Trained::of(p, model, trainable);
+    // Profile nodes count row blocks and a tied weight once, as the selection does.
+    let params = t.nodes.iter().map(|&i| p.nodes[i].param_numel).sum::<usize>() + t.adapter_params;
+    (t.macs(p) + UPDATE_MACS_PER_PARAM * params as f64) / (p.t_full() + p.full_update())
 }
 
 /// Multiply-accumulates of one step (exact chain rule).
 pub fn step_macs(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> f64 {
-    let mut adapters: Vec<(String, usize, usize)> = Vec::new();
-    model.visit(&mut |name, t| {
-        if let (Some(base), ParamRef::Matrix(a)) = (name.strip_suffix(".lora_A.weight"), t)
-            && trainable.contains(name)
-        {
-            let [rank, d_in] = a.dims();
-            adapters.push((format!("{base}.weight"), rank, d_in));
+    Trained::of(p, model, trainable).macs(p)
+}
+
+/// What a step trains, located in the profile: whole nodes (tensors or row blocks) and adapters.
+struct Trained {
+    nodes: Vec<usize>,
+    adapters: Vec<Adapter>,
+    /// Parameters of the adapters (both factors).
+    adapter_params: usize,
+}
+
+impl Trained {
+    fn of(p: &Profile, model: &Model, trainable: &BTreeSet<String>) -> Self {
+        let mut adapted_weights = BTreeMap::new();
+        let mut adapter_params = 0;
+        model.visit(&mut |name, t| {
+            if !trainable.contains(name) || !(name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")) {
+                return;
+            }
+            adapter_params += t.numel();
+            if let (Some(base), ParamRef::Matrix(a)) = (name.strip_suffix(".lora_A.weight"), t) {
+                adapted_weights.insert(format!("{base}.weight"), a.dims());
+            }
+        });
+        let (mut nodes, mut adapters) = (Vec::new(), Vec::new());
+        for (i, n) in p.nodes.iter().enumerate().filter(|(_, n)| n.selectable) {
+            if trainable.contains(&n.name) {
+                nodes.push(i);
+            }
+            if let Some(&[rank, d_in]) = adapted_weights.get(&n.name) {
+                adapters.push(Adapter { node: i, rank, d_in });
+            }
         }
-    });
-    let node = |name: &str| p.nodes.iter().position(|n| n.selectable && n.name == name);
-    let trained: Vec<usize> = trainable.iter().filter_map(|name| node(name)).collect();
-    let adapted: Vec<Adapter> =
-        adapters.iter().filter_map(|(name, rank, d_in)| Some(Adapter { node: node(name)?, rank: *rank, d_in: *d_in })).collect();
-    macs_with_adapters(p, &trained, &adapted)
+        Self { nodes, adapters, adapter_params }
+    }
+
+    fn macs(&self, p: &Profile) -> f64 {
+        macs_with_adapters(p, &self.nodes, &self.adapters)
+    }
 }
 
 /// A LoRA adapter of `rank` on the linear weight at profile node `node` (`d_in` inputs).
