@@ -340,7 +340,7 @@ pub enum BenchCommand {
         /// This share of each row is a prompt without targets, which GreenTrainer runs without
         /// gradient (`frozen_prompt`); the other methods differentiate every token as they do in
         /// training. 0: every token is a target.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = prompt_share)]
         frozen_prompt: f64,
         /// Where to write the JSON rows.
         #[arg(long, default_value = "runs/bench-train.json")]
@@ -821,6 +821,15 @@ fn probability(text: &str) -> std::result::Result<f32, String> {
     match text.trim().parse::<f32>() {
         Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
         Ok(_) => Err(format!("`{text}`: must be in (0, 1]")),
+        Err(e) => Err(format!("`{text}`: {e}")),
+    }
+}
+
+/// A share of each row that is prompt: at least 0, and below 1 so that some tokens are targets.
+fn prompt_share(text: &str) -> std::result::Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        Ok(_) => Err(format!("`{text}`: must be in [0, 1)")),
         Err(e) => Err(format!("`{text}`: {e}")),
     }
 }

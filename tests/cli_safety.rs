@@ -298,6 +298,12 @@ fn settings_that_are_not_numbers_or_out_of_range_are_refused_by_name() {
         assert!(!out.status.success(), "{flags:?} was accepted: {}", text(&out));
         assert!(text(&out).contains(expected), "{flags:?}: {}", text(&out));
     }
+    // A benchmark's prompt share leaves some tokens to learn from.
+    for share in ["1", "-0.1", "NaN"] {
+        let flag = format!("--frozen-prompt={share}");
+        let out = greentrainer(&["bench", "train", &flag]);
+        assert!(!out.status.success() && text(&out).contains("must be in [0, 1)"), "{flag}: {}", text(&out));
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("run.toml");
