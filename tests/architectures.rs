@@ -130,3 +130,23 @@ fn the_context_length_bounds_training_and_generation_instead_of_panicking() {
     assert!(out.len() <= 6, "generated {} tokens past the 256-position table", out.len());
     assert!(generate(&loaded.model, &(0..256).map(|i| 2 + i % 500).collect::<Vec<u32>>(), &GenerateOptions::greedy(5)).is_empty());
 }
+
+#[test]
+fn each_architecture_visits_its_parameters_in_the_order_its_graph_declares_them() {
+    use greentrainer::model::Linears;
+    use greentrainer::model::graph::OpKind;
+    let device = ComputeDevice::cpu().device;
+    for fixture in ["tiny-llama", "tiny-opt", "tiny-bloom", "tiny-t5"] {
+        let model = load_model(&common::fixture(fixture), &device).unwrap().model;
+        let ops = model.op_graph();
+        let weightless = |kind: &OpKind| {
+            matches!(kind, OpKind::AttentionCore { .. } | OpKind::CrossAttentionCore { .. } | OpKind::LmHead { tied: true, .. })
+        };
+        let declared: Vec<String> = ops.iter().filter(|op| !weightless(&op.kind)).map(|op| op.name.clone()).collect();
+        assert_eq!(model.param_names(), declared, "{fixture}");
+        let linears: Vec<String> = model.linears().into_iter().map(|l| format!("{}.weight", l.name)).collect();
+        let declared_linears: Vec<String> =
+            ops.iter().filter(|op| matches!(op.kind, OpKind::Linear { .. })).map(|op| op.name.clone()).collect();
+        assert_eq!(linears, declared_linears, "{fixture}");
+    }
+}

@@ -10,8 +10,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use greentrainer::device::ComputeDevice;
 use greentrainer::error::Error;
 use greentrainer::io::safetensors_file::SafetensorsFiles;
+use greentrainer::model::bloom::bloom_ops;
 use greentrainer::model::bloom::{Bloom, BloomConfig, alibi_slopes};
-use greentrainer::model::graph::bloom::bloom_ops;
 use greentrainer::model::{KvCache, Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
 use greentrainer::profile::{BatchShape, FlopsConvention, profile};
 

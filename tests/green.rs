@@ -21,7 +21,7 @@ use greentrainer::green::meter::{
     self, EnergySource, Meter, amdgpu_sensors, apple_gpu_sensor, ioreport_sensor, nvml_sensors, rapl_sensors,
 };
 use greentrainer::model::config::LlamaConfig;
-use greentrainer::model::graph::llama::llama_ops;
+use greentrainer::model::llama::llama_ops;
 use greentrainer::profile::{BatchShape, profile};
 use greentrainer::train::{Event, MethodKind, RunControl, TrainConfig, Trainer};
 

@@ -3,7 +3,7 @@
 //! head). Measured peaks belong to `greentrainer bench memory`, not here.
 
 use greentrainer::model::LlamaConfig;
-use greentrainer::model::graph::llama::llama_ops;
+use greentrainer::model::llama::llama_ops;
 use greentrainer::profile::{BatchShape, OpSpec};
 use greentrainer::train::memory::{self, MemoryError, Target, Training, Verdict, estimate, propose};
 

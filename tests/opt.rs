@@ -10,7 +10,7 @@ use std::path::Path;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use greentrainer::error::{Error, Result};
 use greentrainer::io::safetensors_file::SafetensorsFiles;
-use greentrainer::model::graph::opt::opt_ops;
+use greentrainer::model::opt::opt_ops;
 use greentrainer::model::opt::{Opt, OptConfig};
 use greentrainer::model::{KvCache, Parameters, attention_mask, loss::causal_lm_loss, params::with_trainable};
 use greentrainer::profile::{BatchShape, FlopsConvention, profile};

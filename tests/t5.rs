@@ -9,9 +9,9 @@ use std::path::Path;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use greentrainer::error::{Error, Result};
 use greentrainer::io::safetensors_file::SafetensorsFiles;
-use greentrainer::model::graph::t5::t5_ops;
 use greentrainer::model::loss::seq2seq_lm_loss;
 use greentrainer::model::params::with_trainable;
+use greentrainer::model::t5::t5_ops;
 use greentrainer::model::t5::{T5, T5Cache, T5Config};
 use greentrainer::model::{Linears, Parameters};
 use greentrainer::profile::t5::paper_accounting;
@@ -128,7 +128,7 @@ fn op_graph_from_the_config_equals_the_loaded_models() {
     // Linears come in the op graph's order; every parameter is a node, the tied head counted once.
     let op_linears: Vec<String> =
         ops.iter().filter(|o| matches!(o.kind, OpKind::Linear { .. })).map(|o| o.name.trim_end_matches(".weight").to_string()).collect();
-    let linears: Vec<String> = model.linears().into_iter().map(|(n, _)| n).collect();
+    let linears: Vec<String> = model.linears().into_iter().map(|l| l.name).collect();
     assert_eq!(op_linears, linears);
     let shape = BatchShape { batch: 2, seq: 20, decoder_seq: Some(7), head_tokens: None, grad_tokens: None };
     let p = profile(&ops, shape, false).unwrap();

@@ -372,7 +372,7 @@ fn a_decoder_selection_is_not_charged_the_encoders_backward() {
 
     // A LoRA adapter on a decoder layer costs its low-rank products on the decoder's tokens.
     let mut adapted = loaded.model.clone();
-    let lora = greentrainer::model::lora::LoraConfig { targets: vec!["q".into()], ..Default::default() };
+    let lora = greentrainer::model::lora::LoraConfig::paper(vec!["q".into()]);
     let names: std::collections::BTreeSet<String> =
         adapted.attach_lora(&lora).into_iter().filter(|n| n.starts_with("decoder.block.0.layer.0.")).collect();
     let q = index("decoder.block.0.layer.0.SelfAttention.q.weight");

@@ -108,7 +108,7 @@ fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, MemoryE
 }
 
 fn lora_targets(app: &StudioApp) -> Vec<String> {
-    default_targets(app.model.summary.as_ref().map(|m| m.architecture.as_str()).unwrap_or_default())
+    default_targets(&app.model.ops)
 }
 
 /// The padded shape of `batch x max_len`; once a dataset is previewed, the head is charged for its
@@ -481,12 +481,11 @@ mod tests {
     fn the_lora_estimate_is_what_the_trainer_charges() {
         let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama");
         let loaded = crate::io::load_model(&fixture, &crate::device::ComputeDevice::cpu().device).unwrap();
-        let targets = default_targets(&loaded.model.info().model_type);
         let ops = loaded.model.op_graph();
+        let targets = default_targets(&ops);
         let shape = BatchShape::padded(&ops, 2, 24);
         let mut adapted = loaded.model.clone();
-        let adapters =
-            adapted.attach_lora(&LoraConfig { rank: 4, targets: targets.clone(), ..LoraConfig::default() }).into_iter().collect();
+        let adapters = adapted.attach_lora(&LoraConfig { rank: 4, ..LoraConfig::paper(targets.clone()) }).into_iter().collect();
         let charged = step_macs(&profile(&ops, shape, false).unwrap(), &adapted, &adapters);
         let planned = estimate(&ops, MethodKind::Lora, 0.5, 1, (4, &targets), shape, Target::Cpu).unwrap();
         let macs = planned.step_flops / FLOPS_PER_MAC;

@@ -231,7 +231,7 @@ fn methods(model: &Model, batches: &Batches, prompt_share: f64, full_only: bool)
     }
     out.push(method("FT-top-2".into(), model.top_layers(2)));
     let mut adapted = model.clone();
-    let lora = LoraConfig { targets: default_targets(&model.info().model_type), ..LoraConfig::default() };
+    let lora = LoraConfig::paper(default_targets(&model.op_graph()));
     let names = adapted.attach_lora(&lora);
     out.push(Method {
         name: format!("LoRA r={} on q,v", lora.rank),

@@ -9,12 +9,12 @@ use super::bloom::{Bloom, BloomConfig};
 use super::cache::KvCache;
 use super::config::LlamaConfig;
 use super::graph::{OpSpec, TensorRole};
-use super::linear::{Linear, Linears, vocab_logits};
+use super::linear::vocab_logits;
 use super::llama::Llama;
 use super::loader::TensorSource;
 use super::loss::{causal_targets, head_cross_entropy};
 use super::opt::{Opt, OptConfig};
-use super::params::{ParamMut, ParamRef, Parameters};
+use super::params::{ModuleMut, Parameters};
 use super::t5::{T5, T5Config};
 use crate::error::{Error, Result};
 
@@ -365,21 +365,7 @@ impl Model {
 }
 
 impl Parameters for Model {
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
-        each!(self, m => m.visit(f))
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        each!(self, m => m.visit_mut(f))
-    }
-}
-
-impl Linears for Model {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        each!(self, m => m.linears())
-    }
-
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        each!(self, m => m.linears_mut())
+    fn modules_mut(&mut self) -> Vec<ModuleMut<'_>> {
+        each!(self, m => m.modules_mut())
     }
 }

@@ -7,6 +7,8 @@
 //! output rows are grouped per head: rows `h * 3 * head_dim ..` hold head h's query, key and value
 //! (`head_dim` rows each), so one head's row block is `3 * head_dim` rows, not `head_dim`.
 
+use std::sync::Arc;
+
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
@@ -15,12 +17,11 @@ use serde_json::Value;
 use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_positive, check_sizes, check_token_ids, deserialize, first_id, parse_json};
-use super::graph::OpSpec;
-use super::graph::bloom::bloom_ops;
-use super::linear::{Linear, Linears, vocab_logits};
+use super::graph::{OpSpec, TensorRole};
+use super::linear::{Linear, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::norm::LayerNorm;
-use super::params::{ParamMut, ParamRef, Parameters};
+use super::params::{ModuleMut, Parameters, Table};
 use crate::error::{Error, Result};
 
 /// The fields of a BLOOM `config.json` the engine needs; `raw` keeps the whole file for export.
@@ -201,62 +202,54 @@ impl Block {
         let residual = if residual_after_norm { normed.clone() } else { x };
         self.mlp.forward(normed) + residual
     }
-
-    /// The four linear layers with their names inside the block, in execution order.
-    fn linears(&self) -> [(&'static str, &Linear); 4] {
-        let (a, m) = (&self.self_attention, &self.mlp);
-        [
-            ("self_attention.query_key_value", &a.query_key_value),
-            ("self_attention.dense", &a.dense),
-            ("mlp.dense_h_to_4h", &m.dense_h_to_4h),
-            ("mlp.dense_4h_to_h", &m.dense_4h_to_h),
-        ]
-    }
-
-    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
-        let (a, m) = (&mut self.self_attention, &mut self.mlp);
-        [
-            ("self_attention.query_key_value", &mut a.query_key_value),
-            ("self_attention.dense", &mut a.dense),
-            ("mlp.dense_h_to_4h", &mut m.dense_h_to_4h),
-            ("mlp.dense_4h_to_h", &mut m.dense_4h_to_h),
-        ]
-    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Bloom {
     pub config: BloomConfig,
-    pub word_embeddings: Tensor<2>,
+    pub word_embeddings: Table,
     pub word_embeddings_layernorm: LayerNorm,
     pub h: Vec<Block>,
     pub ln_f: LayerNorm,
     /// `None` when tied to `word_embeddings`.
-    pub lm_head: Option<Tensor<2>>,
+    pub lm_head: Option<Table>,
+    /// The op graph recorded while loading.
+    graph: Arc<[OpSpec]>,
+}
+
+/// The op graph of a BLOOM model from its config alone, which fixes every shape `load` reads: for
+/// planning a run without weights. For head-sized row blocks, `query_key_value` needs
+/// `3 * head_dim` rows per head (see `Model::head_rows`).
+pub fn bloom_ops(config: &BloomConfig) -> Vec<OpSpec> {
+    Bloom::declare(config.clone(), Loader::planning()).expect("planning reads no file").op_graph()
 }
 
 impl Bloom {
-    /// Builds the model, asking `source` for every parameter in HF order.
+    /// Builds the model, asking `source` for every parameter.
     pub fn load(config: BloomConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        Self::declare(config, Loader::new(source, device))
+    }
+
+    /// Every parameter and weightless op in execution order: the one place their HF names are
+    /// spelled. Every BLOOM linear layer and LayerNorm has a bias.
+    fn declare(config: BloomConfig, mut l: Loader<'_, '_>) -> Result<Self> {
         let c = &config;
-        let mut l = Loader::new(source, device);
-        let (d, vocab) = (c.hidden_size, c.vocab_size);
-        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| LayerNorm::load(l, prefix, d, true, c.layer_norm_epsilon);
-        // Every BLOOM linear layer has a bias.
-        let linear = |l: &mut Loader<'_, '_>, prefix: &str, d_out: usize, d_in: usize| l.linear(prefix, d_out, d_in, true);
-        let word_embeddings = l.matrix("transformer.word_embeddings.weight", [vocab, d])?;
-        let word_embeddings_layernorm = layer_norm(&mut l, "transformer.word_embeddings_layernorm")?;
+        let (d, vocab, eps) = (c.hidden_size, c.vocab_size, c.layer_norm_epsilon);
+        let word_embeddings = l.embedding("transformer.word_embeddings.weight", vocab, d)?;
+        let word_embeddings_layernorm = l.layer_norm("transformer.word_embeddings_layernorm", d, true, eps)?;
         // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
         // allocation, while the first missing layer ends the load with an error.
         let mut h = Vec::new();
         for i in 0..c.n_layer {
-            let p = format!("transformer.h.{i}");
-            let input_layernorm = layer_norm(&mut l, &format!("{p}.input_layernorm"))?;
-            let query_key_value = linear(&mut l, &format!("{p}.self_attention.query_key_value"), 3 * d, d)?;
-            let dense = linear(&mut l, &format!("{p}.self_attention.dense"), d, d)?;
-            let post_attention_layernorm = layer_norm(&mut l, &format!("{p}.post_attention_layernorm"))?;
-            let dense_h_to_4h = linear(&mut l, &format!("{p}.mlp.dense_h_to_4h"), 4 * d, d)?;
-            let dense_4h_to_h = linear(&mut l, &format!("{p}.mlp.dense_4h_to_h"), d, 4 * d)?;
+            let name = |part: &str| format!("transformer.h.{i}.{part}");
+            l.block(Some(i));
+            let input_layernorm = l.layer_norm(&name("input_layernorm"), d, true, eps)?;
+            let query_key_value = l.linear(&name("self_attention.query_key_value"), d, 3 * d, true, TensorRole::Qkv)?;
+            l.attention_core(&name("self_attention"), c.n_head, c.head_dim(), true);
+            let dense = l.linear(&name("self_attention.dense"), d, d, true, TensorRole::O)?;
+            let post_attention_layernorm = l.layer_norm(&name("post_attention_layernorm"), d, true, eps)?;
+            let dense_h_to_4h = l.linear(&name("mlp.dense_h_to_4h"), d, 4 * d, true, TensorRole::Fc1)?;
+            let dense_4h_to_h = l.linear(&name("mlp.dense_4h_to_h"), 4 * d, d, true, TensorRole::Fc2)?;
             h.push(Block {
                 input_layernorm,
                 self_attention: Attention { query_key_value, dense, n_heads: c.n_head, head_dim: c.head_dim() },
@@ -264,13 +257,14 @@ impl Bloom {
                 mlp: Mlp { dense_h_to_4h, dense_4h_to_h },
             });
         }
-        let ln_f = layer_norm(&mut l, "transformer.ln_f")?;
-        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [vocab, d])?) };
-        Ok(Self { config, word_embeddings, word_embeddings_layernorm, h, ln_f, lm_head })
+        l.block(None);
+        let ln_f = l.layer_norm("transformer.ln_f", d, true, eps)?;
+        let lm_head = l.lm_head(&word_embeddings.name, vocab, d, c.tie_word_embeddings)?;
+        Ok(Self { config, word_embeddings, word_embeddings_layernorm, h, ln_f, lm_head, graph: l.graph() })
     }
 
     pub fn device(&self) -> Device {
-        self.word_embeddings.device()
+        self.word_embeddings.weight.device()
     }
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the attention mask from
@@ -281,7 +275,7 @@ impl Bloom {
 
     /// The LM head `[V, d]`: its own weight, or the embedding table when tied.
     pub fn head(&self) -> Tensor<2> {
-        self.lm_head.clone().unwrap_or_else(|| self.word_embeddings.clone())
+        self.lm_head.as_ref().unwrap_or(&self.word_embeddings).weight.clone()
     }
 
     /// The final hidden states `[B, S, d]` the head reads (see [`Bloom::forward`]).
@@ -291,7 +285,7 @@ impl Bloom {
         // by a constant per row, which softmax ignores, and padded keys are masked out either
         // way: only padding between real tokens would differ.
         let alibi = alibi_slopes(self.config.n_head);
-        let mut x = self.word_embeddings_layernorm.forward(embedding(self.word_embeddings.clone(), ids));
+        let mut x = self.word_embeddings_layernorm.forward(embedding(self.word_embeddings.weight.clone(), ids));
         let post = self.config.apply_residual_connection_post_layernorm;
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.h.len()));
@@ -300,66 +294,29 @@ impl Bloom {
         self.ln_f.forward(x)
     }
 
-    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
-    /// fixes every shape and the head's tying (`load` reads exactly those), so it is
-    /// [`bloom_ops`] of the config.
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, as `load`
+    /// declared it.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        bloom_ops(&self.config)
+        self.graph.to_vec()
     }
 }
 
 impl Parameters for Bloom {
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
-        f("transformer.word_embeddings.weight", ParamRef::Matrix(&self.word_embeddings));
-        self.word_embeddings_layernorm.visit(f, "transformer.word_embeddings_layernorm");
-        for (i, l) in self.h.iter().enumerate() {
-            let p = format!("transformer.h.{i}");
-            l.input_layernorm.visit(f, &format!("{p}.input_layernorm"));
-            l.self_attention.query_key_value.visit(f, &format!("{p}.self_attention.query_key_value"));
-            l.self_attention.dense.visit(f, &format!("{p}.self_attention.dense"));
-            l.post_attention_layernorm.visit(f, &format!("{p}.post_attention_layernorm"));
-            l.mlp.dense_h_to_4h.visit(f, &format!("{p}.mlp.dense_h_to_4h"));
-            l.mlp.dense_4h_to_h.visit(f, &format!("{p}.mlp.dense_4h_to_h"));
+    fn modules_mut(&mut self) -> Vec<ModuleMut<'_>> {
+        let mut out = vec![ModuleMut::Table(&mut self.word_embeddings), ModuleMut::LayerNorm(&mut self.word_embeddings_layernorm)];
+        for b in &mut self.h {
+            let (a, m) = (&mut b.self_attention, &mut b.mlp);
+            out.extend([
+                ModuleMut::LayerNorm(&mut b.input_layernorm),
+                ModuleMut::Linear(&mut a.query_key_value),
+                ModuleMut::Linear(&mut a.dense),
+                ModuleMut::LayerNorm(&mut b.post_attention_layernorm),
+                ModuleMut::Linear(&mut m.dense_h_to_4h),
+                ModuleMut::Linear(&mut m.dense_4h_to_h),
+            ]);
         }
-        self.ln_f.visit(f, "transformer.ln_f");
-        if let Some(head) = &self.lm_head {
-            f("lm_head.weight", ParamRef::Matrix(head));
-        }
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        f("transformer.word_embeddings.weight", ParamMut::Matrix(&mut self.word_embeddings));
-        self.word_embeddings_layernorm.visit_mut(f, "transformer.word_embeddings_layernorm");
-        for (i, l) in self.h.iter_mut().enumerate() {
-            let p = format!("transformer.h.{i}");
-            l.input_layernorm.visit_mut(f, &format!("{p}.input_layernorm"));
-            l.self_attention.query_key_value.visit_mut(f, &format!("{p}.self_attention.query_key_value"));
-            l.self_attention.dense.visit_mut(f, &format!("{p}.self_attention.dense"));
-            l.post_attention_layernorm.visit_mut(f, &format!("{p}.post_attention_layernorm"));
-            l.mlp.dense_h_to_4h.visit_mut(f, &format!("{p}.mlp.dense_h_to_4h"));
-            l.mlp.dense_4h_to_h.visit_mut(f, &format!("{p}.mlp.dense_4h_to_h"));
-        }
-        self.ln_f.visit_mut(f, "transformer.ln_f");
-        if let Some(head) = &mut self.lm_head {
-            f("lm_head.weight", ParamMut::Matrix(head));
-        }
-    }
-}
-
-impl Linears for Bloom {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        let mut out = Vec::new();
-        for (i, l) in self.h.iter().enumerate() {
-            out.extend(l.linears().into_iter().map(|(name, lin)| (format!("transformer.h.{i}.{name}"), lin)));
-        }
-        out
-    }
-
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::new();
-        for (i, l) in self.h.iter_mut().enumerate() {
-            out.extend(l.linears_mut().into_iter().map(|(name, lin)| (format!("transformer.h.{i}.{name}"), lin)));
-        }
+        out.push(ModuleMut::LayerNorm(&mut self.ln_f));
+        out.extend(self.lm_head.as_mut().map(ModuleMut::Table));
         out
     }
 }

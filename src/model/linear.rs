@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use burn::tensor::Tensor;
 
 use super::lora::{LoraAdapter, LoraConfig};
-use super::params::{ParamMut, ParamRef};
+use super::params::{ModuleMut, ParamMut, Parameters};
 use crate::kernels::{masked_linear, row_index};
 
 #[derive(Clone, Debug)]
 pub struct Linear {
+    /// The HF name prefix (`model.layers.0.self_attn.q_proj`) of `.weight` and `.bias`.
+    pub name: String,
     /// `[out, in]`, as in HF checkpoints.
     pub weight: Tensor<2>,
     pub bias: Option<Tensor<1>>,
@@ -28,8 +30,8 @@ pub struct PartialRows {
 }
 
 impl Linear {
-    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { weight, bias, lora: None, partial: None }
+    pub fn new(name: String, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Self { name, weight, bias, lora: None, partial: None }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
@@ -50,45 +52,43 @@ impl Linear {
         y.reshape([b, s, d_out])
     }
 
-    /// Visits `{prefix}.weight`, the bias and the adapter matrices under their HF/PEFT names.
-    pub fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str) {
-        f(&format!("{prefix}.weight"), ParamRef::Matrix(&self.weight));
-        if let Some(bias) = &self.bias {
-            f(&format!("{prefix}.bias"), ParamRef::Vector(bias));
-        }
-        if let Some(lora) = &self.lora {
-            f(&format!("{prefix}.lora_A.weight"), ParamRef::Matrix(&lora.a));
-            f(&format!("{prefix}.lora_B.weight"), ParamRef::Matrix(&lora.b));
-        }
-    }
-
-    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str) {
-        f(&format!("{prefix}.weight"), ParamMut::Matrix(&mut self.weight));
+    /// Visits `{name}.weight`, the bias and the adapter matrices under their HF/PEFT names.
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        let name = &self.name;
+        f(&format!("{name}.weight"), ParamMut::Matrix(&mut self.weight));
         if let Some(bias) = &mut self.bias {
-            f(&format!("{prefix}.bias"), ParamMut::Vector(bias));
+            f(&format!("{name}.bias"), ParamMut::Vector(bias));
         }
         if let Some(lora) = &mut self.lora {
-            f(&format!("{prefix}.lora_A.weight"), ParamMut::Matrix(&mut lora.a));
-            f(&format!("{prefix}.lora_B.weight"), ParamMut::Matrix(&mut lora.b));
+            f(&format!("{name}.lora_A.weight"), ParamMut::Matrix(&mut lora.a));
+            f(&format!("{name}.lora_B.weight"), ParamMut::Matrix(&mut lora.b));
         }
     }
 }
 
-/// An architecture's linear layers by HF name prefix (`model.layers.0.self_attn.q_proj`), in
-/// execution order; LoRA, partial rows and merging are defined once on top of that list.
-pub trait Linears: Clone {
-    fn linears(&self) -> Vec<(String, &Linear)>;
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)>;
+/// What works on a model's linear layers, found by its one traversal: LoRA, partially trained
+/// rows and merging are defined once for every architecture.
+pub trait Linears: Parameters {
+    /// The linear layers in execution order.
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let modules = self.modules_mut();
+        modules.into_iter().filter_map(|m| if let ModuleMut::Linear(l) = m { Some(l) } else { None }).collect()
+    }
+
+    /// [`Linears::linears_mut`] as handles to the same tensors.
+    fn linears(&self) -> Vec<Linear> {
+        self.clone().linears_mut().into_iter().map(|l| l.clone()).collect()
+    }
 
     /// Attaches fresh LoRA adapters to the target linears; returns the adapter parameter names.
     fn attach_lora(&mut self, config: &LoraConfig) -> Vec<String> {
         let mut names = Vec::new();
-        for (prefix, lin) in self.linears_mut() {
-            if config.targets.iter().any(|t| prefix.ends_with(&format!(".{t}"))) {
+        for lin in self.linears_mut() {
+            if config.targets.iter().any(|t| lin.name.ends_with(&format!(".{t}"))) {
                 let [d_out, d_in] = lin.weight.dims();
                 lin.lora = Some(LoraAdapter::new(d_in, d_out, config, &lin.weight.device()));
-                names.push(format!("{prefix}.lora_A.weight"));
-                names.push(format!("{prefix}.lora_B.weight"));
+                names.push(format!("{}.lora_A.weight", lin.name));
+                names.push(format!("{}.lora_B.weight", lin.name));
             }
         }
         names
@@ -97,8 +97,8 @@ pub trait Linears: Clone {
     /// A copy whose listed weights train only the given output rows (compact autodiff leaves).
     fn with_partial_rows(&self, rows: &BTreeMap<String, Vec<u32>>) -> Self {
         let mut out = self.clone();
-        for (prefix, lin) in out.linears_mut() {
-            let Some(r) = rows.get(&format!("{prefix}.weight")) else { continue };
+        for lin in out.linears_mut() {
+            let Some(r) = rows.get(&format!("{}.weight", lin.name)) else { continue };
             let idx = row_index(r, &lin.weight.device());
             let leaf = lin.weight.clone().select(0, idx).autodiff().require_grad();
             lin.partial = Some(PartialRows { rows: r.clone(), leaf });
@@ -107,15 +107,15 @@ pub trait Linears: Clone {
     }
 
     /// The compact leaves of partially trained weights, keyed by the weight's name.
-    fn partial_leaves(&self) -> Vec<(String, &PartialRows)> {
-        self.linears().into_iter().filter_map(|(prefix, lin)| Some((format!("{prefix}.weight"), lin.partial.as_ref()?))).collect()
+    fn partial_leaves(&self) -> Vec<(String, PartialRows)> {
+        self.linears().into_iter().filter_map(|lin| Some((format!("{}.weight", lin.name), lin.partial?))).collect()
     }
 
     /// A copy with every adapter merged into its weight (`W + s B A`) and removed: a plain model
     /// that HF transformers loads.
     fn merged(&self) -> Self {
         let mut out = self.clone();
-        for (_, lin) in out.linears_mut() {
+        for lin in out.linears_mut() {
             if let Some(lora) = lin.lora.take() {
                 lin.weight = lin.weight.clone() + lora.delta();
             }
@@ -123,6 +123,8 @@ pub trait Linears: Clone {
         out
     }
 }
+
+impl<M: Parameters> Linears for M {}
 
 /// Logits `[B, S, V]` of hidden states `[B, S, d]` through an LM head `[V, d]` (no bias in any
 /// supported architecture).

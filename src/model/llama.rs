@@ -6,18 +6,19 @@
 //! frozen; one wrapped with `.autodiff().require_grad()` is trained, and autodiff records nothing
 //! below the deepest such tensor.
 
+use std::sync::Arc;
+
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::LlamaConfig;
-use super::graph::OpSpec;
-use super::graph::llama::llama_ops;
-use super::linear::{Linear, Linears, vocab_logits};
+use super::graph::{OpSpec, TensorRole};
+use super::linear::{Linear, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::norm::RmsNorm;
-use super::params::{ParamMut, ParamRef, Parameters};
+use super::params::{ModuleMut, Parameters, Table};
 use crate::error::Result;
 
 #[derive(Clone, Debug)]
@@ -102,55 +103,65 @@ pub struct Block {
 #[derive(Clone, Debug)]
 pub struct Llama {
     pub config: LlamaConfig,
-    pub embed_tokens: Tensor<2>,
+    pub embed_tokens: Table,
     pub layers: Vec<Block>,
     pub norm: RmsNorm,
     /// `None` when tied to `embed_tokens`.
-    pub lm_head: Option<Tensor<2>>,
+    pub lm_head: Option<Table>,
+    /// The op graph recorded while loading.
+    graph: Arc<[OpSpec]>,
+}
+
+/// The op graph of a Llama-family model from its config alone, which fixes every shape `load`
+/// reads: for planning a run without weights.
+pub fn llama_ops(config: &LlamaConfig) -> Vec<OpSpec> {
+    Llama::declare(config.clone(), Loader::planning()).expect("planning reads no file").op_graph()
 }
 
 impl Llama {
-    /// Builds the model, asking `source` for every parameter in HF order.
+    /// Builds the model, asking `source` for every parameter.
     pub fn load(config: LlamaConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        Self::declare(config, Loader::new(source, device))
+    }
+
+    /// Every parameter and weightless op in execution order: the one place their HF names are
+    /// spelled.
+    fn declare(config: LlamaConfig, mut l: Loader<'_, '_>) -> Result<Self> {
         let c = &config;
-        let mut l = Loader::new(source, device);
         let (d, q, kv, f, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps);
-        let embed_tokens = l.matrix("model.embed_tokens.weight", [c.vocab_size, d])?;
+        let embed_tokens = l.embedding("model.embed_tokens.weight", c.vocab_size, d)?;
         // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
         // allocation, while the first missing layer ends the load with an error.
         let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let mut linear = |name: &str, d_out: usize, d_in: usize, bias: bool| l.linear(&format!("{p}.{name}"), d_out, d_in, bias);
-            let q_proj = linear("self_attn.q_proj", q, d, c.qkv_bias)?;
-            let k_proj = linear("self_attn.k_proj", kv, d, c.qkv_bias)?;
-            let v_proj = linear("self_attn.v_proj", kv, d, c.qkv_bias)?;
-            let o_proj = linear("self_attn.o_proj", d, q, c.o_bias)?;
-            let gate_proj = linear("mlp.gate_proj", f, d, c.mlp_bias)?;
-            let up_proj = linear("mlp.up_proj", f, d, c.mlp_bias)?;
-            let down_proj = linear("mlp.down_proj", d, f, c.mlp_bias)?;
+            let name = |part: &str| format!("model.layers.{i}.{part}");
+            l.block(Some(i));
+            let input_layernorm = l.rms_norm(&name("input_layernorm"), d, eps)?;
+            let q_proj = l.linear(&name("self_attn.q_proj"), d, q, c.qkv_bias, TensorRole::Q)?;
+            let k_proj = l.linear(&name("self_attn.k_proj"), d, kv, c.qkv_bias, TensorRole::K)?;
+            let v_proj = l.linear(&name("self_attn.v_proj"), d, kv, c.qkv_bias, TensorRole::V)?;
+            l.attention_core(&name("self_attn"), c.num_attention_heads, c.head_dim, true);
+            let o_proj = l.linear(&name("self_attn.o_proj"), q, d, c.o_bias, TensorRole::O)?;
+            let post_attention_layernorm = l.rms_norm(&name("post_attention_layernorm"), d, eps)?;
+            let gate_proj = l.linear(&name("mlp.gate_proj"), d, f, c.mlp_bias, TensorRole::Gate)?;
+            let up_proj = l.linear(&name("mlp.up_proj"), d, f, c.mlp_bias, TensorRole::Up)?;
+            let down_proj = l.linear(&name("mlp.down_proj"), f, d, c.mlp_bias, TensorRole::Down)?;
+            let (n_heads, n_kv_heads, head_dim) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
             layers.push(Block {
-                input_layernorm: RmsNorm::load(&mut l, &format!("{p}.input_layernorm"), d, eps)?,
-                self_attn: Attention {
-                    q_proj,
-                    k_proj,
-                    v_proj,
-                    o_proj,
-                    n_heads: c.num_attention_heads,
-                    n_kv_heads: c.num_key_value_heads,
-                    head_dim: c.head_dim,
-                },
-                post_attention_layernorm: RmsNorm::load(&mut l, &format!("{p}.post_attention_layernorm"), d, eps)?,
+                input_layernorm,
+                self_attn: Attention { q_proj, k_proj, v_proj, o_proj, n_heads, n_kv_heads, head_dim },
+                post_attention_layernorm,
                 mlp: Mlp { gate_proj, up_proj, down_proj },
             });
         }
-        let norm = RmsNorm::load(&mut l, "model.norm", d, eps)?;
-        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [c.vocab_size, d])?) };
-        Ok(Self { config, embed_tokens, layers, norm, lm_head })
+        l.block(None);
+        let norm = l.rms_norm("model.norm", d, eps)?;
+        let lm_head = l.lm_head(&embed_tokens.name, c.vocab_size, d, c.tie_word_embeddings)?;
+        Ok(Self { config, embed_tokens, layers, norm, lm_head, graph: l.graph() })
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.device()
+        self.embed_tokens.weight.device()
     }
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the attention mask from
@@ -161,7 +172,7 @@ impl Llama {
 
     /// The LM head `[V, d]`: its own weight, or the embedding table when tied.
     pub fn head(&self) -> Tensor<2> {
-        self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone())
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens).weight.clone()
     }
 
     /// The final hidden states `[B, S, d]` the head reads (see [`Llama::forward`]).
@@ -170,7 +181,7 @@ impl Llama {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let device = ids.device();
         let rotary = Rotary::new(&self.config, start, s, &device);
-        let mut x = embedding(self.embed_tokens.clone(), ids);
+        let mut x = embedding(self.embed_tokens.weight.clone(), ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.layers.len()));
             let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rotary, mask, slot);
@@ -181,92 +192,33 @@ impl Llama {
     }
 }
 
-impl Block {
-    /// The seven linear layers with their names inside the block, in execution order.
-    fn linears(&self) -> [(&'static str, &Linear); 7] {
-        let (a, m) = (&self.self_attn, &self.mlp);
-        [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.o_proj", &a.o_proj),
-            ("mlp.gate_proj", &m.gate_proj),
-            ("mlp.up_proj", &m.up_proj),
-            ("mlp.down_proj", &m.down_proj),
-        ]
-    }
-
-    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 7] {
-        let (a, m) = (&mut self.self_attn, &mut self.mlp);
-        [
-            ("self_attn.q_proj", &mut a.q_proj),
-            ("self_attn.k_proj", &mut a.k_proj),
-            ("self_attn.v_proj", &mut a.v_proj),
-            ("self_attn.o_proj", &mut a.o_proj),
-            ("mlp.gate_proj", &mut m.gate_proj),
-            ("mlp.up_proj", &mut m.up_proj),
-            ("mlp.down_proj", &mut m.down_proj),
-        ]
-    }
-}
-
 impl Parameters for Llama {
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
-        f("model.embed_tokens.weight", ParamRef::Matrix(&self.embed_tokens));
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            l.input_layernorm.visit(f, &format!("{p}.input_layernorm"));
-            l.post_attention_layernorm.visit(f, &format!("{p}.post_attention_layernorm"));
-            for (name, lin) in l.linears() {
-                lin.visit(f, &format!("{p}.{name}"));
-            }
+    fn modules_mut(&mut self) -> Vec<ModuleMut<'_>> {
+        let mut out = vec![ModuleMut::Table(&mut self.embed_tokens)];
+        for b in &mut self.layers {
+            let (a, m) = (&mut b.self_attn, &mut b.mlp);
+            out.extend([
+                ModuleMut::RmsNorm(&mut b.input_layernorm),
+                ModuleMut::Linear(&mut a.q_proj),
+                ModuleMut::Linear(&mut a.k_proj),
+                ModuleMut::Linear(&mut a.v_proj),
+                ModuleMut::Linear(&mut a.o_proj),
+                ModuleMut::RmsNorm(&mut b.post_attention_layernorm),
+                ModuleMut::Linear(&mut m.gate_proj),
+                ModuleMut::Linear(&mut m.up_proj),
+                ModuleMut::Linear(&mut m.down_proj),
+            ]);
         }
-        self.norm.visit(f, "model.norm");
-        if let Some(head) = &self.lm_head {
-            f("lm_head.weight", ParamRef::Matrix(head));
-        }
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        f("model.embed_tokens.weight", ParamMut::Matrix(&mut self.embed_tokens));
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            let p = format!("model.layers.{i}");
-            l.input_layernorm.visit_mut(f, &format!("{p}.input_layernorm"));
-            l.post_attention_layernorm.visit_mut(f, &format!("{p}.post_attention_layernorm"));
-            for (name, lin) in l.linears_mut() {
-                lin.visit_mut(f, &format!("{p}.{name}"));
-            }
-        }
-        self.norm.visit_mut(f, "model.norm");
-        if let Some(head) = &mut self.lm_head {
-            f("lm_head.weight", ParamMut::Matrix(head));
-        }
+        out.push(ModuleMut::RmsNorm(&mut self.norm));
+        out.extend(self.lm_head.as_mut().map(ModuleMut::Table));
+        out
     }
 }
 
 impl Llama {
-    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
-    /// fixes every shape, bias and the head's tying (`load` reads exactly those), so it is
-    /// [`llama_ops`] of the config.
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, as `load`
+    /// declared it.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        llama_ops(&self.config)
-    }
-}
-
-impl Linears for Llama {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter().enumerate() {
-            out.extend(l.linears().into_iter().map(|(name, lin)| (format!("model.layers.{i}.{name}"), lin)));
-        }
-        out
-    }
-
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::new();
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            out.extend(l.linears_mut().into_iter().map(|(name, lin)| (format!("model.layers.{i}.{name}"), lin)));
-        }
-        out
+        self.graph.to_vec()
     }
 }

@@ -5,6 +5,8 @@
 use burn::tensor::{Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::graph::{OpKind, OpSpec, TensorRole};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
@@ -14,22 +16,29 @@ pub struct LoraConfig {
     pub targets: Vec<String>,
 }
 
-impl Default for LoraConfig {
-    /// The paper's baseline: r 8, alpha 32, dropout 0.1, on the q and v projections.
-    fn default() -> Self {
-        Self { rank: 8, alpha: 32.0, dropout: 0.1, targets: default_targets("llama") }
+impl LoraConfig {
+    /// The paper's baseline on `targets`: r 8, alpha 32, dropout 0.1.
+    pub fn paper(targets: Vec<String>) -> Self {
+        Self { rank: 8, alpha: 32.0, dropout: 0.1, targets }
     }
 }
 
-/// PEFT's default LoRA targets per `model_type`: the attention's query and value projections
-/// (BLOOM fuses them into query_key_value; T5 names them q and v, in self- and cross-attention).
-pub fn default_targets(model_type: &str) -> Vec<String> {
-    let names: &[&str] = match model_type {
-        "bloom" => &["query_key_value"],
-        "t5" => &["q", "v"],
-        _ => &["q_proj", "v_proj"],
-    };
-    names.iter().map(|n| n.to_string()).collect()
+/// PEFT's default LoRA targets, read off a model's op graph: the attention's query and value
+/// projections by the last part of their names (`q_proj`, `v_proj`; BLOOM's fused
+/// `query_key_value`; T5's `q` and `v`, in self- and cross-attention alike).
+pub fn default_targets(ops: &[OpSpec]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for op in ops {
+        let query_or_value = matches!(op.role, TensorRole::Q | TensorRole::V | TensorRole::Qkv);
+        if !query_or_value || !matches!(op.kind, OpKind::Linear { .. }) {
+            continue;
+        }
+        let module = op.name.trim_end_matches(".weight").rsplit('.').next().unwrap_or_default();
+        if !names.iter().any(|n| n == module) {
+            names.push(module.to_string());
+        }
+    }
+    names
 }
 
 #[derive(Clone, Debug)]
@@ -71,5 +80,31 @@ impl LoraAdapter {
     /// `scale * B A`, the update merging adds to `W`.
     pub fn delta(&self) -> Tensor<2> {
         self.b.clone().matmul(self.a.clone()).mul_scalar(self.scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::default_targets;
+    use crate::model::{bloom, llama, opt, t5};
+
+    fn config(fixture: &str) -> String {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture).join("config.json");
+        std::fs::read_to_string(path).unwrap()
+    }
+
+    #[test]
+    fn default_targets_are_pefts_query_and_value_projections() {
+        let llama = llama::llama_ops(&crate::model::LlamaConfig::from_json_str(&config("tiny-llama"), "tiny-llama").unwrap());
+        let opt = opt::opt_ops(&opt::OptConfig::from_json_str(&config("tiny-opt"), "tiny-opt").unwrap());
+        let bloom = bloom::bloom_ops(&bloom::BloomConfig::from_json_str(&config("tiny-bloom"), "tiny-bloom").unwrap());
+        let t5 = t5::t5_ops(&t5::T5Config::from_json_str(&config("tiny-t5"), "tiny-t5").unwrap());
+        // PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING for these model types.
+        assert_eq!(default_targets(&llama), ["q_proj", "v_proj"]);
+        assert_eq!(default_targets(&opt), ["q_proj", "v_proj"]);
+        assert_eq!(default_targets(&bloom), ["query_key_value"]);
+        assert_eq!(default_targets(&t5), ["q", "v"]);
     }
 }

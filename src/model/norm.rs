@@ -3,32 +3,24 @@
 
 use burn::tensor::Tensor;
 
-use super::loader::Loader;
-use super::params::{ParamMut, ParamRef};
-use crate::error::Result;
+use super::params::ParamMut;
 
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
+    /// The HF name prefix of `.weight`.
+    pub name: String,
     pub weight: Tensor<1>,
     pub eps: f64,
 }
 
 impl RmsNorm {
-    pub(crate) fn load(l: &mut Loader<'_, '_>, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
-        Ok(Self { weight: l.vector(&format!("{prefix}.weight"), dim)?, eps })
-    }
-
     /// One fused kernel forward and one backward ([`crate::kernels::fused`]).
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         crate::kernels::rms_norm(x, self.weight.clone(), self.eps)
     }
 
-    pub fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str) {
-        f(&format!("{prefix}.weight"), ParamRef::Vector(&self.weight));
-    }
-
-    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str) {
-        f(&format!("{prefix}.weight"), ParamMut::Vector(&mut self.weight));
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        f(&format!("{}.weight", self.name), ParamMut::Vector(&mut self.weight));
     }
 }
 
@@ -36,22 +28,14 @@ impl RmsNorm {
 /// `layer_norm_elementwise_affine: false`).
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
+    /// The HF name prefix of `.weight` and `.bias`.
+    pub name: String,
     pub weight: Option<Tensor<1>>,
     pub bias: Option<Tensor<1>>,
     pub eps: f64,
 }
 
 impl LayerNorm {
-    /// Reads `{prefix}.weight` then `{prefix}.bias` when `affine`, nothing otherwise.
-    pub(crate) fn load(l: &mut Loader<'_, '_>, prefix: &str, dim: usize, affine: bool, eps: f64) -> Result<Self> {
-        let (weight, bias) = if affine {
-            (Some(l.vector(&format!("{prefix}.weight"), dim)?), Some(l.vector(&format!("{prefix}.bias"), dim)?))
-        } else {
-            (None, None)
-        };
-        Ok(Self { weight, bias, eps })
-    }
-
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let centered = x.clone() - x.mean_dim(2);
         let inv_std = centered.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
@@ -65,21 +49,12 @@ impl LayerNorm {
         y
     }
 
-    pub fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), prefix: &str) {
-        if let Some(w) = &self.weight {
-            f(&format!("{prefix}.weight"), ParamRef::Vector(w));
-        }
-        if let Some(b) = &self.bias {
-            f(&format!("{prefix}.bias"), ParamRef::Vector(b));
-        }
-    }
-
-    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), prefix: &str) {
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
         if let Some(w) = &mut self.weight {
-            f(&format!("{prefix}.weight"), ParamMut::Vector(w));
+            f(&format!("{}.weight", self.name), ParamMut::Vector(w));
         }
         if let Some(b) = &mut self.bias {
-            f(&format!("{prefix}.bias"), ParamMut::Vector(b));
+            f(&format!("{}.bias", self.name), ParamMut::Vector(b));
         }
     }
 }

@@ -5,6 +5,8 @@
 //! Weights keep HF's names and `[out, in]` layout, like `Llama`; a parameter wrapped with
 //! `.autodiff().require_grad()` is trained, a plain one is frozen.
 
+use std::sync::Arc;
+
 use burn::tensor::activation::relu;
 use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
@@ -14,12 +16,11 @@ use serde_json::Value;
 use super::attention::{Bias, Mask, attend};
 use super::cache::{KvCache, LayerCache, extend};
 use super::config::{all_ids, check_sizes, check_token_ids, deserialize, first_id, parse_json};
-use super::graph::OpSpec;
-use super::graph::opt::opt_ops;
-use super::linear::{Linear, Linears, vocab_logits};
+use super::graph::{OpSpec, TensorRole};
+use super::linear::{Linear, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::norm::LayerNorm;
-use super::params::{ParamMut, ParamRef, Parameters};
+use super::params::{ModuleMut, Parameters, Table};
 use crate::error::{Error, Result};
 
 /// OPT's learned position table starts at row 2 (rows 0 and 1 are a fairseq padding leftover).
@@ -208,109 +209,88 @@ impl Block {
         let h = self.fc2.forward(relu(self.fc1.forward(pre(&self.final_layer_norm, x.clone()))));
         post(&self.final_layer_norm, x + h)
     }
-
-    /// The six linear layers with their names inside the block, in execution order.
-    fn linears(&self) -> [(&'static str, &Linear); 6] {
-        let a = &self.self_attn;
-        [
-            ("self_attn.q_proj", &a.q_proj),
-            ("self_attn.k_proj", &a.k_proj),
-            ("self_attn.v_proj", &a.v_proj),
-            ("self_attn.out_proj", &a.out_proj),
-            ("fc1", &self.fc1),
-            ("fc2", &self.fc2),
-        ]
-    }
-
-    /// Visits the block's parameters in execution order (the order `Opt::load` reads them).
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>), p: &str) {
-        let [q, k, v, out, fc1, fc2] = self.linears();
-        self.self_attn_layer_norm.visit(f, &format!("{p}.self_attn_layer_norm"));
-        for (name, lin) in [q, k, v, out] {
-            lin.visit(f, &format!("{p}.{name}"));
-        }
-        self.final_layer_norm.visit(f, &format!("{p}.final_layer_norm"));
-        for (name, lin) in [fc1, fc2] {
-            lin.visit(f, &format!("{p}.{name}"));
-        }
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>), p: &str) {
-        self.self_attn_layer_norm.visit_mut(f, &format!("{p}.self_attn_layer_norm"));
-        let a = &mut self.self_attn;
-        for (name, lin) in [("q_proj", &mut a.q_proj), ("k_proj", &mut a.k_proj), ("v_proj", &mut a.v_proj), ("out_proj", &mut a.out_proj)]
-        {
-            lin.visit_mut(f, &format!("{p}.self_attn.{name}"));
-        }
-        self.final_layer_norm.visit_mut(f, &format!("{p}.final_layer_norm"));
-        self.fc1.visit_mut(f, &format!("{p}.fc1"));
-        self.fc2.visit_mut(f, &format!("{p}.fc2"));
-    }
-
-    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 6] {
-        let a = &mut self.self_attn;
-        [
-            ("self_attn.q_proj", &mut a.q_proj),
-            ("self_attn.k_proj", &mut a.k_proj),
-            ("self_attn.v_proj", &mut a.v_proj),
-            ("self_attn.out_proj", &mut a.out_proj),
-            ("fc1", &mut self.fc1),
-            ("fc2", &mut self.fc2),
-        ]
-    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Opt {
     pub config: OptConfig,
     /// `[vocab, word_embed_proj_dim]`.
-    pub embed_tokens: Tensor<2>,
+    pub embed_tokens: Table,
     /// `[max_position_embeddings + 2, hidden]`.
-    pub embed_positions: Tensor<2>,
+    pub embed_positions: Table,
     pub project_in: Option<Linear>,
     pub layers: Vec<Block>,
     pub final_layer_norm: Option<LayerNorm>,
     pub project_out: Option<Linear>,
     /// `None` when tied to `embed_tokens`.
-    pub lm_head: Option<Tensor<2>>,
+    pub lm_head: Option<Table>,
+    /// The op graph recorded while loading.
+    graph: Arc<[OpSpec]>,
+}
+
+/// The op graph of an OPT model from its config alone, which fixes every shape `load` reads: for
+/// planning a run without weights.
+pub fn opt_ops(config: &OptConfig) -> Vec<OpSpec> {
+    Opt::declare(config.clone(), Loader::planning()).expect("planning reads no file").op_graph()
 }
 
 impl Opt {
-    /// Builds the model, asking `source` for every parameter in execution order.
+    /// Builds the model, asking `source` for every parameter.
     pub fn load(config: OptConfig, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
+        Self::declare(config, Loader::new(source, device))
+    }
+
+    /// Every parameter and weightless op in execution order: the one place their HF names are
+    /// spelled. A LayerNorm without elementwise affine has no parameter, hence no op.
+    fn declare(config: OptConfig, mut l: Loader<'_, '_>) -> Result<Self> {
         let c = &config;
-        let mut l = Loader::new(source, device);
-        let (d, e, affine) = (c.hidden_size, c.word_embed_proj_dim, c.layer_norm_elementwise_affine);
-        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| LayerNorm::load(l, prefix, d, affine, LAYER_NORM_EPS);
-        let embed_tokens = l.matrix("model.decoder.embed_tokens.weight", [c.vocab_size, e])?;
-        let project_in = if c.has_projections() { Some(l.linear("model.decoder.project_in", d, e, false)?) } else { None };
-        let embed_positions = l.matrix("model.decoder.embed_positions.weight", [c.max_position_embeddings + POSITION_OFFSET, d])?;
+        let (d, e, ffn, bias, affine) = (c.hidden_size, c.word_embed_proj_dim, c.ffn_dim, c.enable_bias, c.layer_norm_elementwise_affine);
+        let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| l.layer_norm(prefix, d, affine, LAYER_NORM_EPS);
+        let embed_tokens = l.embedding("model.decoder.embed_tokens.weight", c.vocab_size, e)?;
+        let project_in = match c.has_projections() {
+            true => Some(l.linear("model.decoder.project_in", e, d, false, TensorRole::Other)?),
+            false => None,
+        };
+        // Positions are added after project_in: training them needs no gradient through it.
+        let embed_positions = l.embedding("model.decoder.embed_positions.weight", c.max_position_embeddings + POSITION_OFFSET, d)?;
         // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
         // allocation, while the first missing layer ends the load with an error.
         let mut layers = Vec::new();
         for i in 0..c.num_hidden_layers {
-            let p = format!("model.decoder.layers.{i}");
-            let self_attn_layer_norm = layer_norm(&mut l, &format!("{p}.self_attn_layer_norm"))?;
-            let mut proj = |name: &str| l.linear(&format!("{p}.self_attn.{name}"), d, d, c.enable_bias);
-            let (q_proj, k_proj, v_proj, out_proj) = (proj("q_proj")?, proj("k_proj")?, proj("v_proj")?, proj("out_proj")?);
+            let name = |part: &str| format!("model.decoder.layers.{i}.{part}");
+            l.block(Some(i));
+            // Pre-LN norms each sub-block's input, post-LN (opt-350m) its residual sum.
+            let pre_attention_norm = if c.do_layer_norm_before { Some(layer_norm(&mut l, &name("self_attn_layer_norm"))?) } else { None };
+            let q_proj = l.linear(&name("self_attn.q_proj"), d, d, bias, TensorRole::Q)?;
+            let k_proj = l.linear(&name("self_attn.k_proj"), d, d, bias, TensorRole::K)?;
+            let v_proj = l.linear(&name("self_attn.v_proj"), d, d, bias, TensorRole::V)?;
+            l.attention_core(&name("self_attn"), c.num_attention_heads, c.head_dim(), true);
+            let out_proj = l.linear(&name("self_attn.out_proj"), d, d, bias, TensorRole::O)?;
+            let (self_attn_layer_norm, pre_mlp_norm) = match pre_attention_norm {
+                Some(norm) => (norm, Some(layer_norm(&mut l, &name("final_layer_norm"))?)),
+                None => (layer_norm(&mut l, &name("self_attn_layer_norm"))?, None),
+            };
+            let fc1 = l.linear(&name("fc1"), d, ffn, bias, TensorRole::Fc1)?;
+            let fc2 = l.linear(&name("fc2"), ffn, d, bias, TensorRole::Fc2)?;
+            let final_layer_norm = match pre_mlp_norm {
+                Some(norm) => norm,
+                None => layer_norm(&mut l, &name("final_layer_norm"))?,
+            };
             let self_attn = Attention { q_proj, k_proj, v_proj, out_proj, n_heads: c.num_attention_heads, head_dim: c.head_dim() };
-            layers.push(Block {
-                self_attn_layer_norm,
-                self_attn,
-                final_layer_norm: layer_norm(&mut l, &format!("{p}.final_layer_norm"))?,
-                fc1: l.linear(&format!("{p}.fc1"), c.ffn_dim, d, c.enable_bias)?,
-                fc2: l.linear(&format!("{p}.fc2"), d, c.ffn_dim, c.enable_bias)?,
-                norm_before: c.do_layer_norm_before,
-            });
+            layers.push(Block { self_attn_layer_norm, self_attn, final_layer_norm, fc1, fc2, norm_before: c.do_layer_norm_before });
         }
+        l.block(None);
         let final_layer_norm = if c.has_final_layer_norm() { Some(layer_norm(&mut l, "model.decoder.final_layer_norm")?) } else { None };
-        let project_out = if c.has_projections() { Some(l.linear("model.decoder.project_out", e, d, false)?) } else { None };
-        let lm_head = if c.tie_word_embeddings { None } else { Some(l.matrix("lm_head.weight", [c.vocab_size, e])?) };
-        Ok(Self { config, embed_tokens, embed_positions, project_in, layers, final_layer_norm, project_out, lm_head })
+        let project_out = match c.has_projections() {
+            true => Some(l.linear("model.decoder.project_out", d, e, false, TensorRole::Other)?),
+            false => None,
+        };
+        let lm_head = l.lm_head(&embed_tokens.name, c.vocab_size, e, c.tie_word_embeddings)?;
+        Ok(Self { config, embed_tokens, embed_positions, project_in, layers, final_layer_norm, project_out, lm_head, graph: l.graph() })
     }
 
     pub fn device(&self) -> Device {
-        self.embed_tokens.device()
+        self.embed_tokens.weight.device()
     }
 
     /// Logits `[B, S, V]` for token ids `[B, S]`. `mask` is the attention mask from
@@ -327,7 +307,7 @@ impl Opt {
 
     /// The LM head `[V, d]`: its own weight, or the embedding table when tied.
     pub fn head(&self) -> Tensor<2> {
-        self.lm_head.clone().unwrap_or_else(|| self.embed_tokens.clone())
+        self.lm_head.as_ref().unwrap_or(&self.embed_tokens).weight.clone()
     }
 
     /// The final hidden states `[B, S, d]` the head reads (see [`Opt::forward`]).
@@ -336,11 +316,11 @@ impl Opt {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let max = self.config.max_position_embeddings;
         assert!(start + s <= max, "OPT: {} positions exceed max_position_embeddings {max}", start + s);
-        let mut x = embedding(self.embed_tokens.clone(), ids);
+        let mut x = embedding(self.embed_tokens.weight.clone(), ids);
         if let Some(project_in) = &self.project_in {
             x = project_in.forward(x);
         }
-        x = x + self.embed_positions.clone().narrow(0, start + POSITION_OFFSET, s).unsqueeze::<3>();
+        x = x + self.embed_positions.weight.clone().narrow(0, start + POSITION_OFFSET, s).unsqueeze::<3>();
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.layers.len()));
             x = layer.forward(x, mask, slot);
@@ -354,72 +334,33 @@ impl Opt {
         x
     }
 
-    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on. The config
-    /// fixes every shape, bias, LayerNorm parameter and the head (`load` reads exactly those), so
-    /// it is [`opt_ops`] of the config.
+    /// The execution-ordered op graph (input -> output) the FLOPs profiler works on, as `load`
+    /// declared it.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        opt_ops(&self.config)
+        self.graph.to_vec()
     }
 }
 
 impl Parameters for Opt {
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
-        f("model.decoder.embed_tokens.weight", ParamRef::Matrix(&self.embed_tokens));
-        if let Some(project_in) = &self.project_in {
-            project_in.visit(f, "model.decoder.project_in");
+    /// The order `load` declares them in.
+    fn modules_mut(&mut self) -> Vec<ModuleMut<'_>> {
+        let mut out = vec![ModuleMut::Table(&mut self.embed_tokens)];
+        out.extend(self.project_in.as_mut().map(ModuleMut::Linear));
+        out.push(ModuleMut::Table(&mut self.embed_positions));
+        for b in &mut self.layers {
+            let a = &mut b.self_attn;
+            let (attention_norm, mlp_norm) =
+                (ModuleMut::LayerNorm(&mut b.self_attn_layer_norm), ModuleMut::LayerNorm(&mut b.final_layer_norm));
+            let attention = [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.out_proj].map(ModuleMut::Linear);
+            let mlp = [&mut b.fc1, &mut b.fc2].map(ModuleMut::Linear);
+            match b.norm_before {
+                true => out.extend([attention_norm].into_iter().chain(attention).chain([mlp_norm]).chain(mlp)),
+                false => out.extend(attention.into_iter().chain([attention_norm]).chain(mlp).chain([mlp_norm])),
+            }
         }
-        f("model.decoder.embed_positions.weight", ParamRef::Matrix(&self.embed_positions));
-        for (i, l) in self.layers.iter().enumerate() {
-            l.visit(f, &format!("model.decoder.layers.{i}"));
-        }
-        if let Some(norm) = &self.final_layer_norm {
-            norm.visit(f, "model.decoder.final_layer_norm");
-        }
-        if let Some(project_out) = &self.project_out {
-            project_out.visit(f, "model.decoder.project_out");
-        }
-        if let Some(head) = &self.lm_head {
-            f("lm_head.weight", ParamRef::Matrix(head));
-        }
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        f("model.decoder.embed_tokens.weight", ParamMut::Matrix(&mut self.embed_tokens));
-        if let Some(project_in) = &mut self.project_in {
-            project_in.visit_mut(f, "model.decoder.project_in");
-        }
-        f("model.decoder.embed_positions.weight", ParamMut::Matrix(&mut self.embed_positions));
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            l.visit_mut(f, &format!("model.decoder.layers.{i}"));
-        }
-        if let Some(norm) = &mut self.final_layer_norm {
-            norm.visit_mut(f, "model.decoder.final_layer_norm");
-        }
-        if let Some(project_out) = &mut self.project_out {
-            project_out.visit_mut(f, "model.decoder.project_out");
-        }
-        if let Some(head) = &mut self.lm_head {
-            f("lm_head.weight", ParamMut::Matrix(head));
-        }
-    }
-}
-
-impl Linears for Opt {
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        let mut out: Vec<(String, &Linear)> = self.project_in.iter().map(|l| ("model.decoder.project_in".into(), l)).collect();
-        for (i, l) in self.layers.iter().enumerate() {
-            out.extend(l.linears().into_iter().map(|(name, lin)| (format!("model.decoder.layers.{i}.{name}"), lin)));
-        }
-        out.extend(self.project_out.iter().map(|l| ("model.decoder.project_out".into(), l)));
-        out
-    }
-
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out: Vec<(String, &mut Linear)> = self.project_in.iter_mut().map(|l| ("model.decoder.project_in".into(), l)).collect();
-        for (i, l) in self.layers.iter_mut().enumerate() {
-            out.extend(l.linears_mut().into_iter().map(|(name, lin)| (format!("model.decoder.layers.{i}.{name}"), lin)));
-        }
-        out.extend(self.project_out.iter_mut().map(|l| ("model.decoder.project_out".into(), l)));
+        out.extend(self.final_layer_norm.as_mut().map(ModuleMut::LayerNorm));
+        out.extend(self.project_out.as_mut().map(ModuleMut::Linear));
+        out.extend(self.lm_head.as_mut().map(ModuleMut::Table));
         out
     }
 }

@@ -1,6 +1,14 @@
 //! Uniform access to a model's parameter tensors by their HF names, whatever their rank.
+//!
+//! Each module that holds parameters ([`Linear`], [`RmsNorm`], [`LayerNorm`], [`Table`]) carries
+//! its HF name, given once when the architecture declares it (`model::loader`). An architecture
+//! then writes a single traversal, [`Parameters::modules_mut`], and every visitor, LoRA's targets
+//! and the row-block leaves are derived from it.
 
 use burn::tensor::Tensor;
+
+use super::linear::Linear;
+use super::norm::{LayerNorm, RmsNorm};
 
 /// A parameter tensor borrowed for reading.
 #[derive(Clone, Copy)]
@@ -13,6 +21,15 @@ pub enum ParamRef<'a> {
 pub enum ParamMut<'a> {
     Vector(&'a mut Tensor<1>),
     Matrix(&'a mut Tensor<2>),
+}
+
+impl ParamMut<'_> {
+    pub fn as_ref(&self) -> ParamRef<'_> {
+        match self {
+            Self::Vector(t) => ParamRef::Vector(t),
+            Self::Matrix(t) => ParamRef::Matrix(t),
+        }
+    }
 }
 
 impl ParamRef<'_> {
@@ -35,43 +52,7 @@ impl ParamRef<'_> {
         };
         values.expect("parameters are f32 tensors")
     }
-}
 
-/// Models expose their parameters in a fixed order with HF names; loading, saving, selection,
-/// optimizers and checkpoints all go through these two visitors.
-pub trait Parameters {
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>));
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>));
-
-    fn param_names(&self) -> Vec<String> {
-        let mut names = Vec::new();
-        self.visit(&mut |n, _| names.push(n.to_string()));
-        names
-    }
-
-    fn num_params(&self) -> usize {
-        let mut total = 0;
-        self.visit(&mut |_, p| total += p.numel());
-        total
-    }
-}
-
-/// A copy of `model` whose parameters named by `trainable` are autodiff leaves that keep their
-/// gradient; the others stay plain tensors, so autodiff records nothing that only depends on them.
-pub fn with_trainable<M: Parameters + Clone>(model: &M, trainable: impl Fn(&str) -> bool) -> M {
-    let mut copy = model.clone();
-    copy.visit_mut(&mut |name, p| {
-        if trainable(name) {
-            match p {
-                ParamMut::Vector(t) => *t = t.clone().autodiff().require_grad(),
-                ParamMut::Matrix(t) => *t = t.clone().autodiff().require_grad(),
-            }
-        }
-    });
-    copy
-}
-
-impl ParamRef<'_> {
     /// The tensor flattened to 1-D (a handle, not a copy of the values).
     pub fn flat(&self) -> Tensor<1> {
         match self {
@@ -93,4 +74,79 @@ impl ParamRef<'_> {
             }),
         }
     }
+}
+
+/// A parameter matrix read whole or by rows rather than as a linear layer: a token, position or
+/// relative-bias table, or an untied LM head.
+#[derive(Clone, Debug)]
+pub struct Table {
+    /// The HF name (`model.embed_tokens.weight`).
+    pub name: String,
+    pub weight: Tensor<2>,
+}
+
+/// A module holding parameters, borrowed for replacing them; each knows its HF names.
+pub enum ModuleMut<'a> {
+    Linear(&'a mut Linear),
+    RmsNorm(&'a mut RmsNorm),
+    LayerNorm(&'a mut LayerNorm),
+    Table(&'a mut Table),
+}
+
+impl ModuleMut<'_> {
+    fn visit_mut(self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        match self {
+            Self::Linear(l) => l.visit_mut(f),
+            Self::RmsNorm(n) => n.visit_mut(f),
+            Self::LayerNorm(n) => n.visit_mut(f),
+            Self::Table(t) => f(&t.name, ParamMut::Matrix(&mut t.weight)),
+        }
+    }
+}
+
+/// Models expose their parameters in execution order with HF names; loading, saving, selection,
+/// optimizers and checkpoints all go through these visitors.
+pub trait Parameters: Clone {
+    /// Every module holding parameters, in the order the architecture declares them (its
+    /// execution order): the one traversal an architecture writes.
+    fn modules_mut(&mut self) -> Vec<ModuleMut<'_>>;
+
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
+        for module in self.modules_mut() {
+            module.visit_mut(f);
+        }
+    }
+
+    /// [`Parameters::visit_mut`] on a copy, whose tensors are handles to the same values: the copy
+    /// costs no tensor data and spares each architecture a second, borrowing traversal.
+    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
+        self.clone().visit_mut(&mut |name, p| f(name, p.as_ref()));
+    }
+
+    fn param_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        self.visit(&mut |n, _| names.push(n.to_string()));
+        names
+    }
+
+    fn num_params(&self) -> usize {
+        let mut total = 0;
+        self.visit(&mut |_, p| total += p.numel());
+        total
+    }
+}
+
+/// A copy of `model` whose parameters named by `trainable` are autodiff leaves that keep their
+/// gradient; the others stay plain tensors, so autodiff records nothing that only depends on them.
+pub fn with_trainable<M: Parameters>(model: &M, trainable: impl Fn(&str) -> bool) -> M {
+    let mut copy = model.clone();
+    copy.visit_mut(&mut |name, p| {
+        if trainable(name) {
+            match p {
+                ParamMut::Vector(t) => *t = t.clone().autodiff().require_grad(),
+                ParamMut::Matrix(t) => *t = t.clone().autodiff().require_grad(),
+            }
+        }
+    });
+    copy
 }

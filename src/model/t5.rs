@@ -10,7 +10,9 @@
 //!
 //! The cross-attention keys and values of every decoder layer are computed from the encoder output
 //! before the decoder runs (what incremental decoding keeps in [`T5Cache`]); that is also the order
-//! of [`T5::op_graph`] and of [`Linears::linears`], see `crate::profile` for why it matters.
+//! of [`T5::op_graph`] and of the parameters, see `crate::profile` for why it matters.
+
+use std::sync::Arc;
 
 use burn::tensor::activation::relu;
 use burn::tensor::module::embedding;
@@ -21,12 +23,12 @@ use serde_json::Value;
 use super::attention::{Bias, Mask, attend, attention_mask, padding_mask};
 use super::cache::{KvCache, extend};
 use super::config::{check_positive, check_sizes, check_token_ids, deserialize};
-use super::graph::{OpSpec, t5};
-use super::linear::{Linear, Linears, vocab_logits};
+use super::graph::{OpSpec, Stream, TensorRole};
+use super::linear::{Linear, vocab_logits};
 use super::loader::{Loader, TensorSource};
 use super::loss::IGNORE_INDEX;
 use super::norm::RmsNorm;
-use super::params::{ParamMut, ParamRef, Parameters};
+use super::params::{ModuleMut, Parameters, Table};
 use crate::error::{Error, Result};
 
 /// The feed-forward variants of `feed_forward_proj` this engine runs.
@@ -247,21 +249,6 @@ impl FeedForward {
             Some(wi_1) => self.wo.forward(gelu_new(self.wi.forward(x.clone())) * wi_1.forward(x)),
         }
     }
-
-    /// The linears with their HF names, in execution order.
-    fn linears(&self) -> Vec<(&'static str, &Linear)> {
-        match &self.wi_1 {
-            None => vec![("wi", &self.wi), ("wo", &self.wo)],
-            Some(wi_1) => vec![("wi_0", &self.wi), ("wi_1", wi_1), ("wo", &self.wo)],
-        }
-    }
-
-    fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {
-        match &mut self.wi_1 {
-            None => vec![("wi", &mut self.wi), ("wo", &mut self.wo)],
-            Some(wi_1) => vec![("wi_0", &mut self.wi), ("wi_1", wi_1), ("wo", &mut self.wo)],
-        }
-    }
 }
 
 /// transformers' `gelu_new`: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
@@ -282,18 +269,12 @@ pub struct Block {
     pub ff: FeedForward,
 }
 
-impl Block {
-    fn ff_index(&self) -> usize {
-        if self.cross.is_some() { 2 } else { 1 }
-    }
-}
-
 /// An encoder or decoder stack.
 #[derive(Clone, Debug)]
 pub struct Stack {
     pub blocks: Vec<Block>,
     /// `[buckets, heads]`, stored in block 0 under HF's name and used by every block.
-    pub relative_attention_bias: Tensor<2>,
+    pub relative_attention_bias: Table,
     pub final_layer_norm: RmsNorm,
     name: &'static str,
 }
@@ -308,7 +289,7 @@ impl Stack {
             .flat_map(|i| (0..keys).map(move |j| relative_position_bucket(j as i64 - i as i64, bidirectional, nb, md)))
             .collect();
         let idx = Tensor::<2, Int>::from_data(TensorData::new(buckets, [q, keys]), device);
-        embedding(self.relative_attention_bias.clone(), idx).permute([2, 0, 1]).unsqueeze::<4>()
+        embedding(self.relative_attention_bias.weight.clone(), idx).permute([2, 0, 1]).unsqueeze::<4>()
     }
 }
 
@@ -357,7 +338,7 @@ impl T5Cache {
     }
 }
 
-/// Reads T5's modules off a [`Loader`], in the config's shapes.
+/// Declares T5's modules on a [`Loader`], in the config's shapes.
 struct T5Loader<'c, 's, 'a> {
     l: Loader<'s, 'a>,
     config: &'c T5Config,
@@ -365,64 +346,81 @@ struct T5Loader<'c, 's, 'a> {
 
 impl T5Loader<'_, '_, '_> {
     fn norm(&mut self, prefix: &str) -> Result<RmsNorm> {
-        RmsNorm::load(&mut self.l, prefix, self.config.d_model, self.config.layer_norm_epsilon)
+        self.l.rms_norm(prefix, self.config.d_model, self.config.layer_norm_epsilon)
     }
 
-    fn linear(&mut self, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear> {
-        self.l.linear(prefix, d_out, d_in, false)
+    /// T5's linear layers have no bias.
+    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, role: TensorRole) -> Result<Linear> {
+        self.l.linear(prefix, d_in, d_out, false, role)
     }
 
-    fn attention(&mut self, prefix: &str) -> Result<Attention> {
+    /// `{prefix}.q`, `.k` and `.v` (from the model width to the heads').
+    fn query_key_value(&mut self, prefix: &str) -> Result<[Linear; 3]> {
         let (d, inner) = (self.config.d_model, self.config.inner_dim());
-        let q = self.linear(&format!("{prefix}.q"), inner, d)?;
-        let k = self.linear(&format!("{prefix}.k"), inner, d)?;
-        let v = self.linear(&format!("{prefix}.v"), inner, d)?;
-        let o = self.linear(&format!("{prefix}.o"), d, inner)?;
-        Ok(Attention { q, k, v, o, n_heads: self.config.num_heads, d_kv: self.config.d_kv })
+        let proj = |l: &mut Self, part: &str, role| l.linear(&format!("{prefix}.{part}"), d, inner, role);
+        Ok([proj(self, "q", TensorRole::Q)?, proj(self, "k", TensorRole::K)?, proj(self, "v", TensorRole::V)?])
+    }
+
+    fn output(&mut self, prefix: &str) -> Result<Linear> {
+        self.linear(&format!("{prefix}.o"), self.config.inner_dim(), self.config.d_model, TensorRole::O)
     }
 
     fn feed_forward(&mut self, prefix: &str) -> Result<FeedForward> {
         let (d, ff) = (self.config.d_model, self.config.d_ff);
+        let wo = |l: &mut Self| l.linear(&format!("{prefix}.wo"), ff, d, TensorRole::Down);
         Ok(match self.config.feed_forward_proj {
-            FeedForwardProj::Relu => FeedForward {
-                wi: self.linear(&format!("{prefix}.wi"), ff, d)?,
-                wi_1: None,
-                wo: self.linear(&format!("{prefix}.wo"), d, ff)?,
-            },
-            FeedForwardProj::GatedGelu => FeedForward {
-                wi: self.linear(&format!("{prefix}.wi_0"), ff, d)?,
-                wi_1: Some(self.linear(&format!("{prefix}.wi_1"), ff, d)?),
-                wo: self.linear(&format!("{prefix}.wo"), d, ff)?,
-            },
+            FeedForwardProj::Relu => {
+                let wi = self.linear(&format!("{prefix}.wi"), d, ff, TensorRole::Up)?;
+                FeedForward { wi, wi_1: None, wo: wo(self)? }
+            }
+            FeedForwardProj::GatedGelu => {
+                let wi = self.linear(&format!("{prefix}.wi_0"), d, ff, TensorRole::Gate)?;
+                let wi_1 = Some(self.linear(&format!("{prefix}.wi_1"), d, ff, TensorRole::Up)?);
+                FeedForward { wi, wi_1, wo: wo(self)? }
+            }
         })
     }
 
-    /// `n_blocks` (>= 1, as the config guarantees) blocks and the final norm, in HF order.
-    fn stack(&mut self, name: &'static str, n_blocks: usize) -> Result<Stack> {
+    /// `n_blocks` (>= 1, as the config guarantees) blocks, numbered from `first` in the graph, and
+    /// the final norm. The decoder's cross-attention keys and values (`cross_kv`, one pair per block)
+    /// read the encoder output, so they were declared before the decoder.
+    fn stack(&mut self, name: &'static str, n_blocks: usize, first: usize, cross_kv: Vec<(Linear, Linear)>) -> Result<Stack> {
+        let c = self.config;
         let decoder = name == "decoder";
+        let mut cross_kv = cross_kv.into_iter();
         // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
         // allocation, while the first missing layer ends the load with an error.
         let mut blocks = Vec::new();
         let mut relative_attention_bias = None;
         for i in 0..n_blocks {
             let p = format!("{name}.block.{i}.layer");
-            let self_attn = self.attention(&format!("{p}.0.SelfAttention"))?;
-            if i == 0 {
-                let shape = [self.config.relative_attention_num_buckets, self.config.num_heads];
-                relative_attention_bias = Some(self.l.matrix(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), shape)?);
-            }
+            self.l.block(Some(first + i));
             let self_attn_norm = self.norm(&format!("{p}.0.layer_norm"))?;
-            let cross = if decoder {
-                let attn = self.attention(&format!("{p}.1.EncDecAttention"))?;
-                Some((self.norm(&format!("{p}.1.layer_norm"))?, attn))
-            } else {
-                None
+            let a = format!("{p}.0.SelfAttention");
+            let [q, k, v] = self.query_key_value(&a)?;
+            if i == 0 {
+                let bias = format!("{a}.relative_attention_bias.weight");
+                relative_attention_bias =
+                    Some(self.l.relative_bias(&bias, c.relative_attention_num_buckets, c.num_heads, n_blocks, decoder)?);
+            }
+            self.l.attention_core(&a, c.num_heads, c.d_kv, decoder);
+            let self_attn = Attention { q, k, v, o: self.output(&a)?, n_heads: c.num_heads, d_kv: c.d_kv };
+            let cross = match cross_kv.next() {
+                Some((k, v)) => {
+                    let x = format!("{p}.1.EncDecAttention");
+                    let norm = self.norm(&format!("{p}.1.layer_norm"))?;
+                    let q = self.linear(&format!("{x}.q"), c.d_model, c.inner_dim(), TensorRole::Q)?;
+                    self.l.cross_attention_core(&x, c.num_heads, c.d_kv);
+                    Some((norm, Attention { q, k, v, o: self.output(&x)?, n_heads: c.num_heads, d_kv: c.d_kv }))
+                }
+                None => None,
             };
-            let f = if decoder { 2 } else { 1 };
-            let ff = self.feed_forward(&format!("{p}.{f}.DenseReluDense"))?;
-            let ff_norm = self.norm(&format!("{p}.{f}.layer_norm"))?;
+            let f = format!("{p}.{}", if decoder { 2 } else { 1 });
+            let ff_norm = self.norm(&format!("{f}.layer_norm"))?;
+            let ff = self.feed_forward(&format!("{f}.DenseReluDense"))?;
             blocks.push(Block { self_attn_norm, self_attn, cross, ff_norm, ff });
         }
+        self.l.block(None);
         let final_layer_norm = self.norm(&format!("{name}.final_layer_norm"))?;
         let relative_attention_bias = relative_attention_bias.expect("T5Config refuses stacks without blocks");
         Ok(Stack { blocks, relative_attention_bias, final_layer_norm, name })
@@ -434,33 +432,58 @@ pub struct T5 {
     pub config: T5Config,
     /// `[vocab, d_model]`, read by both stacks (HF's `encoder.embed_tokens` and `decoder.embed_tokens`
     /// are aliases of it).
-    pub shared: Tensor<2>,
+    pub shared: Table,
     pub encoder: Stack,
     pub decoder: Stack,
     /// `None` when tied to `shared`.
-    pub lm_head: Option<Tensor<2>>,
+    pub lm_head: Option<Table>,
+    /// The op graph recorded while loading: block `layer`s count through both stacks (encoder blocks
+    /// `0..num_layers`, decoder blocks after them); the decoder stack runs on [`Stream::Decoder`],
+    /// the cross-attention keys/values, which read the encoder output, on [`Stream::Input`].
+    graph: Arc<[OpSpec]>,
+}
+
+/// The op graph of a T5 model from its config alone, which fixes every shape `load` reads: for
+/// planning a run without weights. The head counts as tied when the config says so
+/// (transformers 5 writes `tie_word_embeddings: true` even for FLAN-T5, whose checkpoint has its own
+/// `lm_head.weight`: the totals are the same, only the node its weight gradient sits on differs);
+/// a loaded model's graph ties it as loaded.
+pub fn t5_ops(config: &T5Config) -> Vec<OpSpec> {
+    T5::declare(config.clone(), Loader::planning()).expect("planning reads no file").op_graph()
 }
 
 impl T5 {
-    /// Builds the model, asking `source` for every parameter in HF order. The head is
-    /// `lm_head.weight` when the checkpoint has it; when it has not and `tie_word_embeddings` is set,
-    /// the head is `shared` (transformers 5 ties only what the checkpoint lacks).
+    /// Builds the model, asking `source` for every parameter. The head is `lm_head.weight` when the
+    /// checkpoint has it; when it has not and `tie_word_embeddings` is set, the head is `shared`
+    /// (transformers 5 ties only what the checkpoint lacks).
     pub fn load(config: T5Config, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
-        let mut l = T5Loader { l: Loader::new(source, device), config: &config };
-        let (vocab, d) = (config.vocab_size, config.d_model);
-        let shared = l.l.matrix("shared.weight", [vocab, d])?;
-        let encoder = l.stack("encoder", config.num_layers)?;
-        let decoder = l.stack("decoder", config.num_decoder_layers)?;
-        let lm_head = match l.l.matrix("lm_head.weight", [vocab, d]) {
-            Ok(w) => Some(w),
-            Err(Error::MissingTensor { .. }) if config.tie_word_embeddings => None,
-            Err(e) => return Err(e),
-        };
-        Ok(Self { config, shared, encoder, decoder, lm_head })
+        Self::declare(config, Loader::new(source, device))
+    }
+
+    /// Every parameter and weightless op in execution order: the one place their HF names are
+    /// spelled.
+    fn declare(config: T5Config, l: Loader<'_, '_>) -> Result<Self> {
+        let mut l = T5Loader { l, config: &config };
+        let (vocab, d, inner) = (config.vocab_size, config.d_model, config.inner_dim());
+        let shared = l.l.embedding("shared.weight", vocab, d)?;
+        let encoder = l.stack("encoder", config.num_layers, 0, Vec::new())?;
+        // The cross-attention keys/values read the encoder output and run before the decoder.
+        let mut cross_kv = Vec::new();
+        for i in 0..config.num_decoder_layers {
+            let x = format!("decoder.block.{i}.layer.1.EncDecAttention");
+            l.l.block(Some(config.num_layers + i));
+            let k = l.linear(&format!("{x}.k"), d, inner, TensorRole::K)?;
+            cross_kv.push((k, l.linear(&format!("{x}.v"), d, inner, TensorRole::V)?));
+        }
+        l.l.stream(Stream::Decoder);
+        let decoder = l.stack("decoder", config.num_decoder_layers, config.num_layers, cross_kv)?;
+        let lm_head = l.l.lm_head_if_present(&shared.name, vocab, d, config.tie_word_embeddings)?;
+        let graph = l.l.graph();
+        Ok(Self { config, shared, encoder, decoder, lm_head, graph })
     }
 
     pub fn device(&self) -> Device {
-        self.shared.device()
+        self.shared.weight.device()
     }
 
     /// The encoder output `[B, S, d_model]` for token ids `[B, S]`; `padding` is `[B, S]` row-major,
@@ -469,7 +492,7 @@ impl T5 {
         let [b, s] = ids.dims();
         let bias = self.encoder.position_bias(&self.config, 0, s, &ids.device());
         let mask = padding.map(|p| padding_mask(p, b, s));
-        let mut x = embedding(self.shared.clone(), ids);
+        let mut x = embedding(self.shared.weight.clone(), ids);
         for block in &self.encoder.blocks {
             let h = block.self_attn_norm.forward(x.clone());
             let (k, v) = block.self_attn.keys_values(h.clone());
@@ -500,7 +523,7 @@ impl T5 {
 
     /// The LM head `[V, d]`: its own weight, or `shared` when tied.
     pub fn head(&self) -> Tensor<2> {
-        self.lm_head.clone().unwrap_or_else(|| self.shared.clone())
+        self.lm_head.as_ref().unwrap_or(&self.shared).weight.clone()
     }
 
     /// The decoder's final hidden states `[B, T, d]` the head reads, scaled as the head expects
@@ -521,7 +544,7 @@ impl T5 {
         };
         let bias = self.decoder.position_bias(&self.config, past, t, &device);
         let causal = attention_mask(None, b, t, past);
-        let mut x = embedding(self.shared.clone(), decoder_ids);
+        let mut x = embedding(self.shared.weight.clone(), decoder_ids);
         let n = self.decoder.blocks.len();
         for (i, (block, (ck, cv))) in self.decoder.blocks.iter().zip(cross.kv).enumerate() {
             let h = block.self_attn_norm.forward(x.clone());
@@ -565,167 +588,49 @@ impl T5 {
     }
 }
 
-/// Linear layers with their names, borrowed for reading or for changing.
-type Named<'a> = (String, &'a Linear);
-type NamedMut<'a> = (String, &'a mut Linear);
-
-impl Block {
-    /// The linears with their names inside the block in execution order, and apart the
-    /// cross-attention keys/values, which run before the decoder.
-    fn linears(&self) -> (Vec<Named<'_>>, Vec<Named<'_>>) {
-        let a = &self.self_attn;
-        let mut out: Vec<Named<'_>> = [("q", &a.q), ("k", &a.k), ("v", &a.v), ("o", &a.o)]
-            .into_iter()
-            .map(|(n, l)| (format!("layer.0.SelfAttention.{n}"), l))
-            .collect();
-        let mut cross_kv = Vec::new();
-        if let Some((_, c)) = &self.cross {
-            out.push(("layer.1.EncDecAttention.q".into(), &c.q));
-            out.push(("layer.1.EncDecAttention.o".into(), &c.o));
-            cross_kv = vec![("layer.1.EncDecAttention.k".into(), &c.k), ("layer.1.EncDecAttention.v".into(), &c.v)];
+impl Stack {
+    /// The stack's modules in declaration order, and apart the cross-attention keys/values, which
+    /// are declared before the decoder.
+    fn modules_mut(&mut self) -> (Vec<ModuleMut<'_>>, Vec<ModuleMut<'_>>) {
+        let (mut out, mut cross_kv) = (Vec::new(), Vec::new());
+        let mut bias = Some(&mut self.relative_attention_bias);
+        for b in &mut self.blocks {
+            let a = &mut b.self_attn;
+            out.push(ModuleMut::RmsNorm(&mut b.self_attn_norm));
+            out.extend([&mut a.q, &mut a.k, &mut a.v].map(ModuleMut::Linear));
+            out.extend(bias.take().map(ModuleMut::Table));
+            out.push(ModuleMut::Linear(&mut a.o));
+            if let Some((norm, x)) = &mut b.cross {
+                cross_kv.extend([&mut x.k, &mut x.v].map(ModuleMut::Linear));
+                out.extend([ModuleMut::RmsNorm(norm), ModuleMut::Linear(&mut x.q), ModuleMut::Linear(&mut x.o)]);
+            }
+            out.push(ModuleMut::RmsNorm(&mut b.ff_norm));
+            out.push(ModuleMut::Linear(&mut b.ff.wi));
+            out.extend(b.ff.wi_1.as_mut().map(ModuleMut::Linear));
+            out.push(ModuleMut::Linear(&mut b.ff.wo));
         }
-        let f = self.ff_index();
-        out.extend(self.ff.linears().into_iter().map(|(n, l)| (format!("layer.{f}.DenseReluDense.{n}"), l)));
+        out.push(ModuleMut::RmsNorm(&mut self.final_layer_norm));
         (out, cross_kv)
-    }
-
-    fn linears_mut(&mut self) -> (Vec<NamedMut<'_>>, Vec<NamedMut<'_>>) {
-        let f = self.ff_index();
-        let a = &mut self.self_attn;
-        let mut out: Vec<NamedMut<'_>> = [("q", &mut a.q), ("k", &mut a.k), ("v", &mut a.v), ("o", &mut a.o)]
-            .into_iter()
-            .map(|(n, l)| (format!("layer.0.SelfAttention.{n}"), l))
-            .collect();
-        let mut cross_kv = Vec::new();
-        if let Some((_, c)) = &mut self.cross {
-            out.push(("layer.1.EncDecAttention.q".into(), &mut c.q));
-            out.push(("layer.1.EncDecAttention.o".into(), &mut c.o));
-            cross_kv = vec![("layer.1.EncDecAttention.k".into(), &mut c.k), ("layer.1.EncDecAttention.v".into(), &mut c.v)];
-        }
-        out.extend(self.ff.linears_mut().into_iter().map(|(n, l)| (format!("layer.{f}.DenseReluDense.{n}"), l)));
-        (out, cross_kv)
-    }
-}
-
-/// Prefixes block-relative names with the block's path.
-fn under<L>(prefix: &str, named: Vec<(String, L)>) -> Vec<(String, L)> {
-    named.into_iter().map(|(n, l)| (format!("{prefix}.{n}"), l)).collect()
-}
-
-impl Linears for T5 {
-    /// Encoder blocks, the cross-attention keys/values of every decoder layer, decoder blocks.
-    fn linears(&self) -> Vec<(String, &Linear)> {
-        let mut out = Vec::new();
-        for (i, b) in self.encoder.blocks.iter().enumerate() {
-            out.extend(under(&format!("encoder.block.{i}"), b.linears().0));
-        }
-        let (mut cross_kv, mut rest) = (Vec::new(), Vec::new());
-        for (i, b) in self.decoder.blocks.iter().enumerate() {
-            let (linears, kv) = b.linears();
-            let prefix = format!("decoder.block.{i}");
-            cross_kv.extend(under(&prefix, kv));
-            rest.extend(under(&prefix, linears));
-        }
-        out.extend(cross_kv);
-        out.extend(rest);
-        out
-    }
-
-    fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
-        let mut out = Vec::new();
-        for (i, b) in self.encoder.blocks.iter_mut().enumerate() {
-            out.extend(under(&format!("encoder.block.{i}"), b.linears_mut().0));
-        }
-        let (mut cross_kv, mut rest) = (Vec::new(), Vec::new());
-        for (i, b) in self.decoder.blocks.iter_mut().enumerate() {
-            let (linears, kv) = b.linears_mut();
-            let prefix = format!("decoder.block.{i}");
-            cross_kv.extend(under(&prefix, kv));
-            rest.extend(under(&prefix, linears));
-        }
-        out.extend(cross_kv);
-        out.extend(rest);
-        out
     }
 }
 
 impl Parameters for T5 {
-    /// transformers' `named_parameters` order.
-    fn visit(&self, f: &mut dyn FnMut(&str, ParamRef<'_>)) {
-        f("shared.weight", ParamRef::Matrix(&self.shared));
-        for stack in [&self.encoder, &self.decoder] {
-            for (i, b) in stack.blocks.iter().enumerate() {
-                let p = format!("{}.block.{i}.layer", stack.name);
-                let a = &b.self_attn;
-                for (n, l) in [("q", &a.q), ("k", &a.k), ("v", &a.v), ("o", &a.o)] {
-                    l.visit(f, &format!("{p}.0.SelfAttention.{n}"));
-                }
-                if i == 0 {
-                    f(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), ParamRef::Matrix(&stack.relative_attention_bias));
-                }
-                b.self_attn_norm.visit(f, &format!("{p}.0.layer_norm"));
-                if let Some((norm, c)) = &b.cross {
-                    for (n, l) in [("q", &c.q), ("k", &c.k), ("v", &c.v), ("o", &c.o)] {
-                        l.visit(f, &format!("{p}.1.EncDecAttention.{n}"));
-                    }
-                    norm.visit(f, &format!("{p}.1.layer_norm"));
-                }
-                let ff = b.ff_index();
-                for (n, l) in b.ff.linears() {
-                    l.visit(f, &format!("{p}.{ff}.DenseReluDense.{n}"));
-                }
-                b.ff_norm.visit(f, &format!("{p}.{ff}.layer_norm"));
-            }
-            stack.final_layer_norm.visit(f, &format!("{}.final_layer_norm", stack.name));
-        }
-        if let Some(head) = &self.lm_head {
-            f("lm_head.weight", ParamRef::Matrix(head));
-        }
-    }
-
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
-        f("shared.weight", ParamMut::Matrix(&mut self.shared));
-        for stack in [&mut self.encoder, &mut self.decoder] {
-            for (i, b) in stack.blocks.iter_mut().enumerate() {
-                let p = format!("{}.block.{i}.layer", stack.name);
-                let ff = b.ff_index();
-                let a = &mut b.self_attn;
-                for (n, l) in [("q", &mut a.q), ("k", &mut a.k), ("v", &mut a.v), ("o", &mut a.o)] {
-                    l.visit_mut(f, &format!("{p}.0.SelfAttention.{n}"));
-                }
-                if i == 0 {
-                    f(&format!("{p}.0.SelfAttention.relative_attention_bias.weight"), ParamMut::Matrix(&mut stack.relative_attention_bias));
-                }
-                b.self_attn_norm.visit_mut(f, &format!("{p}.0.layer_norm"));
-                if let Some((norm, c)) = &mut b.cross {
-                    for (n, l) in [("q", &mut c.q), ("k", &mut c.k), ("v", &mut c.v), ("o", &mut c.o)] {
-                        l.visit_mut(f, &format!("{p}.1.EncDecAttention.{n}"));
-                    }
-                    norm.visit_mut(f, &format!("{p}.1.layer_norm"));
-                }
-                for (n, l) in b.ff.linears_mut() {
-                    l.visit_mut(f, &format!("{p}.{ff}.DenseReluDense.{n}"));
-                }
-                b.ff_norm.visit_mut(f, &format!("{p}.{ff}.layer_norm"));
-            }
-            stack.final_layer_norm.visit_mut(f, &format!("{}.final_layer_norm", stack.name));
-        }
-        if let Some(head) = &mut self.lm_head {
-            f("lm_head.weight", ParamMut::Matrix(head));
-        }
+    /// The order `load` declares them in: the encoder, the decoder's cross-attention keys/values,
+    /// the decoder, an untied head.
+    fn modules_mut(&mut self) -> Vec<ModuleMut<'_>> {
+        let mut out = vec![ModuleMut::Table(&mut self.shared)];
+        out.extend(self.encoder.modules_mut().0);
+        let (decoder, cross_kv) = self.decoder.modules_mut();
+        out.extend(cross_kv);
+        out.extend(decoder);
+        out.extend(self.lm_head.as_mut().map(ModuleMut::Table));
+        out
     }
 }
 
 impl T5 {
-    /// The execution-ordered op graph the FLOPs profiler works on: `graph::t5::ops` of the config, which
-    /// fixes every shape `load` reads, with the head tied as loaded. Block `layer`s count through both
-    /// stacks: encoder blocks `0..num_layers`, decoder blocks after them. Ops of the decoder stack run
-    /// on [`Stream::Decoder`]; the cross-attention keys/values read the encoder output, so they run on
-    /// [`Stream::Input`].
-    ///
-    /// [`Stream::Decoder`]: super::graph::Stream::Decoder
-    /// [`Stream::Input`]: super::graph::Stream::Input
+    /// The execution-ordered op graph the FLOPs profiler works on, as `load` declared it.
     pub fn op_graph(&self) -> Vec<OpSpec> {
-        t5::ops(&self.config, self.lm_head.is_none())
+        self.graph.to_vec()
     }
 }

@@ -57,7 +57,7 @@ pub fn dry_run_report(trainer: &Trainer) -> Result<String> {
     // The trainer resolves LoRA's default targets for LoRA runs only; this row needs them always.
     let mut lora = c.lora_config();
     if lora.targets.is_empty() {
-        lora.targets = crate::model::lora::default_targets(&trainer.loaded.model.info().model_type);
+        lora.targets = crate::model::lora::default_targets(&trainer.loaded.model.op_graph());
     }
     let mut lora_model = trainer.loaded.model.clone();
     let adapters = lora_model.attach_lora(&lora).into_iter().collect();

@@ -711,9 +711,8 @@ fn accumulate<const D: usize>(into: &mut BTreeMap<String, burn::tensor::Tensor<D
 /// The configured LoRA targets, or the architecture's default; an error when none names a linear
 /// layer of the model.
 fn lora_targets(c: &TrainConfig, model: &Model) -> Result<Vec<String>> {
-    let targets = if c.lora_targets.is_empty() { default_targets(&model.info().model_type) } else { c.lora_targets.clone() };
-    let linears: BTreeSet<String> =
-        model.linears().into_iter().filter_map(|(prefix, _)| prefix.rsplit('.').next().map(String::from)).collect();
+    let targets = if c.lora_targets.is_empty() { default_targets(&model.op_graph()) } else { c.lora_targets.clone() };
+    let linears: BTreeSet<String> = model.linears().into_iter().filter_map(|l| l.name.rsplit('.').next().map(String::from)).collect();
     if targets.iter().any(|t| linears.contains(t)) {
         return Ok(targets);
     }

@@ -1,12 +1,10 @@
 //! The op graph of each architecture: its tensors and weightless ops in execution order, with the
-//! shapes that fix their costs. Built from a config alone (planning a run without weights) or from
-//! a loaded model (`Model::op_graph`); the FLOPs profiler (`crate::profile`) turns it into costs.
+//! shapes that fix their costs. Each architecture's `load` records it as it declares its
+//! parameters (`model::loader`), from a config alone when planning a run without weights
+//! (`llama_ops` and its siblings) or while reading a checkpoint (`Model::op_graph`); the FLOPs
+//! profiler (`crate::profile`) turns it into costs.
 
-pub mod bloom;
-pub mod llama;
-mod ops;
-pub mod opt;
-pub mod t5;
+pub(crate) mod ops;
 
 use serde::{Deserialize, Serialize};
 

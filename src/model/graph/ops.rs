@@ -1,5 +1,5 @@
-//! The op builders every architecture's op list is made of, so that ops of one kind are named,
-//! typed and given roles alike whatever the architecture.
+//! The op builders the loader records an architecture's graph with (`model::loader`), so that
+//! ops of one kind are named, typed and given roles alike whatever the architecture.
 
 use super::{OpKind, OpSpec, Stream, TensorRole};
 
@@ -46,28 +46,24 @@ impl OpList {
         }
     }
 
-    /// The weightless causal `softmax(QK^T)V` of the attention module `prefix`, as `{prefix}.core`.
-    pub fn attention_core(&mut self, prefix: &str, n_heads: usize, head_dim: usize, layer: usize) {
-        self.self_attention_core(prefix, n_heads, head_dim, layer, true);
-    }
-
-    /// [`OpList::attention_core`], bidirectional unless `causal` (an encoder's self-attention).
-    pub fn self_attention_core(&mut self, prefix: &str, n_heads: usize, head_dim: usize, layer: usize, causal: bool) {
+    /// The weightless `softmax(QK^T)V` of the attention module `prefix`, as `{prefix}.core`:
+    /// causal, or bidirectional (an encoder's self-attention).
+    pub fn self_attention_core(&mut self, prefix: &str, n_heads: usize, head_dim: usize, layer: Option<usize>, causal: bool) {
         let kind = OpKind::AttentionCore { n_heads, head_dim, causal };
-        self.push(format!("{prefix}.core"), kind, Some(layer), TensorRole::Other);
+        self.push(format!("{prefix}.core"), kind, layer, TensorRole::Other);
     }
 
     /// The weightless cross-attention of the module `prefix` over the input stream, as `{prefix}.core`.
-    pub fn cross_attention_core(&mut self, prefix: &str, n_heads: usize, head_dim: usize, layer: usize) {
+    pub fn cross_attention_core(&mut self, prefix: &str, n_heads: usize, head_dim: usize, layer: Option<usize>) {
         let kind = OpKind::CrossAttentionCore { n_heads, head_dim };
-        self.push(format!("{prefix}.core"), kind, Some(layer), TensorRole::Other);
+        self.push(format!("{prefix}.core"), kind, layer, TensorRole::Other);
     }
 
     /// A relative position bias table `name` of `[buckets, n_heads]` shared by the `layers` blocks of a
     /// stack, owned by block `layer`.
-    pub fn relative_bias(&mut self, name: &str, buckets: usize, n_heads: usize, layers: usize, causal: bool, layer: usize) {
+    pub fn relative_bias(&mut self, name: &str, buckets: usize, n_heads: usize, layers: usize, causal: bool, layer: Option<usize>) {
         let kind = OpKind::RelativeBias { buckets, n_heads, layers, causal };
-        self.push(name.into(), kind, Some(layer), TensorRole::Other);
+        self.push(name.into(), kind, layer, TensorRole::Other);
     }
 
     /// The output head; when tied, a chain node named after the embedding it shares.
