@@ -382,8 +382,9 @@ impl T5Loader<'_, '_, '_> {
     }
 
     /// `n_blocks` (>= 1, as the config guarantees) blocks, numbered from `first` in the graph, and
-    /// the final norm. The decoder's cross-attention keys and values (`cross_kv`, one pair per block)
-    /// read the encoder output, so they were declared before the decoder.
+    /// the final norm. A decoder block attends to the encoder through the cross-attention keys and
+    /// values in `cross_kv` (one pair per decoder block, none for the encoder), declared before the
+    /// decoder because they read the encoder output.
     fn stack(&mut self, name: &'static str, n_blocks: usize, first: usize, cross_kv: Vec<(Linear, Linear)>) -> Result<Stack> {
         let c = self.config;
         let decoder = name == "decoder";
