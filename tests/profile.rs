@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use greentrainer::device::ComputeDevice;
 use greentrainer::model::bloom::{Bloom, BloomConfig};
 use greentrainer::model::opt::{Opt, OptConfig};
@@ -301,9 +299,10 @@ fn tiny_config(fixture: &str, overrides: &Value) -> Value {
     config
 }
 
-/// The graph's parameter ops, each with the HF shape its kind implies, are exactly the model's parameters.
+/// The graph's parameter ops, each with the HF shape its kind implies, are exactly the model's
+/// parameters, in the same order.
 fn assert_graph_matches_parameters(model: &impl Parameters, ops: &[OpSpec], label: &str) {
-    let in_graph: BTreeMap<String, Vec<usize>> = ops
+    let in_graph: Vec<(String, Vec<usize>)> = ops
         .iter()
         .filter_map(|op| {
             let shape = match op.kind {
@@ -316,16 +315,16 @@ fn assert_graph_matches_parameters(model: &impl Parameters, ops: &[OpSpec], labe
             Some((op.name.clone(), shape))
         })
         .collect();
-    let mut in_model = BTreeMap::new();
-    model.visit(&mut |name, p| {
-        in_model.insert(name.to_string(), p.shape());
-    });
+    let mut in_model = Vec::new();
+    model.visit(&mut |name, p| in_model.push((name.to_string(), p.shape())));
     assert_eq!(in_graph, in_model, "{label}");
 }
 
 #[test]
 fn config_derived_op_graphs_match_the_loaded_parameters() {
-    // `op_graph` is derived from the config alone; this checks it against what `load` asks for.
+    // `load` records the graph as it reads each parameter, and planning from the config alone
+    // (`llama_ops` and its siblings) runs the same declaration without a file: both graphs must
+    // agree, and list exactly the parameters the model visits.
     let device = ComputeDevice::cpu().device;
     let llama = [
         json!({}),
@@ -335,7 +334,8 @@ fn config_derived_op_graphs_match_the_loaded_parameters() {
     ];
     for overrides in llama {
         let config = LlamaConfig::from_value(tiny_config("tiny-llama", &overrides), "tiny-llama").unwrap();
-        let model = LlamaModel::load(config, &device, &mut zeros).unwrap();
+        let model = LlamaModel::load(config.clone(), &device, &mut zeros).unwrap();
+        assert_eq!(model.op_graph(), greentrainer::model::llama::llama_ops(&config), "llama {overrides}");
         assert_graph_matches_parameters(&model, &model.op_graph(), &format!("llama {overrides}"));
     }
     let opt = [
@@ -346,17 +346,26 @@ fn config_derived_op_graphs_match_the_loaded_parameters() {
     ];
     for overrides in opt {
         let config = OptConfig::from_value(tiny_config("tiny-opt", &overrides), "tiny-opt").unwrap();
-        let model = Opt::load(config, &device, &mut zeros).unwrap();
+        let model = Opt::load(config.clone(), &device, &mut zeros).unwrap();
+        assert_eq!(model.op_graph(), greentrainer::model::opt::opt_ops(&config), "opt {overrides}");
         assert_graph_matches_parameters(&model, &model.op_graph(), &format!("opt {overrides}"));
     }
     for overrides in [json!({}), json!({"tie_word_embeddings": false})] {
         let config = BloomConfig::from_value(tiny_config("tiny-bloom", &overrides), "tiny-bloom").unwrap();
-        let model = Bloom::load(config, &device, &mut zeros).unwrap();
+        let model = Bloom::load(config.clone(), &device, &mut zeros).unwrap();
+        assert_eq!(model.op_graph(), greentrainer::model::bloom::bloom_ops(&config), "bloom {overrides}");
         assert_graph_matches_parameters(&model, &model.op_graph(), &format!("bloom {overrides}"));
     }
     for overrides in [json!({}), json!({"feed_forward_proj": "relu", "num_decoder_layers": 3})] {
         let config = T5Config::from_value(tiny_config("tiny-t5", &overrides), "tiny-t5").unwrap();
-        let model = T5::load(config, &device, &mut zeros).unwrap();
+        // A checkpoint without `lm_head.weight` where the config ties it, as planning assumes.
+        let tied = config.tie_word_embeddings;
+        let mut source = |name: &str, shape: &[usize]| match name {
+            "lm_head.weight" if tied => Err(greentrainer::error::Error::MissingTensor { path: "tiny-t5".into(), tensor: name.into() }),
+            _ => zeros(name, shape),
+        };
+        let model = T5::load(config.clone(), &device, &mut source).unwrap();
+        assert_eq!(model.op_graph(), greentrainer::model::t5::t5_ops(&config), "t5 {overrides}");
         assert_graph_matches_parameters(&model, &model.op_graph(), &format!("t5 {overrides}"));
     }
 }

@@ -75,7 +75,8 @@ pub trait Linears: Parameters {
         modules.into_iter().filter_map(|m| if let ModuleMut::Linear(l) = m { Some(l) } else { None }).collect()
     }
 
-    /// [`Linears::linears_mut`] as handles to the same tensors.
+    /// [`Linears::linears_mut`] as copies holding handles to the same tensors: for reading (names,
+    /// shapes, partial rows); changing a copy changes nothing in the model.
     fn linears(&self) -> Vec<Linear> {
         self.clone().linears_mut().into_iter().map(|l| l.clone()).collect()
     }

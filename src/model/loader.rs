@@ -1,7 +1,8 @@
-//! Where an architecture declares its parameters, once: each `load` asks this loader for every
-//! module by HF name and shape, in execution order, and the loader both reads the values and
-//! records the op graph the profiler costs. Planning a run from a config alone runs the same
-//! declaration with no source ([`Loader::planning`]), so the graph is never spelled twice.
+//! Where an architecture declares its parameters, once: its `declare` (behind `load`) asks this
+//! loader for every module by HF name and shape, in execution order, and the loader both reads the
+//! values and records the op graph the profiler costs. Planning a run from a config alone
+//! (`llama_ops` and its siblings) runs the same declaration with no source
+//! ([`Loader::planning`]), so the graph is never spelled twice.
 
 use std::sync::Arc;
 
@@ -33,8 +34,8 @@ impl<'s, 'a> Loader<'s, 'a> {
         Self { source: Some(source), device: device.clone(), ops: OpList::default(), block: None }
     }
 
-    /// A loader that reads nothing and allocates nothing: the architecture's `load` then yields
-    /// a model of empty tensors whose only use is its op graph.
+    /// A loader that reads nothing and creates only zero-sized tensors: the architecture's
+    /// declaration then yields a model whose only use is its op graph.
     pub(crate) fn planning() -> Self {
         Self { source: None, device: Device::flex(), ops: OpList::default(), block: None }
     }
@@ -67,7 +68,8 @@ impl<'s, 'a> Loader<'s, 'a> {
         Ok(Table { name: name.into(), weight: self.read(name, [vocab, dim])? })
     }
 
-    /// `{prefix}.weight` (`[d_out, d_in]`), then `{prefix}.bias` when `bias`.
+    /// A linear layer from `d_in` to `d_out` features: `{prefix}.weight`, stored `[d_out, d_in]` as
+    /// in HF checkpoints, then `{prefix}.bias` when `bias`.
     pub(crate) fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool, role: TensorRole) -> Result<Linear> {
         self.ops.linear(prefix, d_in, d_out, bias, self.block, role);
         let weight = self.read(&format!("{prefix}.weight"), [d_out, d_in])?;

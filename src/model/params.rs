@@ -24,6 +24,7 @@ pub enum ParamMut<'a> {
 }
 
 impl ParamMut<'_> {
+    /// The same tensor, borrowed for reading.
     pub fn as_ref(&self) -> ParamRef<'_> {
         match self {
             Self::Vector(t) => ParamRef::Vector(t),
@@ -85,7 +86,9 @@ pub struct Table {
     pub weight: Tensor<2>,
 }
 
-/// A module holding parameters, borrowed for replacing them; each knows its HF names.
+/// A module holding parameters, borrowed for replacing them; each knows its HF names. A
+/// [`Table`] is one parameter and carries its full name (`model.embed_tokens.weight`); the others
+/// carry the prefix of theirs (`model.norm` for `model.norm.weight`).
 pub enum ModuleMut<'a> {
     Linear(&'a mut Linear),
     RmsNorm(&'a mut RmsNorm),

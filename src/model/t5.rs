@@ -388,6 +388,7 @@ impl T5Loader<'_, '_, '_> {
     fn stack(&mut self, name: &'static str, n_blocks: usize, first: usize, cross_kv: Vec<(Linear, Linear)>) -> Result<Stack> {
         let c = self.config;
         let decoder = name == "decoder";
+        debug_assert_eq!(cross_kv.len(), if decoder { n_blocks } else { 0 }, "one cross-attention per decoder block");
         let mut cross_kv = cross_kv.into_iter();
         // No capacity from the config's layer count: a corrupt count (2^63) would abort in the
         // allocation, while the first missing layer ends the load with an error.
@@ -590,8 +591,8 @@ impl T5 {
 }
 
 impl Stack {
-    /// The stack's modules in declaration order, and apart the cross-attention keys/values, which
-    /// are declared before the decoder.
+    /// The stack's modules in declaration order, and separately its cross-attention keys/values,
+    /// which the model declares before the decoder.
     fn modules_mut(&mut self) -> (Vec<ModuleMut<'_>>, Vec<ModuleMut<'_>>) {
         let (mut out, mut cross_kv) = (Vec::new(), Vec::new());
         let mut bias = Some(&mut self.relative_attention_bias);
