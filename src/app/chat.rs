@@ -105,7 +105,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             send(app);
         }
         if ui.add_enabled(chatting, egui::Button::new("Stop")).clicked() {
-            app.worker.control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            app.worker.control.request_cancel();
         }
         if ui.add_enabled(idle && !app.chat.turns.is_empty(), egui::Button::new("Clear conversation")).clicked() {
             app.chat.clear();

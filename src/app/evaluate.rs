@@ -38,7 +38,7 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             });
         }
         if app.worker.is_busy_with(super::worker::EVALUATING) && ui.button("Cancel evaluation").clicked() {
-            app.worker.control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+            app.worker.control.request_cancel();
         }
     });
     ui.label("Greedy summaries of the first validation rows of the Data tab's file (each prompt leaves room for the new tokens), scored against their references; after training, the base model's beside the fine-tuned one's. `greentrainer eval` gives the same scores on the same rows.");

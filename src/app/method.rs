@@ -231,7 +231,7 @@ fn comparison(app: &mut StudioApp, ui: &mut egui::Ui) {
         }
         if running {
             if ui.button("Cancel comparison").clicked() {
-                app.worker.control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                app.worker.control.request_cancel();
             }
             ui.spinner();
             ui.label(app.method.comparing.as_deref().unwrap_or("starting"));
@@ -405,7 +405,7 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
             ui.spinner();
             // It stops after the pass in hand: the warm-up or the timed one.
             if ui.button("Cancel calibration").clicked() {
-                app.worker.control.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                app.worker.control.request_cancel();
             }
         } else if app.method.calibration.is_none() {
             ui.label("Calibrate to estimate the time per step and check the memory against the device.");

@@ -2,7 +2,6 @@
 //! the engine's event stream; reopen a past run from its events.jsonl.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 
 use eframe::egui;
 use egui_plot::{Legend, Line, Plot, PlotPoints};
@@ -99,26 +98,26 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
         {
             start(app, true);
         }
-        let cancelling = app.worker.control.cancel.load(Ordering::Relaxed);
+        let cancelling = app.worker.control.cancelled();
         if ui
             .add_enabled(training && !cancelling, egui::Button::new("Cancel"))
             .on_hover_text("Stops after the current step and keeps a checkpoint")
             .clicked()
         {
-            app.worker.control.cancel.store(true, Ordering::Relaxed);
+            app.worker.control.request_cancel();
         }
-        let paused = app.worker.control.pause.load(Ordering::Relaxed);
+        let paused = app.worker.control.paused();
         if training && paused && !cancelling {
             ui.strong("Paused");
             if ui.button("Continue").clicked() {
-                app.worker.control.pause.store(false, Ordering::Relaxed);
+                app.worker.control.set_paused(false);
             }
         } else if ui
             .add_enabled(training && !cancelling, egui::Button::new("Pause"))
             .on_hover_text("Waits after the current step, keeping everything in memory")
             .clicked()
         {
-            app.worker.control.pause.store(true, Ordering::Relaxed);
+            app.worker.control.set_paused(true);
         }
         if let Some(b) = &blocker {
             ui.label(b);

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::time::Instant;
 
@@ -243,8 +242,7 @@ impl Worker {
             command,
             Command::Train { .. } | Command::Compare { .. } | Command::Evaluate { .. } | Command::Chat { .. } | Command::Calibrate { .. }
         ) {
-            self.control.cancel.store(false, Ordering::Relaxed);
-            self.control.pause.store(false, Ordering::Relaxed);
+            self.control.reset();
         }
         self.pending.push(command.label());
         // The thread lives as long as the sender, so sending cannot fail.

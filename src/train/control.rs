@@ -27,6 +27,21 @@ impl RunControl {
         self.pause.load(Ordering::Relaxed)
     }
 
+    /// Asks the run to stop after its current step (or pass).
+    pub fn request_cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.pause.store(paused, Ordering::Relaxed);
+    }
+
+    /// Neither cancelled nor paused: how a new job starts.
+    pub fn reset(&self) {
+        self.cancel.store(false, Ordering::Relaxed);
+        self.pause.store(false, Ordering::Relaxed);
+    }
+
     /// Returns once the run is neither paused nor cancelled-while-paused.
     pub fn wait_while_paused(&self) {
         while self.paused() && !self.cancelled() {
