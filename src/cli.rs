@@ -726,11 +726,11 @@ fn pause_on_signals(control: &RunControl) {
         Ok(signals) => signals,
         Err(e) => return eprintln!("note: SIGUSR1/SIGUSR2 will not pause and resume ({e})"),
     };
-    let pause = control.pause.clone();
+    let control = control.clone();
     std::thread::spawn(move || {
         for signal in signals.forever() {
             let paused = signal == SIGUSR1;
-            pause.store(paused, std::sync::atomic::Ordering::Relaxed);
+            control.set_paused(paused);
             eprintln!("{}", if paused { "pausing after this step (SIGUSR2 resumes)" } else { "resuming" });
         }
     });
@@ -798,40 +798,36 @@ fn choice<T: serde::Serialize + Clone + Send + Sync + 'static>(all: &'static [T]
     })
 }
 
-/// A count flag that must be at least 1.
-fn at_least_one(text: &str) -> std::result::Result<usize, String> {
-    match text.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        Ok(_) => Err("must be at least 1".into()),
+/// A flag's number, refused with `rule` (what it must be) unless `ok`.
+fn checked<T: std::str::FromStr>(text: &str, ok: impl Fn(&T) -> bool, rule: &str) -> std::result::Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match text.trim().parse::<T>() {
+        Ok(v) if ok(&v) => Ok(v),
+        Ok(_) => Err(format!("`{text}`: {rule}")),
         Err(e) => Err(format!("`{text}`: {e}")),
     }
+}
+
+/// A count flag that must be at least 1.
+fn at_least_one(text: &str) -> std::result::Result<usize, String> {
+    checked(text, |&n| n >= 1, "must be at least 1")
 }
 
 /// A number flag that must be finite and above zero.
 fn positive(text: &str) -> std::result::Result<f32, String> {
-    match text.trim().parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        Ok(_) => Err(format!("`{text}`: must be a number above 0")),
-        Err(e) => Err(format!("`{text}`: {e}")),
-    }
+    checked(text, |&v: &f32| v.is_finite() && v > 0.0, "must be a number above 0")
 }
 
 /// A probability in (0, 1].
 fn probability(text: &str) -> std::result::Result<f32, String> {
-    match text.trim().parse::<f32>() {
-        Ok(p) if p > 0.0 && p <= 1.0 => Ok(p),
-        Ok(_) => Err(format!("`{text}`: must be in (0, 1]")),
-        Err(e) => Err(format!("`{text}`: {e}")),
-    }
+    checked(text, |&p| p > 0.0 && p <= 1.0, "must be in (0, 1]")
 }
 
 /// A share of each row that is prompt: at least 0, and below 1 so that some tokens are targets.
 fn prompt_share(text: &str) -> std::result::Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
-        Ok(_) => Err(format!("`{text}`: must be in [0, 1)")),
-        Err(e) => Err(format!("`{text}`: {e}")),
-    }
+    checked(text, |p| (0.0..1.0).contains(p), "must be in [0, 1)")
 }
 
 /// The CPU and/or wgpu as asked, wgpu only when an adapter exists.
