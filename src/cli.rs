@@ -16,6 +16,7 @@ use crate::eval::runner::EvalSettings;
 use crate::io::discover::{FoundModel, Stores, Trainable, discover};
 use crate::io::summary::ModelSummary;
 use crate::io::{atomic::Existing, export::save_hf_folder, load_model};
+use crate::model::FrozenPrecision;
 use crate::train::config::DEFAULT_MODEL;
 use crate::train::output::OutputMode;
 use crate::train::progress::ProgressPrinter;
@@ -357,6 +358,16 @@ pub enum BenchCommand {
         batch: Vec<usize>,
         #[arg(long, value_delimiter = ',', default_values_t = [128, 256])]
         seq: Vec<usize>,
+        /// Whole training steps of GreenTrainer at each --rho, LoRA and full fine-tuning, at each
+        /// --frozen-precision, at the first --batch and --seq (see `bench::memory::run_steps`).
+        #[arg(long)]
+        whole_step: bool,
+        /// With --whole-step: the frozen_precision settings to measure.
+        #[arg(long, value_delimiter = ',', value_parser = choice(&FrozenPrecision::ALL), default_values = ["f32", "f16", "bf16"])]
+        frozen_precision: Vec<FrozenPrecision>,
+        /// With --whole-step: the estimates alone (models too large or slow to step here).
+        #[arg(long)]
+        estimate_only: bool,
     },
     /// Greedy decoding speed with and without the KV cache.
     Generate {
@@ -546,7 +557,19 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::io::atomic::write_file(&json, text.as_bytes())?;
             eprintln!("rows written to {}", json.display());
         }
-        Command::Bench(BenchCommand::Memory { model, rho, batch, seq }) => {
+        Command::Bench(BenchCommand::Memory { model, rho, batch, seq, whole_step: true, frozen_precision, estimate_only }) => {
+            let shape = (batch.first().copied().unwrap_or(4), seq.first().copied().unwrap_or(512));
+            for dev in bench_devices(model.on) {
+                eprintln!("measuring whole steps on {} ...", dev.name);
+                let build = || model.load(&dev).map_err(|e| e.to_string());
+                // The device's memory less a margin for the system (unknown for most GPUs on wgpu).
+                let available = if estimate_only { Some(0) } else { crate::green::device_memory(&dev).map(|total| total / 10 * 9) };
+                let rows = crate::bench::memory::run_steps(&build, &dev, &rho, shape, &frozen_precision, available)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", dev.name))?;
+                println!("{}", crate::bench::memory::step_table(&rows, &model.model.display().to_string(), &dev.name, shape));
+            }
+        }
+        Command::Bench(BenchCommand::Memory { model, rho, batch, seq, whole_step: false, .. }) => {
             for dev in bench_devices(model.on) {
                 eprintln!("measuring memory on {} ...", dev.name);
                 let m = model.load(&dev)?;

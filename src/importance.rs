@@ -84,7 +84,8 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {
         if second.contains_key(name) {
-            before.insert(name.to_string(), p.flat());
+            // In f32: a frozen low-precision weight is promoted by the step (`model::precision`).
+            before.insert(name.to_string(), p.flat().cast(burn::tensor::DType::F32));
         }
     });
     let mut raw = BTreeMap::new();

@@ -19,6 +19,7 @@ use egui_kittest::{Harness, SnapshotOptions};
 use greentrainer::app::{Settings, StudioApp};
 use greentrainer::device::DeviceChoice;
 use greentrainer::io::discover::Stores;
+use greentrainer::model::FrozenPrecision;
 
 const SIZE: egui::Vec2 = egui::vec2(1180.0, 800.0);
 
@@ -181,6 +182,14 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     assert!(harness.state().settings().frozen_prompt && harness.state().settings().train_config().frozen_prompt);
     click(&mut harness, "Freeze the shared prompt prefix");
     assert!(!harness.state().settings().frozen_prompt);
+    // Frozen weights in f16: the run takes it and the estimate's weights shrink.
+    let memory = |harness: &Harness<'_, StudioApp>| harness.get_by_label_contains("AdamW state").accesskit_node().label().unwrap_or_default();
+    let in_f32 = memory(&harness);
+    click(&mut harness, "f16");
+    assert_eq!(harness.state().settings().train_config().frozen_precision, FrozenPrecision::F16);
+    assert_ne!(memory(&harness), in_f32, "the memory estimate ignores the frozen precision");
+    click(&mut harness, "f32");
+    assert_eq!(memory(&harness), in_f32);
 
     click(&mut harness, "Train");
     click(&mut harness, "Start training");

@@ -2,9 +2,9 @@
 //! (hidden 64, 4 query heads and 2 key/value heads of 16, MLP 160, 2 layers, vocabulary 512, tied
 //! head). Measured peaks belong to `greentrainer bench memory`, not here.
 
-use greentrainer::model::LlamaConfig;
 use greentrainer::model::llama::llama_ops;
-use greentrainer::profile::{BatchShape, OpSpec};
+use greentrainer::model::{FrozenPrecision, LlamaConfig};
+use greentrainer::profile::{BatchShape, OpKind, OpSpec};
 use greentrainer::train::memory::{self, MemoryError, Target, Training, Verdict, estimate, propose};
 
 const D: u64 = 64;
@@ -106,14 +106,14 @@ fn a_budget_that_fits_batch_2_but_not_4_proposes_batch_2() {
     let budget = at(2);
     assert!(at(3) > budget);
     let shape_of = |batch: usize, max_len: usize| shape(batch, max_len);
-    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, Target::Cpu, Some(budget)).unwrap();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), Some(budget)).unwrap();
     assert_eq!(fit.verdict, Verdict::OutOfMemory { need: at(4), total: budget });
     assert_eq!(fit.proposal, Some((2, 64)));
     // When batch 1 does not fit either, the longest max_len at batch 1 that does.
     let one_at_40 = estimate(&ops, &t, shape(1, 40), Target::Cpu).unwrap().peak();
-    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, Target::Cpu, Some(one_at_40)).unwrap();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), Some(one_at_40)).unwrap();
     assert_eq!(fit.proposal, Some((1, 40)));
-    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, Target::Cpu, Some(budget)).unwrap();
+    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), Some(budget)).unwrap();
     assert_eq!((fits.verdict, fits.proposal), (Verdict::Fits { total: budget }, None));
 }
 
@@ -149,4 +149,27 @@ fn system_memory_is_the_kernels_mem_total() {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap();
     let kib: u64 = info.lines().find_map(|l| l.strip_prefix("MemTotal:")).unwrap().trim().trim_end_matches("kB").trim().parse().unwrap();
     assert_eq!(greentrainer::green::system_memory(), Some(kib * 1024));
+}
+
+#[test]
+fn frozen_matrices_in_half_precision_take_half_their_bytes_in_the_estimate() {
+    let ops = ops();
+    let trained = ["model.layers.1.mlp.down_proj.weight", "model.norm.weight"];
+    let t = training(&ops, &trained);
+    let f32_estimate = estimate(&ops, &t, shape(2, 8), Target::Cpu).unwrap();
+    for precision in [FrozenPrecision::F16, FrozenPrecision::Bf16] {
+        let low = memory::estimate_stored(&ops, &t, shape(2, 8), Target::Cpu, precision).unwrap();
+        // Independently: every frozen matrix (embedding, linear weights) saves 2 of its 4 bytes.
+        let p = greentrainer::profile::profile(&ops, shape(2, 8), false).unwrap();
+        let saved: u64 = ops
+            .iter()
+            .zip(&p.nodes)
+            .filter(|(op, _)| !trained.contains(&op.name.as_str()))
+            .filter(|(op, _)| matches!(op.kind, OpKind::Embedding { .. } | OpKind::Linear { .. }))
+            .map(|(_, n)| n.param_numel as u64 * 2)
+            .sum();
+        assert!(saved > 0);
+        assert_eq!(low.weights, f32_estimate.weights - saved, "{precision:?}");
+        assert_eq!((low.gradients, low.optimizer, low.step_peak), (f32_estimate.gradients, f32_estimate.optimizer, f32_estimate.step_peak));
+    }
 }

@@ -11,6 +11,7 @@ use super::widgets::{bytes, flops, number, seconds};
 use super::worker::{COMPARING, Calibration, Command};
 use crate::bench::accuracy::Row;
 use crate::device::DeviceChoice;
+use crate::model::FrozenPrecision;
 use crate::model::lora::default_targets;
 use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, profile};
 use crate::select::CostRule;
@@ -60,7 +61,7 @@ pub fn estimate(
     top_k: usize,
     lora: (usize, &[String]),
     shape: BatchShape,
-    target: Target,
+    (target, frozen): (Target, FrozenPrecision),
 ) -> Result<Estimate, MemoryError> {
     let p = profile(ops, shape, false)?;
     let total = p.nodes.iter().map(|n| n.param_numel).sum();
@@ -91,7 +92,7 @@ pub fn estimate(
         // GreenTrainer's selection follows importance measured when training starts.
         tensors: (method != MethodKind::Greentrainer).then_some(idx.len()),
         reach: (method == MethodKind::Greentrainer && rho >= p.min_rho()).then(|| Reach::of(&p, rho)),
-        memory: memory::estimate(ops, &training, shape, target)?,
+        memory: memory::estimate_stored(ops, &training, shape, target, frozen)?,
     })
 }
 
@@ -104,7 +105,7 @@ pub fn current(app: &StudioApp) -> Option<Result<Estimate, MemoryError>> {
 fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, MemoryError> {
     let s = &app.settings;
     let shape = shape_at(app, s.batch_size.max(1), s.max_len.max(1));
-    estimate(&app.model.ops, method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)), shape, target(app))
+    estimate(&app.model.ops, method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)), shape, (target(app), s.frozen_precision))
 }
 
 fn lora_targets(app: &StudioApp) -> Vec<String> {
@@ -144,7 +145,7 @@ fn preflight(app: &StudioApp, total: Option<u64>) -> Result<Preflight, MemoryErr
     let (batch, max_len) = (s.batch_size.max(1), s.max_len.max(1));
     let p = profile(ops, shape_at(app, batch, max_len), false)?;
     let training = memory::planned(ops, &p, s.method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)))?;
-    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), target(app), total)
+    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), (target(app), s.frozen_precision), total)
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -185,6 +186,18 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.horizontal(|ui| number(ui, "LoRA rank", &mut s.lora_rank, 1..=256, 0.2));
         }
         MethodKind::Full => {}
+    }
+    if s.method != MethodKind::Full {
+        ui.horizontal(|ui| {
+            ui.label("Frozen weights in").on_hover_text(
+                "Weights that do not train are only read: f16 or bf16 halves their memory (converted block by block \
+                 inside each product). Trained tensors keep f32 weights and f32 AdamW state. bf16 keeps f32's range; \
+                 wgpu stores f16 for it (no bf16 there), and f32 on a GPU without f16 shaders.",
+            );
+            for p in FrozenPrecision::ALL {
+                ui.radio_value(&mut s.frozen_precision, p, p.name());
+            }
+        });
     }
     ui.horizontal(|ui| {
         number(ui, "Batch size", &mut s.batch_size, 1..=256, 0.1);
@@ -487,7 +500,7 @@ mod tests {
         let mut adapted = loaded.model.clone();
         let adapters = adapted.attach_lora(&LoraConfig { rank: 4, ..LoraConfig::paper(targets.clone()) }).into_iter().collect();
         let charged = step_macs(&profile(&ops, shape, false).unwrap(), &adapted, &adapters);
-        let planned = estimate(&ops, MethodKind::Lora, 0.5, 1, (4, &targets), shape, Target::Cpu).unwrap();
+        let planned = estimate(&ops, MethodKind::Lora, 0.5, 1, (4, &targets), shape, (Target::Cpu, FrozenPrecision::F32)).unwrap();
         let macs = planned.step_flops / FLOPS_PER_MAC;
         assert!((macs - charged).abs() <= 1e-9 * charged, "the Method tab plans {macs} MACs, the trainer charges {charged}");
         assert!(macs < planned.full_step_flops / FLOPS_PER_MAC, "LoRA below full fine-tuning");

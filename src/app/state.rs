@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
+use crate::model::FrozenPrecision;
 use crate::train::{MethodKind, TrainConfig};
 
 /// Recent-file lists keep this many entries.
@@ -34,6 +35,8 @@ pub struct Settings {
     pub budget: String,
     /// GreenTrainer: run each batch's shared prompt prefix without gradient.
     pub frozen_prompt: bool,
+    /// How the weights that do not train are stored (every method but full fine-tuning).
+    pub frozen_precision: FrozenPrecision,
     pub top_k: usize,
     pub lora_rank: usize,
     pub max_len: usize,
@@ -73,6 +76,7 @@ impl Default for Settings {
             rho: train.rho,
             budget: String::new(),
             frozen_prompt: train.frozen_prompt,
+            frozen_precision: train.frozen_precision,
             top_k: train.top_k,
             lora_rank: train.lora_rank,
             max_len: train.max_len,
@@ -106,6 +110,7 @@ impl Settings {
             rho: self.rho,
             budget: self.budget_choice().and_then(Result::ok),
             frozen_prompt: self.frozen_prompt,
+            frozen_precision: self.frozen_precision,
             top_k: self.top_k,
             lora_rank: self.lora_rank,
             epochs: self.epochs,

@@ -491,17 +491,20 @@ impl Engine {
         Ok(crate::eval::chat::reply(model, history, sampling, &mut on_text)?)
     }
 
-    /// The fine-tuned tensors (HF names, merged) that differ from the base model's.
+    /// The fine-tuned tensors (HF names, merged) that differ from the base model's. A tensor the
+    /// run kept frozen in low precision (`frozen_precision`) is compared with the base's values in
+    /// that type, so rounding alone is no change.
     fn changed_tensors(&self) -> Result<Vec<NamedTensor>, WorkerError> {
         let base = self.base.as_ref().ok_or(WorkerError::Needs("nothing to write as a delta: no training has changed the model yet"))?;
         let mut before = HashMap::new();
         base.model.merged().visit(&mut |name, p| {
-            before.insert(name.to_string(), p.to_vec());
+            before.insert(name.to_string(), p.flat());
         });
         let mut changed = Vec::new();
         self.model()?.model.merged().visit(&mut |name, p| {
             let values = p.to_vec();
-            if before.get(name) != Some(&values) {
+            let base_values = before.get(name).and_then(|b| b.clone().cast(p.dtype()).try_to_vec_as::<f32>().ok());
+            if base_values.as_ref() != Some(&values) {
                 changed.push((name.to_string(), p.shape(), values));
             }
         });

@@ -2,15 +2,26 @@
 //! (`train::memory`) against the peak measured on the device, for GreenTrainer at several rho
 //! and batch shapes. The selection is the one the pre-flight plans (parameter counts standing in
 //! for importance), so estimate and measurement train the same tensors.
+//!
+//! With `--whole-step`: the peak and time of whole training steps of GreenTrainer, LoRA and full
+//! fine-tuning with frozen weights in each `frozen_precision` ([`run_steps`]).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use burn::tensor::DType;
 
 use super::guarded;
 use super::train::PeakProbe;
 use crate::device::ComputeDevice;
-use crate::model::Model;
+use crate::model::lora::{LoraConfig, default_targets};
+use crate::model::precision::store_frozen;
+use crate::model::{FrozenPrecision, Linears, Model};
 use crate::profile::profile;
 use crate::train::MethodKind;
 use crate::train::batch::DeviceBatch;
 use crate::train::memory::{self, MemoryEstimate, Target, Training};
+use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::step::forward_backward;
 
 #[derive(Debug, Clone)]
@@ -102,4 +113,170 @@ pub fn table(rows: &[MemoryRow], device: &str) -> String {
         "\n{device}; measured = the peak of one forward+backward pass over what was resident before it (weights; no optimizer state yet), \
          the same quantity as the estimated fwd+bwd peak; estimated total adds weights and AdamW state\n"
     )
+}
+
+/// One method with frozen weights in one precision: a whole training step (forward, backward,
+/// AdamW) measured over the process without a model, so weights, gradients, optimizer state and
+/// activations all count.
+#[derive(Debug, Clone)]
+pub struct StepRow {
+    pub method: String,
+    pub precision: FrozenPrecision,
+    /// What the frozen matrices were stored in on this device.
+    pub storage: DType,
+    pub tensors: usize,
+    pub estimate: MemoryEstimate,
+    /// Peak over the process without a model, MiB; `None` where not measured.
+    pub measured_mib: Option<f64>,
+    /// The second step's time (the first allocates the optimizer state).
+    pub step_s: Option<f64>,
+    /// Why the step was not measured (it would not fit this machine).
+    pub skipped: Option<String>,
+}
+
+/// What a whole-step row trains.
+struct StepMethod {
+    name: String,
+    training: Vec<Training>,
+    /// Whether some weights stay frozen (not full fine-tuning): else one f32 row is enough.
+    freezes: bool,
+    /// LoRA's adapters, attached before the step.
+    lora: Option<LoraConfig>,
+}
+
+/// GreenTrainer at each of `rhos` (the pre-flight's planned selection), LoRA (the paper's rank 8
+/// on the query and value projections) and full fine-tuning, each at every frozen precision (full
+/// fine-tuning freezes nothing: f32 only), on a random batch of `batch x seq` tokens, every one a
+/// target. `build` makes a fresh model (with random weights) for each row; a row whose estimate
+/// exceeds `available` bytes (0: every row) is listed with its estimate only.
+pub fn run_steps(
+    build: &dyn Fn() -> Result<Model, String>,
+    dev: &ComputeDevice,
+    rhos: &[f64],
+    (batch, seq): (usize, usize),
+    precisions: &[FrozenPrecision],
+    available: Option<u64>,
+) -> Result<Vec<StepRow>, String> {
+    return_freed_memory();
+    let probe = PeakProbe::for_backend(dev.backend);
+    let baseline = probe.reset(&dev.device);
+    let (ops, shape) = {
+        let model = build()?;
+        let ops = model.op_graph();
+        (ops, DeviceBatch::new(&super::random_batch(&model, batch, seq), &model).shape)
+    };
+    let p = profile(&ops, shape, false).map_err(|e| e.to_string())?;
+    let plan = |method, rho| memory::planned(&ops, &p, method, rho, 0, (LoraConfig::paper(Vec::new()).rank, &default_targets(&ops)));
+    let mut methods = Vec::new();
+    for &rho in rhos {
+        methods.push(StepMethod {
+            name: format!("GreenTrainer rho {rho}"),
+            training: plan(MethodKind::Greentrainer, rho).map_err(|e| e.to_string())?,
+            freezes: true,
+            lora: None,
+        });
+    }
+    let lora = LoraConfig::paper(default_targets(&ops));
+    methods.push(StepMethod {
+        name: format!("LoRA r{}", lora.rank),
+        training: plan(MethodKind::Lora, 0.0).map_err(|e| e.to_string())?,
+        freezes: true,
+        lora: Some(lora),
+    });
+    methods.push(StepMethod {
+        name: "full".into(),
+        training: plan(MethodKind::Full, 1.0).map_err(|e| e.to_string())?,
+        freezes: false,
+        lora: None,
+    });
+    let mut rows = Vec::new();
+    for m in &methods {
+        for &precision in precisions.iter().filter(|&&q| m.freezes || q == FrozenPrecision::F32) {
+            let estimate = memory::estimate_stored(&ops, &m.training, shape, Target::of(dev), precision).map_err(|e| e.to_string())?;
+            let tensors = m.training.iter().filter(|&&t| t != Training::Frozen).count();
+            let storage = precision.storage(&dev.device);
+            let mut row =
+                StepRow { method: m.name.clone(), precision, storage, tensors, estimate, measured_mib: None, step_s: None, skipped: None };
+            if available == Some(0) {
+                row.skipped = Some("estimate only".into());
+            } else if let Some(limit) = available.filter(|&a| row.estimate.peak() > a) {
+                row.skipped = Some(format!("estimated {:.1} GiB > {:.1} GiB available", gib(row.estimate.peak()), gib(limit)));
+            } else {
+                let (peak, step_s) = guarded(|| measure_step(build, dev, m, &ops, storage, (batch, seq), probe))??;
+                row.measured_mib = baseline.zip(peak).map(|(a, z)| z - a);
+                row.step_s = Some(step_s);
+            }
+            eprintln!(
+                "{} / frozen {}: estimated {:.0} MiB, measured {:.0?} MiB",
+                row.method,
+                precision.name(),
+                mib(row.estimate.peak()),
+                row.measured_mib
+            );
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Two steps of `m` on a fresh model with frozen matrices in `storage`: the peak over both and the
+/// second's time.
+fn measure_step(
+    build: &dyn Fn() -> Result<Model, String>,
+    dev: &ComputeDevice,
+    m: &StepMethod,
+    ops: &[crate::profile::OpSpec],
+    storage: DType,
+    (batch, seq): (usize, usize),
+    probe: PeakProbe,
+) -> Result<(Option<f64>, f64), String> {
+    let mut model = build()?;
+    let trained: BTreeSet<String> = match &m.lora {
+        Some(config) => model.attach_lora(config).into_iter().collect(),
+        None => ops.iter().zip(&m.training).filter(|&(_, &t)| t != Training::Frozen).map(|(op, _)| op.name.clone()).collect(),
+    };
+    store_frozen(&mut model, storage, &|name| trained.contains(name));
+    let b = DeviceBatch::new(&super::random_batch(&model, batch, seq), &model);
+    let mut optimizer = AdamW::new(AdamWConfig::default());
+    probe.reset(&dev.device);
+    let mut step_s = 0.0;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let pass = forward_backward(&model, &|n| trained.contains(n), &b).map_err(|e| e.to_string())?;
+        optimizer.step(&mut model, &pass.grads, 1e-5, 1.0);
+        let _ = dev.device.sync();
+        step_s = started.elapsed().as_secs_f64();
+    }
+    Ok((probe.peak(&dev.device), step_s))
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+pub fn step_table(rows: &[StepRow], model: &str, device: &str, (batch, seq): (usize, usize)) -> String {
+    let mut out = format!(
+        "{model}, batch {batch} x {seq}, {device}\n\n| method | frozen weights | stored as | tensors trained | weights MiB | AdamW MiB | estimated peak MiB | measured peak MiB | step s |\n|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        let e = &r.estimate;
+        let measured = match (&r.measured_mib, &r.skipped) {
+            (Some(m), _) => format!("{m:.0}"),
+            (None, Some(why)) => format!("not run: {why}"),
+            (None, None) => "-".into(),
+        };
+        let step = r.step_s.map_or("-".into(), |s| format!("{s:.2}"));
+        out += &format!(
+            "| {} | {} | {:?} | {} | {:.0} | {:.0} | {:.0} | {measured} | {step} |\n",
+            r.method,
+            r.precision.name(),
+            r.storage,
+            r.tensors,
+            mib(e.weights),
+            mib(e.optimizer),
+            mib(e.peak()),
+        );
+    }
+    out + "\nmeasured = the process's peak during two whole steps (forward, backward, AdamW) over its size without a model: \
+           weights as stored, gradients, optimizer state and activations; step s = the second step's time\n"
 }

@@ -58,7 +58,7 @@ pub fn check_fits(dev: &crate::device::ComputeDevice, batch: usize, seq: usize, 
 }
 
 /// Token ids drawn at random, each also the label.
-pub(crate) fn random_batch(model: &crate::model::Model, batch: usize, seq: usize) -> crate::data::Batch {
+pub fn random_batch(model: &crate::model::Model, batch: usize, seq: usize) -> crate::data::Batch {
     use rand::{Rng, SeedableRng, rngs::StdRng};
     let mut rng = StdRng::seed_from_u64(1);
     let ids: Vec<u32> = (0..batch * seq).map(|_| rng.random_range(0..model.info().vocab_size as u32)).collect();

@@ -9,6 +9,7 @@ use super::choice;
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::green::budget::Budget;
+use crate::model::FrozenPrecision;
 use crate::select::CostRule;
 use crate::train::config::{Granularity, MethodKind, TrainConfig};
 
@@ -61,6 +62,9 @@ pub struct TrainOverrides {
     /// GreenTrainer: run each batch's shared prompt prefix without gradient (`--frozen-prompt true`).
     #[arg(long)]
     pub frozen_prompt: Option<bool>,
+    /// How weights that do not train are stored: f32, f16 or bf16.
+    #[arg(long, value_parser = choice(&FrozenPrecision::ALL))]
+    pub frozen_precision: Option<FrozenPrecision>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]

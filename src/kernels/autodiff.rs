@@ -10,6 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 
 use super::attention::{AttentionOps, AttentionSpec};
+use super::frozen::FrozenLinearOps;
 use super::fused::FusedOps;
 use super::{DwPath, MaskedGradOps};
 
@@ -235,5 +236,39 @@ impl<B: AttentionOps, C: CheckpointStrategy> AttentionOps for Autodiff<B, C> {
         let prep = NotDifferentiated.prepare::<C>(inputs.each_ref().map(|t| t.node())).compute_bound();
         let [dout, q, k, v, bias, out, lse] = inputs.map(|t| t.into_primitive());
         prep.stateless(B::flash_attention_bias_backward(dout, q, k, v, bias, out, lse, spec))
+    }
+}
+
+#[derive(Debug)]
+struct FrozenLinearBackward;
+
+impl<B: FrozenLinearOps> Backward<B, 1> for FrozenLinearBackward {
+    /// The frozen weight (which the model holds anyway: keeping it costs nothing).
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = x_node {
+            grads.register::<B>(node.id, B::frozen_linear_dx(dy, ops.state));
+        }
+    }
+}
+
+impl<B: FrozenLinearOps, C: CheckpointStrategy> FrozenLinearOps for Autodiff<B, C> {
+    /// Differentiated in `x` alone: the weight is frozen (`kernels::frozen::linear` never passes a
+    /// tracked one).
+    fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = FrozenLinearBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let (x, w) = (x.into_primitive(), w.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish(w.clone(), B::frozen_linear(x, w)),
+            OpsKind::UnTracked(prep) => prep.finish(B::frozen_linear(x, w)),
+        }
+    }
+
+    fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let prep = NotDifferentiated.prepare::<C>([dy.node(), w.node()]).compute_bound();
+        prep.stateless(B::frozen_linear_dx(dy.into_primitive(), w.into_primitive()))
     }
 }

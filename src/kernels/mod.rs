@@ -4,6 +4,8 @@
 //!   rows only (an attention head, or N rows);
 //! - fused AdamW over whole tensors (one pass over w, grad, m, v instead of ~15 tensor ops);
 //! - RMSNorm and SwiGLU forward and backward, one pass each ([`fused`]);
+//! - linear layers over frozen f16/bf16 weights, converted block by block inside the product
+//!   ([`frozen`]);
 //! - flash-style attention with GQA, causal order and padding as lengths, ALiBi and a trainable
 //!   dense bias (T5) ([`attention`]).
 //!
@@ -15,6 +17,8 @@ pub mod attention;
 mod attention_cpu;
 mod autodiff;
 mod cpu;
+pub mod frozen;
+mod frozen_cpu;
 pub mod fused;
 mod tune;
 mod wgsl;

@@ -10,6 +10,7 @@ use burn::tensor::{DType, Shape};
 use derive_new::new;
 
 use super::attention::{ATTENTION_MAX_HEAD_DIM, AttentionOps, AttentionSpec};
+use super::frozen::{FrozenLinearOps, block_rows};
 use super::fused::{FusedOps, rms_norm_dw_ops};
 use super::tune::{self, DwKey, DwPath};
 use super::{AdamWHyper, AdamWOps, MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
@@ -535,4 +536,47 @@ fn tiled_dw(dy: CubeTensor, x: CubeTensor, rows: &[u32]) -> CubeTensor {
         ]),
     );
     out
+}
+
+/// Elements of a block of frozen weight rows converted to f32 at a time on the GPU: 64 MiB, half
+/// of the smallest binding limit the app meets (lavapipe, egui's defaults).
+const FROZEN_BLOCK_ELEMENTS: usize = 1 << 24;
+
+/// `(start, rows)` of each block of a `[d_out, d_in]` frozen weight.
+fn frozen_blocks(d_out: usize, d_in: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = block_rows(d_in, FROZEN_BLOCK_ELEMENTS);
+    (0..d_out).step_by(step).map(move |start| (start, step.min(d_out - start)))
+}
+
+/// Rows `start..start + rows` of `w` converted to f32.
+fn frozen_block(w: &FloatTensor<CubeBackend>, start: usize, rows: usize) -> FloatTensor<CubeBackend> {
+    let block = CubeBackend::float_slice(w.clone(), &[burn::tensor::Slice::from(start..start + rows), burn::tensor::Slice::from(..)]);
+    CubeBackend::float_cast(block, burn::tensor::FloatDType::F32)
+}
+
+/// The frozen products in burn's own matmul, one block of converted rows at a time (a block's f32
+/// copy lives only for its product).
+impl FrozenLinearOps for CubeBackend {
+    fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
+        let mut parts: Vec<_> = frozen_blocks(d_out, d_in)
+            .map(|(start, rows)| Self::float_matmul(x.clone(), Self::float_transpose(frozen_block(&w, start, rows))))
+            .collect();
+        match parts.len() {
+            1 => parts.pop().expect("one block"),
+            _ => Self::float_cat(parts, 1),
+        }
+    }
+
+    fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
+        frozen_blocks(d_out, d_in)
+            .map(|(start, rows)| {
+                let dy_cols =
+                    Self::float_slice(dy.clone(), &[burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)]);
+                Self::float_matmul(dy_cols, frozen_block(&w, start, rows))
+            })
+            .reduce(Self::float_add)
+            .expect("a weight has at least one row")
+    }
 }

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -285,7 +284,7 @@ impl Bloom {
         // by a constant per row, which softmax ignores, and padded keys are masked out either
         // way: only padding between real tokens would differ.
         let alibi = alibi_slopes(self.config.n_head);
-        let mut x = self.word_embeddings_layernorm.forward(embedding(self.word_embeddings.weight.clone(), ids));
+        let mut x = self.word_embeddings_layernorm.forward(self.word_embeddings.lookup(ids));
         let post = self.config.apply_residual_connection_post_layernorm;
         for (i, block) in self.h.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.h.len()));

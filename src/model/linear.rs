@@ -7,7 +7,7 @@ use burn::tensor::Tensor;
 
 use super::lora::{LoraAdapter, LoraConfig};
 use super::params::{ModuleMut, ParamMut, Parameters};
-use crate::kernels::{masked_linear, row_index};
+use crate::kernels::{frozen, masked_linear, row_index};
 
 #[derive(Clone, Debug)]
 pub struct Linear {
@@ -40,7 +40,7 @@ impl Linear {
         let x = x.reshape([b * s, d_in]);
         let mut y = match &self.partial {
             Some(p) => masked_linear(x.clone(), self.weight.clone(), p.leaf.clone(), &p.rows),
-            None => x.clone().matmul(self.weight.clone().transpose()),
+            None => frozen::linear(x.clone(), self.weight.clone()),
         };
         if let Some(lora) = &self.lora {
             y = y + lora.forward(x);
@@ -118,7 +118,7 @@ pub trait Linears: Parameters {
         let mut out = self.clone();
         for lin in out.linears_mut() {
             if let Some(lora) = lin.lora.take() {
-                lin.weight = lin.weight.clone() + lora.delta();
+                lin.weight = lin.weight.clone().cast(burn::tensor::DType::F32) + lora.delta();
             }
         }
         out
@@ -128,9 +128,9 @@ pub trait Linears: Parameters {
 impl<M: Parameters> Linears for M {}
 
 /// Logits `[B, S, V]` of hidden states `[B, S, d]` through an LM head `[V, d]` (no bias in any
-/// supported architecture).
+/// supported architecture), stored in any float type.
 pub fn vocab_logits(x: Tensor<3>, head: Tensor<2>) -> Tensor<3> {
     let [b, s, d] = x.dims();
     let vocab = head.dims()[0];
-    x.reshape([b * s, d]).matmul(head.transpose()).reshape([b, s, vocab])
+    frozen::linear(x.reshape([b * s, d]), head).reshape([b, s, vocab])
 }

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::attention::{Bias, Mask, attend};
@@ -181,7 +180,7 @@ impl Llama {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let device = ids.device();
         let rotary = Rotary::new(&self.config, start, s, &device);
-        let mut x = embedding(self.embed_tokens.weight.clone(), ids);
+        let mut x = self.embed_tokens.lookup(ids);
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.layers.len()));
             let h = layer.self_attn.forward(layer.input_layernorm.forward(x.clone()), &rotary, mask, slot);

@@ -5,6 +5,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
+use crate::kernels::frozen;
+
 pub const IGNORE_INDEX: i64 = -100;
 
 /// Whether `target` takes part in the loss: not [`IGNORE_INDEX`] and inside the vocabulary.
@@ -33,11 +35,12 @@ pub fn causal_targets(labels: &[i64], s: usize) -> Vec<i64> {
 /// The profiler charges the head for these tokens alone ([`crate::profile::BatchShape::head_tokens`]),
 /// so GreenTrainer's budget reaches deeper for the same rho.
 ///
-/// When the `[N, V]` logits fit in half of what the device binds in one buffer (always on the
-/// CPU) they are built whole and autodiff differentiates the log-softmax: that is the fastest path
-/// (chunks of 32 MiB made full fine-tuning steps 1.4-2.0x slower on an H100, 1.3x on the CPU).
-/// Otherwise (a laptop GPU or lavapipe binding 128 MiB, a large vocabulary) the head runs in chunks
-/// of a quarter of that limit, see [`head_cross_entropy_chunked`], which would fail whole.
+/// When the `[N, V]` logits fit in half of what the device binds in one buffer and in
+/// [`WHOLE_LOGITS_MAX_BYTES`] they are built whole and autodiff differentiates the log-softmax:
+/// that is the fastest path (chunks of 32 MiB made full fine-tuning steps 1.4-2.0x slower on an
+/// H100, 1.3x on the CPU). Otherwise (a laptop GPU or lavapipe binding 128 MiB, a large
+/// vocabulary at a long batch) the head runs in chunks ([`head_chunk_bytes`],
+/// [`head_cross_entropy_chunked`]), which a small binding could not hold whole.
 pub fn head_cross_entropy(hidden: Tensor<2>, head: Tensor<2>, targets: &[i64]) -> (Tensor<1>, usize) {
     let vocab = head.dims()[0];
     let keep: Vec<i64> = (0..targets.len()).filter(|&i| is_counted(targets[i], vocab)).map(|i| i as i64).collect();
@@ -55,13 +58,23 @@ pub fn head_cross_entropy(hidden: Tensor<2>, head: Tensor<2>, targets: &[i64]) -
     let targets = &targets[..];
     let [n, _] = hidden.dims();
     let row_bytes = vocab * size_of::<f32>();
-    match crate::device::binding_limit(&hidden.device()) {
-        Some(limit) if (n * row_bytes) as u64 > limit / 2 => {
-            let rows = (limit / 4) as usize / row_bytes;
-            head_cross_entropy_chunked(hidden, head, targets, rows)
-        }
-        _ => mean_cross_entropy(hidden.matmul(head.transpose()).reshape([1, n, vocab]), targets),
+    match head_chunk_bytes((n * row_bytes) as u64, crate::device::binding_limit(&hidden.device())) {
+        Some(chunk) => head_cross_entropy_chunked(hidden, head, targets, chunk as usize / row_bytes),
+        None => mean_cross_entropy(frozen::linear(hidden, head).reshape([1, n, vocab]), targets),
     }
+}
+
+/// The largest `[N, V]` logits the loss builds whole on any device: three copies live at once,
+/// so 512 MiB of logits already cost 1.5 GiB (a 128k vocabulary at 4 x 256 tokens); above it the
+/// memory matters more than the head's speed.
+pub const WHOLE_LOGITS_MAX_BYTES: u64 = 512 << 20;
+
+/// The bytes of logits per chunk when `logits` bytes of them are not built whole (see
+/// [`head_cross_entropy`]): over half of what the device binds in one buffer (`binding`) or
+/// over [`WHOLE_LOGITS_MAX_BYTES`], chunks of half the whole-logits limit.
+pub fn head_chunk_bytes(logits: u64, binding: Option<u64>) -> Option<u64> {
+    let whole_max = binding.map_or(WHOLE_LOGITS_MAX_BYTES, |limit| (limit / 2).min(WHOLE_LOGITS_MAX_BYTES));
+    (logits > whole_max).then_some(whole_max / 2)
 }
 
 /// [`head_cross_entropy`] in chunks of `rows` tokens, equal in value and gradients to the whole
@@ -91,7 +104,7 @@ pub fn head_cross_entropy_chunked(hidden: Tensor<2>, head: Tensor<2>, targets: &
         let idx = Tensor::<2, Int>::from_data(TensorData::new(idx, [len, 1]), &device);
         let weights = Tensor::<2>::from_data(TensorData::new(weights, [len, 1]), &device);
         let hc = h.clone().narrow(0, start, len);
-        let logits = hc.clone().matmul(w.clone().transpose());
+        let logits = frozen::linear(hc.clone(), w.clone());
         let shifted = logits.clone() - logits.max_dim(1);
         let exp = shifted.clone().exp();
         let total = exp.clone().sum_dim(1);
@@ -101,7 +114,7 @@ pub fn head_cross_entropy_chunked(hidden: Tensor<2>, head: Tensor<2>, targets: &
             let minus_one = Tensor::<2>::full([len, 1], -1.0, &device);
             let g = (exp / total).scatter(1, idx, minus_one, IndexingUpdateOp::Add) * weights.mul_scalar(scale);
             if want_dh {
-                dh_chunks.push(g.clone().matmul(w.clone()));
+                dh_chunks.push(frozen::linear_dx(g.clone(), w.clone()));
             }
             if want_dw {
                 let part = g.transpose().matmul(hc);

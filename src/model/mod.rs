@@ -14,6 +14,7 @@ pub mod loss;
 pub mod norm;
 pub mod opt;
 pub mod params;
+pub mod precision;
 pub mod t5;
 
 pub use arch::{BatchInput, Model, ModelInfo};
@@ -23,3 +24,4 @@ pub use config::LlamaConfig;
 pub use linear::{Linear, Linears};
 pub use llama::Llama;
 pub use params::{ParamMut, ParamRef, Parameters};
+pub use precision::FrozenPrecision;

@@ -8,8 +8,7 @@
 use std::sync::Arc;
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::embedding;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{DType, Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -316,11 +315,11 @@ impl Opt {
         let start = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         let max = self.config.max_position_embeddings;
         assert!(start + s <= max, "OPT: {} positions exceed max_position_embeddings {max}", start + s);
-        let mut x = embedding(self.embed_tokens.weight.clone(), ids);
+        let mut x = self.embed_tokens.lookup(ids);
         if let Some(project_in) = &self.project_in {
             x = project_in.forward(x);
         }
-        x = x + self.embed_positions.weight.clone().narrow(0, start + POSITION_OFFSET, s).unsqueeze::<3>();
+        x = x + self.embed_positions.weight.clone().narrow(0, start + POSITION_OFFSET, s).cast(DType::F32).unsqueeze::<3>();
         for (i, layer) in self.layers.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| c.layer(i, self.layers.len()));
             x = layer.forward(x, mask, slot);

@@ -45,6 +45,14 @@ impl ParamRef<'_> {
         self.shape().iter().product()
     }
 
+    /// The type it is stored in (f32, or f16/bf16 for a frozen matrix: `model::precision`).
+    pub fn dtype(&self) -> burn::tensor::DType {
+        match self {
+            Self::Vector(t) => t.dtype(),
+            Self::Matrix(t) => t.dtype(),
+        }
+    }
+
     /// Reads the values back to the host (row-major, HF layout).
     pub fn to_vec(&self) -> Vec<f32> {
         let values = match self {
@@ -84,6 +92,13 @@ pub struct Table {
     /// The HF name (`model.embed_tokens.weight`).
     pub name: String,
     pub weight: Tensor<2>,
+}
+
+impl Table {
+    /// The rows `ids [B, S]` pick, `[B, S, dim]` in f32 whatever the table is stored in.
+    pub fn lookup(&self, ids: Tensor<2, burn::tensor::Int>) -> Tensor<3> {
+        burn::tensor::module::embedding(self.weight.clone(), ids).cast(burn::tensor::DType::F32)
+    }
 }
 
 /// A module holding parameters, borrowed for replacing them; each knows its HF names. A
@@ -140,14 +155,17 @@ pub trait Parameters: Clone {
 }
 
 /// A copy of `model` whose parameters named by `trainable` are autodiff leaves that keep their
-/// gradient; the others stay plain tensors, so autodiff records nothing that only depends on them.
+/// gradient, in f32 (a low-precision frozen matrix is promoted in the copy: importance scoring
+/// differentiates tensors that training keeps frozen); the others stay plain tensors, so autodiff
+/// records nothing that only depends on them.
 pub fn with_trainable<M: Parameters>(model: &M, trainable: impl Fn(&str) -> bool) -> M {
+    let f32 = burn::tensor::DType::F32;
     let mut copy = model.clone();
     copy.visit_mut(&mut |name, p| {
         if trainable(name) {
             match p {
-                ParamMut::Vector(t) => *t = t.clone().autodiff().require_grad(),
-                ParamMut::Matrix(t) => *t = t.clone().autodiff().require_grad(),
+                ParamMut::Vector(t) => *t = t.clone().cast(f32).autodiff().require_grad(),
+                ParamMut::Matrix(t) => *t = t.clone().cast(f32).autodiff().require_grad(),
             }
         }
     });

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 use serde_json::Value;
@@ -289,7 +288,7 @@ impl Stack {
             .flat_map(|i| (0..keys).map(move |j| relative_position_bucket(j as i64 - i as i64, bidirectional, nb, md)))
             .collect();
         let idx = Tensor::<2, Int>::from_data(TensorData::new(buckets, [q, keys]), device);
-        embedding(self.relative_attention_bias.weight.clone(), idx).permute([2, 0, 1]).unsqueeze::<4>()
+        self.relative_attention_bias.lookup(idx).permute([2, 0, 1]).unsqueeze::<4>()
     }
 }
 
@@ -494,7 +493,7 @@ impl T5 {
         let [b, s] = ids.dims();
         let bias = self.encoder.position_bias(&self.config, 0, s, &ids.device());
         let mask = padding.map(|p| padding_mask(p, b, s));
-        let mut x = embedding(self.shared.weight.clone(), ids);
+        let mut x = self.shared.lookup(ids);
         for block in &self.encoder.blocks {
             let h = block.self_attn_norm.forward(x.clone());
             let (k, v) = block.self_attn.keys_values(h.clone());
@@ -546,7 +545,7 @@ impl T5 {
         };
         let bias = self.decoder.position_bias(&self.config, past, t, &device);
         let causal = attention_mask(None, b, t, past);
-        let mut x = embedding(self.shared.weight.clone(), decoder_ids);
+        let mut x = self.shared.lookup(decoder_ids);
         let n = self.decoder.blocks.len();
         for (i, (block, (ck, cv))) in self.decoder.blocks.iter().zip(cross.kv).enumerate() {
             let h = block.self_attn_norm.forward(x.clone());

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceChoice;
 use crate::error::{Error, Result};
 use crate::green::budget::Budget;
+use crate::model::FrozenPrecision;
 use crate::select::CostRule;
 
 /// The default model: SmolLM2-135M-Instruct as fetched by scripts/fetch-model.sh.
@@ -91,6 +92,9 @@ pub struct TrainConfig {
     /// covers only the answers and what follows the shortest prompt (see
     /// `train::batch::DeviceBatch::freeze_prompt`); decoder-only models.
     pub frozen_prompt: bool,
+    /// How weights that do not train are stored: f32, or f16/bf16 at half the memory (converted
+    /// block by block inside their products; trained tensors stay f32 with f32 AdamW state).
+    pub frozen_precision: FrozenPrecision,
     pub epochs: usize,
     /// Stop after this many optimizer steps (0: run all epochs).
     pub max_steps: usize,
@@ -146,6 +150,7 @@ impl Default for TrainConfig {
             dp_capacity: crate::select::DEFAULT_CAPACITY,
             cost_rule: CostRule::Exact,
             frozen_prompt: false,
+            frozen_precision: FrozenPrecision::F32,
             epochs: 5,
             max_steps: 0,
             batch_size: 4,

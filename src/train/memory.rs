@@ -3,8 +3,9 @@
 //! largest batch (then max_len) that does.
 //!
 //! The model counts what this engine keeps, not what a generic framework would:
-//! - weights are f32 whatever the file held; gradients and AdamW's two moments exist only for
-//!   trained tensors (or their trained rows, or LoRA adapters);
+//! - weights are f32 whatever the file held, except frozen weight matrices under a low
+//!   `frozen_precision` (2 bytes: `model::precision`); gradients and AdamW's two moments exist only
+//!   for trained tensors (or their trained rows, or LoRA adapters);
 //! - autodiff records nothing below the deepest trained tensor, and a matmul keeps its input only
 //!   when its weight is trained (burn keeps `lhs` only for a tracked `rhs`), so activations are
 //!   counted op by op from the first trained op in execution order, each linear's input once even
@@ -16,15 +17,16 @@
 //!   LayerNorm, BLOOM's tanh-GELU and T5's norm and GELU are tensor ops that keep more: those
 //!   counts come from reading the code, not from a measurement, and are approximate;
 //! - the largest transient is the LM head's: whole logits and their log-softmax where they fit
-//!   half the binding (always on the CPU), chunks of a quarter of it otherwise
-//!   (`model::loss::head_cross_entropy`).
+//!   half the binding and 512 MiB, chunks otherwise (`model::loss::head_chunk_bytes`).
 //!
 //! The peak is a sweep over the backward pass (output to input): at each op, the activations not
 //! yet consumed, plus the gradients created so far, plus that op's transient buffers.
 //! `greentrainer bench memory` compares it with measured peaks.
 
 use crate::device::{BackendKind, ComputeDevice};
+use crate::model::FrozenPrecision;
 use crate::model::graph::top_k_blocks;
+use crate::model::loss::head_chunk_bytes;
 use crate::profile::{BatchShape, OpKind, OpSpec, Profile, ProfileError, Stream, TensorRole, profile};
 use crate::select::SelectConfig;
 use crate::train::MethodKind;
@@ -131,8 +133,29 @@ impl MemoryEstimate {
 }
 
 /// The memory of a step of `shape` training each op of `ops` as `training` (one entry per op, in
-/// execution order) on `target`.
+/// execution order) on `target`, every weight in f32.
 pub fn estimate(ops: &[OpSpec], training: &[Training], shape: BatchShape, target: Target) -> Result<MemoryEstimate, MemoryError> {
+    estimate_stored(ops, training, shape, target, FrozenPrecision::F32)
+}
+
+/// Bytes a parameter takes as stored: a frozen weight matrix in `frozen`'s type, the rest in f32.
+fn stored_bytes(op: &OpSpec, t: Training, numel: usize, frozen: FrozenPrecision) -> u64 {
+    let matrix = matches!(
+        op.kind,
+        OpKind::Embedding { .. } | OpKind::Linear { .. } | OpKind::RelativeBias { .. } | OpKind::LmHead { tied: false, .. }
+    );
+    let bytes = if matrix && t == Training::Frozen { frozen.bytes() as u64 } else { F32 };
+    numel as u64 * bytes
+}
+
+/// [`estimate`] with frozen weight matrices stored as `frozen` says.
+pub fn estimate_stored(
+    ops: &[OpSpec],
+    training: &[Training],
+    shape: BatchShape,
+    target: Target,
+    frozen: FrozenPrecision,
+) -> Result<MemoryEstimate, MemoryError> {
     if ops.len() != training.len() {
         return Err(MemoryError::TrainingLength { ops: ops.len(), training: training.len() });
     }
@@ -142,7 +165,7 @@ pub fn estimate(ops: &[OpSpec], training: &[Training], shape: BatchShape, target
     let param = |i: usize| p.nodes[i].param_numel as u64 * F32;
     let trained_bytes: u64 = (0..ops.len()).map(|i| grad_bytes(&ops[i], training[i], p.nodes[i].param_numel)).sum();
     let adapters: u64 = (0..ops.len()).map(|i| adapter_params(&ops[i], training[i]) * F32).sum();
-    let weights = p.nodes.iter().map(|n| n.param_numel as u64 * F32).sum::<u64>() + adapters;
+    let weights = (0..ops.len()).map(|i| stored_bytes(&ops[i], training[i], p.nodes[i].param_numel, frozen)).sum::<u64>() + adapters;
     let largest_weight = (0..ops.len()).map(param).max().unwrap_or(0);
     let largest_step = steps.iter().map(|s| s.largest).max().unwrap_or(0);
     Ok(MemoryEstimate {
@@ -348,8 +371,8 @@ struct HeadMemory {
     largest: u64,
 }
 
-/// `model::loss::head_cross_entropy`: whole `[N, V]` logits when they fit half the binding (always
-/// on the CPU), else chunks of a quarter of it plus the hidden states' gradient assembled whole.
+/// `model::loss::head_cross_entropy`: whole `[N, V]` logits when they fit half the binding and
+/// 512 MiB, else chunks ([`head_chunk_bytes`]) plus the hidden states' gradient assembled whole.
 fn head_transient(ops: &[OpSpec], shape: BatchShape, target: Target) -> HeadMemory {
     let Some(head) = ops.iter().rev().find(|op| matches!(op.kind, OpKind::LmHead { .. })) else {
         return HeadMemory { bytes: 0, largest: 0 };
@@ -357,9 +380,9 @@ fn head_transient(ops: &[OpSpec], shape: BatchShape, target: Target) -> HeadMemo
     let OpKind::LmHead { vocab, dim, .. } = head.kind else { unreachable!("found as a head") };
     let rows = shape.head_tokens.or(shape.tokens_of(head.stream)).unwrap_or(0) as u64;
     let logits = rows * vocab as u64 * F32;
-    match target.max_binding() {
-        Some(limit) if logits > limit / 2 => HeadMemory { bytes: CHUNK_COPIES * (limit / 4) + rows * dim as u64 * F32, largest: limit / 4 },
-        _ => HeadMemory { bytes: WHOLE_LOGITS_COPIES * logits, largest: logits },
+    match head_chunk_bytes(logits, target.max_binding()) {
+        Some(chunk) => HeadMemory { bytes: CHUNK_COPIES * chunk + rows * dim as u64 * F32, largest: chunk },
+        None => HeadMemory { bytes: WHOLE_LOGITS_COPIES * logits, largest: logits },
     }
 }
 
@@ -513,23 +536,20 @@ impl Preflight {
     }
 }
 
-/// [`estimate`] and [`Verdict`] for `training` at `shape_of(batch, max_len)`, with a proposal when
-/// it does not run.
+/// [`estimate_stored`] and [`Verdict`] for `training` at `shape_of(batch, max_len)`, with a
+/// proposal when it does not run.
 pub fn preflight(
     ops: &[OpSpec],
     training: &[Training],
     (batch, max_len): (usize, usize),
     shape_of: &dyn Fn(usize, usize) -> BatchShape,
-    target: Target,
+    (target, frozen): (Target, FrozenPrecision),
     total: Option<u64>,
 ) -> Result<Preflight, MemoryError> {
-    let estimate = estimate(ops, training, shape_of(batch, max_len), target)?;
+    let at = |b: usize, len: usize| estimate_stored(ops, training, shape_of(b, len), target, frozen);
+    let estimate = at(batch, max_len)?;
     let verdict = Verdict::of(&estimate, target, total);
-    let runs = |b: usize, len: usize| estimate_runs(ops, training, shape_of(b, len), target, total);
+    let runs = |b: usize, len: usize| at(b, len).is_ok_and(|e| Verdict::of(&e, target, total).runs());
     let proposal = if verdict.runs() { None } else { propose(batch, max_len, &runs) };
     Ok(Preflight { estimate, verdict, proposal })
-}
-
-fn estimate_runs(ops: &[OpSpec], training: &[Training], shape: BatchShape, target: Target, total: Option<u64>) -> bool {
-    estimate(ops, training, shape, target).is_ok_and(|e| Verdict::of(&e, target, total).runs())
 }

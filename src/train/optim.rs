@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use burn::tensor::DType::F32;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +58,8 @@ impl AdamW {
 
     /// Applies one update with learning rate `lr` to every parameter that has a gradient in
     /// `grads` (flattened f32 tensors keyed by name), each gradient multiplied by `grad_scale`
-    /// (clipping, accumulation) inside the fused kernel; the others are untouched.
+    /// (clipping, accumulation) inside the fused kernel; the others are untouched. A weight stored
+    /// in low precision (`model::precision`) is promoted to f32 by its update.
     pub fn step<M: Parameters>(&mut self, model: &mut M, grads: &BTreeMap<String, Tensor<1>>, lr: f64, grad_scale: f64) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
@@ -72,10 +74,10 @@ impl AdamW {
             s.step += 1;
             let hp = hyper(&c, lr, s.step, grad_scale);
             match p {
-                ParamMut::Vector(w) => (*w, s.m, s.v) = adamw(w.extract(), g.clone(), s.m.extract(), s.v.extract(), hp),
+                ParamMut::Vector(w) => (*w, s.m, s.v) = adamw(w.extract().cast(F32), g.clone(), s.m.extract(), s.v.extract(), hp),
                 ParamMut::Matrix(w) => {
                     let dims = w.dims();
-                    let (new_w, m, v) = adamw(w.extract().reshape([n]), g.clone(), s.m.extract(), s.v.extract(), hp);
+                    let (new_w, m, v) = adamw(w.extract().cast(F32).reshape([n]), g.clone(), s.m.extract(), s.v.extract(), hp);
                     (*w, s.m, s.v) = (new_w.reshape(dims), m, v);
                 }
             }

@@ -79,7 +79,7 @@ pub fn open(config: &TrainConfig, mode: OutputMode) -> Result<JsonlLog> {
 
 /// The settings that decide which rows train which tensors how: a checkpoint continues only a run
 /// that shares them. Epochs, steps, device, checkpointing and saving may change.
-const RUN_DEFINING: [&str; 29] = [
+const RUN_DEFINING: [&str; 30] = [
     "model",
     "data",
     "source_field",
@@ -100,6 +100,7 @@ const RUN_DEFINING: [&str; 29] = [
     "dp_capacity",
     "cost_rule",
     "frozen_prompt",
+    "frozen_precision",
     "batch_size",
     "grad_accum",
     "max_len",

@@ -44,7 +44,14 @@ fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
     let training =
         memory::planned(&ops, &p, c.method, c.rho, c.top_k, (c.lora_rank, &c.lora_targets)).map_err(|e| Error::Other(e.to_string()))?;
     let target = memory::Target::of(&trainer.device);
-    Ok(memory::preflight(&ops, &training, (c.batch_size, c.max_len), &shape_of, target, device_memory(&trainer.device))?)
+    Ok(memory::preflight(
+        &ops,
+        &training,
+        (c.batch_size, c.max_len),
+        &shape_of,
+        (target, c.frozen_precision),
+        device_memory(&trainer.device),
+    )?)
 }
 
 /// `greentrainer train --dry-run`: planned FLOPs, time, energy and CO2 of GreenTrainer at the

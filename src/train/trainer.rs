@@ -27,6 +27,7 @@ use crate::io::{
     load_model,
 };
 use crate::model::lora::default_targets;
+use crate::model::precision::store_frozen;
 use crate::model::{Linears, Model, Parameters};
 use crate::profile::blocks::{parse_block, split_rows};
 use crate::profile::reach::Reach;
@@ -94,7 +95,11 @@ struct Selection {
 impl Trainer {
     pub fn prepare(mut config: TrainConfig, device: ComputeDevice) -> Result<Self> {
         config.validate()?;
-        let loaded = load_model(&config.model, &device.device)?;
+        let mut loaded = load_model(&config.model, &device.device)?;
+        if config.method != MethodKind::Full {
+            // Nothing trains yet: every matrix frozen until the first selection promotes some.
+            store_frozen(&mut loaded.model, config.frozen_precision.storage(&device.device), &|_| false);
+        }
         if config.method == MethodKind::Lora {
             config.lora_targets = lora_targets(&config, &loaded.model)?;
         }
@@ -221,6 +226,7 @@ impl Trainer {
     pub fn run(&mut self, sink: &mut dyn EventSink, control: &RunControl, resume: bool) -> Result<RunOutcome> {
         let started = Instant::now();
         let mut run = self.restore(resume)?;
+        self.store_selected(&mut run);
         // Where the user will see it before the steps; `--dry-run` has it in its report instead.
         if let Some(reach) = self.reach()?
             && reach.shallow()
@@ -277,6 +283,7 @@ impl Trainer {
                     run.state.flops_spent += selection_flops;
                     run.state.flops_full += selection_flops;
                     run.selection = Some(Selection { names, at_step: run.state.step, at_epoch: pos.epoch });
+                    self.store_selected(&mut run);
                 }
                 let loss = self.step(&mut run, &batches, lr)?;
                 meter.sample();
@@ -361,6 +368,15 @@ impl Trainer {
         });
         let position = state.position();
         Ok(Run { model, optimizer, state, selection, losses: Vec::new(), position })
+    }
+
+    /// Stores the selected tensors in f32 and the others in `frozen_precision`: promotes the tensors
+    /// that joined the selection, demotes those that left it (their optimizer moments are kept).
+    fn store_selected(&self, run: &mut Run) {
+        let Some(selection) = &run.selection else { return };
+        let (full, rows) = split_selection(&selection.names);
+        let frozen = self.config.frozen_precision.storage(&self.device.device);
+        store_frozen(&mut run.model, frozen, &|name| full.contains(name) || rows.contains_key(name));
     }
 
     /// One optimizer step over `batches` (its micro-batches) with the selected tensors: the mean

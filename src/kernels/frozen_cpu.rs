@@ -1,0 +1,126 @@
+//! Frozen low-precision linear layers on the CPU (flex): each block of weight rows is converted to
+//! f32 into one scratch buffer (in parallel), then `gemm` (on all threads) multiplies it straight
+//! into its columns of the output, or adds its share of the input gradient.
+
+use burn::backend::Flex;
+use burn::backend::TensorMetadata;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::tensor::{DType, Shape};
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::cpu::{cast, dense, tensor};
+use super::frozen::{FrozenLinearOps, block_rows};
+
+/// Elements of a block of weight rows converted to f32 at a time: 4 MiB, large enough for `gemm`
+/// to run at full speed, small next to any weight worth storing in low precision.
+const BLOCK_ELEMENTS: usize = 1 << 20;
+/// Elements per parallel task of the conversion.
+const CONVERT_CHUNK: usize = 1 << 14;
+
+/// `w` dense, in f16, bf16 or f32 (another float type is converted to f32 whole).
+fn dense_weight(w: FlexTensor) -> FlexTensor {
+    match w.dtype() {
+        DType::F16 | DType::BF16 | DType::F32 => dense(w),
+        _ => dense(cast(w, DType::F32)),
+    }
+}
+
+/// Writes rows `start..` of the [`dense_weight`] `w` (`d_in` wide) as f32 into `out`.
+fn rows_as_f32(w: &FlexTensor, d_in: usize, start: usize, out: &mut [f32]) {
+    let range = start * d_in..start * d_in + out.len();
+    match w.dtype() {
+        DType::F16 => out
+            .par_chunks_mut(CONVERT_CHUNK)
+            .zip(w.storage::<half::f16>()[range].par_chunks(CONVERT_CHUNK))
+            .for_each(|(o, s)| s.convert_to_f32_slice(o)),
+        DType::BF16 => out
+            .par_chunks_mut(CONVERT_CHUNK)
+            .zip(w.storage::<half::bf16>()[range].par_chunks(CONVERT_CHUNK))
+            .for_each(|(o, s)| s.convert_to_f32_slice(o)),
+        _ => out.copy_from_slice(&w.storage::<f32>()[range]),
+    }
+}
+
+/// `c (m x n, row stride ldc) = [c +] a (m x k) b (k x n)`, every operand given by its strides.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+) {
+    let ((a, a_rs, a_cs), (b, b_rs, b_cs)) = (a, b);
+    assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(), "output block out of bounds");
+    assert!(m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "left operand out of bounds");
+    assert!(k == 0 || n == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "right operand out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every index `gemm` forms inside the three slices, and `c` is
+    // borrowed mutably apart from `a` and `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
+impl FrozenLinearOps for Flex {
+    fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, w) = (dense(cast(x, DType::F32)), dense_weight(w));
+        let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+        let xs = x.storage::<f32>();
+        let mut y = vec![0.0f32; n * d_out];
+        let step = block_rows(d_in, BLOCK_ELEMENTS);
+        let mut block = vec![0.0f32; step.min(d_out) * d_in];
+        for start in (0..d_out).step_by(step) {
+            let rows = step.min(d_out - start);
+            let block = &mut block[..rows * d_in];
+            rows_as_f32(&w, d_in, start, block);
+            // y[:, start..start + rows] = x block^T: the block read transposed through its strides.
+            gemm_into(n, rows, d_in, &mut y[start..], d_out, false, (xs, d_in, 1), (block, 1, d_in));
+        }
+        tensor(y, Shape::new([n, d_out]), DType::F32)
+    }
+
+    fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (dy, w) = (dense(cast(dy, DType::F32)), dense_weight(w));
+        let (n, d_out, d_in) = (dy.shape()[0], dy.shape()[1], w.shape()[1]);
+        let dys = dy.storage::<f32>();
+        let mut dx = vec![0.0f32; n * d_in];
+        let step = block_rows(d_in, BLOCK_ELEMENTS);
+        let mut block = vec![0.0f32; step.min(d_out) * d_in];
+        for start in (0..d_out).step_by(step) {
+            let rows = step.min(d_out - start);
+            let block = &mut block[..rows * d_in];
+            rows_as_f32(&w, d_in, start, block);
+            // dx += dy[:, start..start + rows] block.
+            gemm_into(n, d_in, rows, &mut dx, d_in, start > 0, (&dys[start..], d_out, 1), (block, d_in, 1));
+        }
+        tensor(dx, Shape::new([n, d_in]), DType::F32)
+    }
+}
