@@ -261,6 +261,10 @@ pub struct AccuracyArgs {
     /// Run only the base model and GreenTrainer (to compare variants with baselines measured before).
     #[arg(long)]
     pub no_baselines: bool,
+    /// How frozen weights are stored: GreenTrainer runs at each rho once per entry; FT-top-k and
+    /// LoRA use the first.
+    #[arg(long, value_delimiter = ',', value_parser = choice(&FrozenPrecision::ALL), default_values = ["f32"])]
+    pub frozen_precision: Vec<FrozenPrecision>,
     #[arg(long, default_value = "runs/bench-accuracy.json")]
     pub json: PathBuf,
     #[arg(long, default_value = "runs/bench-accuracy.svg")]
@@ -619,6 +623,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 reselect_every_steps: a.reselect_every_steps,
                 importance_batches: a.importance_batches,
                 baselines: !a.no_baselines,
+                frozen_precisions: a.frozen_precision,
             };
             let dev = a.device.open();
             let rows = accuracy::run(&settings, &dev, &mut |what| eprintln!("{what} ..."), &RunControl::default())?;

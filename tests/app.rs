@@ -183,8 +183,10 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     click(&mut harness, "Freeze the shared prompt prefix");
     assert!(!harness.state().settings().frozen_prompt);
     // Frozen weights in f16: the run takes it and the estimate's weights shrink.
-    let memory = |harness: &Harness<'_, StudioApp>| harness.get_by_label_contains("AdamW state").accesskit_node().label().unwrap_or_default();
+    let memory =
+        |harness: &Harness<'_, StudioApp>| harness.get_by_label_contains("AdamW state").accesskit_node().value().unwrap_or_default();
     let in_f32 = memory(&harness);
+    assert!(in_f32.contains("weights"), "{in_f32}");
     click(&mut harness, "f16");
     assert_eq!(harness.state().settings().train_config().frozen_precision, FrozenPrecision::F16);
     assert_ne!(memory(&harness), in_f32, "the memory estimate ignores the frozen precision");

@@ -149,6 +149,7 @@ impl Settings {
             reselect_every_steps: 0,
             importance_batches: 1,
             baselines: true,
+            frozen_precisions: vec![self.frozen_precision],
         }
     }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::held_out::{self, HeldOut};
 use crate::device::ComputeDevice;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{FrozenPrecision, Model};
 use crate::profile::{BatchShape, profile};
 use crate::train::cost::step_macs;
 use crate::train::{Event, Granularity, MethodKind, RunControl, TrainConfig, Trainer};
@@ -52,6 +52,9 @@ pub struct Settings {
     /// Also run full fine-tuning, FT-top-k and LoRA (off: the base model and GreenTrainer only,
     /// to compare variants against baselines measured before with the same settings).
     pub baselines: bool,
+    /// How frozen weights are stored: GreenTrainer runs once per entry at each rho, FT-top-k and
+    /// LoRA with the first (full fine-tuning freezes nothing).
+    pub frozen_precisions: Vec<FrozenPrecision>,
 }
 
 /// One method's result.
@@ -81,6 +84,7 @@ struct Plan {
     rho: f64,
     top_k: usize,
     lr: f64,
+    frozen_precision: FrozenPrecision,
 }
 
 /// Trains and scores every method; `progress` hears what is running. Cancelling `control` stops the
@@ -108,12 +112,15 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
         importance_batches: s.importance_batches,
         granularity: s.granularity,
         frozen_prompt: s.frozen_prompt,
+        frozen_precision: plan.frozen_precision,
         save_model: false,
         ..TrainConfig::default()
     };
+    let first_precision = s.frozen_precisions.first().copied().unwrap_or_default();
 
     progress("loading the model and scoring the base model");
-    let base_plan = Plan { label: "full".into(), method: MethodKind::Full, rho: 1.0, top_k: 1, lr: s.lr };
+    let base_plan =
+        Plan { label: "full".into(), method: MethodKind::Full, rho: 1.0, top_k: 1, lr: s.lr, frozen_precision: FrozenPrecision::F32 };
     let first = Trainer::prepare(config(&base_plan), dev.clone())?;
     // The same file however it is spelled ("a.jsonl", "./a.jsonl"), so held-out rows never train.
     let same_file = s.held_out == s.train || matches!((s.held_out.canonicalize(), s.train.canonicalize()), (Ok(a), Ok(b)) if a == b);
@@ -139,7 +146,12 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
     }
     for &rho in &s.rhos {
         let prompt = if s.frozen_prompt { ", frozen prompt" } else { "" };
-        plans.push(Plan { label: format!("GreenTrainer rho {rho}{prompt}"), method: MethodKind::Greentrainer, rho, top_k: 1, lr: s.lr });
+        for &frozen_precision in if s.frozen_precisions.is_empty() { &[FrozenPrecision::F32][..] } else { &s.frozen_precisions } {
+            let stored =
+                if frozen_precision == FrozenPrecision::F32 { String::new() } else { format!(", {} frozen", frozen_precision.name()) };
+            let label = format!("GreenTrainer rho {rho}{prompt}{stored}");
+            plans.push(Plan { label, method: MethodKind::Greentrainer, rho, top_k: 1, lr: s.lr, frozen_precision });
+        }
     }
     if s.baselines {
         let mut top_ks: Vec<usize> =
@@ -147,9 +159,23 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
         top_ks.sort_unstable();
         top_ks.dedup();
         for k in top_ks {
-            plans.push(Plan { label: format!("FT-top-{k}"), method: MethodKind::TopK, rho: 1.0, top_k: k, lr: s.lr });
+            plans.push(Plan {
+                label: format!("FT-top-{k}"),
+                method: MethodKind::TopK,
+                rho: 1.0,
+                top_k: k,
+                lr: s.lr,
+                frozen_precision: first_precision,
+            });
         }
-        plans.push(Plan { label: "LoRA".into(), method: MethodKind::Lora, rho: 1.0, top_k: 1, lr: s.lr * s.lora_lr_scale });
+        plans.push(Plan {
+            label: "LoRA".into(),
+            method: MethodKind::Lora,
+            rho: 1.0,
+            top_k: 1,
+            lr: s.lr * s.lora_lr_scale,
+            frozen_precision: first_precision,
+        });
     }
     drop(first);
 
