@@ -84,8 +84,7 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {
         if second.contains_key(name) {
-            // In f32: a frozen low-precision weight is promoted by the step (`model::precision`).
-            before.insert(name.to_string(), p.flat().cast(burn::tensor::DType::F32));
+            before.insert(name.to_string(), p.flat());
         }
     });
     let mut raw = BTreeMap::new();
@@ -94,7 +93,9 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     let mut unread = None;
     stepped.visit(&mut |name, after| {
         let (Some(g1), Some(w0)) = (second.get(name), before.get(name)) else { return };
-        let contribution = (g1.clone() * (after.flat() - w0.clone())).neg();
+        // A low-precision frozen weight was promoted by the step (`model::precision`): its f32
+        // copy is made here, one tensor at a time.
+        let contribution = (g1.clone() * (after.flat() - w0.clone().cast(burn::tensor::DType::F32))).neg();
         if let crate::model::ParamRef::Matrix(t) = after {
             let [d_out, d_in] = t.dims();
             let per_row = contribution.clone().reshape([d_out, d_in]).sum_dim(1).reshape([d_out]);

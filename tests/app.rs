@@ -192,6 +192,8 @@ fn load_train_inspect_evaluate_save_and_reopen() {
     assert_ne!(memory(&harness), in_f32, "the memory estimate ignores the frozen precision");
     click(&mut harness, "f32");
     assert_eq!(memory(&harness), in_f32);
+    // The run below stores its frozen weights in f16, sharing the base model's (see the worker).
+    click(&mut harness, "f16");
 
     click(&mut harness, "Train");
     click(&mut harness, "Start training");

@@ -155,11 +155,15 @@ fn system_memory_is_the_kernels_mem_total() {
 fn frozen_matrices_in_half_precision_take_half_their_bytes_in_the_estimate() {
     let ops = ops();
     let trained = ["model.layers.1.mlp.down_proj.weight", "model.norm.weight"];
-    let t = training(&ops, &trained);
+    let mut t = training(&ops, &trained);
+    // A LoRA-adapted weight stays frozen under its adapter.
+    let adapted = ops.iter().position(|op| op.name == "model.layers.0.self_attn.q_proj.weight").unwrap();
+    t[adapted] = Training::Adapter { rank: 4 };
     let f32_estimate = estimate(&ops, &t, shape(2, 8), Target::Cpu).unwrap();
     for precision in [FrozenPrecision::F16, FrozenPrecision::Bf16] {
         let low = memory::estimate_stored(&ops, &t, shape(2, 8), Target::Cpu, precision).unwrap();
-        // Independently: every frozen matrix (embedding, linear weights) saves 2 of its 4 bytes.
+        // Independently: every frozen matrix (embedding, linear weights, the adapted one) saves 2
+        // of its 4 bytes.
         let p = greentrainer::profile::profile(&ops, shape(2, 8), false).unwrap();
         let saved: u64 = ops
             .iter()

@@ -514,6 +514,25 @@ impl Engine {
         Ok(changed)
     }
 
+    /// The base model in memory (the one loaded before any training in this session) when the run
+    /// starts from its file and stores frozen weights in low precision: it is stored so first,
+    /// and the run shares those tensors rather than loading a second copy (the base then answers
+    /// chats and evaluations with them). `None`: the run loads the file itself.
+    fn base_for(&mut self, config: &TrainConfig, device: &ComputeDevice) -> Option<LoadedModel> {
+        let frozen = config.frozen_precision.storage(&device.device);
+        if frozen == burn::tensor::DType::F32 || config.method == crate::train::MethodKind::Full {
+            return None;
+        }
+        let base = if self.base.is_some() { self.base.as_mut() } else { self.loaded.as_mut() }?;
+        let (crate::io::ModelSource::HfFolder(path) | crate::io::ModelSource::Gguf(path)) = &base.source;
+        let same = path == &config.model || matches!((path.canonicalize(), config.model.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            return None;
+        }
+        crate::model::precision::store_frozen(&mut base.model, frozen, &|_| false);
+        Some(base.clone())
+    }
+
     fn train(
         &mut self,
         config: TrainConfig,
@@ -522,7 +541,10 @@ impl Engine {
         resume: bool,
     ) -> Result<Output, WorkerError> {
         let device = self.device()?.clone();
-        let mut trainer = Trainer::prepare(config.clone(), device)?;
+        let mut trainer = match self.base_for(&config, &device) {
+            Some(base) => Trainer::prepare_loaded(config.clone(), device, base)?,
+            None => Trainer::prepare(config.clone(), device)?,
+        };
         // The app holds out a validation share and may remap columns, so the examples are
         // re-read with its options; the split is seeded, so a resumed run sees the same rows.
         let opts = trainer.loaded.load_options(config.max_len)?;

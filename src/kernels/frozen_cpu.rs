@@ -56,6 +56,8 @@ fn gemm_into(
     b: (&[f32], usize, usize),
 ) {
     let ((a, a_rs, a_cs), (b, b_rs, b_cs)) = (a, b);
+    // Output rows must not overlap: gemm's threads write them in parallel.
+    assert!(m <= 1 || n <= ldc, "output rows overlap");
     assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len(), "output block out of bounds");
     assert!(m == 0 || k == 0 || (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "left operand out of bounds");
     assert!(k == 0 || n == 0 || (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "right operand out of bounds");
@@ -93,6 +95,7 @@ impl FrozenLinearOps for Flex {
     fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x, w) = (dense(cast(x, DType::F32)), dense_weight(w));
         let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+        assert_eq!(w.shape()[1], d_in, "frozen_linear: x [n, {d_in}] against a weight [{d_out}, {}]", w.shape()[1]);
         let xs = x.storage::<f32>();
         let mut y = vec![0.0f32; n * d_out];
         let step = block_rows(d_in, BLOCK_ELEMENTS);
@@ -110,6 +113,7 @@ impl FrozenLinearOps for Flex {
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let (dy, w) = (dense(cast(dy, DType::F32)), dense_weight(w));
         let (n, d_out, d_in) = (dy.shape()[0], dy.shape()[1], w.shape()[1]);
+        assert_eq!(w.shape()[0], d_out, "frozen_linear_dx: dy [n, {d_out}] against a weight [{}, {d_in}]", w.shape()[0]);
         let dys = dy.storage::<f32>();
         let mut dx = vec![0.0f32; n * d_in];
         let step = block_rows(d_in, BLOCK_ELEMENTS);

@@ -557,15 +557,21 @@ fn frozen_block(w: &FloatTensor<CubeBackend>, start: usize, rows: usize) -> Floa
 /// The frozen products in burn's own matmul, one block of converted rows at a time (a block's f32
 /// copy lives only for its product).
 impl FrozenLinearOps for CubeBackend {
+    /// Each block's product is written into its columns of one output as soon as it exists, so
+    /// no more than one block's product lives beside the output (a concatenation would hold two
+    /// copies of an LM head's logits).
     fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
-        let mut parts: Vec<_> = frozen_blocks(d_out, d_in)
-            .map(|(start, rows)| Self::float_matmul(x.clone(), Self::float_transpose(frozen_block(&w, start, rows))))
-            .collect();
-        match parts.len() {
-            1 => parts.pop().expect("one block"),
-            _ => Self::float_cat(parts, 1),
+        let product = |start, rows| Self::float_matmul(x.clone(), Self::float_transpose(frozen_block(&w, start, rows)));
+        if d_out <= block_rows(d_in, FROZEN_BLOCK_ELEMENTS) {
+            return product(0, d_out);
         }
+        let shape = Shape::new([x.meta.shape()[0], d_out]);
+        let out = Self::float_empty(shape, &x.device, burn::tensor::FloatDType::F32);
+        frozen_blocks(d_out, d_in).fold(out, |out, (start, rows)| {
+            let columns = [burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)];
+            Self::float_slice_assign(out, &columns, product(start, rows))
+        })
     }
 
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {

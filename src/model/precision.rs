@@ -4,8 +4,10 @@
 //! tensors, vectors (norms, biases) and adapters stay f32, with f32 AdamW state.
 //!
 //! A tensor joining the selection is promoted to f32 from its stored values, exact whenever the
-//! storage holds the file's values (an f16 GGUF or a bf16 checkpoint in the same type); one leaving
-//! it is demoted to the nearest stored value, its optimizer moments kept as they were.
+//! storage holds the file's values (an f16 GGUF or a bf16 checkpoint in the same type). One leaving
+//! it is demoted only if it never trained: a trained tensor keeps its f32 weights (and the
+//! optimizer its moments), since rounding would erase its updates (bf16's step near a weight of
+//! 0.02 is 1.2e-4, six updates at lr 2e-5). `train::trainer::store_for_selection` applies this.
 
 use burn::tensor::{DType, Device};
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,14 @@ impl FrozenPrecision {
             Self::F32 => 4,
             Self::F16 | Self::Bf16 => 2,
         }
+    }
+
+    /// The setting as `device` carries it out: [`FrozenPrecision::F32`] where [`storage`] falls
+    /// back to f32 (for estimates made once the device is known).
+    ///
+    /// [`storage`]: FrozenPrecision::storage
+    pub fn on(self, device: &Device) -> Self {
+        if self.storage(device) == DType::F32 { Self::F32 } else { self }
     }
 
     /// The type frozen matrices take on `device`: the one asked for where the device computes in

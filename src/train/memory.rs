@@ -144,7 +144,9 @@ fn stored_bytes(op: &OpSpec, t: Training, numel: usize, frozen: FrozenPrecision)
         op.kind,
         OpKind::Embedding { .. } | OpKind::Linear { .. } | OpKind::RelativeBias { .. } | OpKind::LmHead { tied: false, .. }
     );
-    let bytes = if matrix && t == Training::Frozen { frozen.bytes() as u64 } else { F32 };
+    // A LoRA-adapted weight is frozen too: only its adapters train.
+    let frozen_matrix = matrix && matches!(t, Training::Frozen | Training::Adapter { .. });
+    let bytes = if frozen_matrix { frozen.bytes() as u64 } else { F32 };
     numel as u64 * bytes
 }
 

@@ -124,10 +124,11 @@ impl AdamW {
             s.step += 1;
             let hp = hyper(&c, lr, s.step, grad_scale);
             let (m, v) = (s.m.extract().reshape([n_rows, d_in]), s.v.extract().reshape([n_rows, d_in]));
+            let w_f32 = w.extract().cast(F32);
             let (new_w, new_m, new_v) = if runs_wgsl(&w.device()) {
-                masked_adamw(w.extract(), g.clone(), m, v, r, hp)
+                masked_adamw(w_f32, g.clone(), m, v, r, hp)
             } else {
-                adamw_rows_reference(w.extract(), g.clone(), m, v, r, hp)
+                adamw_rows_reference(w_f32, g.clone(), m, v, r, hp)
             };
             *w = new_w;
             s.m = new_m.reshape([n_rows * d_in]);

@@ -126,6 +126,8 @@ pub fn check_resumable(checkpoint: &Path, then: &serde_json::Value, now: &TrainC
             "data" => !same_path(&then[key], &now.data),
             // A budget picks rho from timings, which vary: the budget is what must match.
             "rho" => then["budget"].is_null() && then[key] != now_v[key],
+            // Checkpoints from before the setting stored every weight in f32.
+            "frozen_precision" if then[key].is_null() => now.frozen_precision != crate::model::FrozenPrecision::F32,
             _ => then[key] != now_v[key],
         })
         .map(|key| format!("{key} {} (now {})", then[key], now_v[key]))

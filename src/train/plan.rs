@@ -49,7 +49,7 @@ fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
         &training,
         (c.batch_size, c.max_len),
         &shape_of,
-        (target, c.frozen_precision),
+        (target, c.frozen_precision.on(&trainer.device.device)),
         device_memory(&trainer.device),
     )?)
 }

@@ -29,7 +29,7 @@ use crate::io::{
 use crate::model::lora::default_targets;
 use crate::model::precision::store_frozen;
 use crate::model::{Linears, Model, Parameters};
-use crate::profile::blocks::{parse_block, split_rows};
+use crate::profile::blocks::{parse_block, rows_state_name, split_rows};
 use crate::profile::reach::Reach;
 use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile};
 use crate::select::SelectConfig;
@@ -93,9 +93,16 @@ struct Selection {
 }
 
 impl Trainer {
-    pub fn prepare(mut config: TrainConfig, device: ComputeDevice) -> Result<Self> {
+    pub fn prepare(config: TrainConfig, device: ComputeDevice) -> Result<Self> {
         config.validate()?;
-        let mut loaded = load_model(&config.model, &device.device)?;
+        let loaded = load_model(&config.model, &device.device)?;
+        Self::prepare_loaded(config, device, loaded)
+    }
+
+    /// [`Trainer::prepare`] on `loaded`, the model `config.model` names already in memory (the
+    /// app's): its tensors are shared, not copied.
+    pub fn prepare_loaded(mut config: TrainConfig, device: ComputeDevice, mut loaded: LoadedModel) -> Result<Self> {
+        config.validate()?;
         if config.method != MethodKind::Full {
             // Nothing trains yet: every matrix frozen until the first selection promotes some.
             store_frozen(&mut loaded.model, config.frozen_precision.storage(&device.device), &|_| false);
@@ -370,13 +377,11 @@ impl Trainer {
         Ok(Run { model, optimizer, state, selection, losses: Vec::new(), position })
     }
 
-    /// Stores the selected tensors in f32 and the others in `frozen_precision`: promotes the tensors
-    /// that joined the selection, demotes those that left it (their optimizer moments are kept).
+    /// [`store_for_selection`] for the run's selection.
     fn store_selected(&self, run: &mut Run) {
         let Some(selection) = &run.selection else { return };
-        let (full, rows) = split_selection(&selection.names);
         let frozen = self.config.frozen_precision.storage(&self.device.device);
-        store_frozen(&mut run.model, frozen, &|name| full.contains(name) || rows.contains_key(name));
+        store_for_selection(&mut run.model, frozen, &selection.names, &run.optimizer);
     }
 
     /// One optimizer step over `batches` (its micro-batches) with the selected tensors: the mean
@@ -694,6 +699,16 @@ fn first_non_finite(model: &Model) -> Option<String> {
         }
     });
     found
+}
+
+/// Stores `model` for a run that trains `selection` (tensor names and row blocks) with `optimizer`:
+/// the selected tensors and those that trained before (the optimizer holds their moments) in f32,
+/// the others in `frozen` (`model::precision`). A tensor joining the selection is promoted; one
+/// leaving it keeps its trained f32 weights; one never trained is stored in `frozen`.
+pub fn store_for_selection(model: &mut Model, frozen: burn::tensor::DType, selection: &BTreeSet<String>, optimizer: &AdamW) {
+    let (full, rows) = split_selection(selection);
+    let trained = |name: &str| optimizer.state.contains_key(name) || optimizer.state.contains_key(&rows_state_name(name));
+    store_frozen(model, frozen, &|name| full.contains(name) || rows.contains_key(name) || trained(name));
 }
 
 /// Whole tensors, and the trained rows of tensors selected by blocks.
