@@ -91,6 +91,20 @@ fn gemm_into(
     }
 }
 
+/// Calls `f(start, rows, block)` for each block of rows of the [`dense_weight`] `w`, in order,
+/// converted to f32 into one scratch buffer.
+fn each_block(w: &FlexTensor, mut f: impl FnMut(usize, usize, &[f32])) {
+    let (d_out, d_in) = (w.shape()[0], w.shape()[1]);
+    let step = block_rows(d_in, BLOCK_ELEMENTS);
+    let mut scratch = vec![0.0f32; step.min(d_out) * d_in];
+    for start in (0..d_out).step_by(step) {
+        let rows = step.min(d_out - start);
+        let block = &mut scratch[..rows * d_in];
+        rows_as_f32(w, d_in, start, block);
+        f(start, rows, block);
+    }
+}
+
 impl FrozenLinearOps for Flex {
     fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x, w) = (dense(cast(x, DType::F32)), dense_weight(w));
@@ -98,15 +112,8 @@ impl FrozenLinearOps for Flex {
         assert_eq!(w.shape()[1], d_in, "frozen_linear: x [n, {d_in}] against a weight [{d_out}, {}]", w.shape()[1]);
         let xs = x.storage::<f32>();
         let mut y = vec![0.0f32; n * d_out];
-        let step = block_rows(d_in, BLOCK_ELEMENTS);
-        let mut block = vec![0.0f32; step.min(d_out) * d_in];
-        for start in (0..d_out).step_by(step) {
-            let rows = step.min(d_out - start);
-            let block = &mut block[..rows * d_in];
-            rows_as_f32(&w, d_in, start, block);
-            // y[:, start..start + rows] = x block^T: the block read transposed through its strides.
-            gemm_into(n, rows, d_in, &mut y[start..], d_out, false, (xs, d_in, 1), (block, 1, d_in));
-        }
+        // y[:, start..start + rows] = x block^T: the block read transposed through its strides.
+        each_block(&w, |start, rows, block| gemm_into(n, rows, d_in, &mut y[start..], d_out, false, (xs, d_in, 1), (block, 1, d_in)));
         tensor(y, Shape::new([n, d_out]), DType::F32)
     }
 
@@ -116,15 +123,10 @@ impl FrozenLinearOps for Flex {
         assert_eq!(w.shape()[0], d_out, "frozen_linear_dx: dy [n, {d_out}] against a weight [{}, {d_in}]", w.shape()[0]);
         let dys = dy.storage::<f32>();
         let mut dx = vec![0.0f32; n * d_in];
-        let step = block_rows(d_in, BLOCK_ELEMENTS);
-        let mut block = vec![0.0f32; step.min(d_out) * d_in];
-        for start in (0..d_out).step_by(step) {
-            let rows = step.min(d_out - start);
-            let block = &mut block[..rows * d_in];
-            rows_as_f32(&w, d_in, start, block);
-            // dx += dy[:, start..start + rows] block.
-            gemm_into(n, d_in, rows, &mut dx, d_in, start > 0, (&dys[start..], d_out, 1), (block, d_in, 1));
-        }
+        // dx += dy[:, start..start + rows] block.
+        each_block(&w, |start, rows, block| {
+            gemm_into(n, d_in, rows, &mut dx, d_in, start > 0, (&dys[start..], d_out, 1), (block, d_in, 1))
+        });
         tensor(dx, Shape::new([n, d_in]), DType::F32)
     }
 }
