@@ -566,9 +566,17 @@ pub fn run(cli: Cli) -> Result<()> {
             for dev in bench_devices(model.on) {
                 eprintln!("measuring whole steps on {} ...", dev.name);
                 let build = || model.load(&dev).map_err(|e| e.to_string());
+                // A config alone gives the graph without building a model too large for this machine.
+                let ops = match model.random_init {
+                    true => {
+                        let path = if model.model.is_dir() { model.model.join("config.json") } else { model.model.clone() };
+                        crate::model::arch::config_ops(crate::io::hf::read_json(&path)?, &path.display().to_string())?
+                    }
+                    false => model.load(&dev)?.op_graph(),
+                };
                 // The device's memory less a margin for the system (unknown for most GPUs on wgpu).
                 let available = if estimate_only { Some(0) } else { crate::green::device_memory(&dev).map(|total| total / 10 * 9) };
-                let rows = crate::bench::memory::run_steps(&build, &dev, &rho, shape, &frozen_precision, available)
+                let rows = crate::bench::memory::run_steps(&ops, &build, &dev, &rho, shape, &frozen_precision, available)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", dev.name))?;
                 println!("{}", crate::bench::memory::step_table(&rows, &model.model.display().to_string(), &dev.name, shape));
             }

@@ -17,7 +17,7 @@ use crate::device::ComputeDevice;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::precision::store_frozen;
 use crate::model::{FrozenPrecision, Linears, Model};
-use crate::profile::profile;
+use crate::profile::{BatchShape, OpSpec, profile};
 use crate::train::MethodKind;
 use crate::train::batch::DeviceBatch;
 use crate::train::memory::{self, MemoryEstimate, Target, Training};
@@ -147,9 +147,11 @@ struct StepMethod {
 /// GreenTrainer at each of `rhos` (the pre-flight's planned selection), LoRA (the paper's rank 8
 /// on the query and value projections) and full fine-tuning, each at every frozen precision (full
 /// fine-tuning freezes nothing: f32 only), on a random batch of `batch x seq` tokens, every one a
-/// target. `build` makes a fresh model (with random weights) for each row; a row whose estimate
-/// exceeds `available` bytes (0: every row) is listed with its estimate only.
+/// target. `ops` is the model's op graph and `build` makes a fresh model (with random weights)
+/// for each measured row; a row whose estimate exceeds `available` bytes (0: every row) is
+/// listed with its estimate only.
 pub fn run_steps(
+    ops: &[OpSpec],
     build: &dyn Fn() -> Result<Model, String>,
     dev: &ComputeDevice,
     rhos: &[f64],
@@ -160,13 +162,9 @@ pub fn run_steps(
     return_freed_memory();
     let probe = PeakProbe::for_backend(dev.backend);
     let baseline = probe.reset(&dev.device);
-    let (ops, shape) = {
-        let model = build()?;
-        let ops = model.op_graph();
-        (ops, DeviceBatch::new(&super::random_batch(&model, batch, seq), &model).shape)
-    };
-    let p = profile(&ops, shape, false).map_err(|e| e.to_string())?;
-    let plan = |method, rho| memory::planned(&ops, &p, method, rho, 0, (LoraConfig::paper(Vec::new()).rank, &default_targets(&ops)));
+    let shape = BatchShape::padded(ops, batch, seq);
+    let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
+    let plan = |method, rho| memory::planned(ops, &p, method, rho, 0, (LoraConfig::paper(Vec::new()).rank, &default_targets(ops)));
     let mut methods = Vec::new();
     for &rho in rhos {
         methods.push(StepMethod {
@@ -176,7 +174,7 @@ pub fn run_steps(
             lora: None,
         });
     }
-    let lora = LoraConfig::paper(default_targets(&ops));
+    let lora = LoraConfig::paper(default_targets(ops));
     methods.push(StepMethod {
         name: format!("LoRA r{}", lora.rank),
         training: plan(MethodKind::Lora, 0.0).map_err(|e| e.to_string())?,
@@ -192,7 +190,7 @@ pub fn run_steps(
     let mut rows = Vec::new();
     for m in &methods {
         for &precision in precisions.iter().filter(|&&q| m.freezes || q == FrozenPrecision::F32) {
-            let estimate = memory::estimate_stored(&ops, &m.training, shape, Target::of(dev), precision).map_err(|e| e.to_string())?;
+            let estimate = memory::estimate_stored(ops, &m.training, shape, Target::of(dev), precision).map_err(|e| e.to_string())?;
             let tensors = m.training.iter().filter(|&&t| t != Training::Frozen).count();
             let storage = precision.storage(&dev.device);
             let mut row =
@@ -202,7 +200,7 @@ pub fn run_steps(
             } else if let Some(limit) = available.filter(|&a| row.estimate.peak() > a) {
                 row.skipped = Some(format!("estimated {:.1} GiB > {:.1} GiB available", gib(row.estimate.peak()), gib(limit)));
             } else {
-                let (peak, step_s) = guarded(|| measure_step(build, dev, m, &ops, storage, (batch, seq), probe))??;
+                let (peak, step_s) = guarded(|| measure_step(build, dev, m, ops, storage, (batch, seq), probe))??;
                 row.measured_mib = baseline.zip(peak).map(|(a, z)| z - a);
                 row.step_s = Some(step_s);
             }
@@ -225,7 +223,7 @@ fn measure_step(
     build: &dyn Fn() -> Result<Model, String>,
     dev: &ComputeDevice,
     m: &StepMethod,
-    ops: &[crate::profile::OpSpec],
+    ops: &[OpSpec],
     storage: DType,
     (batch, seq): (usize, usize),
     probe: PeakProbe,

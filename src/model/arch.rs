@@ -130,6 +130,17 @@ pub fn check_config(raw: Value, origin: &str) -> Result<()> {
     ArchConfig::parse(raw, origin).map(drop)
 }
 
+/// The op graph of the model this config.json describes, without weights (`origin` names it in
+/// errors): for planning and estimating a model too large to build here.
+pub fn config_ops(raw: Value, origin: &str) -> Result<Vec<OpSpec>> {
+    Ok(match ArchConfig::parse(raw, origin)? {
+        ArchConfig::Llama(c) => super::llama::llama_ops(&c),
+        ArchConfig::Opt(c) => super::opt::opt_ops(&c),
+        ArchConfig::Bloom(c) => super::bloom::bloom_ops(&c),
+        ArchConfig::T5(c) => super::t5::t5_ops(&c),
+    })
+}
+
 impl Model {
     /// Parses `raw` (a config.json; `origin` names it in errors) and builds the architecture it
     /// names, asking `source` for every parameter by HF name.
