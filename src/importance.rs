@@ -79,6 +79,8 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     let (first_loss, first) = (scoring.pass)(batch, model)?;
     let mut stepped = model.clone();
     (scoring.update)(&mut stepped, &first);
+    // The first gradients are spent: freed before the second pass makes as many again.
+    drop(first);
     pass(1)?;
     let (_, second) = (scoring.pass)(batch, &stepped)?;
     let mut before = BTreeMap::new();
