@@ -106,14 +106,14 @@ fn a_budget_that_fits_batch_2_but_not_4_proposes_batch_2() {
     let budget = at(2);
     assert!(at(3) > budget);
     let shape_of = |batch: usize, max_len: usize| shape(batch, max_len);
-    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), Some(budget)).unwrap();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(budget)).unwrap();
     assert_eq!(fit.verdict, Verdict::OutOfMemory { need: at(4), total: budget });
     assert_eq!(fit.proposal, Some((2, 64)));
     // When batch 1 does not fit either, the longest max_len at batch 1 that does.
     let one_at_40 = estimate(&ops, &t, shape(1, 40), Target::Cpu).unwrap().peak();
-    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), Some(one_at_40)).unwrap();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(one_at_40)).unwrap();
     assert_eq!(fit.proposal, Some((1, 40)));
-    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), Some(budget)).unwrap();
+    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(budget)).unwrap();
     assert_eq!((fits.verdict, fits.proposal), (Verdict::Fits { total: budget }, None));
 }
 
@@ -176,4 +176,33 @@ fn frozen_matrices_in_half_precision_take_half_their_bytes_in_the_estimate() {
         assert_eq!(low.weights, f32_estimate.weights - saved, "{precision:?}");
         assert_eq!((low.gradients, low.optimizer, low.step_peak), (f32_estimate.gradients, f32_estimate.optimizer, f32_estimate.step_peak));
     }
+}
+
+#[test]
+fn importance_scoring_peaks_above_a_greentrainer_step_and_the_verdict_counts_it() {
+    let ops = ops();
+    let shape_of = |batch, seq| shape(batch, seq);
+    let t = training(&ops, &["model.layers.1.mlp.down_proj.weight"]);
+    let step = estimate(&ops, &t, shape(4, 64), Target::Cpu).unwrap();
+    let scoring = memory::scoring_peak(&ops, shape(4, 64), Target::Cpu, FrozenPrecision::F32).unwrap();
+    // Two f32 copies of every weight (the model and the stepped copy) and full fine-tuning's pass.
+    let every: Vec<&str> = ops
+        .iter()
+        .filter(|op| !matches!(op.kind, OpKind::AttentionCore { .. } | OpKind::LmHead { tied: true, .. }))
+        .map(|op| op.name.as_str())
+        .collect();
+    let full = estimate(&ops, &training(&ops, &every), shape(4, 64), Target::Cpu).unwrap();
+    assert_eq!(scoring, 2 * full.weights + full.step_peak);
+    assert!(scoring > step.peak());
+    // A device between the two: the step alone fits, the run that scores does not.
+    let between = (step.peak() + scoring) / 2;
+    let fits = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(between)).unwrap();
+    assert!(fits.verdict.runs() && fits.scoring.is_none());
+    let scored = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), true, Some(between)).unwrap();
+    assert_eq!(scored.scoring, Some(scoring));
+    assert_eq!(scored.verdict, Verdict::OutOfMemory { need: scoring, total: between });
+    assert!(scored.proposal.is_some(), "a smaller batch that scores within the device is proposed");
+    // Half-precision storage lowers the model's share of it.
+    let f16 = memory::scoring_peak(&ops, shape(4, 64), Target::Cpu, FrozenPrecision::F16).unwrap();
+    assert!(f16 < scoring);
 }

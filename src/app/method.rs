@@ -145,7 +145,8 @@ fn preflight(app: &StudioApp, total: Option<u64>) -> Result<Preflight, MemoryErr
     let (batch, max_len) = (s.batch_size.max(1), s.max_len.max(1));
     let p = profile(ops, shape_at(app, batch, max_len), false)?;
     let training = memory::planned(ops, &p, s.method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)))?;
-    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), (target(app), s.frozen_precision), total)
+    let scores = s.method == MethodKind::Greentrainer;
+    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), (target(app), s.frozen_precision), scores, total)
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -463,7 +464,11 @@ fn calibration(app: &mut StudioApp, ui: &mut egui::Ui, e: &Estimate) {
 fn memory_verdict(ui: &mut egui::Ui, fit: &Preflight) -> Option<(usize, usize)> {
     let mut picked = None;
     ui.horizontal_wrapped(|ui| {
-        let text = format!("the estimated {}: {}", bytes(fit.estimate.peak() as f64), fit.verdict.describe());
+        let scoring = match fit.scoring {
+            Some(peak) => format!(" (importance scoring, at each selection: {})", bytes(peak as f64)),
+            None => String::new(),
+        };
+        let text = format!("the estimated {}{scoring}: {}", bytes(fit.estimate.peak() as f64), fit.verdict.describe());
         if fit.verdict.runs() {
             ui.label(text);
             return;

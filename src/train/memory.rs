@@ -138,6 +138,18 @@ pub fn estimate(ops: &[OpSpec], training: &[Training], shape: BatchShape, target
     estimate_stored(ops, training, shape, target, FrozenPrecision::F32)
 }
 
+/// Importance scoring's peak (GreenTrainer, at each selection): the model as stored, an f32 copy
+/// of every parameter (the weights after one AdamW step, which the second pass runs through), and
+/// a forward and backward pass differentiating every tensor (full fine-tuning's, without AdamW
+/// state). It is above a GreenTrainer step's peak, the more so the lower rho.
+pub fn scoring_peak(ops: &[OpSpec], shape: BatchShape, target: Target, frozen: FrozenPrecision) -> Result<u64, MemoryError> {
+    let p = profile(ops, shape, false)?;
+    let every = planned(ops, &p, MethodKind::Full, 1.0, 0, (0, &[]))?;
+    let stored = estimate_stored(ops, &vec![Training::Frozen; ops.len()], shape, target, frozen)?.weights;
+    let full = estimate(ops, &every, shape, target)?;
+    Ok(stored + full.weights + full.step_peak)
+}
+
 /// Bytes a parameter takes as stored: a frozen weight matrix in `frozen`'s type, the rest in f32.
 fn stored_bytes(op: &OpSpec, t: Training, numel: usize, frozen: FrozenPrecision) -> u64 {
     let matrix = matches!(
@@ -451,11 +463,17 @@ pub enum Verdict {
 
 impl Verdict {
     pub fn of(e: &MemoryEstimate, target: Target, total: Option<u64>) -> Self {
+        Self::of_peak(e, e.peak(), target, total)
+    }
+
+    /// [`Verdict::of`] for a run that needs `peak` bytes at its highest (a step's, or importance
+    /// scoring's when that is higher).
+    fn of_peak(e: &MemoryEstimate, peak: u64, target: Target, total: Option<u64>) -> Self {
         if let Some(limit) = target.max_binding().filter(|&limit| e.largest_tensor > limit) {
             return Self::TensorTooLarge { bytes: e.largest_tensor, limit };
         }
         match total {
-            Some(total) if e.peak() > total => Self::OutOfMemory { need: e.peak(), total },
+            Some(total) if peak > total => Self::OutOfMemory { need: peak, total },
             Some(total) => Self::Fits { total },
             None => Self::Unknown,
         }
@@ -508,6 +526,9 @@ fn mib(bytes: u64) -> String {
 /// The estimate of a planned run at `batch x max_len` and the proposal when it does not run.
 pub struct Preflight {
     pub estimate: MemoryEstimate,
+    /// Importance scoring's peak ([`scoring_peak`]), for a run that scores (GreenTrainer); the
+    /// verdict counts it where it is the higher.
+    pub scoring: Option<u64>,
     pub verdict: Verdict,
     /// (batch, max_len) that fits, when the settings do not.
     pub proposal: Option<(usize, usize)>,
@@ -528,6 +549,12 @@ impl Preflight {
             e.blocks_crossed,
             mib(e.transient)
         );
+        if let Some(scoring) = self.scoring {
+            out += &format!(
+                "memory: importance scoring (at each selection) peaks at {}: the model, an f32 copy of every weight and a pass differentiating all of them\n",
+                mib(scoring)
+            );
+        }
         out += &format!("memory: {}\n", self.verdict.describe());
         match self.proposal {
             Some((batch, max_len)) => out += &format!("memory: --batch-size {batch} --max-len {max_len} fits\n"),
@@ -538,20 +565,27 @@ impl Preflight {
     }
 }
 
-/// [`estimate_stored`] and [`Verdict`] for `training` at `shape_of(batch, max_len)`, with a
-/// proposal when it does not run.
+/// [`estimate_stored`] and [`Verdict`] for `training` at `shape_of(batch, max_len)`, with
+/// importance scoring's peak when the run `scores` it (GreenTrainer), and a proposal when it does
+/// not run.
 pub fn preflight(
     ops: &[OpSpec],
     training: &[Training],
     (batch, max_len): (usize, usize),
     shape_of: &dyn Fn(usize, usize) -> BatchShape,
     (target, frozen): (Target, FrozenPrecision),
+    scores: bool,
     total: Option<u64>,
 ) -> Result<Preflight, MemoryError> {
-    let at = |b: usize, len: usize| estimate_stored(ops, training, shape_of(b, len), target, frozen);
-    let estimate = at(batch, max_len)?;
-    let verdict = Verdict::of(&estimate, target, total);
-    let runs = |b: usize, len: usize| at(b, len).is_ok_and(|e| Verdict::of(&e, target, total).runs());
+    let at = |b: usize, len: usize| -> Result<(MemoryEstimate, Option<u64>), MemoryError> {
+        let shape = shape_of(b, len);
+        let scoring = if scores { Some(scoring_peak(ops, shape, target, frozen)?) } else { None };
+        Ok((estimate_stored(ops, training, shape, target, frozen)?, scoring))
+    };
+    let verdict_of = |(e, scoring): &(MemoryEstimate, Option<u64>)| Verdict::of_peak(e, e.peak().max(scoring.unwrap_or(0)), target, total);
+    let (estimate, scoring) = at(batch, max_len)?;
+    let verdict = verdict_of(&(estimate.clone(), scoring));
+    let runs = |b: usize, len: usize| at(b, len).is_ok_and(|r| verdict_of(&r).runs());
     let proposal = if verdict.runs() { None } else { propose(batch, max_len, &runs) };
-    Ok(Preflight { estimate, verdict, proposal })
+    Ok(Preflight { estimate, scoring, verdict, proposal })
 }

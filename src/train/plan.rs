@@ -50,6 +50,7 @@ fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
         (c.batch_size, c.max_len),
         &shape_of,
         (target, c.frozen_precision.on(&trainer.device.device)),
+        c.method == MethodKind::Greentrainer,
         device_memory(&trainer.device),
     )?)
 }
