@@ -292,3 +292,45 @@ fn runs_with_f16_or_bf16_frozen_weights_follow_the_f32_loss_curve() {
         assert!(got.iter().zip(&reference).any(|(a, b)| a != b), "{precision:?}: the frozen weights were not stored in low precision");
     }
 }
+
+/// A bf16 run re-selecting every step, cancelled after step 2 and resumed, against the same run
+/// uninterrupted: the checkpoint holds the stored values (in f32, exactly), and resuming stores
+/// them again as the selection says, so the losses are bit-identical.
+#[test]
+fn a_resumed_low_precision_run_equals_the_uninterrupted_one() {
+    let config = |out: &std::path::Path| TrainConfig {
+        model: common::fixture("tiny-llama"),
+        data: common::demo_train(),
+        output: out.to_path_buf(),
+        rho: 0.5,
+        epochs: 0,
+        max_steps: 4,
+        batch_size: 2,
+        max_len: 48,
+        lr: 1e-3,
+        reselect_every_steps: 1,
+        save_model: false,
+        frozen_precision: FrozenPrecision::Bf16,
+        ..TrainConfig::default()
+    };
+    let run = |out: &std::path::Path, resume: bool, stop_after: Option<usize>| {
+        let mut trainer = Trainer::prepare(config(out), ComputeDevice::cpu()).unwrap();
+        let control = RunControl::default();
+        let sink = &mut |e: &Event| {
+            if let (Event::Step { step, .. }, Some(stop)) = (e, stop_after)
+                && *step == stop
+            {
+                control.request_cancel();
+            }
+        };
+        trainer.run(sink, &control, resume).unwrap().losses
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = run(straight_dir.path(), false, None);
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(dir.path(), false, Some(2));
+    assert_eq!(first.len(), 2);
+    let rest = run(dir.path(), true, None);
+    let resumed: Vec<f64> = first.into_iter().chain(rest).collect();
+    assert_eq!(resumed, straight, "losses after resume must equal the uninterrupted run");
+}
