@@ -37,9 +37,10 @@ pub struct Scoring<'a> {
     pub batches: usize,
     /// The loss of batch `i` for the given weights, and the gradients of the tensors to score.
     pub pass: &'a dyn Fn(usize, &Model) -> Pass,
-    /// One update of the given weights by these gradients, as the run's optimizer would make it
+    /// One update of the given weights by these gradients (taken, so each can be freed once used),
+    /// as the run's optimizer would make it
     /// from its current state (which it must leave as it is).
-    pub update: &'a dyn Fn(&mut Model, &Grads),
+    pub update: &'a dyn Fn(&mut Model, Grads),
 }
 
 /// Importance on each of `scoring`'s batches, the contributions summed; `loss` is the batches'
@@ -78,9 +79,9 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     pass(0)?;
     let (first_loss, first) = (scoring.pass)(batch, model)?;
     let mut stepped = model.clone();
-    (scoring.update)(&mut stepped, &first);
-    // The first gradients are spent: freed before the second pass makes as many again.
-    drop(first);
+    // The first gradients are spent as the update goes, freed before the second pass makes as
+    // many again.
+    (scoring.update)(&mut stepped, first);
     pass(1)?;
     let (_, second) = (scoring.pass)(batch, &stepped)?;
     let mut before = BTreeMap::new();

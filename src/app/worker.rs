@@ -517,16 +517,24 @@ impl Engine {
     /// The base model in memory (the one loaded before any training in this session) when the run
     /// starts from its file and stores frozen weights in low precision: it is stored so first,
     /// and the run shares those tensors rather than loading a second copy (the base then answers
-    /// chats and evaluations with them). `None`: the run loads the file itself.
+    /// chats and evaluations with them, as stored). Only a base still holding the file's values
+    /// (every matrix f32) or already stored in the run's type is shared, so no run starts from
+    /// values rounded twice. `None`: the run loads the file itself.
     fn base_for(&mut self, config: &TrainConfig, device: &ComputeDevice) -> Option<LoadedModel> {
         let frozen = config.frozen_precision.storage(&device.device);
-        if frozen == burn::tensor::DType::F32 || config.method == crate::train::MethodKind::Full {
+        if frozen == burn::tensor::DType::F32 || config.method == crate::train::MethodKind::Full || config.validate().is_err() {
             return None;
         }
         let base = if self.base.is_some() { self.base.as_mut() } else { self.loaded.as_mut() }?;
         let (crate::io::ModelSource::HfFolder(path) | crate::io::ModelSource::Gguf(path)) = &base.source;
         let same = path == &config.model || matches!((path.canonicalize(), config.model.canonicalize()), (Ok(a), Ok(b)) if a == b);
-        if !same {
+        let mut unrounded = true;
+        base.model.visit(&mut |_, p| {
+            if let crate::model::ParamRef::Matrix(_) = p {
+                unrounded &= p.dtype() == burn::tensor::DType::F32 || p.dtype() == frozen;
+            }
+        });
+        if !same || !unrounded {
             return None;
         }
         crate::model::precision::store_frozen(&mut base.model, frozen, &|_| false);

@@ -17,7 +17,7 @@ use crate::device::ComputeDevice;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::precision::store_frozen;
 use crate::model::{FrozenPrecision, Linears, Model};
-use crate::profile::{BatchShape, OpSpec, profile};
+use crate::profile::{BatchShape, OpSpec, Stream, profile};
 use crate::train::MethodKind;
 use crate::train::batch::DeviceBatch;
 use crate::train::memory::{self, MemoryEstimate, Target, Training};
@@ -159,6 +159,9 @@ pub fn run_steps(
     precisions: &[FrozenPrecision],
     available: Option<u64>,
 ) -> Result<Vec<StepRow>, String> {
+    if ops.iter().any(|op| op.stream == Stream::Decoder) {
+        return Err("whole steps are measured on decoder-only models (the random batch is a causal one)".into());
+    }
     return_freed_memory();
     let probe = PeakProbe::for_backend(dev.backend);
     let baseline = probe.reset(&dev.device);

@@ -85,6 +85,32 @@ impl AdamW {
     }
 }
 
+impl AdamW {
+    /// The update [`AdamW::step`] would make (scale 1), leaving the optimizer's state as it is:
+    /// each tensor's new moments are dropped, and its gradient freed, as soon as its weights are
+    /// written, so the update holds no state and no spent gradient for the whole model at once
+    /// (importance scoring's step over every tensor).
+    pub fn step_detached<M: Parameters>(&self, model: &mut M, mut grads: BTreeMap<String, Tensor<1>>, lr: f64) {
+        let c = self.config;
+        model.visit_mut(&mut |name, p| {
+            let Some(g) = grads.remove(name) else { return };
+            let n = g.dims()[0];
+            let (m, v, step) = match self.state.get(name) {
+                Some(s) => (s.m.clone(), s.v.clone(), s.step),
+                None => (Tensor::zeros([n], &g.device()), Tensor::zeros([n], &g.device()), 0),
+            };
+            let hp = hyper(&c, lr, step + 1, 1.0);
+            match p {
+                ParamMut::Vector(w) => *w = adamw(w.extract().cast(F32), g, m, v, hp).0,
+                ParamMut::Matrix(w) => {
+                    let dims = w.dims();
+                    *w = adamw(w.extract().cast(F32).reshape([n]), g, m, v, hp).0.reshape(dims);
+                }
+            }
+        });
+    }
+}
+
 /// The kernels' settings for a tensor's `step`-th update (bias correction counts its own updates).
 fn hyper(c: &AdamWConfig, lr: f64, step: u64, grad_scale: f64) -> AdamWHyper {
     AdamWHyper {

@@ -1,6 +1,6 @@
 //! GreenTrainer's importance ([`crate::importance`]) as training scores it: its two passes are this
-//! crate's forward+backward pass, its update one step of the run's AdamW taken on copies (of the
-//! weights and of the optimizer state, so the run's own are never touched).
+//! crate's forward+backward pass, its update one step of the run's AdamW taken on a copy of the
+//! weights from the optimizer's state, which it leaves untouched (`AdamW::step_detached`).
 
 use crate::error::Result;
 use crate::importance::{self, Importance, Scoring};
@@ -26,6 +26,6 @@ pub fn score_batches(
     before_pass: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Importance> {
     let pass = |i: usize, weights: &Model| forward_backward(weights, candidates, &batches[i]).map(|p| (p.loss, p.grads));
-    let update = |weights: &mut Model, grads: &importance::Grads| optimizer.clone().step(weights, grads, lr, 1.0);
+    let update = |weights: &mut Model, grads: importance::Grads| optimizer.step_detached(weights, grads, lr);
     importance::score_batches(model, &Scoring { batches: batches.len(), pass: &pass, update: &update }, before_pass)
 }
