@@ -103,6 +103,14 @@ fn gradients_cover_exactly_the_selection_and_scoring_restores_everything() {
     let state_after: Vec<(String, Vec<f32>, u64)> =
         optimizer.state.iter().map(|(k, m)| (k.clone(), m.m.try_to_vec_as::<f32>().unwrap(), m.step)).collect();
     assert_eq!(state_after, state_before);
+    // Scoring's update is the run's update: the same weights as a step of a copy of the optimizer
+    // (a tensor with moments and ones without), bit for bit.
+    let every = forward_backward(&warm, &|_| true, &batch).unwrap().grads;
+    let (mut detached, mut copied) = (warm.clone(), warm.clone());
+    optimizer.step_detached(&mut detached, every.clone(), 1e-3);
+    optimizer.clone().step(&mut copied, &every, 1e-3, 1.0);
+    assert_eq!(common::param_snapshot(&detached), common::param_snapshot(&copied));
+    assert_ne!(common::param_snapshot(&detached), weights_before);
     assert_eq!(imp.scores.len(), model.param_names().len());
     let max = imp.scores.values().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!((max - 1.0).abs() < 1e-9, "importance is normalised by max |I|: {max}");
