@@ -526,8 +526,7 @@ impl Engine {
             return None;
         }
         let base = if self.base.is_some() { self.base.as_mut() } else { self.loaded.as_mut() }?;
-        let (crate::io::ModelSource::HfFolder(path) | crate::io::ModelSource::Gguf(path)) = &base.source;
-        let same = path == &config.model || matches!((path.canonicalize(), config.model.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        let same = crate::io::same_path(base.source.path(), &config.model);
         let mut unrounded = true;
         base.model.visit(&mut |_, p| {
             if let crate::model::ParamRef::Matrix(_) = p {

@@ -123,7 +123,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
         Plan { label: "full".into(), method: MethodKind::Full, rho: 1.0, top_k: 1, lr: s.lr, frozen_precision: FrozenPrecision::F32 };
     let first = Trainer::prepare(config(&base_plan), dev.clone())?;
     // The same file however it is spelled ("a.jsonl", "./a.jsonl"), so held-out rows never train.
-    let same_file = s.held_out == s.train || matches!((s.held_out.canonicalize(), s.train.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    let same_file = crate::io::same_path(&s.held_out, &s.train);
     let (held, train_rows) = if same_file {
         let mut all = held_out::examples(&first.loaded, &s.held_out, s.max_len, s.answer_tokens, usize::MAX)?;
         let before = all.len().saturating_sub(s.eval_rows);

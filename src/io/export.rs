@@ -5,9 +5,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use super::LoadedModel;
 use super::atomic::{self, Existing};
 use super::safetensors_file;
-use super::{LoadedModel, ModelSource};
 use crate::error::{Error, Result};
 use crate::model::lora::LoraConfig;
 use crate::model::{Linears, Model, Parameters};
@@ -48,9 +48,7 @@ pub fn save_hf_folder(loaded: &LoadedModel, dir: &Path, existing: Existing, meta
 /// A folder that is, or holds, the model being saved is never replaced: that would delete the
 /// source while it is being read from (its tensors may be memory-mapped).
 pub(crate) fn refuse_replacing_source(loaded: &LoadedModel, dir: &Path) -> Result<()> {
-    let source = match &loaded.source {
-        ModelSource::HfFolder(p) | ModelSource::Gguf(p) => p,
-    };
+    let source = loaded.source.path();
     let (Ok(source), Ok(dir_abs)) = (source.canonicalize(), dir.canonicalize()) else { return Ok(()) };
     if source.starts_with(&dir_abs) {
         return Err(Error::invalid(dir, format!("holds the model being saved ({}): choose another folder", source.display())));

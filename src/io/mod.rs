@@ -25,6 +25,21 @@ pub enum ModelSource {
     Gguf(PathBuf),
 }
 
+impl ModelSource {
+    /// The folder or file the model was read from.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::HfFolder(p) | Self::Gguf(p) => p,
+        }
+    }
+}
+
+/// Whether `a` and `b` name the same file or folder, however spelled (`a.jsonl`, `./a.jsonl`, a
+/// symlink); paths that do not exist are the same only when equal.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// A model with everything needed to train, generate and save it as an HF folder.
 #[derive(Clone)]
 pub struct LoadedModel {
@@ -56,9 +71,7 @@ impl LoadedModel {
 
     /// The token data examples end with (the first EOS id); an error when the model defines none.
     pub fn eos_token_id(&self) -> Result<u32> {
-        let path = match &self.source {
-            ModelSource::HfFolder(p) | ModelSource::Gguf(p) => p,
-        };
+        let path = self.source.path();
         self.eos_token_ids()
             .first()
             .copied()

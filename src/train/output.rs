@@ -116,9 +116,7 @@ const RUN_DEFINING: [&str; 30] = [
 /// recorded in its state.json) wrote.
 pub fn check_resumable(checkpoint: &Path, then: &serde_json::Value, now: &TrainConfig) -> Result<()> {
     let now_v = serde_json::to_value(now).map_err(|e| Error::Other(e.to_string()))?;
-    let same_path = |a: &serde_json::Value, b: &Path| {
-        a.as_str().map(Path::new).is_some_and(|a| a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y))
-    };
+    let same_path = |a: &serde_json::Value, b: &Path| a.as_str().is_some_and(|a| crate::io::same_path(Path::new(a), b));
     let differing: Vec<String> = RUN_DEFINING
         .into_iter()
         .filter(|&key| match key {
