@@ -64,28 +64,12 @@ impl AdamW {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
             let Some(g) = grads.get(name) else { return };
-            let n = g.dims()[0];
-            let s = self.state.entry(name.to_string()).or_insert_with(|| Moments {
-                m: Tensor::zeros([n], &g.device()),
-                v: Tensor::zeros([n], &g.device()),
-                step: 0,
-                rows: None,
-            });
+            let s = self.state.entry(name.to_string()).or_insert_with(|| Moments::fresh(g));
             s.step += 1;
-            let hp = hyper(&c, lr, s.step, grad_scale);
-            match p {
-                ParamMut::Vector(w) => (*w, s.m, s.v) = adamw(w.extract().cast(F32), g.clone(), s.m.extract(), s.v.extract(), hp),
-                ParamMut::Matrix(w) => {
-                    let dims = w.dims();
-                    let (new_w, m, v) = adamw(w.extract().cast(F32).reshape([n]), g.clone(), s.m.extract(), s.v.extract(), hp);
-                    (*w, s.m, s.v) = (new_w.reshape(dims), m, v);
-                }
-            }
+            (s.m, s.v) = update(p, g.clone(), s.m.extract(), s.v.extract(), hyper(&c, lr, s.step, grad_scale));
         });
     }
-}
 
-impl AdamW {
     /// The update [`AdamW::step`] would make (scale 1), leaving the optimizer's state as it is:
     /// each tensor's new moments are dropped, and its gradient freed, as soon as its weights are
     /// written, so the update holds no state and no spent gradient for the whole model at once
@@ -94,20 +78,36 @@ impl AdamW {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
             let Some(g) = grads.remove(name) else { return };
-            let n = g.dims()[0];
-            let (m, v, step) = match self.state.get(name) {
-                Some(s) => (s.m.clone(), s.v.clone(), s.step),
-                None => (Tensor::zeros([n], &g.device()), Tensor::zeros([n], &g.device()), 0),
-            };
-            let hp = hyper(&c, lr, step + 1, 1.0);
-            match p {
-                ParamMut::Vector(w) => *w = adamw(w.extract().cast(F32), g, m, v, hp).0,
-                ParamMut::Matrix(w) => {
-                    let dims = w.dims();
-                    *w = adamw(w.extract().cast(F32).reshape([n]), g, m, v, hp).0.reshape(dims);
-                }
-            }
+            let s = self.state.get(name).cloned().unwrap_or_else(|| Moments::fresh(&g));
+            update(p, g, s.m, s.v, hyper(&c, lr, s.step + 1, 1.0));
         });
+    }
+}
+
+impl Moments {
+    /// Zero moments for a tensor of `grad`'s size, before its first update.
+    fn fresh(grad: &Tensor<1>) -> Self {
+        let n = grad.dims()[0];
+        Self { m: Tensor::zeros([n], &grad.device()), v: Tensor::zeros([n], &grad.device()), step: 0, rows: None }
+    }
+}
+
+/// One parameter's fused AdamW update from moments `m`, `v` and flat gradient `g`: writes the new
+/// weights (in f32: a weight stored in low precision, `model::precision`, is promoted by its
+/// update) and returns the new moments.
+fn update(p: ParamMut<'_>, g: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: AdamWHyper) -> (Tensor<1>, Tensor<1>) {
+    match p {
+        ParamMut::Vector(w) => {
+            let (new_w, m, v) = adamw(w.extract().cast(F32), g, m, v, hp);
+            *w = new_w;
+            (m, v)
+        }
+        ParamMut::Matrix(w) => {
+            let dims = w.dims();
+            let (new_w, m, v) = adamw(w.extract().cast(F32).reshape([dims[0] * dims[1]]), g, m, v, hp);
+            *w = new_w.reshape(dims);
+            (m, v)
+        }
     }
 }
 
