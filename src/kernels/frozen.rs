@@ -22,10 +22,11 @@ pub trait FrozenLinearOps: Backend {
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-/// Rows of a `[_, d_in]` weight per block converted to f32 at a time, for blocks of at most
-/// `elements` (at least one row).
-pub(super) fn block_rows(d_in: usize, elements: usize) -> usize {
-    (elements / d_in.max(1)).max(1)
+/// `(start, rows)` of each block of rows of a `[d_out, d_in]` weight converted to f32 at a time,
+/// in order: blocks of at most `elements` (at least one row each).
+pub(super) fn row_blocks(d_out: usize, d_in: usize, elements: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = (elements / d_in.max(1)).max(1);
+    (0..d_out).step_by(step).map(move |start| (start, step.min(d_out - start)))
 }
 
 /// `x W^T` whatever `w`'s float type: a plain matmul for f32 weights, [`FrozenLinearOps`] for the
@@ -33,7 +34,7 @@ pub(super) fn block_rows(d_in: usize, elements: usize) -> usize {
 /// gradient; the model never trains one (see the module docs).
 pub fn linear(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
     if w.dtype() == DType::F32 || w.is_tracked() {
-        return x.matmul(w.cast(DType::F32).transpose());
+        return linear_reference(x, w);
     }
     Tensor::from_dispatch(burn::backend::Dispatch::frozen_linear(x.into_dispatch(), w.into_dispatch()))
 }

@@ -11,7 +11,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::cpu::{cast, dense, tensor};
-use super::frozen::{FrozenLinearOps, block_rows};
+use super::frozen::{FrozenLinearOps, row_blocks};
 
 /// Elements of a block of weight rows converted to f32 at a time: 4 MiB, large enough for `gemm`
 /// to run at full speed, small next to any weight worth storing in low precision.
@@ -95,10 +95,9 @@ fn gemm_into(
 /// converted to f32 into one scratch buffer.
 fn each_block(w: &FlexTensor, mut f: impl FnMut(usize, usize, &[f32])) {
     let (d_out, d_in) = (w.shape()[0], w.shape()[1]);
-    let step = block_rows(d_in, BLOCK_ELEMENTS);
-    let mut scratch = vec![0.0f32; step.min(d_out) * d_in];
-    for start in (0..d_out).step_by(step) {
-        let rows = step.min(d_out - start);
+    // Sized by the first block, the largest.
+    let mut scratch = vec![0.0f32; row_blocks(d_out, d_in, BLOCK_ELEMENTS).next().map_or(0, |(_, rows)| rows * d_in)];
+    for (start, rows) in row_blocks(d_out, d_in, BLOCK_ELEMENTS) {
         let block = &mut scratch[..rows * d_in];
         rows_as_f32(w, d_in, start, block);
         f(start, rows, block);

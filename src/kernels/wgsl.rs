@@ -10,7 +10,7 @@ use burn::tensor::{DType, Shape};
 use derive_new::new;
 
 use super::attention::{ATTENTION_MAX_HEAD_DIM, AttentionOps, AttentionSpec};
-use super::frozen::{FrozenLinearOps, block_rows};
+use super::frozen::{FrozenLinearOps, row_blocks};
 use super::fused::{FusedOps, rms_norm_dw_ops};
 use super::tune::{self, DwKey, DwPath};
 use super::{AdamWHyper, AdamWOps, MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
@@ -542,12 +542,6 @@ fn tiled_dw(dy: CubeTensor, x: CubeTensor, rows: &[u32]) -> CubeTensor {
 /// of the smallest binding limit the app meets (lavapipe, egui's defaults).
 const FROZEN_BLOCK_ELEMENTS: usize = 1 << 24;
 
-/// `(start, rows)` of each block of a `[d_out, d_in]` frozen weight.
-fn frozen_blocks(d_out: usize, d_in: usize) -> impl Iterator<Item = (usize, usize)> {
-    let step = block_rows(d_in, FROZEN_BLOCK_ELEMENTS);
-    (0..d_out).step_by(step).map(move |start| (start, step.min(d_out - start)))
-}
-
 /// Rows `start..start + rows` of `w` converted to f32.
 fn frozen_block(w: &FloatTensor<CubeBackend>, start: usize, rows: usize) -> FloatTensor<CubeBackend> {
     let block = CubeBackend::float_slice(w.clone(), &[burn::tensor::Slice::from(start..start + rows), burn::tensor::Slice::from(..)]);
@@ -563,12 +557,13 @@ impl FrozenLinearOps for CubeBackend {
     fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
         let product = |start, rows| Self::float_matmul(x.clone(), Self::float_transpose(frozen_block(&w, start, rows)));
-        if d_out <= block_rows(d_in, FROZEN_BLOCK_ELEMENTS) {
-            return product(0, d_out);
+        let blocks: Vec<_> = row_blocks(d_out, d_in, FROZEN_BLOCK_ELEMENTS).collect();
+        if let [(start, rows)] = blocks[..] {
+            return product(start, rows);
         }
         let shape = Shape::new([x.meta.shape()[0], d_out]);
         let out = Self::float_empty(shape, &x.device, burn::tensor::FloatDType::F32);
-        frozen_blocks(d_out, d_in).fold(out, |out, (start, rows)| {
+        blocks.into_iter().fold(out, |out, (start, rows)| {
             let columns = [burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)];
             Self::float_slice_assign(out, &columns, product(start, rows))
         })
@@ -576,7 +571,7 @@ impl FrozenLinearOps for CubeBackend {
 
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
-        frozen_blocks(d_out, d_in)
+        row_blocks(d_out, d_in, FROZEN_BLOCK_ELEMENTS)
             .map(|(start, rows)| {
                 let dy_cols =
                     Self::float_slice(dy.clone(), &[burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)]);
