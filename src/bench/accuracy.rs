@@ -116,7 +116,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
         save_model: false,
         ..TrainConfig::default()
     };
-    let first_precision = s.frozen_precisions.first().copied().unwrap_or_default();
+    let precisions = if s.frozen_precisions.is_empty() { vec![FrozenPrecision::F32] } else { s.frozen_precisions.clone() };
 
     progress("loading the model and scoring the base model");
     let base_plan =
@@ -146,7 +146,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
     }
     for &rho in &s.rhos {
         let prompt = if s.frozen_prompt { ", frozen prompt" } else { "" };
-        for &frozen_precision in if s.frozen_precisions.is_empty() { &[FrozenPrecision::F32][..] } else { &s.frozen_precisions } {
+        for &frozen_precision in &precisions {
             let stored =
                 if frozen_precision == FrozenPrecision::F32 { String::new() } else { format!(", {} frozen", frozen_precision.name()) };
             let label = format!("GreenTrainer rho {rho}{prompt}{stored}");
@@ -165,7 +165,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
                 rho: 1.0,
                 top_k: k,
                 lr: s.lr,
-                frozen_precision: first_precision,
+                frozen_precision: precisions[0],
             });
         }
         plans.push(Plan {
@@ -174,7 +174,7 @@ pub fn run(s: &Settings, dev: &ComputeDevice, progress: &mut dyn FnMut(&str), co
             rho: 1.0,
             top_k: 1,
             lr: s.lr * s.lora_lr_scale,
-            frozen_precision: first_precision,
+            frozen_precision: precisions[0],
         });
     }
     drop(first);

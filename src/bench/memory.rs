@@ -167,7 +167,8 @@ pub fn run_steps(
     let baseline = probe.reset(&dev.device);
     let shape = BatchShape::padded(ops, batch, seq);
     let p = profile(ops, shape, false).map_err(|e| e.to_string())?;
-    let plan = |method, rho| memory::planned(ops, &p, method, rho, 0, (LoraConfig::paper(Vec::new()).rank, &default_targets(ops)));
+    let lora = LoraConfig::paper(default_targets(ops));
+    let plan = |method, rho| memory::planned(ops, &p, method, rho, 0, (lora.rank, &lora.targets));
     let mut methods = Vec::new();
     for &rho in rhos {
         methods.push(StepMethod {
@@ -177,12 +178,11 @@ pub fn run_steps(
             lora: None,
         });
     }
-    let lora = LoraConfig::paper(default_targets(ops));
     methods.push(StepMethod {
         name: format!("LoRA r{}", lora.rank),
         training: plan(MethodKind::Lora, 0.0).map_err(|e| e.to_string())?,
         freezes: true,
-        lora: Some(lora),
+        lora: Some(lora.clone()),
     });
     methods.push(StepMethod {
         name: "full".into(),

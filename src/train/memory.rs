@@ -147,7 +147,7 @@ pub fn estimate(ops: &[OpSpec], training: &[Training], shape: BatchShape, target
 pub fn scoring_peak(ops: &[OpSpec], shape: BatchShape, target: Target, frozen: FrozenPrecision) -> Result<u64, MemoryError> {
     let p = profile(ops, shape, false)?;
     let every = planned(ops, &p, MethodKind::Full, 1.0, 0, (0, &[]))?;
-    let stored = estimate_stored(ops, &vec![Training::Frozen; ops.len()], shape, target, frozen)?.weights;
+    let stored: u64 = ops.iter().zip(&p.nodes).map(|(op, n)| stored_bytes(op, Training::Frozen, n.param_numel, frozen)).sum();
     let full = estimate(ops, &every, shape, target)?;
     Ok(stored + full.weights + full.step_peak)
 }
