@@ -1,18 +1,23 @@
-//! Frozen weights in f16/bf16 (`frozen_precision`): the frozen linear kernel against products
-//! computed here from the rounded weights, on the CPU and on wgpu; the low-precision forward pass
-//! against f32 on the fixtures; promotion and demotion at a re-selection; and short runs whose
-//! loss curves stay beside the f32 run's.
+//! Frozen weights in f16/bf16 or in their GGUF file's quantization (`frozen_precision`): the
+//! frozen linear kernels against products computed here from the rounded or decoded weights, on
+//! the CPU and on wgpu; the low-precision and quantized forward passes against f32 on the
+//! fixtures; promotion and demotion at a re-selection; and short runs whose loss curves stay beside
+//! the f32 run's.
 
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use greentrainer::device::ComputeDevice;
-use greentrainer::io::load_model;
-use greentrainer::kernels::frozen::{linear, linear_dx};
-use greentrainer::model::precision::{store_frozen, stored_bytes};
-use greentrainer::model::{FrozenPrecision, Model, ParamRef, Parameters, attention_mask};
+use greentrainer::io::atomic::Existing;
+use greentrainer::io::gguf::export::save_gguf;
+use greentrainer::io::gguf::{GgmlType, Precision};
+use greentrainer::io::{frozen_store, load_model};
+use greentrainer::kernels::frozen::{QuantFormat, linear, linear_dx, quantized_linear, quantized_linear_dx};
+use greentrainer::model::precision::{FrozenStore, store_frozen, stored_bytes};
+use greentrainer::model::{FrozenPrecision, Model, ParamRef, Parameters, QuantMatrix, Weight, attention_mask};
 use greentrainer::train::batch::DeviceBatch;
 use greentrainer::train::optim::{AdamW, AdamWConfig};
 use greentrainer::train::step::forward_backward;
@@ -133,10 +138,10 @@ fn the_low_precision_forward_pass_matches_f32_on_the_fixtures() {
         let want = logits(&base, batch_of);
         for dtype in [DType::F16, DType::BF16] {
             let mut low = base.clone();
-            store_frozen(&mut low, dtype, &|_| false);
+            store_frozen(&mut low, &FrozenStore::float(dtype), &|_| false);
             let mut matrices = 0;
             low.visit(&mut |name, p| {
-                if let ParamRef::Matrix(_) = p {
+                if p.is_matrix() {
                     assert_eq!(p.dtype(), dtype, "{fixture}: {name}");
                     matrices += 1;
                 }
@@ -157,8 +162,8 @@ fn the_low_precision_forward_pass_matches_f32_on_the_fixtures() {
 
 /// Every matrix of `model` rounded to f16 and back: a model whose file held f16 values.
 fn f16_valued(mut model: Model) -> Model {
-    store_frozen(&mut model, DType::F16, &|_| false);
-    store_frozen(&mut model, DType::F32, &|_| true);
+    store_frozen(&mut model, &FrozenStore::float(DType::F16), &|_| false);
+    store_frozen(&mut model, &FrozenStore::float(DType::F32), &|_| true);
     model
 }
 
@@ -189,7 +194,7 @@ fn a_reselection_promotes_exactly_and_keeps_what_trained_in_f32_with_its_moments
     let selection = |names: [&str; 2]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<String>>();
     let mut model = base.clone();
     let mut optimizer = AdamW::new(AdamWConfig::default());
-    store_for_selection(&mut model, DType::F16, &selection(first), &optimizer);
+    store_for_selection(&mut model, &FrozenStore::float(DType::F16), &selection(first), &optimizer);
     assert_eq!(values(&model, left).0, DType::F32);
     assert_eq!(values(&model, frozen).0, DType::F16);
     for _ in 0..2 {
@@ -206,7 +211,7 @@ fn a_reselection_promotes_exactly_and_keeps_what_trained_in_f32_with_its_moments
         .collect();
 
     // The re-selection, as the trainer stores it.
-    store_for_selection(&mut model, DType::F16, &selection(second), &optimizer);
+    store_for_selection(&mut model, &FrozenStore::float(DType::F16), &selection(second), &optimizer);
     assert_eq!(values(&model, kept), kept_before, "a tensor selected twice keeps its f32 weights bit for bit");
     let (dtype, promoted) = values(&model, joined);
     assert_eq!((dtype, promoted), (DType::F32, values(&base, joined).1), "promotion restores the file's f16 values exactly");
@@ -228,10 +233,10 @@ fn a_reselection_promotes_exactly_and_keeps_what_trained_in_f32_with_its_moments
     assert_eq!(optimizer.state[left].step, 2);
 }
 
-/// A GreenTrainer run on the tiny Llama that re-selects every two steps, its losses.
-fn losses(precision: FrozenPrecision, out: &std::path::Path) -> Vec<f64> {
+/// A GreenTrainer run on `model` (the tiny Llama) that re-selects every two steps, its losses.
+fn losses(model: &Path, precision: FrozenPrecision, out: &Path) -> Vec<f64> {
     let config = TrainConfig {
-        model: common::fixture("tiny-llama"),
+        model: model.to_path_buf(),
         data: common::demo_train(),
         output: out.to_path_buf(),
         rho: 0.5,
@@ -264,8 +269,12 @@ fn losses(precision: FrozenPrecision, out: &std::path::Path) -> Vec<f64> {
     let low = precision.storage(&ComputeDevice::cpu().device);
     let mut stored_low = 0;
     trainer.loaded.model.visit(&mut |name, p| {
-        if let ParamRef::Matrix(_) = p {
-            let want = if ever_selected.contains(name) { DType::F32 } else { low };
+        let selected = ever_selected.contains(name);
+        if let ParamRef::Weight(Weight::Quantized(_)) = p {
+            assert!(precision == FrozenPrecision::Source && !selected, "{precision:?}: {name} quantized");
+            stored_low += 1;
+        } else if p.is_matrix() {
+            let want = if selected { DType::F32 } else { low };
             assert_eq!(p.dtype(), want, "{precision:?}: {name}");
             stored_low += usize::from(want != DType::F32);
         }
@@ -282,10 +291,11 @@ const LOSS_BAND: f64 = 1e-3;
 #[test]
 fn runs_with_f16_or_bf16_frozen_weights_follow_the_f32_loss_curve() {
     let dir = tempfile::tempdir().unwrap();
-    let reference = losses(FrozenPrecision::F32, &dir.path().join("f32"));
+    let tiny = common::fixture("tiny-llama");
+    let reference = losses(&tiny, FrozenPrecision::F32, &dir.path().join("f32"));
     assert_eq!(reference.len(), 6);
     for precision in [FrozenPrecision::F16, FrozenPrecision::Bf16] {
-        let got = losses(precision, &dir.path().join(precision.name()));
+        let got = losses(&tiny, precision, &dir.path().join(precision.name()));
         let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
         eprintln!("{precision:?}: {got:?} vs f32 {reference:?}: worst {worst:.2e}");
         assert!(worst <= LOSS_BAND, "{precision:?}: losses {got:?} leave the band {LOSS_BAND} around f32's {reference:?}");
@@ -298,7 +308,7 @@ fn runs_with_f16_or_bf16_frozen_weights_follow_the_f32_loss_curve() {
 /// them again as the selection says, so the losses are bit-identical.
 #[test]
 fn a_resumed_low_precision_run_equals_the_uninterrupted_one() {
-    let config = |out: &std::path::Path| TrainConfig {
+    let config = |out: &Path| TrainConfig {
         model: common::fixture("tiny-llama"),
         data: common::demo_train(),
         output: out.to_path_buf(),
@@ -313,7 +323,7 @@ fn a_resumed_low_precision_run_equals_the_uninterrupted_one() {
         frozen_precision: FrozenPrecision::Bf16,
         ..TrainConfig::default()
     };
-    let run = |out: &std::path::Path, resume: bool, stop_after: Option<usize>| {
+    let run = |out: &Path, resume: bool, stop_after: Option<usize>| {
         let mut trainer = Trainer::prepare(config(out), ComputeDevice::cpu()).unwrap();
         let control = RunControl::default();
         let sink = &mut |e: &Event| {
@@ -333,4 +343,164 @@ fn a_resumed_low_precision_run_equals_the_uninterrupted_one() {
     let rest = run(dir.path(), true, None);
     let resumed: Vec<f64> = first.into_iter().chain(rest).collect();
     assert_eq!(resumed, straight, "losses after resume must equal the uninterrupted run");
+}
+
+/// Random blocks of `ty` for a `[rows, cols]` matrix: every byte random (so every code a block can
+/// hold is decoded, Q8_0's -128 included) except the f16 scales, drawn from a small range so no
+/// scale is infinite or NaN.
+fn random_blocks(rng: &mut StdRng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
+    let scales: &[usize] = match ty {
+        GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q4_K => &[0, 2],
+        GgmlType::Q6_K => &[208],
+        other => panic!("no kernel for {other:?}"),
+    };
+    let blocks = rows * cols / ty.block_size();
+    let mut bytes: Vec<u8> = (0..blocks * ty.type_size()).map(|_| rng.random()).collect();
+    for block in bytes.chunks_mut(ty.type_size()) {
+        for &at in scales {
+            let scale = half::f16::from_f32(rng.random_range(-0.05..0.05));
+            block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
+        }
+    }
+    bytes
+}
+
+#[test]
+fn quantized_linear_and_its_input_gradient_equal_dequantize_then_matmul() {
+    let mut rng = StdRng::seed_from_u64(1919);
+    for dev in common::devices() {
+        for ty in QuantFormat::TYPES {
+            // Odd row counts; 300 x 4096 spans two of the CPU's converted blocks, 4099 x 4096 two
+            // of wgpu's.
+            for (n, rows, cols) in [(1, 1, 256), (7, 5, 512), (37, 71, 256), (3, 300, 4096), (2, 4099, 4096)] {
+                let what = format!("{} {ty:?} n={n} rows={rows} cols={cols}", dev.name);
+                let format = QuantFormat::new(ty, rows, cols).unwrap();
+                let matrix = QuantMatrix::new(format, &random_blocks(&mut rng, ty, rows, cols), &dev.device);
+                // The host's decoder (`io::gguf`, checked against ggml's layouts) is the reference.
+                let w = matrix.to_vec();
+                assert!(w.iter().all(|v| v.is_finite()), "{what}: decoded values");
+                if cols <= 512 {
+                    // x = I reads W^T back exactly: each value is decoded on the device bit for bit.
+                    let eye = Tensor::<2>::from_data(TensorData::new(identity(cols), [cols, cols]), &dev.device);
+                    let read = host(quantized_linear(eye, matrix.blocks.clone(), format));
+                    let want: Vec<f32> = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| w[r * cols + c]).collect();
+                    assert_eq!(read, want, "{what}: decoded on the device");
+                }
+                let (x, dy) = (random(&mut rng, n * cols), random(&mut rng, n * rows));
+                let x_t = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, cols]), &dev.device);
+                let y = quantized_linear(x_t.clone(), matrix.blocks.clone(), format);
+                assert_close(&format!("{what}: x W^T"), &host(y), &product(&x, &w, (n, cols, rows), |p, j| j * cols + p));
+                let dy_t = Tensor::<2>::from_data(TensorData::new(dy.clone(), [n, rows]), &dev.device);
+                let want_dx = product(&dy, &w, (n, rows, cols), |p, j| p * cols + j);
+                assert_close(&format!("{what}: dy W"), &host(quantized_linear_dx(dy_t.clone(), matrix.blocks.clone(), format)), &want_dx);
+                let x_leaf = x_t.autodiff().require_grad();
+                let grads = (quantized_linear(x_leaf.clone(), matrix.blocks.clone(), format) * dy_t).sum().backward();
+                assert_close(&format!("{what}: autodiff dx"), &host(x_leaf.grad(&grads).unwrap()), &want_dx);
+            }
+        }
+    }
+}
+
+fn identity(n: usize) -> Vec<f32> {
+    (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect()
+}
+
+/// The tiny Llama written as a Q8_0 GGUF (its rows of 64 and 160 take no K-quant) into `dir`.
+fn tiny_q8_0(dir: &Path) -> PathBuf {
+    let loaded = load_model(&common::fixture("tiny-llama"), &ComputeDevice::cpu().device).unwrap();
+    let path = dir.join("tiny-q8_0.gguf");
+    save_gguf(&loaded, &path, Precision::Q8_0, Existing::Refuse).unwrap();
+    path
+}
+
+/// The linear weights `model` keeps quantized, and the others.
+fn quantized_weights(model: &Model) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut quantized, mut float) = (BTreeSet::new(), BTreeSet::new());
+    model.visit(&mut |name, p| match p {
+        ParamRef::Weight(Weight::Quantized(_)) => drop(quantized.insert(name.to_string())),
+        ParamRef::Weight(Weight::Float(_)) => drop(float.insert(name.to_string())),
+        _ => {}
+    });
+    (quantized, float)
+}
+
+#[test]
+fn a_model_kept_in_its_file_quantization_computes_the_file_values_logits() {
+    let cpu = ComputeDevice::cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vec![("tiny-llama Q8_0", tiny_q8_0(dir.path()), "tiny-llama")];
+    files.extend(common::smollm2_gguf().map(|p| ("SmolLM2 Q4_1", p, "tiny-llama")));
+    for (what, path, batch_of) in files {
+        let base = load_model(&path, &cpu.device).unwrap().model;
+        let want = logits(&base, batch_of);
+        let store = frozen_store(FrozenPrecision::Source, &path, &base, &cpu.device).unwrap();
+        let linears = quantized_weights(&base).1.len();
+        assert_eq!(store.quantized.len(), linears, "{what}: every linear weight has a kernel for its type");
+        // With the tables in f32 the values are the file's exactly: only the summation order of
+        // the products differs.
+        let mut exact = base.clone();
+        store_frozen(&mut exact, &FrozenStore { dtype: DType::F32, ..store.clone() }, &|_| false);
+        assert_eq!(quantized_weights(&exact).0.len(), linears);
+        let e = common::rel_l2(&logits(&exact, batch_of), &want);
+        eprintln!("{what}: quantized linears, f32 tables: logits relative L2 {e:.2e}");
+        assert!(e <= 1e-5, "{what}: logits relative L2 {e}");
+        // As a run stores it: the tables in f16 besides.
+        let mut source = base.clone();
+        store_frozen(&mut source, &store, &|_| false);
+        let e = common::rel_l2(&logits(&source, batch_of), &want);
+        eprintln!("{what}: source storage: logits relative L2 {e:.2e}, {} of {} bytes", stored_bytes(&source), stored_bytes(&base));
+        assert!(e <= logits_tolerance(DType::F16), "{what}: logits relative L2 {e}");
+        assert!(stored_bytes(&source) < stored_bytes(&base) * 4 / 10, "{what}: {} of {} bytes", stored_bytes(&source), stored_bytes(&base));
+    }
+}
+
+#[test]
+fn a_reselection_promotes_quantized_weights_exactly_and_returns_untrained_ones_to_their_blocks() {
+    let cpu = ComputeDevice::cpu();
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_q8_0(dir.path());
+    let base = load_model(&path, &cpu.device).unwrap().model;
+    let store = frozen_store(FrozenPrecision::Source, &path, &base, &cpu.device).unwrap();
+    let (trained, visited, frozen) =
+        ("model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight");
+    let selection = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<String>>();
+    let mut model = base.clone();
+    let mut optimizer = AdamW::new(AdamWConfig::default());
+    store_for_selection(&mut model, &store, &selection(&[trained, visited]), &optimizer);
+    for name in [trained, visited] {
+        assert_eq!(values(&model, name), values(&base, name), "{name}: promoted to exactly the file's values");
+    }
+    assert!(quantized_weights(&model).0.contains(frozen));
+    // Only `trained` trains: `visited` was selected and left before any step.
+    let batch = DeviceBatch::new(&greentrainer::bench::random_batch(&base, 2, 16), &base);
+    for _ in 0..2 {
+        let pass = forward_backward(&model, &|n| n == trained, &batch).unwrap();
+        optimizer.step(&mut model, &pass.grads, 1e-3, 1.0);
+    }
+    let trained_values = values(&model, trained);
+    assert_ne!(trained_values, values(&base, trained));
+    store_for_selection(&mut model, &store, &selection(&[frozen]), &optimizer);
+    let (quantized, float) = quantized_weights(&model);
+    assert!(quantized.contains(visited), "a weight selected but never trained returns to its blocks");
+    assert_eq!(values(&model, visited), values(&base, visited));
+    assert!(float.contains(trained) && float.contains(frozen), "{float:?}");
+    assert_eq!(values(&model, trained), trained_values, "a trained weight keeps its f32 values when it leaves");
+    assert_eq!(values(&model, frozen), values(&base, frozen), "promotion decodes the file's blocks exactly");
+    assert_eq!(optimizer.state[trained].step, 2);
+}
+
+/// A run with quantized frozen linears stays in [`LOSS_BAND`] around the f32 run on the same file:
+/// the weights are the file's values either way, and the tables in f16 move the losses as in an
+/// f16 run (measured: 1.05e-5 over six steps with two re-selections).
+#[test]
+fn a_run_with_source_frozen_weights_follows_the_f32_loss_curve_on_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_q8_0(dir.path());
+    let reference = losses(&path, FrozenPrecision::F32, &dir.path().join("f32"));
+    let got = losses(&path, FrozenPrecision::Source, &dir.path().join("source"));
+    let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    eprintln!("source: {got:?} vs f32 {reference:?}: worst {worst:.2e}");
+    assert!(worst <= LOSS_BAND, "losses {got:?} leave the band {LOSS_BAND} around f32's {reference:?}");
+    assert!(got.iter().zip(&reference).any(|(a, b)| a != b), "the frozen weights were not stored quantized");
 }

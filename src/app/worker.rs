@@ -536,7 +536,8 @@ impl Engine {
         if !same || !unrounded {
             return None;
         }
-        crate::model::precision::store_frozen(&mut base.model, frozen, &|_| false);
+        let store = crate::io::frozen_store(config.frozen_precision, &config.model, &base.model, &device.device).ok()?;
+        crate::model::precision::store_frozen(&mut base.model, &store, &|_| false);
         Some(base.clone())
     }
 

@@ -9,14 +9,15 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use burn::tensor::DType;
+use burn::tensor::{DType, Device};
 
 use super::guarded;
 use super::train::PeakProbe;
 use crate::device::ComputeDevice;
+use crate::io::gguf::GgmlType;
 use crate::model::lora::{LoraConfig, default_targets};
-use crate::model::precision::store_frozen;
-use crate::model::{FrozenPrecision, Linears, Model};
+use crate::model::precision::{FrozenStore, store_frozen};
+use crate::model::{FrozenPrecision, Linears, Model, ParamRef, Parameters};
 use crate::profile::{BatchShape, OpSpec, Stream, profile};
 use crate::train::MethodKind;
 use crate::train::batch::DeviceBatch;
@@ -203,7 +204,7 @@ pub fn run_steps(
             } else if let Some(limit) = available.filter(|&a| row.estimate.peak() > a) {
                 row.skipped = Some(format!("estimated {:.1} GiB > {:.1} GiB available", gib(row.estimate.peak()), gib(limit)));
             } else {
-                let (peak, step_s) = guarded(|| measure_step(build, dev, m, ops, storage, (batch, seq), probe))??;
+                let (peak, step_s) = guarded(|| measure_step(build, dev, m, ops, precision, (batch, seq), probe))??;
                 row.measured_mib = baseline.zip(peak).map(|(a, z)| z - a);
                 row.step_s = Some(step_s);
             }
@@ -220,14 +221,31 @@ pub fn run_steps(
     Ok(rows)
 }
 
-/// Two steps of `m` on a fresh model with frozen matrices in `storage`: the peak over both and the
-/// second's time.
+/// How `model`'s frozen matrices are stored under `precision` on `device`: under `source`, each
+/// frozen linear weight quantized to Q4_K as a Q4_K_M file holds most of them (random weights
+/// come from no file).
+fn frozen_store(model: &Model, precision: FrozenPrecision, device: &Device, trained: &dyn Fn(&str) -> bool) -> FrozenStore {
+    let mut store = FrozenStore::float(precision.storage(device));
+    if precision == FrozenPrecision::Source {
+        model.visit(&mut |name, p| {
+            if let (ParamRef::Weight(w), false) = (p, trained(name))
+                && let Some(q) = crate::io::gguf::quantized(&p.to_vec(), w.dims(), GgmlType::Q4_K, device)
+            {
+                store.quantized.insert(name.to_string(), q);
+            }
+        });
+    }
+    store
+}
+
+/// Two steps of `m` on a fresh model with frozen matrices in `precision`: the peak over both and
+/// the second's time.
 fn measure_step(
     build: &dyn Fn() -> Result<Model, String>,
     dev: &ComputeDevice,
     m: &StepMethod,
     ops: &[OpSpec],
-    storage: DType,
+    precision: FrozenPrecision,
     (batch, seq): (usize, usize),
     probe: PeakProbe,
 ) -> Result<(Option<f64>, f64), String> {
@@ -236,7 +254,8 @@ fn measure_step(
         Some(config) => model.attach_lora(config).into_iter().collect(),
         None => ops.iter().zip(&m.training).filter(|&(_, &t)| t != Training::Frozen).map(|(op, _)| op.name.clone()).collect(),
     };
-    store_frozen(&mut model, storage, &|name| trained.contains(name));
+    let store = frozen_store(&model, precision, &dev.device, &|name| trained.contains(name));
+    store_frozen(&mut model, &store, &|name| trained.contains(name));
     let b = DeviceBatch::new(&super::random_batch(&model, batch, seq), &model);
     let mut optimizer = AdamW::new(AdamWConfig::default());
     probe.reset(&dev.device);

@@ -16,7 +16,8 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::precision::FrozenStore;
+use crate::model::{FrozenPrecision, Model, ParamRef, Parameters, Weight};
 
 /// Where a model came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,6 +126,30 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     } else {
         Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")))
     }
+}
+
+/// How a run on `device` stores the frozen matrices of `model`, loaded from `path`, under
+/// `precision`: their float type and, under `source` with a GGUF file, the blocks of each linear
+/// weight the file keeps in a quantization the kernels decode.
+pub fn frozen_store(precision: FrozenPrecision, path: &Path, model: &Model, device: &Device) -> Result<FrozenStore> {
+    let mut store = FrozenStore::float(precision.storage(device));
+    if precision != FrozenPrecision::Source || path.is_dir() || !(gguf::has_gguf_name(path) || starts_like_gguf(path)) {
+        return Ok(store);
+    }
+    let gguf = gguf::GgufModel::open(path)?;
+    let mut weights = Vec::new();
+    model.visit(&mut |name, p| match p {
+        // Kept quantized already (the app's base model, shared with the run): the same blocks.
+        ParamRef::Weight(Weight::Quantized(q)) => drop(store.quantized.insert(name.to_string(), q.clone())),
+        ParamRef::Weight(_) => weights.push(name.to_string()),
+        _ => {}
+    });
+    for name in weights {
+        if let Some(matrix) = gguf.quantized_matrix(&name, device)? {
+            store.quantized.insert(name, matrix);
+        }
+    }
+    Ok(store)
 }
 
 /// Whether a file without the .gguf extension holds GGUF data: Ollama keeps its models as

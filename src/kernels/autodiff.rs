@@ -7,10 +7,10 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 
 use super::attention::{AttentionOps, AttentionSpec};
-use super::frozen::FrozenLinearOps;
+use super::frozen::{FrozenLinearOps, QuantFormat};
 use super::fused::FusedOps;
 use super::{DwPath, MaskedGradOps};
 
@@ -255,6 +255,23 @@ impl<B: FrozenLinearOps> Backward<B, 1> for FrozenLinearBackward {
     }
 }
 
+#[derive(Debug)]
+struct QuantizedLinearBackward;
+
+impl<B: FrozenLinearOps> Backward<B, 1> for QuantizedLinearBackward {
+    /// The quantized weight (held by the model anyway) and its format.
+    type State = (IntTensor<B>, QuantFormat);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [x_node] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = x_node {
+            let (blocks, format) = ops.state;
+            grads.register::<B>(node.id, B::quantized_linear_dx(dy, blocks, format));
+        }
+    }
+}
+
 impl<B: FrozenLinearOps, C: CheckpointStrategy> FrozenLinearOps for Autodiff<B, C> {
     /// Differentiated in `x` alone: the weight is frozen (`kernels::frozen::linear` never passes a
     /// tracked one).
@@ -270,5 +287,20 @@ impl<B: FrozenLinearOps, C: CheckpointStrategy> FrozenLinearOps for Autodiff<B, 
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
         let prep = NotDifferentiated.prepare::<C>([dy.node(), w.node()]).compute_bound();
         prep.stateless(B::frozen_linear_dx(dy.into_primitive(), w.into_primitive()))
+    }
+
+    /// Differentiated in `x` alone, like [`FrozenLinearOps::frozen_linear`].
+    fn quantized_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self> {
+        let prep = QuantizedLinearBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let x = x.into_primitive();
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((blocks.clone(), format), B::quantized_linear(x, blocks, format)),
+            OpsKind::UnTracked(prep) => prep.finish(B::quantized_linear(x, blocks, format)),
+        }
+    }
+
+    fn quantized_linear_dx(dy: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self> {
+        let prep = NotDifferentiated.prepare::<C>([dy.node()]).compute_bound();
+        prep.stateless(B::quantized_linear_dx(dy.into_primitive(), blocks, format))
     }
 }

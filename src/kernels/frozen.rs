@@ -1,13 +1,16 @@
-//! Linear layers over frozen weights kept in a lower precision (f16, bf16): `x W^T` and its input
-//! gradient `dY W` in f32, the weight converted to f32 a block of rows at a time inside the op, so
-//! no f32 copy of a frozen matrix outlives the product, and autodiff keeps only the low-precision
-//! weight (which the model holds anyway) for the backward pass. The weight gets no gradient: a
-//! tensor that trains is promoted to f32 first (`model::precision`).
+//! Linear layers over frozen weights kept in a lower precision (f16, bf16) or in a GGUF file's
+//! block quantization (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K): `x W^T` and its input gradient `dY W` in f32, the
+//! weight converted to f32 a block of rows at a time inside the op, so no f32 copy of a frozen
+//! matrix outlives the product, and autodiff keeps only the stored weight (which the model holds
+//! anyway) for the backward pass. The weight gets no gradient: a tensor that trains is promoted to
+//! f32 first (`model::precision`).
 
 use burn::backend::Backend;
 use burn::backend::backend_extension;
-use burn::backend::tensor::FloatTensor;
-use burn::tensor::{DType, Shape, Tensor};
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::tensor::{DType, Int, Shape, Tensor};
+
+use crate::io::gguf::GgmlType;
 
 #[backend_extension(Cube, Flex, Fusion, Autodiff)]
 pub trait FrozenLinearOps: Backend {
@@ -20,6 +23,52 @@ pub trait FrozenLinearOps: Backend {
     /// `[n, d_in]` f32.
     #[fusion(dtype = dy, shape = Shape::new([dy[0], w[1]]))]
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `x W^T` for `x [n, format.cols]` in f32 and `W` held as `blocks`, the bytes of a GGUF
+    /// matrix in `format` packed into little-endian u32 words; `[n, format.rows]` f32.
+    /// Differentiable in `x` only.
+    #[fusion(dtype = x, shape = Shape::new([x[0], format.rows]))]
+    fn quantized_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self>;
+
+    /// `dy W` for `dy [n, format.rows]`: the input gradient of
+    /// [`FrozenLinearOps::quantized_linear`], `[n, format.cols]` f32.
+    #[fusion(dtype = dy, shape = Shape::new([dy[0], format.cols]))]
+    fn quantized_linear_dx(dy: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self>;
+}
+
+/// A block-quantized `[rows, cols]` matrix as a GGUF file stores it: each row a run of `ty`'s
+/// blocks, rows one after another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantFormat {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl QuantFormat {
+    /// The types the kernels decode: the ones Q8_0, Q4_0, Q4_1 and Q4_K_M files are made of.
+    pub const TYPES: [GgmlType; 5] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K];
+
+    /// The format of a `[rows, cols]` matrix of `ty`, if the kernels decode `ty` and a row is
+    /// whole blocks (GGUF requires it).
+    pub fn new(ty: GgmlType, rows: usize, cols: usize) -> Option<Self> {
+        (Self::TYPES.contains(&ty) && cols.is_multiple_of(ty.block_size())).then_some(Self { ty, rows, cols })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_size() * self.ty.type_size()
+    }
+
+    /// Bytes of the matrix.
+    pub fn bytes(&self) -> usize {
+        self.rows * self.row_bytes()
+    }
+
+    /// The u32 words holding [`QuantFormat::bytes`] (the last one zero-padded).
+    pub fn words(&self) -> usize {
+        self.bytes().div_ceil(4)
+    }
 }
 
 /// `(start, rows)` of each block of rows of a `[d_out, d_in]` weight converted to f32 at a time,
@@ -45,6 +94,16 @@ pub fn linear_dx(dy: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         return dy.matmul(w);
     }
     Tensor::from_dispatch(burn::backend::Dispatch::frozen_linear_dx(dy.into_dispatch(), w.into_dispatch()))
+}
+
+/// `x W^T` for `W` stored as `blocks` in `format` (see [`FrozenLinearOps::quantized_linear`]).
+pub fn quantized_linear(x: Tensor<2>, blocks: Tensor<1, Int>, format: QuantFormat) -> Tensor<2> {
+    Tensor::from_dispatch(burn::backend::Dispatch::quantized_linear(x.into_dispatch(), blocks.into_dispatch(), format))
+}
+
+/// `dy W` for `W` stored as `blocks` in `format`.
+pub fn quantized_linear_dx(dy: Tensor<2>, blocks: Tensor<1, Int>, format: QuantFormat) -> Tensor<2> {
+    Tensor::from_dispatch(burn::backend::Dispatch::quantized_linear_dx(dy.into_dispatch(), blocks.into_dispatch(), format))
 }
 
 /// [`linear`] in plain tensor ops (the whole weight converted, then the matmul): what the kernels

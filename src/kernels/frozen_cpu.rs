@@ -1,17 +1,18 @@
-//! Frozen low-precision linear layers on the CPU (flex): each block of weight rows is converted to
-//! f32 into one scratch buffer (in parallel), then `gemm` (on all threads) multiplies it straight
-//! into its columns of the output, or adds its share of the input gradient.
+//! Frozen low-precision and block-quantized linear layers on the CPU (flex): each block of weight
+//! rows is converted to f32 into one scratch buffer (in parallel), then `gemm` (on all threads)
+//! multiplies it straight into its columns of the output, or adds its share of the input gradient.
 
 use burn::backend::Flex;
 use burn::backend::TensorMetadata;
 use burn::backend::flex::FlexTensor;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::tensor::{DType, Shape};
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use super::cpu::{cast, dense, tensor};
-use super::frozen::{FrozenLinearOps, row_blocks};
+use super::frozen::{FrozenLinearOps, QuantFormat, row_blocks};
+use crate::io::gguf::dequantize;
 
 /// Elements of a block of weight rows converted to f32 at a time: 4 MiB, large enough for `gemm`
 /// to run at full speed, small next to any weight worth storing in low precision.
@@ -91,41 +92,85 @@ fn gemm_into(
     }
 }
 
-/// Calls `f(start, rows, block)` for each block of rows of the [`dense_weight`] `w`, in order,
-/// converted to f32 into one scratch buffer.
-fn each_block(w: &FlexTensor, mut f: impl FnMut(usize, usize, &[f32])) {
-    let (d_out, d_in) = (w.shape()[0], w.shape()[1]);
+/// Writes rows `start..` of the matrix `format` stores in `words` as f32 into `out`, a row per
+/// parallel task.
+fn quantized_rows_as_f32(words: &[u32], format: &QuantFormat, start: usize, out: &mut [f32]) {
+    let row_bytes = format.row_bytes();
+    let bytes: &[u8] = bytemuck::cast_slice(words);
+    let bytes = &bytes[start * row_bytes..];
+    out.par_chunks_mut(format.cols).zip(bytes.par_chunks(row_bytes)).for_each(|(o, row)| dequantize(format.ty, row, o));
+}
+
+/// Calls `f(start, rows, block)` for each block of rows of a `[d_out, d_in]` weight, in order,
+/// `fill(start, block)` having converted them to f32 into one scratch buffer.
+fn each_block([d_out, d_in]: [usize; 2], fill: impl Fn(usize, &mut [f32]), mut f: impl FnMut(usize, usize, &[f32])) {
     // Sized by the first block, the largest.
     let mut scratch = vec![0.0f32; row_blocks(d_out, d_in, BLOCK_ELEMENTS).next().map_or(0, |(_, rows)| rows * d_in)];
     for (start, rows) in row_blocks(d_out, d_in, BLOCK_ELEMENTS) {
         let block = &mut scratch[..rows * d_in];
-        rows_as_f32(w, d_in, start, block);
+        fill(start, block);
         f(start, rows, block);
     }
 }
 
+/// `x W^T` for `x [n, d_in]`, `W [d_out, d_in]` converted a block of rows at a time by `fill`.
+fn blocked_linear(x: FlexTensor, [d_out, d_in]: [usize; 2], fill: impl Fn(usize, &mut [f32])) -> FlexTensor {
+    let x = dense(cast(x, DType::F32));
+    let n = x.shape()[0];
+    assert_eq!(x.shape()[1], d_in, "frozen linear: x [n, {}] against a weight [{d_out}, {d_in}]", x.shape()[1]);
+    let xs = x.storage::<f32>();
+    let mut y = vec![0.0f32; n * d_out];
+    // y[:, start..start + rows] = x block^T: the block read transposed through its strides.
+    each_block([d_out, d_in], fill, |start, rows, block| {
+        gemm_into(n, rows, d_in, &mut y[start..], d_out, false, (xs, d_in, 1), (block, 1, d_in))
+    });
+    tensor(y, Shape::new([n, d_out]), DType::F32)
+}
+
+/// `dy W` for `dy [n, d_out]`, `W [d_out, d_in]` converted a block of rows at a time by `fill`.
+fn blocked_linear_dx(dy: FlexTensor, [d_out, d_in]: [usize; 2], fill: impl Fn(usize, &mut [f32])) -> FlexTensor {
+    let dy = dense(cast(dy, DType::F32));
+    let n = dy.shape()[0];
+    assert_eq!(dy.shape()[1], d_out, "frozen linear dx: dy [n, {}] against a weight [{d_out}, {d_in}]", dy.shape()[1]);
+    let dys = dy.storage::<f32>();
+    let mut dx = vec![0.0f32; n * d_in];
+    // dx += dy[:, start..start + rows] block.
+    each_block([d_out, d_in], fill, |start, rows, block| {
+        gemm_into(n, d_in, rows, &mut dx, d_in, start > 0, (&dys[start..], d_out, 1), (block, d_in, 1))
+    });
+    tensor(dx, Shape::new([n, d_in]), DType::F32)
+}
+
+/// `blocks` checked against `format`, as dense u32 words.
+fn quantized_words(blocks: IntTensor<Flex>, format: &QuantFormat) -> FlexTensor {
+    let blocks = dense(blocks);
+    assert_eq!(blocks.dtype(), DType::U32, "quantized blocks are u32 words");
+    assert_eq!(blocks.shape().num_elements(), format.words(), "quantized blocks: {} words for a {format:?}", blocks.shape().num_elements());
+    blocks
+}
+
 impl FrozenLinearOps for Flex {
     fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (x, w) = (dense(cast(x, DType::F32)), dense_weight(w));
-        let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], w.shape()[0]);
-        assert_eq!(w.shape()[1], d_in, "frozen_linear: x [n, {d_in}] against a weight [{d_out}, {}]", w.shape()[1]);
-        let xs = x.storage::<f32>();
-        let mut y = vec![0.0f32; n * d_out];
-        // y[:, start..start + rows] = x block^T: the block read transposed through its strides.
-        each_block(&w, |start, rows, block| gemm_into(n, rows, d_in, &mut y[start..], d_out, false, (xs, d_in, 1), (block, 1, d_in)));
-        tensor(y, Shape::new([n, d_out]), DType::F32)
+        let w = dense_weight(w);
+        let shape = [w.shape()[0], w.shape()[1]];
+        blocked_linear(x, shape, |start, block| rows_as_f32(&w, shape[1], start, block))
     }
 
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let (dy, w) = (dense(cast(dy, DType::F32)), dense_weight(w));
-        let (n, d_out, d_in) = (dy.shape()[0], dy.shape()[1], w.shape()[1]);
-        assert_eq!(w.shape()[0], d_out, "frozen_linear_dx: dy [n, {d_out}] against a weight [{}, {d_in}]", w.shape()[0]);
-        let dys = dy.storage::<f32>();
-        let mut dx = vec![0.0f32; n * d_in];
-        // dx += dy[:, start..start + rows] block.
-        each_block(&w, |start, rows, block| {
-            gemm_into(n, d_in, rows, &mut dx, d_in, start > 0, (&dys[start..], d_out, 1), (block, d_in, 1))
-        });
-        tensor(dx, Shape::new([n, d_in]), DType::F32)
+        let w = dense_weight(w);
+        let shape = [w.shape()[0], w.shape()[1]];
+        blocked_linear_dx(dy, shape, |start, block| rows_as_f32(&w, shape[1], start, block))
+    }
+
+    fn quantized_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self> {
+        let blocks = quantized_words(blocks, &format);
+        let words = blocks.storage::<u32>();
+        blocked_linear(x, [format.rows, format.cols], |start, block| quantized_rows_as_f32(words, &format, start, block))
+    }
+
+    fn quantized_linear_dx(dy: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self> {
+        let blocks = quantized_words(blocks, &format);
+        let words = blocks.storage::<u32>();
+        blocked_linear_dx(dy, [format.rows, format.cols], |start, block| quantized_rows_as_f32(words, &format, start, block))
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::backend::Backend;
 use burn::backend::ops::FloatTensorOps;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{CubeBackend, CubeTensor, KernelSource, SourceKernel, SourceTemplate, into_contiguous, kernel_source};
 use burn::cubecl::server::KernelArguments;
 use burn::cubecl::{CubeCount, CubeDim, prelude::KernelId};
@@ -10,7 +10,7 @@ use burn::tensor::{DType, Shape};
 use derive_new::new;
 
 use super::attention::{ATTENTION_MAX_HEAD_DIM, AttentionOps, AttentionSpec};
-use super::frozen::{FrozenLinearOps, row_blocks};
+use super::frozen::{FrozenLinearOps, QuantFormat, row_blocks};
 use super::fused::{FusedOps, rms_norm_dw_ops};
 use super::tune::{self, DwKey, DwPath};
 use super::{AdamWHyper, AdamWOps, MaskedAdamWOps, MaskedGradOps, dense_linear, gather_matmul_dw, swapped_gather_matmul_dw};
@@ -21,6 +21,7 @@ kernel_source!(AdamWSource, "../../shaders/adamw.wgsl");
 kernel_source!(RmsNormSource, "../../shaders/rms_norm.wgsl");
 kernel_source!(SwigluSource, "../../shaders/swiglu.wgsl");
 kernel_source!(AttentionSource, "../../shaders/attention.wgsl");
+kernel_source!(DequantizeSource, "../../shaders/dequantize.wgsl");
 
 /// The entries of shaders/attention.wgsl.
 #[derive(Clone, Copy)]
@@ -88,6 +89,17 @@ impl Shader {
     /// shaders/swiglu.wgsl: pass 0 the forward, 1 both gradients.
     fn swiglu(dtype: DType, pass: u32) -> Self {
         Self { dtype, shader: "swiglu", workgroup: ELEMENTWISE_WORKGROUP, pass, template: || SwigluSource::new().source() }
+    }
+
+    /// shaders/dequantize.wgsl for the ggml type `ty` (its pass is the type's number).
+    fn dequantize(ty: crate::io::gguf::GgmlType) -> Self {
+        Self {
+            dtype: DType::F32,
+            shader: "dequantize",
+            workgroup: ELEMENTWISE_WORKGROUP,
+            pass: ty.id(),
+            template: || DequantizeSource::new().source(),
+        }
     }
 
     fn attention(dtype: DType, pass: AttentionPass) -> Self {
@@ -548,36 +560,92 @@ fn frozen_block(w: &FloatTensor<CubeBackend>, start: usize, rows: usize) -> Floa
     CubeBackend::float_cast(block, burn::tensor::FloatDType::F32)
 }
 
+/// Rows `start..start + rows` of the matrix `format` stores in `blocks`, decoded to f32 by
+/// shaders/dequantize.wgsl.
+fn quantized_block(blocks: &IntTensor<CubeBackend>, format: &QuantFormat, start: usize, rows: usize) -> FloatTensor<CubeBackend> {
+    let out = CubeBackend::float_empty(Shape::new([rows, format.cols]), &blocks.device, burn::tensor::FloatDType::F32);
+    let groups = grid(((rows * format.cols) as u32).div_ceil(ELEMENTWISE_WORKGROUP));
+    let info = [start, rows, format.cols, format.row_bytes()].map(|v| v as u32);
+    let info = u32_buffer(blocks, &[info[0], info[1], info[2], info[3], groups.0 * ELEMENTWISE_WORKGROUP]);
+    Shader::dequantize(format.ty).launch(
+        blocks,
+        groups,
+        vec![blocks.handle.clone().binding(), out.handle.clone().binding(), info.binding()],
+    );
+    out
+}
+
+/// `x W^T` for a `[d_out, d_in]` weight `block(start, rows)` gives a block of rows at a time in
+/// f32. Each block's product is written into its columns of one output as soon as it exists, so
+/// no more than one block's product lives beside the output (a concatenation would hold two
+/// copies of an LM head's logits).
+fn blocked_linear(
+    x: FloatTensor<CubeBackend>,
+    [d_out, d_in]: [usize; 2],
+    block: impl Fn(usize, usize) -> FloatTensor<CubeBackend>,
+) -> FloatTensor<CubeBackend> {
+    type B = CubeBackend;
+    let product = |start, rows| B::float_matmul(x.clone(), B::float_transpose(block(start, rows)));
+    let blocks: Vec<_> = row_blocks(d_out, d_in, FROZEN_BLOCK_ELEMENTS).collect();
+    if let [(start, rows)] = blocks[..] {
+        return product(start, rows);
+    }
+    let shape = Shape::new([x.meta.shape()[0], d_out]);
+    let out = B::float_empty(shape, &x.device, burn::tensor::FloatDType::F32);
+    blocks.into_iter().fold(out, |out, (start, rows)| {
+        let columns = [burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)];
+        B::float_slice_assign(out, &columns, product(start, rows))
+    })
+}
+
+/// `dy W` for a `[d_out, d_in]` weight given a block of rows at a time (see [`blocked_linear`]).
+fn blocked_linear_dx(
+    dy: FloatTensor<CubeBackend>,
+    [d_out, d_in]: [usize; 2],
+    block: impl Fn(usize, usize) -> FloatTensor<CubeBackend>,
+) -> FloatTensor<CubeBackend> {
+    type B = CubeBackend;
+    row_blocks(d_out, d_in, FROZEN_BLOCK_ELEMENTS)
+        .map(|(start, rows)| {
+            let dy_cols = B::float_slice(dy.clone(), &[burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)]);
+            B::float_matmul(dy_cols, block(start, rows))
+        })
+        .reduce(B::float_add)
+        .expect("a weight has at least one row")
+}
+
 /// The frozen products in burn's own matmul, one block of converted rows at a time (a block's f32
 /// copy lives only for its product).
 impl FrozenLinearOps for CubeBackend {
-    /// Each block's product is written into its columns of one output as soon as it exists, so
-    /// no more than one block's product lives beside the output (a concatenation would hold two
-    /// copies of an LM head's logits).
     fn frozen_linear(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
-        let product = |start, rows| Self::float_matmul(x.clone(), Self::float_transpose(frozen_block(&w, start, rows)));
-        let blocks: Vec<_> = row_blocks(d_out, d_in, FROZEN_BLOCK_ELEMENTS).collect();
-        if let [(start, rows)] = blocks[..] {
-            return product(start, rows);
-        }
-        let shape = Shape::new([x.meta.shape()[0], d_out]);
-        let out = Self::float_empty(shape, &x.device, burn::tensor::FloatDType::F32);
-        blocks.into_iter().fold(out, |out, (start, rows)| {
-            let columns = [burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)];
-            Self::float_slice_assign(out, &columns, product(start, rows))
-        })
+        let shape = [w.meta.shape()[0], w.meta.shape()[1]];
+        blocked_linear(x, shape, |start, rows| frozen_block(&w, start, rows))
     }
 
     fn frozen_linear_dx(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
-        let [d_out, d_in] = [w.meta.shape()[0], w.meta.shape()[1]];
-        row_blocks(d_out, d_in, FROZEN_BLOCK_ELEMENTS)
-            .map(|(start, rows)| {
-                let dy_cols =
-                    Self::float_slice(dy.clone(), &[burn::tensor::Slice::from(..), burn::tensor::Slice::from(start..start + rows)]);
-                Self::float_matmul(dy_cols, frozen_block(&w, start, rows))
-            })
-            .reduce(Self::float_add)
-            .expect("a weight has at least one row")
+        let shape = [w.meta.shape()[0], w.meta.shape()[1]];
+        blocked_linear_dx(dy, shape, |start, rows| frozen_block(&w, start, rows))
     }
+
+    fn quantized_linear(x: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self> {
+        let blocks = quantized_words(blocks, &format);
+        blocked_linear(x, [format.rows, format.cols], |start, rows| quantized_block(&blocks, &format, start, rows))
+    }
+
+    fn quantized_linear_dx(dy: FloatTensor<Self>, blocks: IntTensor<Self>, format: QuantFormat) -> FloatTensor<Self> {
+        let blocks = quantized_words(blocks, &format);
+        blocked_linear_dx(dy, [format.rows, format.cols], |start, rows| quantized_block(&blocks, &format, start, rows))
+    }
+}
+
+/// `blocks` checked against `format`, contiguous.
+fn quantized_words(blocks: IntTensor<CubeBackend>, format: &QuantFormat) -> IntTensor<CubeBackend> {
+    assert_eq!(blocks.dtype, DType::U32, "quantized blocks are u32 words");
+    assert_eq!(
+        blocks.meta.shape().num_elements(),
+        format.words(),
+        "quantized blocks: {} words for a {format:?}",
+        blocks.meta.shape().num_elements()
+    );
+    into_contiguous(blocks)
 }

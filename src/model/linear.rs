@@ -7,6 +7,7 @@ use burn::tensor::Tensor;
 
 use super::lora::{LoraAdapter, LoraConfig};
 use super::params::{ModuleMut, ParamMut, Parameters};
+use super::weight::Weight;
 use crate::kernels::{frozen, masked_linear, row_index};
 
 #[derive(Clone, Debug)]
@@ -14,7 +15,7 @@ pub struct Linear {
     /// The HF name prefix (`model.layers.0.self_attn.q_proj`) of `.weight` and `.bias`.
     pub name: String,
     /// `[out, in]`, as in HF checkpoints.
-    pub weight: Tensor<2>,
+    pub weight: Weight,
     pub bias: Option<Tensor<1>>,
     pub lora: Option<LoraAdapter>,
     /// Set while only some output rows of `weight` are trained (block granularity).
@@ -31,7 +32,7 @@ pub struct PartialRows {
 
 impl Linear {
     pub fn new(name: String, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { name, weight, bias, lora: None, partial: None }
+        Self { name, weight: Weight::Float(weight), bias, lora: None, partial: None }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
@@ -39,8 +40,9 @@ impl Linear {
         let d_out = self.weight.dims()[0];
         let x = x.reshape([b * s, d_in]);
         let mut y = match &self.partial {
-            Some(p) => masked_linear(x.clone(), self.weight.clone(), p.leaf.clone(), &p.rows),
-            None => frozen::linear(x.clone(), self.weight.clone()),
+            // A partially trained weight is f32 (`model::precision` promotes it first).
+            Some(p) => masked_linear(x.clone(), self.weight.to_float(), p.leaf.clone(), &p.rows),
+            None => self.weight.linear(x.clone()),
         };
         if let Some(lora) = &self.lora {
             y = y + lora.forward(x);
@@ -55,7 +57,7 @@ impl Linear {
     /// Visits `{name}.weight`, the bias and the adapter matrices under their HF/PEFT names.
     pub fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ParamMut<'_>)) {
         let name = &self.name;
-        f(&format!("{name}.weight"), ParamMut::Matrix(&mut self.weight));
+        f(&format!("{name}.weight"), ParamMut::Weight(&mut self.weight));
         if let Some(bias) = &mut self.bias {
             f(&format!("{name}.bias"), ParamMut::Vector(bias));
         }
@@ -101,7 +103,7 @@ pub trait Linears: Parameters {
         for lin in out.linears_mut() {
             let Some(r) = rows.get(&format!("{}.weight", lin.name)) else { continue };
             let idx = row_index(r, &lin.weight.device());
-            let leaf = lin.weight.clone().select(0, idx).autodiff().require_grad();
+            let leaf = lin.weight.to_float().select(0, idx).autodiff().require_grad();
             lin.partial = Some(PartialRows { rows: r.clone(), leaf });
         }
         out
@@ -118,7 +120,7 @@ pub trait Linears: Parameters {
         let mut out = self.clone();
         for lin in out.linears_mut() {
             if let Some(lora) = lin.lora.take() {
-                lin.weight = lin.weight.clone().cast(burn::tensor::DType::F32) + lora.delta();
+                lin.weight = Weight::Float(lin.weight.to_float().cast(burn::tensor::DType::F32) + lora.delta());
             }
         }
         out

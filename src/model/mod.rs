@@ -16,6 +16,7 @@ pub mod opt;
 pub mod params;
 pub mod precision;
 pub mod t5;
+pub mod weight;
 
 pub use arch::{BatchInput, Model, ModelInfo};
 pub use attention::{Mask, attention_mask};
@@ -25,3 +26,4 @@ pub use linear::{Linear, Linears};
 pub use llama::Llama;
 pub use params::{ParamMut, ParamRef, Parameters};
 pub use precision::FrozenPrecision;
+pub use weight::{QuantMatrix, Weight};

@@ -9,18 +9,23 @@ use burn::tensor::Tensor;
 
 use super::linear::Linear;
 use super::norm::{LayerNorm, RmsNorm};
+use super::weight::Weight;
 
 /// A parameter tensor borrowed for reading.
 #[derive(Clone, Copy)]
 pub enum ParamRef<'a> {
     Vector(&'a Tensor<1>),
     Matrix(&'a Tensor<2>),
+    /// A linear layer's weight, which may be stored quantized.
+    Weight(&'a Weight),
 }
 
 /// A parameter tensor borrowed for replacing it (optimizer updates, loading, autodiff wrapping).
 pub enum ParamMut<'a> {
     Vector(&'a mut Tensor<1>),
     Matrix(&'a mut Tensor<2>),
+    /// A linear layer's weight, which may be stored quantized.
+    Weight(&'a mut Weight),
 }
 
 impl ParamMut<'_> {
@@ -29,6 +34,7 @@ impl ParamMut<'_> {
         match self {
             Self::Vector(t) => ParamRef::Vector(t),
             Self::Matrix(t) => ParamRef::Matrix(t),
+            Self::Weight(w) => ParamRef::Weight(w),
         }
     }
 }
@@ -38,6 +44,7 @@ impl ParamRef<'_> {
         match self {
             Self::Vector(t) => t.dims().to_vec(),
             Self::Matrix(t) => t.dims().to_vec(),
+            Self::Weight(w) => w.dims().to_vec(),
         }
     }
 
@@ -45,43 +52,62 @@ impl ParamRef<'_> {
         self.shape().iter().product()
     }
 
-    /// The type it is stored in (f32, or f16/bf16 for a frozen matrix: `model::precision`).
+    /// The float type its values are read in: the stored type (f32, or f16/bf16 for a frozen
+    /// matrix: `model::precision`), f32 for a quantized one (decoded).
     pub fn dtype(&self) -> burn::tensor::DType {
-        match self {
+        match *self {
             Self::Vector(t) => t.dtype(),
-            Self::Matrix(t) => t.dtype(),
+            Self::Matrix(t) | Self::Weight(Weight::Float(t)) => t.dtype(),
+            Self::Weight(Weight::Quantized(_)) => burn::tensor::DType::F32,
         }
+    }
+
+    /// Bytes as stored.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Self::Weight(w) => w.bytes(),
+            _ => self.numel() * self.dtype().size(),
+        }
+    }
+
+    /// Whether it is a weight matrix (a linear layer's, an adapter's or a table), not a vector.
+    pub fn is_matrix(&self) -> bool {
+        !matches!(self, Self::Vector(_))
     }
 
     /// Reads the values back to the host (row-major, HF layout).
     pub fn to_vec(&self) -> Vec<f32> {
-        let values = match self {
+        let values = match *self {
             Self::Vector(t) => t.try_to_vec_as::<f32>(),
-            Self::Matrix(t) => t.try_to_vec_as::<f32>(),
+            Self::Matrix(t) | Self::Weight(Weight::Float(t)) => t.try_to_vec_as::<f32>(),
+            Self::Weight(Weight::Quantized(q)) => return q.to_vec(),
         };
         values.expect("parameters are f32 tensors")
     }
 
-    /// The tensor flattened to 1-D (a handle, not a copy of the values).
+    /// The tensor flattened to 1-D (a handle, not a copy of the values; a quantized weight is
+    /// decoded to f32).
     pub fn flat(&self) -> Tensor<1> {
-        match self {
-            Self::Vector(t) => (*t).clone(),
-            Self::Matrix(t) => {
-                let n: usize = t.dims().iter().product();
-                (*t).clone().reshape([n])
-            }
-        }
+        let matrix = match self {
+            Self::Vector(t) => return (*t).clone(),
+            Self::Matrix(t) => (*t).clone(),
+            Self::Weight(w) => w.to_float(),
+        };
+        let n: usize = matrix.dims().iter().product();
+        matrix.reshape([n])
     }
 
     /// This parameter's gradient, flattened, when it was trained in the backward pass that made `grads`.
     pub fn grad_flat(&self, grads: &burn::tensor::Gradients) -> Option<Tensor<1>> {
-        match self {
-            Self::Vector(t) => t.grad(grads),
-            Self::Matrix(t) => t.grad(grads).map(|g| {
-                let n: usize = g.dims().iter().product();
-                g.reshape([n])
-            }),
-        }
+        let matrix = match *self {
+            Self::Vector(t) => return t.grad(grads),
+            Self::Matrix(t) | Self::Weight(Weight::Float(t)) => t,
+            Self::Weight(Weight::Quantized(_)) => return None,
+        };
+        matrix.grad(grads).map(|g| {
+            let n: usize = g.dims().iter().product();
+            g.reshape([n])
+        })
     }
 }
 
@@ -155,9 +181,9 @@ pub trait Parameters: Clone {
 }
 
 /// A copy of `model` whose parameters named by `trainable` are autodiff leaves that keep their
-/// gradient, in f32 (a low-precision frozen matrix is promoted in the copy: importance scoring
-/// differentiates tensors that training keeps frozen); the others stay plain tensors, so autodiff
-/// records nothing that only depends on them.
+/// gradient, in f32 (a low-precision or quantized frozen matrix is promoted in the copy: importance
+/// scoring differentiates tensors that training keeps frozen); the others stay as stored, so
+/// autodiff records nothing that only depends on them.
 pub fn with_trainable<M: Parameters>(model: &M, trainable: impl Fn(&str) -> bool) -> M {
     let f32 = burn::tensor::DType::F32;
     let mut copy = model.clone();
@@ -166,6 +192,7 @@ pub fn with_trainable<M: Parameters>(model: &M, trainable: impl Fn(&str) -> bool
             match p {
                 ParamMut::Vector(t) => *t = t.clone().cast(f32).autodiff().require_grad(),
                 ParamMut::Matrix(t) => *t = t.clone().cast(f32).autodiff().require_grad(),
+                ParamMut::Weight(w) => *w = Weight::Float(w.to_float().cast(f32).autodiff().require_grad()),
             }
         }
     });

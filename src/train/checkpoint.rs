@@ -14,7 +14,7 @@ use crate::io::{
     atomic,
     safetensors_file::{SafetensorsFiles, write_f32},
 };
-use crate::model::{Model, ParamMut, Parameters};
+use crate::model::{Model, ParamMut, Parameters, Weight};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -85,6 +85,8 @@ pub fn load(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<RunS
             Ok((shape, values)) => match p {
                 ParamMut::Vector(t) if shape == t.dims() => *t = Tensor::from_data(TensorData::new(values, shape), &device),
                 ParamMut::Matrix(t) if shape == t.dims() => *t = Tensor::from_data(TensorData::new(values, shape), &device),
+                // In f32 whatever it was stored in: resuming stores it again as the selection says.
+                ParamMut::Weight(w) if shape == w.dims() => *w = Weight::Float(Tensor::from_data(TensorData::new(values, shape), &device)),
                 _ => failure = Some(Error::tensor(dir.join("model.safetensors"), name, format!("shape {shape:?} does not fit this model"))),
             },
             Err(e) => failure = Some(e),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use burn::tensor::IndexingUpdateOp;
 
 use crate::kernels::{AdamWHyper, adamw, masked_adamw, row_index, runs_wgsl};
-use crate::model::{Model, ParamMut, Parameters};
+use crate::model::{Model, ParamMut, Parameters, Weight};
 use crate::profile::blocks::rows_state_name;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -103,12 +103,23 @@ fn update(p: ParamMut<'_>, g: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: AdamWHy
             (m, v)
         }
         ParamMut::Matrix(w) => {
-            let dims = w.dims();
-            let (new_w, m, v) = adamw(w.extract().cast(F32).reshape([dims[0] * dims[1]]), g, m, v, hp);
-            *w = new_w.reshape(dims);
+            let (new_w, m, v) = matrix_update(w.extract(), g, m, v, hp);
+            *w = new_w;
+            (m, v)
+        }
+        ParamMut::Weight(w) => {
+            let (new_w, m, v) = matrix_update(w.extract().into_float(), g, m, v, hp);
+            *w = Weight::Float(new_w);
             (m, v)
         }
     }
+}
+
+/// [`update`] of a matrix, returned in f32.
+fn matrix_update(w: Tensor<2>, g: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: AdamWHyper) -> (Tensor<2>, Tensor<1>, Tensor<1>) {
+    let dims = w.dims();
+    let (new_w, m, v) = adamw(w.cast(F32).reshape([dims[0] * dims[1]]), g, m, v, hp);
+    (new_w.reshape(dims), m, v)
 }
 
 /// The kernels' settings for a tensor's `step`-th update (bias correction counts its own updates).
@@ -138,7 +149,8 @@ impl AdamW {
     ) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
-            let (Some(g), Some(r), ParamMut::Matrix(w)) = (grads.get(name), rows.get(name), p) else { return };
+            // Trained rows belong to a float weight (`model::precision` promotes it first).
+            let (Some(g), Some(r), ParamMut::Weight(Weight::Float(w))) = (grads.get(name), rows.get(name), p) else { return };
             let [n_rows, d_in] = g.dims();
             let key = rows_state_name(name);
             let fresh = self.state.get(&key).is_none_or(|s| s.rows.as_ref() != Some(r));

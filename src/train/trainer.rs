@@ -27,7 +27,7 @@ use crate::io::{
     load_model,
 };
 use crate::model::lora::default_targets;
-use crate::model::precision::store_frozen;
+use crate::model::precision::{FrozenStore, store_frozen};
 use crate::model::{Linears, Model, Parameters};
 use crate::profile::blocks::{parse_block, rows_state_name, split_rows};
 use crate::profile::reach::Reach;
@@ -45,6 +45,8 @@ pub struct Trainer {
     pub examples: Vec<Example>,
     pub data_report: LoadReport,
     pad_id: u32,
+    /// How frozen matrices are stored (`frozen_precision`).
+    frozen: FrozenStore,
     /// With a frozen prompt prefix: the share of an epoch's tokens the backward pass covers, what
     /// GreenTrainer plans its selection on (batches vary around it); `None` otherwise.
     grad_share: Option<f64>,
@@ -103,9 +105,13 @@ impl Trainer {
     /// app's): its tensors are shared, not copied.
     pub fn prepare_loaded(mut config: TrainConfig, device: ComputeDevice, mut loaded: LoadedModel) -> Result<Self> {
         config.validate()?;
+        let frozen = match config.method {
+            MethodKind::Full => FrozenStore::float(burn::tensor::DType::F32),
+            _ => crate::io::frozen_store(config.frozen_precision, &config.model, &loaded.model, &device.device)?,
+        };
         if config.method != MethodKind::Full {
             // Nothing trains yet: every matrix frozen until the first selection promotes some.
-            store_frozen(&mut loaded.model, config.frozen_precision.storage(&device.device), &|_| false);
+            store_frozen(&mut loaded.model, &frozen, &|_| false);
         }
         if config.method == MethodKind::Lora {
             config.lora_targets = lora_targets(&config, &loaded.model)?;
@@ -154,7 +160,7 @@ impl Trainer {
             return Err(Error::invalid(&config.data, "no training examples"));
         }
         let mut trainer =
-            Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id, grad_share: None };
+            Self { config, device, loaded, examples: dataset.examples, data_report: dataset.report, pad_id, frozen, grad_share: None };
         if trainer.freezes_prompt() {
             trainer.grad_share = Some(trainer.epoch_grad_share()?);
         }
@@ -380,8 +386,7 @@ impl Trainer {
     /// [`store_for_selection`] for the run's selection.
     fn store_selected(&self, run: &mut Run) {
         let Some(selection) = &run.selection else { return };
-        let frozen = self.config.frozen_precision.storage(&self.device.device);
-        store_for_selection(&mut run.model, frozen, &selection.names, &run.optimizer);
+        store_for_selection(&mut run.model, &self.frozen, &selection.names, &run.optimizer);
     }
 
     /// One optimizer step over `batches` (its micro-batches) with the selected tensors: the mean
@@ -705,7 +710,7 @@ fn first_non_finite(model: &Model) -> Option<String> {
 /// the selected tensors and those that trained before (the optimizer holds their moments) in f32,
 /// the others in `frozen` (`model::precision`). A tensor joining the selection is promoted; one
 /// leaving it keeps its trained f32 weights; one never trained is stored in `frozen`.
-pub fn store_for_selection(model: &mut Model, frozen: burn::tensor::DType, selection: &BTreeSet<String>, optimizer: &AdamW) {
+pub fn store_for_selection(model: &mut Model, frozen: &FrozenStore, selection: &BTreeSet<String>, optimizer: &AdamW) {
     let (full, rows) = split_selection(selection);
     let trained = |name: &str| optimizer.state.contains_key(name) || optimizer.state.contains_key(&rows_state_name(name));
     store_frozen(model, frozen, &|name| full.contains(name) || rows.contains_key(name) || trained(name));

@@ -25,6 +25,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 pub use dequant::GgmlType;
+
+use crate::kernels::frozen::QuantFormat;
+use crate::model::QuantMatrix;
+pub(crate) use dequant::dequantize;
 pub use file::MetaValue;
 use file::{GgufFile, TensorInfo};
 pub use write::Precision;
@@ -324,7 +328,7 @@ impl GgufModel {
         let bytes = self.file.tensor_bytes(info).ok_or_else(|| invalid("data outside the file".into()))?;
         let n = usize::try_from(info.n_elements()).map_err(|_| invalid("too many elements".into()))?;
         let mut data = vec![0f32; n];
-        dequant::dequantize(ty, bytes, &mut data);
+        dequantize(ty, bytes, &mut data);
         let shape = hf_shape(info);
 
         if let Some(heads) = rotary_heads(self.arch, hf_name, self.hp.heads, self.hp.kv_heads) {
@@ -333,6 +337,33 @@ impl GgufModel {
                 .ok_or_else(|| invalid(format!("{rows} rows cannot be split into {heads} heads of rotary pairs")))?;
         }
         Ok((shape, data))
+    }
+
+    /// A matrix's blocks as the file stores them, rows in HF order, when its type is one the frozen
+    /// kernels decode (`kernels::frozen::QuantFormat`); `None` for any other type or rank.
+    pub fn quantized_matrix(&self, hf_name: &str, device: &burn::tensor::Device) -> Result<Option<QuantMatrix>, GgufError> {
+        let Some(&index) = self.by_hf_name.get(hf_name) else {
+            return Err(self.not_found(hf_name));
+        };
+        let info = &self.file.tensors[index];
+        let format = match (GgmlType::from_id(info.type_id), hf_shape(info).as_slice()) {
+            (Some(ty), &[rows, cols]) => QuantFormat::new(ty, rows, cols),
+            _ => None,
+        };
+        let Some(format) = format else { return Ok(None) };
+        let invalid = |what: String| GgufError::InvalidTensor { path: self.file.path.clone(), tensor: info.name.clone(), what };
+        let bytes = self.file.tensor_bytes(info).ok_or_else(|| invalid("data outside the file".into()))?;
+        if bytes.len() != format.bytes() {
+            return Err(invalid(format!("{} bytes where a {format:?} takes {}", bytes.len(), format.bytes())));
+        }
+        let matrix = match rotary_heads(self.arch, hf_name, self.hp.heads, self.hp.kv_heads) {
+            // Whole rows move, so their blocks move with them.
+            Some(heads) => rotary_rows(bytes, format.rows, heads, Rows::ToHf)
+                .ok_or_else(|| invalid(format!("{} rows cannot be split into {heads} heads of rotary pairs", format.rows)))
+                .map(|rows| QuantMatrix::new(format, &rows, device))?,
+            None => QuantMatrix::new(format, bytes, device),
+        };
+        Ok(Some(matrix))
     }
 
     /// Every loadable tensor as (HF name, HF shape, data), decoded one at a time.
@@ -502,7 +533,7 @@ fn llama3_rope_scaling(f: &GgufFile, info: &TensorInfo, theta: f64, head_dim: us
         return Err(unsupported(format!("{ROPE_FREQS} of type {ty}")));
     };
     let mut stored = vec![0f32; bytes.len() / ty.type_size() * ty.block_size()];
-    dequant::dequantize(ty, bytes, &mut stored);
+    dequantize(ty, bytes, &mut stored);
 
     let (low, high, original) = (1.0, 4.0, 8192usize);
     let factor = stored.iter().copied().fold(1.0f32, f32::max) as f64;
@@ -585,6 +616,14 @@ fn hf_shape(info: &TensorInfo) -> Vec<usize> {
     info.dims.iter().rev().map(|&d| d as usize).collect()
 }
 
+/// `values`, a `[rows, cols]` matrix, quantized to `ty` as GGUF export writes it, when the frozen
+/// kernels decode the type export picks for its rows: `source` storage without a file (random
+/// weights in benchmarks, tests).
+pub fn quantized(values: &[f32], [rows, cols]: [usize; 2], ty: GgmlType, device: &burn::tensor::Device) -> Option<QuantMatrix> {
+    let encoded = write::TensorData::encode(String::new(), vec![rows, cols], values, ty);
+    QuantFormat::new(encoded.ty, rows, cols).map(|format| QuantMatrix::new(format, &encoded.bytes, device))
+}
+
 /// Whether a path names a GGUF file by its extension.
 pub fn has_gguf_name(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
@@ -612,14 +651,14 @@ enum Rows {
 /// llama.cpp's q/k row permutation, or its inverse. The converter computes, per head of
 /// `head_dim` rows, `w.reshape(n_head, 2, head_dim / 2, cols).swapaxes(1, 2)`: GGUF row `2*i + j`
 /// of a head is HF row `j * head_dim/2 + i`. None when the rows do not split into heads of pairs.
-fn rotary_rows(data: &[f32], rows: usize, heads: usize, way: Rows) -> Option<Vec<f32>> {
+fn rotary_rows<T: Copy + Default>(data: &[T], rows: usize, heads: usize, way: Rows) -> Option<Vec<T>> {
     if rows == 0 || heads == 0 || !rows.is_multiple_of(2 * heads) || !data.len().is_multiple_of(rows) {
         return None;
     }
     let cols = data.len() / rows;
     let head_dim = rows / heads;
     let half = head_dim / 2;
-    let mut out = vec![0f32; data.len()];
+    let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for i in 0..half {
             for j in 0..2 {
