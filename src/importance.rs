@@ -99,8 +99,7 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
         // A low-precision frozen weight was promoted by the step (`model::precision`): its f32
         // copy is made here, one tensor at a time.
         let contribution = (g1.clone() * (after.flat() - w0.clone().cast(burn::tensor::DType::F32))).neg();
-        if let crate::model::ParamRef::Matrix(t) = after {
-            let [d_out, d_in] = t.dims();
+        if let [d_out, d_in] = after.shape()[..] {
             let per_row = contribution.clone().reshape([d_out, d_in]).sum_dim(1).reshape([d_out]);
             match per_row.try_into_vec_as::<f32>() {
                 Ok(values) => {

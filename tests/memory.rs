@@ -2,10 +2,12 @@
 //! (hidden 64, 4 query heads and 2 key/value heads of 16, MLP 160, 2 layers, vocabulary 512, tied
 //! head). Measured peaks belong to `greentrainer bench memory`, not here.
 
+use std::collections::BTreeMap;
+
 use greentrainer::model::llama::llama_ops;
 use greentrainer::model::{FrozenPrecision, LlamaConfig};
 use greentrainer::profile::{BatchShape, OpKind, OpSpec};
-use greentrainer::train::memory::{self, MemoryError, Target, Training, Verdict, estimate, propose};
+use greentrainer::train::memory::{self, FrozenBytes, MemoryError, Target, Training, Verdict, estimate, propose};
 
 const D: u64 = 64;
 const Q: u64 = 64;
@@ -106,14 +108,14 @@ fn a_budget_that_fits_batch_2_but_not_4_proposes_batch_2() {
     let budget = at(2);
     assert!(at(3) > budget);
     let shape_of = |batch: usize, max_len: usize| shape(batch, max_len);
-    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(budget)).unwrap();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32.into()), false, Some(budget)).unwrap();
     assert_eq!(fit.verdict, Verdict::OutOfMemory { need: at(4), total: budget });
     assert_eq!(fit.proposal, Some((2, 64)));
     // When batch 1 does not fit either, the longest max_len at batch 1 that does.
     let one_at_40 = estimate(&ops, &t, shape(1, 40), Target::Cpu).unwrap().peak();
-    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(one_at_40)).unwrap();
+    let fit = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32.into()), false, Some(one_at_40)).unwrap();
     assert_eq!(fit.proposal, Some((1, 40)));
-    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(budget)).unwrap();
+    let fits = memory::preflight(&ops, &t, (2, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32.into()), false, Some(budget)).unwrap();
     assert_eq!((fits.verdict, fits.proposal), (Verdict::Fits { total: budget }, None));
 }
 
@@ -161,7 +163,7 @@ fn frozen_matrices_in_half_precision_take_half_their_bytes_in_the_estimate() {
     t[adapted] = Training::Adapter { rank: 4 };
     let f32_estimate = estimate(&ops, &t, shape(2, 8), Target::Cpu).unwrap();
     for precision in [FrozenPrecision::F16, FrozenPrecision::Bf16] {
-        let low = memory::estimate_stored(&ops, &t, shape(2, 8), Target::Cpu, precision).unwrap();
+        let low = memory::estimate_stored(&ops, &t, shape(2, 8), Target::Cpu, precision.into()).unwrap();
         // Independently: every frozen matrix (embedding, linear weights, the adapted one) saves 2
         // of its 4 bytes.
         let p = greentrainer::profile::profile(&ops, shape(2, 8), false).unwrap();
@@ -176,6 +178,22 @@ fn frozen_matrices_in_half_precision_take_half_their_bytes_in_the_estimate() {
         assert_eq!(low.weights, f32_estimate.weights - saved, "{precision:?}");
         assert_eq!((low.gradients, low.optimizer, low.step_peak), (f32_estimate.gradients, f32_estimate.optimizer, f32_estimate.step_peak));
     }
+    // Under `source`, the linear weights the file keeps quantized take its bytes per weight (here
+    // Q4_K's 144 per 256, all but one), every other frozen matrix f16's 2.
+    let linears = ops.iter().filter(|op| matches!(op.kind, OpKind::Linear { .. }));
+    let quantized: BTreeMap<String, f64> = linears.skip(1).map(|op| (op.name.clone(), 144.0 / 256.0)).collect();
+    let frozen = FrozenBytes { precision: FrozenPrecision::Source, quantized: Some(&quantized) };
+    let source = memory::estimate_stored(&ops, &t, shape(2, 8), Target::Cpu, frozen).unwrap();
+    let p = greentrainer::profile::profile(&ops, shape(2, 8), false).unwrap();
+    let saved: f64 = ops
+        .iter()
+        .zip(&p.nodes)
+        .filter(|(op, _)| !trained.contains(&op.name.as_str()))
+        .filter(|(op, _)| matches!(op.kind, OpKind::Embedding { .. } | OpKind::Linear { .. }))
+        .map(|(op, n)| n.param_numel as f64 * (4.0 - quantized.get(&op.name).copied().unwrap_or(2.0)))
+        .sum();
+    assert!(quantized.len() > 2 && saved > 0.0);
+    assert_eq!(source.weights, f32_estimate.weights - saved as u64);
 }
 
 #[test]
@@ -184,7 +202,7 @@ fn importance_scoring_peaks_above_a_greentrainer_step_and_the_verdict_counts_it(
     let shape_of = |batch, seq| shape(batch, seq);
     let t = training(&ops, &["model.layers.1.mlp.down_proj.weight"]);
     let step = estimate(&ops, &t, shape(4, 64), Target::Cpu).unwrap();
-    let scoring = memory::scoring_peak(&ops, shape(4, 64), Target::Cpu, FrozenPrecision::F32).unwrap();
+    let scoring = memory::scoring_peak(&ops, shape(4, 64), Target::Cpu, FrozenPrecision::F32.into()).unwrap();
     // Two f32 copies of every weight (the model and the stepped copy) and full fine-tuning's pass.
     let every: Vec<&str> = ops
         .iter()
@@ -196,13 +214,13 @@ fn importance_scoring_peaks_above_a_greentrainer_step_and_the_verdict_counts_it(
     assert!(scoring > step.peak());
     // A device between the two: the step alone fits, the run that scores does not.
     let between = (step.peak() + scoring) / 2;
-    let fits = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), false, Some(between)).unwrap();
+    let fits = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32.into()), false, Some(between)).unwrap();
     assert!(fits.verdict.runs() && fits.scoring.is_none());
-    let scored = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32), true, Some(between)).unwrap();
+    let scored = memory::preflight(&ops, &t, (4, 64), &shape_of, (Target::Cpu, FrozenPrecision::F32.into()), true, Some(between)).unwrap();
     assert_eq!(scored.scoring, Some(scoring));
     assert_eq!(scored.verdict, Verdict::OutOfMemory { need: scoring, total: between });
     assert!(scored.proposal.is_some(), "a smaller batch that scores within the device is proposed");
     // Half-precision storage lowers the model's share of it.
-    let f16 = memory::scoring_peak(&ops, shape(4, 64), Target::Cpu, FrozenPrecision::F16).unwrap();
+    let f16 = memory::scoring_peak(&ops, shape(4, 64), Target::Cpu, FrozenPrecision::F16.into()).unwrap();
     assert!(f16 < scoring);
 }

@@ -18,7 +18,7 @@ use crate::select::CostRule;
 use crate::train::MethodKind;
 use crate::train::batch::frozen_share;
 use crate::train::cost::{Adapter, macs_with_adapters};
-use crate::train::memory::{self, MemoryError, MemoryEstimate, Preflight, Target, Training};
+use crate::train::memory::{self, FrozenBytes, MemoryError, MemoryEstimate, Preflight, Target, Training};
 
 #[derive(Default)]
 pub struct MethodView {
@@ -61,7 +61,7 @@ pub fn estimate(
     top_k: usize,
     lora: (usize, &[String]),
     shape: BatchShape,
-    (target, frozen): (Target, FrozenPrecision),
+    (target, frozen): (Target, FrozenBytes<'_>),
 ) -> Result<Estimate, MemoryError> {
     let p = profile(ops, shape, false)?;
     let total = p.nodes.iter().map(|n| n.param_numel).sum();
@@ -96,6 +96,11 @@ pub fn estimate(
     })
 }
 
+/// How the settings store the loaded model's frozen matrices, for the estimates.
+fn frozen_bytes(app: &StudioApp) -> FrozenBytes<'_> {
+    FrozenBytes { precision: app.settings.frozen_precision, quantized: Some(&app.model.source_bytes) }
+}
+
 /// The estimate for the app's current settings, if a model is loaded.
 pub fn current(app: &StudioApp) -> Option<Result<Estimate, MemoryError>> {
     (!app.model.ops.is_empty()).then(|| estimate_for(app, app.settings.method))
@@ -105,7 +110,7 @@ pub fn current(app: &StudioApp) -> Option<Result<Estimate, MemoryError>> {
 fn estimate_for(app: &StudioApp, method: MethodKind) -> Result<Estimate, MemoryError> {
     let s = &app.settings;
     let shape = shape_at(app, s.batch_size.max(1), s.max_len.max(1));
-    estimate(&app.model.ops, method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)), shape, (target(app), s.frozen_precision))
+    estimate(&app.model.ops, method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)), shape, (target(app), frozen_bytes(app)))
 }
 
 fn lora_targets(app: &StudioApp) -> Vec<String> {
@@ -146,7 +151,7 @@ fn preflight(app: &StudioApp, total: Option<u64>) -> Result<Preflight, MemoryErr
     let p = profile(ops, shape_at(app, batch, max_len), false)?;
     let training = memory::planned(ops, &p, s.method, s.rho, s.top_k, (s.lora_rank, &lora_targets(app)))?;
     let scores = s.method == MethodKind::Greentrainer;
-    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), (target(app), s.frozen_precision), scores, total)
+    memory::preflight(ops, &training, (batch, max_len), &|b, len| shape_at(app, b, len), (target(app), frozen_bytes(app)), scores, total)
 }
 
 pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
@@ -193,7 +198,9 @@ pub fn show(app: &mut StudioApp, ui: &mut egui::Ui) {
             ui.label("Frozen weights in").on_hover_text(
                 "Weights that do not train are only read: f16 or bf16 halves their memory (converted block by block \
                  inside each product). Trained tensors keep f32 weights and f32 AdamW state. bf16 keeps f32's range; \
-                 wgpu stores f16 for it (no bf16 there), and f32 on a GPU without f16 shaders.",
+                 wgpu stores f16 for it (no bf16 there), and f32 on a GPU without f16 shaders. source keeps a GGUF \
+                 file's Q8_0, Q4_0, Q4_1, Q4_K and Q6_K linear layers as the file holds them (an eighth to a quarter \
+                 of f32) and the rest in f16.",
             );
             for p in FrozenPrecision::ALL {
                 ui.radio_value(&mut s.frozen_precision, p, p.name());
@@ -505,7 +512,7 @@ mod tests {
         let mut adapted = loaded.model.clone();
         let adapters = adapted.attach_lora(&LoraConfig { rank: 4, ..LoraConfig::paper(targets.clone()) }).into_iter().collect();
         let charged = step_macs(&profile(&ops, shape, false).unwrap(), &adapted, &adapters);
-        let planned = estimate(&ops, MethodKind::Lora, 0.5, 1, (4, &targets), shape, (Target::Cpu, FrozenPrecision::F32)).unwrap();
+        let planned = estimate(&ops, MethodKind::Lora, 0.5, 1, (4, &targets), shape, (Target::Cpu, FrozenPrecision::F32.into())).unwrap();
         let macs = planned.step_flops / FLOPS_PER_MAC;
         assert!((macs - charged).abs() <= 1e-9 * charged, "the Method tab plans {macs} MACs, the trainer charges {charged}");
         assert!(macs < planned.full_step_flops / FLOPS_PER_MAC, "LoRA below full fine-tuning");

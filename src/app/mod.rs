@@ -135,10 +135,11 @@ impl StudioApp {
                 }
             }
             Reply::Done { result: Ok(output), .. } => match output {
-                Output::Model { path, summary, ops, device, note } => {
+                Output::Model { path, summary, ops, source_bytes, device, note } => {
                     // Only paths that loaded join the recent list.
                     state::remember(&mut self.settings.recent_models, &path.display().to_string());
                     self.model.loaded(summary, ops, device, note);
+                    self.model.source_bytes = source_bytes;
                     self.chat.clear();
                     // Timings belong to the previous model and device.
                     self.method.calibration = None;

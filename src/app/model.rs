@@ -19,6 +19,9 @@ pub struct ModelView {
     pub summary: Option<ModelSummary>,
     /// The model's ops in execution order: what the Method and Tensors tabs cost and draw.
     pub ops: Vec<OpSpec>,
+    /// Bytes per weight of each linear weight `frozen_precision = source` keeps quantized (the
+    /// pre-flight's estimate of that setting).
+    pub source_bytes: std::collections::BTreeMap<String, f64>,
     pub device: String,
     /// Why the device fell back to the CPU, if it did.
     pub note: Option<String>,

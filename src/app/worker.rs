@@ -1,7 +1,7 @@
 //! The one thread that owns the compute device and the loaded model. The UI sends commands and
 //! polls replies each frame, so no frame ever waits on the engine.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -157,6 +157,8 @@ pub enum Output {
         path: PathBuf,
         summary: ModelSummary,
         ops: Vec<OpSpec>,
+        /// Bytes per weight of each linear weight `frozen_precision = source` keeps quantized.
+        source_bytes: BTreeMap<String, f64>,
         device: String,
         note: Option<String>,
     },
@@ -331,10 +333,12 @@ impl Engine {
             Command::LoadModel { path, device } => {
                 let device = ComputeDevice::open(device);
                 let loaded = load_model(&path, &device.device)?;
+                let ops = loaded.model.op_graph();
                 let out = Output::Model {
                     path: path.clone(),
                     summary: ModelSummary::of(&loaded),
-                    ops: loaded.model.op_graph(),
+                    source_bytes: crate::io::source_bytes(&path, &ops),
+                    ops,
                     device: device.name.clone(),
                     note: device.fallback_reason.clone(),
                 };
@@ -529,7 +533,7 @@ impl Engine {
         let same = crate::io::same_path(base.source.path(), &config.model);
         let mut unrounded = true;
         base.model.visit(&mut |_, p| {
-            if let crate::model::ParamRef::Matrix(_) = p {
+            if p.is_matrix() {
                 unrounded &= p.dtype() == burn::tensor::DType::F32 || p.dtype() == frozen;
             }
         });

@@ -9,16 +9,17 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use burn::tensor::{DType, Device};
+use burn::tensor::Device;
 
 use super::guarded;
 use super::train::PeakProbe;
 use crate::device::ComputeDevice;
 use crate::io::gguf::GgmlType;
+use crate::kernels::frozen::QuantFormat;
 use crate::model::lora::{LoraConfig, default_targets};
 use crate::model::precision::{FrozenStore, store_frozen};
 use crate::model::{FrozenPrecision, Linears, Model, ParamRef, Parameters};
-use crate::profile::{BatchShape, OpSpec, Stream, profile};
+use crate::profile::{BatchShape, OpKind, OpSpec, Stream, profile};
 use crate::train::MethodKind;
 use crate::train::batch::DeviceBatch;
 use crate::train::memory::{self, MemoryEstimate, Target, Training};
@@ -124,7 +125,7 @@ pub struct StepRow {
     pub method: String,
     pub precision: FrozenPrecision,
     /// What the frozen matrices were stored in on this device.
-    pub storage: DType,
+    pub storage: String,
     pub tensors: usize,
     pub estimate: MemoryEstimate,
     /// Peak over the process without a model, MiB; `None` where not measured.
@@ -191,12 +192,26 @@ pub fn run_steps(
         freezes: false,
         lora: None,
     });
+    // `source` on random weights: each linear weight as a Q4_K file holds it (`frozen_store`).
+    let source_bytes: std::collections::BTreeMap<String, f64> = ops
+        .iter()
+        .filter_map(|op| match op.kind {
+            OpKind::Linear { d_in, .. } => Some((op.name.clone(), crate::io::gguf::written_type(SOURCE_TYPE, d_in))),
+            _ => None,
+        })
+        .filter(|(_, ty)| QuantFormat::TYPES.contains(ty))
+        .map(|(name, ty)| (name, ty.type_size() as f64 / ty.block_size() as f64))
+        .collect();
     let mut rows = Vec::new();
     for m in &methods {
         for &precision in precisions.iter().filter(|&&q| m.freezes || q == FrozenPrecision::F32) {
-            let estimate = memory::estimate_stored(ops, &m.training, shape, Target::of(dev), precision).map_err(|e| e.to_string())?;
+            let frozen = memory::FrozenBytes { precision, quantized: Some(&source_bytes) };
+            let estimate = memory::estimate_stored(ops, &m.training, shape, Target::of(dev), frozen).map_err(|e| e.to_string())?;
             let tensors = m.training.iter().filter(|&&t| t != Training::Frozen).count();
-            let storage = precision.storage(&dev.device);
+            let storage = match (precision, precision.storage(&dev.device)) {
+                (FrozenPrecision::Source, dtype) => format!("{} linears, {dtype:?}", SOURCE_TYPE.name()),
+                (_, dtype) => format!("{dtype:?}"),
+            };
             let mut row =
                 StepRow { method: m.name.clone(), precision, storage, tensors, estimate, measured_mib: None, step_s: None, skipped: None };
             if available == Some(0) {
@@ -221,15 +236,19 @@ pub fn run_steps(
     Ok(rows)
 }
 
+/// The type `source` keeps random linear weights in: Q4_K, as a Q4_K_M file holds most of them
+/// (random weights come from no file).
+const SOURCE_TYPE: GgmlType = GgmlType::Q4_K;
+
 /// How `model`'s frozen matrices are stored under `precision` on `device`: under `source`, each
-/// frozen linear weight quantized to Q4_K as a Q4_K_M file holds most of them (random weights
-/// come from no file).
+/// frozen linear weight quantized to [`SOURCE_TYPE`] (Q8_0 where its rows do not take 256-value
+/// blocks, as GGUF export writes it).
 fn frozen_store(model: &Model, precision: FrozenPrecision, device: &Device, trained: &dyn Fn(&str) -> bool) -> FrozenStore {
     let mut store = FrozenStore::float(precision.storage(device));
     if precision == FrozenPrecision::Source {
         model.visit(&mut |name, p| {
             if let (ParamRef::Weight(w), false) = (p, trained(name))
-                && let Some(q) = crate::io::gguf::quantized(&p.to_vec(), w.dims(), GgmlType::Q4_K, device)
+                && let Some(q) = crate::io::gguf::quantized(&p.to_vec(), w.dims(), SOURCE_TYPE, device)
             {
                 store.quantized.insert(name.to_string(), q);
             }
@@ -287,7 +306,7 @@ pub fn step_table(rows: &[StepRow], model: &str, device: &str, (batch, seq): (us
         };
         let step = r.step_s.map_or("-".into(), |s| format!("{s:.2}"));
         out += &format!(
-            "| {} | {} | {:?} | {} | {:.0} | {:.0} | {:.0} | {measured} | {step} |\n",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {measured} | {step} |\n",
             r.method,
             r.precision.name(),
             r.storage,

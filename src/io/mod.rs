@@ -9,6 +9,7 @@ pub mod random;
 pub mod safetensors_file;
 pub mod summary;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -18,6 +19,7 @@ use tokenizers::Tokenizer;
 use crate::error::{Error, Result};
 use crate::model::precision::FrozenStore;
 use crate::model::{FrozenPrecision, Model, ParamRef, Parameters, Weight};
+use crate::profile::{OpKind, OpSpec};
 
 /// Where a model came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,7 +117,7 @@ impl LoadedModel {
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
     if path.is_dir() {
         hf::load_folder(path, device)
-    } else if gguf::has_gguf_name(path) || starts_like_gguf(path) {
+    } else if is_gguf(path) {
         load_gguf(path, device)
     } else if path.exists() {
         Err(Error::Unsupported {
@@ -133,7 +135,7 @@ pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
 /// weight the file keeps in a quantization the kernels decode.
 pub fn frozen_store(precision: FrozenPrecision, path: &Path, model: &Model, device: &Device) -> Result<FrozenStore> {
     let mut store = FrozenStore::float(precision.storage(device));
-    if precision != FrozenPrecision::Source || path.is_dir() || !(gguf::has_gguf_name(path) || starts_like_gguf(path)) {
+    if precision != FrozenPrecision::Source || !is_gguf(path) {
         return Ok(store);
     }
     let gguf = gguf::GgufModel::open(path)?;
@@ -150,6 +152,25 @@ pub fn frozen_store(precision: FrozenPrecision, path: &Path, model: &Model, devi
         }
     }
     Ok(store)
+}
+
+/// Bytes per weight of each linear weight of `ops` that the model file at `path` keeps in a
+/// quantization the frozen kernels decode (empty for anything but a GGUF file): what `source`
+/// storage takes, for the memory estimates (`train::memory::FrozenBytes`).
+pub fn source_bytes(path: &Path, ops: &[OpSpec]) -> BTreeMap<String, f64> {
+    let gguf = match is_gguf(path).then(|| gguf::GgufModel::open(path)) {
+        Some(Ok(gguf)) => gguf,
+        _ => return BTreeMap::new(),
+    };
+    ops.iter()
+        .filter(|op| matches!(op.kind, OpKind::Linear { .. }))
+        .filter_map(|op| gguf.quantized_format(&op.name).map(|f| (op.name.clone(), f.bytes() as f64 / (f.rows * f.cols) as f64)))
+        .collect()
+}
+
+/// Whether `path` is a GGUF file, by its name or its first bytes.
+fn is_gguf(path: &Path) -> bool {
+    !path.is_dir() && (gguf::has_gguf_name(path) || starts_like_gguf(path))
 }
 
 /// Whether a file without the .gguf extension holds GGUF data: Ollama keeps its models as

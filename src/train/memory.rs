@@ -4,7 +4,8 @@
 //!
 //! The model counts what this engine keeps, not what a generic framework would:
 //! - weights are f32 whatever the file held, except frozen weight matrices under a low
-//!   `frozen_precision` (2 bytes: `model::precision`); gradients and AdamW's two moments exist only
+//!   `frozen_precision` (2 bytes, or under `source` the file's quantized bytes per weight:
+//!   `model::precision`, [`FrozenBytes`]); gradients and AdamW's two moments exist only
 //!   for trained tensors (or their trained rows, or LoRA adapters);
 //! - autodiff records nothing below the deepest trained tensor, and a matmul keeps its input only
 //!   when its weight is trained (burn keeps `lhs` only for a tracked `rhs`), so activations are
@@ -24,6 +25,8 @@
 //! `greentrainer bench memory` compares it with measured peaks.
 
 use crate::device::{BackendKind, ComputeDevice};
+use std::collections::BTreeMap;
+
 use crate::model::FrozenPrecision;
 use crate::model::graph::top_k_blocks;
 use crate::model::loss::head_chunk_bytes;
@@ -135,7 +138,7 @@ impl MemoryEstimate {
 /// The memory of a step of `shape` training each op of `ops` as `training` (one entry per op, in
 /// execution order) on `target`, every weight in f32.
 pub fn estimate(ops: &[OpSpec], training: &[Training], shape: BatchShape, target: Target) -> Result<MemoryEstimate, MemoryError> {
-    estimate_stored(ops, training, shape, target, FrozenPrecision::F32)
+    estimate_stored(ops, training, shape, target, FrozenPrecision::F32.into())
 }
 
 /// Importance scoring's peak (GreenTrainer, at each selection): the model as stored, an f32 copy
@@ -144,7 +147,7 @@ pub fn estimate(ops: &[OpSpec], training: &[Training], shape: BatchShape, target
 /// state; the update between the passes frees gradients and moments tensor by tensor). It is above
 /// a GreenTrainer step's peak, the more so the lower rho. Measured on SmolLM2-135M it errs high
 /// (2663 MiB estimated, 2134 MiB for a whole one-step run's process).
-pub fn scoring_peak(ops: &[OpSpec], shape: BatchShape, target: Target, frozen: FrozenPrecision) -> Result<u64, MemoryError> {
+pub fn scoring_peak(ops: &[OpSpec], shape: BatchShape, target: Target, frozen: FrozenBytes<'_>) -> Result<u64, MemoryError> {
     let p = profile(ops, shape, false)?;
     let every = planned(ops, &p, MethodKind::Full, 1.0, 0, (0, &[]))?;
     let stored: u64 = ops.iter().zip(&p.nodes).map(|(op, n)| stored_bytes(op, Training::Frozen, n.param_numel, frozen)).sum();
@@ -152,16 +155,38 @@ pub fn scoring_peak(ops: &[OpSpec], shape: BatchShape, target: Target, frozen: F
     Ok(stored + full.weights + full.step_peak)
 }
 
-/// Bytes a parameter takes as stored: a frozen weight matrix in `frozen`'s type, the rest in f32.
-fn stored_bytes(op: &OpSpec, t: Training, numel: usize, frozen: FrozenPrecision) -> u64 {
+/// How frozen weight matrices are stored, for the estimates: in `precision`'s type, except, under
+/// `source`, the linear weights the file keeps in a quantization the kernels decode.
+#[derive(Clone, Copy, Debug)]
+pub struct FrozenBytes<'a> {
+    pub precision: FrozenPrecision,
+    /// Bytes per weight of each quantized linear weight, by name (`io::source_bytes`).
+    pub quantized: Option<&'a BTreeMap<String, f64>>,
+}
+
+impl From<FrozenPrecision> for FrozenBytes<'static> {
+    fn from(precision: FrozenPrecision) -> Self {
+        Self { precision, quantized: None }
+    }
+}
+
+impl FrozenBytes<'_> {
+    /// Bytes per weight of the frozen matrix `name`.
+    fn of(&self, name: &str) -> f64 {
+        let quantized = self.quantized.filter(|_| self.precision == FrozenPrecision::Source).and_then(|q| q.get(name));
+        quantized.copied().unwrap_or(self.precision.bytes() as f64)
+    }
+}
+
+/// Bytes a parameter takes as stored: a frozen weight matrix as `frozen` says, the rest in f32.
+fn stored_bytes(op: &OpSpec, t: Training, numel: usize, frozen: FrozenBytes<'_>) -> u64 {
     let matrix = matches!(
         op.kind,
         OpKind::Embedding { .. } | OpKind::Linear { .. } | OpKind::RelativeBias { .. } | OpKind::LmHead { tied: false, .. }
     );
     // A LoRA-adapted weight is frozen too: only its adapters train.
     let frozen_matrix = matrix && matches!(t, Training::Frozen | Training::Adapter { .. });
-    let bytes = if frozen_matrix { frozen.bytes() as u64 } else { F32 };
-    numel as u64 * bytes
+    if frozen_matrix { (numel as f64 * frozen.of(&op.name)).ceil() as u64 } else { numel as u64 * F32 }
 }
 
 /// [`estimate`] with frozen weight matrices stored as `frozen` says.
@@ -170,7 +195,7 @@ pub fn estimate_stored(
     training: &[Training],
     shape: BatchShape,
     target: Target,
-    frozen: FrozenPrecision,
+    frozen: FrozenBytes<'_>,
 ) -> Result<MemoryEstimate, MemoryError> {
     if ops.len() != training.len() {
         return Err(MemoryError::TrainingLength { ops: ops.len(), training: training.len() });
@@ -575,7 +600,7 @@ pub fn preflight(
     training: &[Training],
     (batch, max_len): (usize, usize),
     shape_of: &dyn Fn(usize, usize) -> BatchShape,
-    (target, frozen): (Target, FrozenPrecision),
+    (target, frozen): (Target, FrozenBytes<'_>),
     scores: bool,
     total: Option<u64>,
 ) -> Result<Preflight, MemoryError> {

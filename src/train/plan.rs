@@ -44,12 +44,13 @@ fn memory_preflight(trainer: &Trainer) -> Result<memory::Preflight> {
     let training =
         memory::planned(&ops, &p, c.method, c.rho, c.top_k, (c.lora_rank, &c.lora_targets)).map_err(|e| Error::Other(e.to_string()))?;
     let target = memory::Target::of(&trainer.device);
+    let source_bytes = crate::io::source_bytes(&c.model, &ops);
     Ok(memory::preflight(
         &ops,
         &training,
         (c.batch_size, c.max_len),
         &shape_of,
-        (target, c.frozen_precision.on(&trainer.device.device)),
+        (target, memory::FrozenBytes { precision: c.frozen_precision.on(&trainer.device.device), quantized: Some(&source_bytes) }),
         c.method == MethodKind::Greentrainer,
         device_memory(&trainer.device),
     )?)

@@ -31,7 +31,7 @@ use crate::model::QuantMatrix;
 pub(crate) use dequant::dequantize;
 pub use file::MetaValue;
 use file::{GgufFile, TensorInfo};
-pub use write::Precision;
+pub use write::{Precision, written_type};
 
 /// Everything that can go wrong reading a GGUF file. Messages name the file, and the tensor or
 /// metadata key involved.
@@ -339,6 +339,16 @@ impl GgufModel {
         Ok((shape, data))
     }
 
+    /// The matrix `hf_name`'s format when its type is one the frozen kernels decode (read from
+    /// the directory: no tensor data).
+    pub fn quantized_format(&self, hf_name: &str) -> Option<QuantFormat> {
+        let info = &self.file.tensors[*self.by_hf_name.get(hf_name)?];
+        match (GgmlType::from_id(info.type_id), hf_shape(info).as_slice()) {
+            (Some(ty), &[rows, cols]) => QuantFormat::new(ty, rows, cols),
+            _ => None,
+        }
+    }
+
     /// A matrix's blocks as the file stores them, rows in HF order, when its type is one the frozen
     /// kernels decode (`kernels::frozen::QuantFormat`); `None` for any other type or rank.
     pub fn quantized_matrix(&self, hf_name: &str, device: &burn::tensor::Device) -> Result<Option<QuantMatrix>, GgufError> {
@@ -346,11 +356,7 @@ impl GgufModel {
             return Err(self.not_found(hf_name));
         };
         let info = &self.file.tensors[index];
-        let format = match (GgmlType::from_id(info.type_id), hf_shape(info).as_slice()) {
-            (Some(ty), &[rows, cols]) => QuantFormat::new(ty, rows, cols),
-            _ => None,
-        };
-        let Some(format) = format else { return Ok(None) };
+        let Some(format) = self.quantized_format(hf_name) else { return Ok(None) };
         let invalid = |what: String| GgufError::InvalidTensor { path: self.file.path.clone(), tensor: info.name.clone(), what };
         let bytes = self.file.tensor_bytes(info).ok_or_else(|| invalid("data outside the file".into()))?;
         if bytes.len() != format.bytes() {

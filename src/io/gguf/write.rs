@@ -92,19 +92,7 @@ impl TensorData {
     /// rows: a row length the type's block does not divide falls back to Q8_0, as llama.cpp
     /// falls back for such tensors, or to f16 when 32 does not divide it either.
     pub fn encode(name: String, hf_shape: Vec<usize>, values: &[f32], ty: GgmlType) -> Self {
-        let row = hf_shape.last().copied().unwrap_or(1);
-        let fits = |t: GgmlType| row.is_multiple_of(t.block_size());
-        let ty = match ty {
-            GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0 if !fits(ty) => {
-                if fits(GgmlType::Q8_0) {
-                    GgmlType::Q8_0
-                } else {
-                    GgmlType::F16
-                }
-            }
-            GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K => ty,
-            _ => GgmlType::F32,
-        };
+        let ty = written_type(ty, hf_shape.last().copied().unwrap_or(1));
         let bytes = match ty {
             GgmlType::F16 => values.iter().flat_map(|&v| quant::f16_bytes(v)).collect(),
             GgmlType::Q8_0 => quant::q8_0(values),
@@ -113,6 +101,22 @@ impl TensorData {
             _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         };
         Self { name, hf_shape, ty, bytes }
+    }
+}
+
+/// The type [`TensorData::encode`] writes for `ty` asked of rows of `row` values.
+pub fn written_type(ty: GgmlType, row: usize) -> GgmlType {
+    let fits = |t: GgmlType| row.is_multiple_of(t.block_size());
+    match ty {
+        GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0 if !fits(ty) => {
+            if fits(GgmlType::Q8_0) {
+                GgmlType::Q8_0
+            } else {
+                GgmlType::F16
+            }
+        }
+        GgmlType::F16 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K => ty,
+        _ => GgmlType::F32,
     }
 }
 
