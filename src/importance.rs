@@ -84,10 +84,17 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     (scoring.update)(&mut stepped, first);
     pass(1)?;
     let (_, second) = (scoring.pass)(batch, &stepped)?;
+    // Handles to the values as stored: a quantized weight is decoded below, one tensor at a time,
+    // not all at once beside the stepped f32 copy.
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {
         if second.contains_key(name) {
-            before.insert(name.to_string(), p.flat());
+            let stored = match p {
+                crate::model::ParamRef::Weight(w) => w.clone(),
+                // A vector or another matrix, flat, as one row.
+                p => crate::model::Weight::Float(p.flat().unsqueeze::<2>()),
+            };
+            before.insert(name.to_string(), stored);
         }
     });
     let mut raw = BTreeMap::new();
@@ -96,9 +103,10 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     let mut unread = None;
     stepped.visit(&mut |name, after| {
         let (Some(g1), Some(w0)) = (second.get(name), before.get(name)) else { return };
-        // A low-precision frozen weight was promoted by the step (`model::precision`): its f32
-        // copy is made here, one tensor at a time.
-        let contribution = (g1.clone() * (after.flat() - w0.clone().cast(burn::tensor::DType::F32))).neg();
+        // A low-precision or quantized frozen weight was promoted by the step
+        // (`model::precision`): its f32 copy is made here, one tensor at a time.
+        let w0 = w0.to_float().cast(burn::tensor::DType::F32).reshape([after.numel()]);
+        let contribution = (g1.clone() * (after.flat() - w0)).neg();
         if let [d_out, d_in] = after.shape()[..] {
             let per_row = contribution.clone().reshape([d_out, d_in]).sum_dim(1).reshape([d_out]);
             match per_row.try_into_vec_as::<f32>() {

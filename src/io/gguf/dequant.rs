@@ -337,11 +337,13 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
 fn q4_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (scales, qs) = (&b[4..16], &b[16..144]);
-    for (i, y) in y.iter_mut().enumerate() {
-        let (chunk, hi, l) = (i / 64, (i % 64) / 32, i % 32);
-        let q = (qs[chunk * 32 + l] >> (4 * hi)) & 0x0F;
-        let (sc, m) = scale_min_k4(i / 32, scales);
-        *y = d * sc as f32 * q as f32 - dmin * m as f32;
+    // Sub-block j (32 values): the nibbles of half j % 2 of chunk j / 2, one scale and minimum.
+    for (j, y) in y.chunks_exact_mut(32).enumerate() {
+        let (sc, m) = scale_min_k4(j, scales);
+        let (scale, min) = (d * sc as f32, dmin * m as f32);
+        for (y, &q) in y.iter_mut().zip(&qs[j / 2 * 32..j / 2 * 32 + 32]) {
+            *y = scale * ((q >> (4 * (j % 2))) & 0x0F) as f32 - min;
+        }
     }
 }
 
@@ -365,11 +367,15 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
 fn q6_k(b: &[u8], y: &mut [f32]) {
     let (ql, qh, scales) = (&b[0..128], &b[128..192], &b[192..208]);
     let d = f16_at(b, 208);
-    for (i, y) in y.iter_mut().enumerate() {
-        let (half, k, l) = (i / 128, (i % 128) / 32, i % 32);
-        let low = (ql[half * 64 + l + 32 * (k % 2)] >> (4 * (k / 2))) & 0x0F;
-        let high = (qh[half * 32 + l] >> (2 * k)) & 3;
-        let q = (low | (high << 4)) as i32 - 32;
-        *y = d * (scales[i / 16] as i8) as f32 * q as f32;
+    // Runs of 16 values sharing a scale.
+    for (s, y) in y.chunks_exact_mut(16).enumerate() {
+        let scale = d * (scales[s] as i8) as f32;
+        for (j, y) in y.iter_mut().enumerate() {
+            let i = s * 16 + j;
+            let (half, k, l) = (i / 128, (i % 128) / 32, i % 32);
+            let low = (ql[half * 64 + l + 32 * (k % 2)] >> (4 * (k / 2))) & 0x0F;
+            let high = (qh[half * 32 + l] >> (2 * k)) & 3;
+            *y = scale * ((low | (high << 4)) as i32 - 32) as f32;
+        }
     }
 }
