@@ -14,7 +14,7 @@ use greentrainer::device::ComputeDevice;
 use greentrainer::io::atomic::Existing;
 use greentrainer::io::gguf::export::save_gguf;
 use greentrainer::io::gguf::{GgmlType, Precision};
-use greentrainer::io::{frozen_store, load_model};
+use greentrainer::io::{frozen_store, load_model, load_model_stored};
 use greentrainer::kernels::frozen::{QuantFormat, linear, linear_dx, quantized_linear, quantized_linear_dx};
 use greentrainer::model::precision::{FrozenStore, store_frozen, stored_bytes};
 use greentrainer::model::{FrozenPrecision, Model, ParamRef, Parameters, QuantMatrix, Weight, attention_mask};
@@ -442,9 +442,14 @@ fn a_model_kept_in_its_file_quantization_computes_the_file_values_logits() {
         let mut exact = base.clone();
         store_frozen(&mut exact, &FrozenStore { dtype: DType::F32, ..store.clone() }, &|_| false);
         assert_eq!(quantized_weights(&exact).0.len(), linears);
-        let e = common::rel_l2(&logits(&exact, batch_of), &want);
+        let exact_logits = logits(&exact, batch_of);
+        let e = common::rel_l2(&exact_logits, &want);
         eprintln!("{what}: quantized linears, f32 tables: logits relative L2 {e:.2e}");
         assert!(e <= 1e-5, "{what}: logits relative L2 {e}");
+        // Loaded so from the start (no f32 copy of those weights): the same model.
+        let direct = load_model_stored(&path, &cpu.device, FrozenPrecision::Source).unwrap().model;
+        assert_eq!(quantized_weights(&direct).0.len(), linears, "{what}: loaded quantized");
+        assert_eq!(logits(&direct, batch_of), exact_logits, "{what}: loaded quantized");
         // As a run stores it: the tables in f16 besides.
         let mut source = base.clone();
         store_frozen(&mut source, &store, &|_| false);

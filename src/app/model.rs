@@ -210,5 +210,6 @@ fn found_grid(ui: &mut egui::Ui, models: &[FoundModel], idle: bool) -> Option<Fo
 fn load(app: &mut StudioApp) {
     let path = app.settings.model_path.trim().to_owned();
     app.error = None;
-    app.worker.send(Command::LoadModel { path: PathBuf::from(path), device: app.settings.device });
+    let precision = app.settings.frozen_precision;
+    app.worker.send(Command::LoadModel { path: PathBuf::from(path), device: app.settings.device, precision });
 }

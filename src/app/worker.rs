@@ -17,7 +17,7 @@ use crate::io::gguf::Precision;
 use crate::io::gguf::export::{Exported, save_gguf};
 use crate::io::summary::ModelSummary;
 use crate::io::{LoadedModel, atomic::Existing, export::save_hf_folder, load_model, safetensors_file::write_f32};
-use crate::model::{Linears, Parameters};
+use crate::model::{FrozenPrecision, Linears, Parameters};
 use crate::profile::{OpSpec, profile};
 use crate::train::batch::DeviceBatch;
 use crate::train::events::read_log;
@@ -81,6 +81,9 @@ pub enum Command {
     LoadModel {
         path: PathBuf,
         device: DeviceChoice,
+        /// The setting the model is loaded for: under `source` a GGUF's quantized linear weights
+        /// stay quantized (`io::load_model_stored`), so a model loads in about what it trains in.
+        precision: FrozenPrecision,
     },
     Preview {
         path: PathBuf,
@@ -330,9 +333,9 @@ impl Engine {
 
     fn handle(&mut self, command: Command) -> Result<Output, WorkerError> {
         match command {
-            Command::LoadModel { path, device } => {
+            Command::LoadModel { path, device, precision } => {
                 let device = ComputeDevice::open(device);
-                let loaded = load_model(&path, &device.device)?;
+                let loaded = crate::io::load_model_stored(&path, &device.device, precision)?;
                 let ops = loaded.model.op_graph();
                 let out = Output::Model {
                     path: path.clone(),

@@ -183,15 +183,39 @@ fn starts_like_gguf(path: &Path) -> bool {
 
 /// Loads a GGUF file (dequantized to f32, q/k permutation undone, tokenizer rebuilt from metadata).
 pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_gguf_keeping(path, device, false)
+}
+
+/// Loads the model at `path` to run with `frozen_precision` `precision`: under `source`, a GGUF
+/// file's linear weights in a quantization the kernels decode stay in it from the start (never an
+/// f32 copy of them, so a model loads in about the memory it trains in); otherwise
+/// [`load_model`].
+pub fn load_model_stored(path: &Path, device: &Device, precision: FrozenPrecision) -> Result<LoadedModel> {
+    match precision {
+        FrozenPrecision::Source if is_gguf(path) => load_gguf_keeping(path, device, true),
+        _ => load_model(path, device),
+    }
+}
+
+/// [`load_gguf`], keeping the quantized linear weights as they are when `keep_quantized`.
+fn load_gguf_keeping(path: &Path, device: &Device, keep_quantized: bool) -> Result<LoadedModel> {
     let gguf = gguf::GgufModel::open(path)?;
-    let model = Model::load(gguf.config_json(), &path.display().to_string(), device, &mut |name, shape| {
+    let mut quantized = |name: &str, shape: [usize; 2]| match gguf.quantized_matrix(name, device)? {
+        Some(q) if q.dims() != shape => {
+            Err(Error::tensor(path, name, format!("shape {:?} disagrees with the metadata, which implies {shape:?}", q.dims())))
+        }
+        q => Ok(q),
+    };
+    let weights: Option<&mut crate::model::loader::WeightSource<'_>> = keep_quantized.then_some(&mut quantized);
+    let mut values = |name: &str, shape: &[usize]| {
         let (found, values) = gguf.load_tensor(name)?;
         if found != shape {
             return Err(Error::tensor(path, name, format!("shape {found:?} disagrees with the metadata, which implies {shape:?}")));
         }
         check_finite(path, name, &values)?;
         Ok(values)
-    })?;
+    };
+    let model = Model::load_with(gguf.config_json(), &path.display().to_string(), device, &mut values, weights)?;
     let tokenizer = gguf.tokenizer()?;
     let token = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
     let mut tokenizer_config = serde_json::json!({

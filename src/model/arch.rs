@@ -11,7 +11,7 @@ use super::config::LlamaConfig;
 use super::graph::{OpSpec, TensorRole};
 use super::linear::vocab_logits;
 use super::llama::Llama;
-use super::loader::TensorSource;
+use super::loader::{Loader, TensorSource, WeightSource};
 use super::loss::{causal_targets, head_cross_entropy};
 use super::opt::{Opt, OptConfig};
 use super::params::{ModuleMut, Parameters};
@@ -145,11 +145,25 @@ impl Model {
     /// Parses `raw` (a config.json; `origin` names it in errors) and builds the architecture it
     /// names, asking `source` for every parameter by HF name.
     pub fn load(raw: Value, origin: &str, device: &Device, source: &mut TensorSource<'_>) -> Result<Self> {
-        Ok(match ArchConfig::parse(raw, origin)? {
-            ArchConfig::Llama(c) => Self::Llama(Box::new(Llama::load(c, device, source)?)),
-            ArchConfig::Opt(c) => Self::Opt(Box::new(Opt::load(c, device, source)?)),
-            ArchConfig::Bloom(c) => Self::Bloom(Box::new(Bloom::load(c, device, source)?)),
-            ArchConfig::T5(c) => Self::T5(Box::new(T5::load(c, device, source)?)),
+        Self::load_with(raw, origin, device, source, None)
+    }
+
+    /// [`Model::load`] asking `weights`, when given, first for each linear weight: those it
+    /// supplies stay in their file's quantization.
+    pub fn load_with<'a>(
+        raw: Value,
+        origin: &str,
+        device: &Device,
+        source: &mut TensorSource<'a>,
+        weights: Option<&mut WeightSource<'a>>,
+    ) -> Result<Self> {
+        let config = ArchConfig::parse(raw, origin)?;
+        let l = Loader::new(source, device).with_weights(weights);
+        Ok(match config {
+            ArchConfig::Llama(c) => Self::Llama(Box::new(Llama::declare(c, l)?)),
+            ArchConfig::Opt(c) => Self::Opt(Box::new(Opt::declare(c, l)?)),
+            ArchConfig::Bloom(c) => Self::Bloom(Box::new(Bloom::declare(c, l)?)),
+            ArchConfig::T5(c) => Self::T5(Box::new(T5::declare(c, l)?)),
         })
     }
 

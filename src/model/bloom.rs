@@ -231,7 +231,7 @@ impl Bloom {
 
     /// Every parameter and weightless op in execution order: the one place their HF names are
     /// spelled. Every BLOOM linear layer and LayerNorm has a bias.
-    fn declare(config: BloomConfig, mut l: Loader<'_, '_>) -> Result<Self> {
+    pub(crate) fn declare(config: BloomConfig, mut l: Loader<'_, '_>) -> Result<Self> {
         let c = &config;
         let (d, vocab, eps) = (c.hidden_size, c.vocab_size, c.layer_norm_epsilon);
         let word_embeddings = l.embedding("transformer.word_embeddings.weight", vocab, d)?;

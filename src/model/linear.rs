@@ -31,8 +31,8 @@ pub struct PartialRows {
 }
 
 impl Linear {
-    pub fn new(name: String, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Self { name, weight: Weight::Float(weight), bias, lora: None, partial: None }
+    pub fn new(name: String, weight: Weight, bias: Option<Tensor<1>>) -> Self {
+        Self { name, weight, bias, lora: None, partial: None }
     }
 
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {

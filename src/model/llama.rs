@@ -125,7 +125,7 @@ impl Llama {
 
     /// Every parameter and weightless op in execution order: the one place their HF names are
     /// spelled.
-    fn declare(config: LlamaConfig, mut l: Loader<'_, '_>) -> Result<Self> {
+    pub(crate) fn declare(config: LlamaConfig, mut l: Loader<'_, '_>) -> Result<Self> {
         let c = &config;
         let (d, q, kv, f, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.rms_norm_eps);
         let embed_tokens = l.embedding("model.embed_tokens.weight", c.vocab_size, d)?;

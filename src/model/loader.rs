@@ -13,16 +13,24 @@ use super::graph::{OpSpec, Stream, TensorRole};
 use super::linear::Linear;
 use super::norm::{LayerNorm, RmsNorm};
 use super::params::Table;
+use super::weight::{QuantMatrix, Weight};
 use crate::error::{Error, Result};
 
 /// Supplies each parameter's values (f32, row-major, HF shape) by HF name; the loader validates
 /// the shape it is asked for against its file.
 pub type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
 
+/// Supplies a linear weight of `[out, in]` kept in its file's quantization (`frozen_precision =
+/// source`) by HF name, or `None` to read it through the [`TensorSource`]: a model loaded so never
+/// holds an f32 copy of those weights.
+pub type WeightSource<'a> = dyn FnMut(&str, [usize; 2]) -> Result<Option<QuantMatrix>> + 'a;
+
 /// Reads parameters from a [`TensorSource`] onto a device while recording the op graph.
 pub(crate) struct Loader<'s, 'a> {
     /// `None` while planning: every tensor is empty, only the graph is wanted.
     source: Option<&'s mut TensorSource<'a>>,
+    /// Asked first for each linear weight, when set.
+    weights: Option<&'s mut WeightSource<'a>>,
     device: Device,
     ops: OpList,
     /// The block the modules declared next belong to.
@@ -31,13 +39,18 @@ pub(crate) struct Loader<'s, 'a> {
 
 impl<'s, 'a> Loader<'s, 'a> {
     pub(crate) fn new(source: &'s mut TensorSource<'a>, device: &Device) -> Self {
-        Self { source: Some(source), device: device.clone(), ops: OpList::default(), block: None }
+        Self { source: Some(source), weights: None, device: device.clone(), ops: OpList::default(), block: None }
+    }
+
+    /// The loader asking `weights` first for each linear weight.
+    pub(crate) fn with_weights(self, weights: Option<&'s mut WeightSource<'a>>) -> Self {
+        Self { weights, ..self }
     }
 
     /// A loader that reads nothing and creates only zero-sized tensors: the architecture's
     /// declaration then yields a model whose only use is its op graph.
     pub(crate) fn planning() -> Self {
-        Self { source: None, device: Device::flex(), ops: OpList::default(), block: None }
+        Self { source: None, weights: None, device: Device::flex(), ops: OpList::default(), block: None }
     }
 
     /// The block the modules declared next belong to (`None`: before or after every block).
@@ -72,7 +85,15 @@ impl<'s, 'a> Loader<'s, 'a> {
     /// in HF checkpoints, then `{prefix}.bias` when `bias`.
     pub(crate) fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize, bias: bool, role: TensorRole) -> Result<Linear> {
         self.ops.linear(prefix, d_in, d_out, bias, self.block, role);
-        let weight = self.read(&format!("{prefix}.weight"), [d_out, d_in])?;
+        let name = format!("{prefix}.weight");
+        let quantized = match (&mut self.weights, &self.source) {
+            (Some(weights), Some(_)) => weights(&name, [d_out, d_in])?,
+            _ => None,
+        };
+        let weight = match quantized {
+            Some(q) => Weight::Quantized(q),
+            None => Weight::Float(self.read(&name, [d_out, d_in])?),
+        };
         let bias = if bias { Some(self.read(&format!("{prefix}.bias"), [d_out])?) } else { None };
         Ok(Linear::new(prefix.into(), weight, bias))
     }

@@ -241,7 +241,7 @@ impl Opt {
 
     /// Every parameter and weightless op in execution order: the one place their HF names are
     /// spelled. A LayerNorm without elementwise affine has no parameter, hence no op.
-    fn declare(config: OptConfig, mut l: Loader<'_, '_>) -> Result<Self> {
+    pub(crate) fn declare(config: OptConfig, mut l: Loader<'_, '_>) -> Result<Self> {
         let c = &config;
         let (d, e, ffn, bias, affine) = (c.hidden_size, c.word_embed_proj_dim, c.ffn_dim, c.enable_bias, c.layer_norm_elementwise_affine);
         let layer_norm = |l: &mut Loader<'_, '_>, prefix: &str| l.layer_norm(prefix, d, affine, LAYER_NORM_EPS);

@@ -463,7 +463,7 @@ impl T5 {
 
     /// Every parameter and weightless op in execution order: the one place their HF names are
     /// spelled.
-    fn declare(config: T5Config, l: Loader<'_, '_>) -> Result<Self> {
+    pub(crate) fn declare(config: T5Config, l: Loader<'_, '_>) -> Result<Self> {
         let mut l = T5Loader { l, config: &config };
         let (vocab, d, inner) = (config.vocab_size, config.d_model, config.inner_dim());
         let shared = l.l.embedding("shared.weight", vocab, d)?;

@@ -97,7 +97,10 @@ struct Selection {
 impl Trainer {
     pub fn prepare(config: TrainConfig, device: ComputeDevice) -> Result<Self> {
         config.validate()?;
-        let loaded = load_model(&config.model, &device.device)?;
+        let loaded = match config.method {
+            MethodKind::Full => load_model(&config.model, &device.device)?,
+            _ => crate::io::load_model_stored(&config.model, &device.device, config.frozen_precision)?,
+        };
         Self::prepare_loaded(config, device, loaded)
     }
 

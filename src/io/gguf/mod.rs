@@ -362,6 +362,14 @@ impl GgufModel {
         if bytes.len() != format.bytes() {
             return Err(invalid(format!("{} bytes where a {format:?} takes {}", bytes.len(), format.bytes())));
         }
+        // Finite values, as `load_tensor`'s are checked, decoded a row at a time.
+        let mut row = vec![0f32; format.cols];
+        for (r, row_bytes) in bytes.chunks(format.row_bytes()).enumerate() {
+            dequantize(format.ty, row_bytes, &mut row);
+            if let Some(c) = row.iter().position(|v| !v.is_finite()) {
+                return Err(invalid(format!("value #{} is {}: the weights must be finite numbers", r * format.cols + c, row[c])));
+            }
+        }
         let matrix = match rotary_heads(self.arch, hf_name, self.hp.heads, self.hp.kv_heads) {
             // Whole rows move, so their blocks move with them.
             Some(heads) => rotary_rows(bytes, format.rows, heads, Rows::ToHf)
