@@ -22,7 +22,7 @@ use greentrainer::train::batch::DeviceBatch;
 use greentrainer::train::optim::{AdamW, AdamWConfig};
 use greentrainer::train::step::forward_backward;
 use greentrainer::train::trainer::store_for_selection;
-use greentrainer::train::{Event, RunControl, TrainConfig, Trainer};
+use greentrainer::train::{Event, MethodKind, RunControl, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// `v` rounded to the nearest value of `dtype`, as the storage holds it (computed by `half`).
@@ -508,4 +508,37 @@ fn a_run_with_source_frozen_weights_follows_the_f32_loss_curve_on_the_same_file(
     eprintln!("source: {got:?} vs f32 {reference:?}: worst {worst:.2e}");
     assert!(worst <= LOSS_BAND, "losses {got:?} leave the band {LOSS_BAND} around f32's {reference:?}");
     assert!(got.iter().zip(&reference).any(|(a, b)| a != b), "the frozen weights were not stored quantized");
+}
+
+/// LoRA over quantized base weights (QLoRA-like) follows LoRA over the same file's values in f32
+/// (measured: 5.7e-6 over four steps), every base linear staying in its blocks under f32 adapters.
+#[test]
+fn lora_over_source_frozen_weights_follows_lora_over_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_q8_0(dir.path());
+    let run = |precision: FrozenPrecision| {
+        let config = TrainConfig {
+            model: path.clone(),
+            data: common::demo_train(),
+            output: dir.path().join(precision.name()),
+            method: MethodKind::Lora,
+            epochs: 0,
+            max_steps: 4,
+            batch_size: 2,
+            max_len: 48,
+            lr: 1e-3,
+            save_model: false,
+            frozen_precision: precision,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
+        let losses = trainer.run(&mut |_: &Event| {}, &RunControl::default(), false).unwrap().losses;
+        (losses, quantized_weights(&trainer.loaded.model))
+    };
+    let (reference, _) = run(FrozenPrecision::F32);
+    let (got, (quantized, float)) = run(FrozenPrecision::Source);
+    assert!(float.is_empty() && quantized.len() == 14, "quantized {quantized:?}, float {float:?}");
+    let worst = got.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    eprintln!("LoRA source: {got:?} vs f32 {reference:?}: worst {worst:.2e}");
+    assert!(worst <= LOSS_BAND, "losses {got:?} leave the band {LOSS_BAND} around f32's {reference:?}");
 }

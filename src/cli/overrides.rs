@@ -62,7 +62,8 @@ pub struct TrainOverrides {
     /// GreenTrainer: run each batch's shared prompt prefix without gradient (`--frozen-prompt true`).
     #[arg(long)]
     pub frozen_prompt: Option<bool>,
-    /// How weights that do not train are stored: f32, f16 or bf16.
+    /// How weights that do not train are stored: f32, f16, bf16, or source (a GGUF's quantized
+    /// linear layers as the file holds them, the rest f16).
     #[arg(long, value_parser = choice(&FrozenPrecision::ALL))]
     pub frozen_precision: Option<FrozenPrecision>,
     #[arg(long)]

@@ -92,8 +92,9 @@ pub struct TrainConfig {
     /// covers only the answers and what follows the shortest prompt (see
     /// `train::batch::DeviceBatch::freeze_prompt`); decoder-only models.
     pub frozen_prompt: bool,
-    /// How weights that do not train are stored: f32, or f16/bf16 at half the memory (converted
-    /// block by block inside their products; trained tensors stay f32 with f32 AdamW state).
+    /// How weights that do not train are stored: f32, f16/bf16 at half the memory, or `source`: a
+    /// GGUF's own quantized blocks for the linear layers (converted block by block inside their
+    /// products; trained tensors stay f32 with f32 AdamW state).
     pub frozen_precision: FrozenPrecision,
     pub epochs: usize,
     /// Stop after this many optimizer steps (0: run all epochs).
