@@ -89,12 +89,7 @@ fn contributions(model: &Model, scoring: &Scoring<'_>, batch: usize, pass: &mut 
     let mut before = BTreeMap::new();
     model.visit(&mut |name, p| {
         if second.contains_key(name) {
-            let stored = match p {
-                crate::model::ParamRef::Weight(w) => w.clone(),
-                // A vector or another matrix, flat, as one row.
-                p => crate::model::Weight::Float(p.flat().unsqueeze::<2>()),
-            };
-            before.insert(name.to_string(), stored);
+            before.insert(name.to_string(), p.stored());
         }
     });
     let mut raw = BTreeMap::new();

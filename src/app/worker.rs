@@ -505,12 +505,16 @@ impl Engine {
         let base = self.base.as_ref().ok_or(WorkerError::Needs("nothing to write as a delta: no training has changed the model yet"))?;
         let mut before = HashMap::new();
         base.model.merged().visit(&mut |name, p| {
-            before.insert(name.to_string(), p.flat());
+            before.insert(name.to_string(), p.stored());
         });
         let mut changed = Vec::new();
         self.model()?.model.merged().visit(&mut |name, p| {
+            // Still in its file's blocks: never trained (`model::precision`).
+            if let crate::model::ParamRef::Weight(crate::model::Weight::Quantized(_)) = p {
+                return;
+            }
             let values = p.to_vec();
-            let base_values = before.get(name).and_then(|b| b.clone().cast(p.dtype()).try_to_vec_as::<f32>().ok());
+            let base_values = before.get(name).and_then(|b| b.to_float().cast(p.dtype()).try_to_vec_as::<f32>().ok());
             if base_values.as_ref() != Some(&values) {
                 changed.push((name.to_string(), p.shape(), values));
             }
@@ -529,7 +533,9 @@ impl Engine {
     /// values rounded twice. `None`: the run loads the file itself.
     fn base_for(&mut self, config: &TrainConfig, device: &ComputeDevice) -> Option<LoadedModel> {
         let frozen = config.frozen_precision.storage(&device.device);
-        if frozen == burn::tensor::DType::F32 || config.method == crate::train::MethodKind::Full || config.validate().is_err() {
+        // `source` keeps quantized weights whatever the float type of the rest.
+        let stored_low = frozen != burn::tensor::DType::F32 || config.frozen_precision == FrozenPrecision::Source;
+        if !stored_low || config.method == crate::train::MethodKind::Full || config.validate().is_err() {
             return None;
         }
         let base = if self.base.is_some() { self.base.as_mut() } else { self.loaded.as_mut() }?;

@@ -49,10 +49,11 @@ impl QuantFormat {
     /// The types the kernels decode: the ones Q8_0, Q4_0, Q4_1 and Q4_K_M files are made of.
     pub const TYPES: [GgmlType; 5] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4_K, GgmlType::Q6_K];
 
-    /// The format of a `[rows, cols]` matrix of `ty`, if the kernels decode `ty` and a row is
-    /// whole blocks (GGUF requires it).
+    /// The format of a `[rows, cols]` matrix of `ty`, if the kernels decode `ty`, it is not empty
+    /// and a row is whole blocks (GGUF requires it).
     pub fn new(ty: GgmlType, rows: usize, cols: usize) -> Option<Self> {
-        (Self::TYPES.contains(&ty) && cols.is_multiple_of(ty.block_size())).then_some(Self { ty, rows, cols })
+        let whole_blocks = rows > 0 && cols > 0 && cols.is_multiple_of(ty.block_size());
+        (Self::TYPES.contains(&ty) && whole_blocks).then_some(Self { ty, rows, cols })
     }
 
     /// Bytes of one row.

@@ -647,5 +647,7 @@ fn quantized_words(blocks: IntTensor<CubeBackend>, format: &QuantFormat) -> IntT
         "quantized blocks: {} words for a {format:?}",
         blocks.meta.shape().num_elements()
     );
+    // The shader's byte offsets are u32 (a linear layer of 4 GiB is far beyond any model here).
+    assert!(format.bytes() <= u32::MAX as usize, "{format:?} is too large for the dequantize shader");
     into_contiguous(blocks)
 }

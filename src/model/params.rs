@@ -97,6 +97,16 @@ impl ParamRef<'_> {
         matrix.reshape([n])
     }
 
+    /// A handle to the values as stored (no copy; a quantized weight stays quantized): a linear
+    /// layer's weight as it is, any other parameter flat, as one row. Decode it
+    /// ([`Weight::to_float`]) one tensor at a time.
+    pub fn stored(&self) -> Weight {
+        match *self {
+            Self::Weight(w) => w.clone(),
+            p => Weight::Float(p.flat().unsqueeze::<2>()),
+        }
+    }
+
     /// This parameter's gradient, flattened, when it was trained in the backward pass that made `grads`.
     pub fn grad_flat(&self, grads: &burn::tensor::Gradients) -> Option<Tensor<1>> {
         let matrix = match *self {

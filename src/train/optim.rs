@@ -149,8 +149,12 @@ impl AdamW {
     ) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
-            // Trained rows belong to a float weight (`model::precision` promotes it first).
-            let (Some(g), Some(r), ParamMut::Weight(Weight::Float(w))) = (grads.get(name), rows.get(name), p) else { return };
+            let (Some(g), Some(r), ParamMut::Weight(weight)) = (grads.get(name), rows.get(name), p) else { return };
+            // `model::precision` promotes trained weights first; a quantized one would be here.
+            if let Weight::Quantized(q) = weight {
+                *weight = Weight::Float(q.dequantized());
+            }
+            let Weight::Float(w) = weight else { unreachable!("promoted above") };
             let [n_rows, d_in] = g.dims();
             let key = rows_state_name(name);
             let fresh = self.state.get(&key).is_none_or(|s| s.rows.as_ref() != Some(r));

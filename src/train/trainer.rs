@@ -698,10 +698,14 @@ fn snapshot(run: &mut Run) {
 }
 
 /// The first parameter holding a NaN or an infinity. Multiplying by zero keeps exactly those
-/// non-finite, so one sum per tensor on the device finds them without reading weights back.
+/// non-finite, so one sum per tensor on the device finds them without reading weights back. A
+/// quantized weight is skipped: it never trained, and its values were checked at load.
 fn first_non_finite(model: &Model) -> Option<String> {
     let mut found = None;
     model.visit(&mut |name, p| {
+        if let crate::model::ParamRef::Weight(crate::model::Weight::Quantized(_)) = p {
+            return;
+        }
         if found.is_none() && !p.flat().mul_scalar(0.0).sum().into_scalar::<f32>().is_finite() {
             found = Some(name.to_string());
         }
