@@ -233,9 +233,10 @@ fn a_reselection_promotes_exactly_and_keeps_what_trained_in_f32_with_its_moments
     assert_eq!(optimizer.state[left].step, 2);
 }
 
-/// A GreenTrainer run on `model` (the tiny Llama) that re-selects every two steps, its losses.
-fn losses(model: &Path, precision: FrozenPrecision, out: &Path) -> Vec<f64> {
-    let config = TrainConfig {
+/// Six short GreenTrainer steps at rho 0.5 on `model` (the tiny Llama, or a GGUF of it) with
+/// frozen weights in `precision`, writing to `out`.
+fn short_config(model: &Path, precision: FrozenPrecision, out: &Path) -> TrainConfig {
+    TrainConfig {
         model: model.to_path_buf(),
         data: common::demo_train(),
         output: out.to_path_buf(),
@@ -245,11 +246,15 @@ fn losses(model: &Path, precision: FrozenPrecision, out: &Path) -> Vec<f64> {
         batch_size: 2,
         max_len: 48,
         lr: 1e-3,
-        reselect_every_steps: 2,
         save_model: false,
         frozen_precision: precision,
         ..TrainConfig::default()
-    };
+    }
+}
+
+/// A GreenTrainer run on `model` (the tiny Llama) that re-selects every two steps, its losses.
+fn losses(model: &Path, precision: FrozenPrecision, out: &Path) -> Vec<f64> {
+    let config = TrainConfig { reselect_every_steps: 2, ..short_config(model, precision, out) };
     let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
     let (mut selections, mut ever_selected) = (0, BTreeSet::new());
     let outcome = trainer
@@ -308,21 +313,8 @@ fn runs_with_f16_or_bf16_frozen_weights_follow_the_f32_loss_curve() {
 /// them again as the selection says, so the losses are bit-identical.
 #[test]
 fn a_resumed_low_precision_run_equals_the_uninterrupted_one() {
-    let config = |out: &Path| TrainConfig {
-        model: common::fixture("tiny-llama"),
-        data: common::demo_train(),
-        output: out.to_path_buf(),
-        rho: 0.5,
-        epochs: 0,
-        max_steps: 4,
-        batch_size: 2,
-        max_len: 48,
-        lr: 1e-3,
-        reselect_every_steps: 1,
-        save_model: false,
-        frozen_precision: FrozenPrecision::Bf16,
-        ..TrainConfig::default()
-    };
+    let tiny = common::fixture("tiny-llama");
+    let config = |out: &Path| TrainConfig { max_steps: 4, reselect_every_steps: 1, ..short_config(&tiny, FrozenPrecision::Bf16, out) };
     let run = |out: &Path, resume: bool, stop_after: Option<usize>| {
         let mut trainer = Trainer::prepare(config(out), ComputeDevice::cpu()).unwrap();
         let control = RunControl::default();
@@ -517,20 +509,8 @@ fn lora_over_source_frozen_weights_follows_lora_over_f32() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_q8_0(dir.path());
     let run = |precision: FrozenPrecision| {
-        let config = TrainConfig {
-            model: path.clone(),
-            data: common::demo_train(),
-            output: dir.path().join(precision.name()),
-            method: MethodKind::Lora,
-            epochs: 0,
-            max_steps: 4,
-            batch_size: 2,
-            max_len: 48,
-            lr: 1e-3,
-            save_model: false,
-            frozen_precision: precision,
-            ..TrainConfig::default()
-        };
+        let out = dir.path().join(precision.name());
+        let config = TrainConfig { method: MethodKind::Lora, max_steps: 4, ..short_config(&path, precision, &out) };
         let mut trainer = Trainer::prepare(config, ComputeDevice::cpu()).unwrap();
         let losses = trainer.run(&mut |_: &Event| {}, &RunControl::default(), false).unwrap().losses;
         (losses, quantized_weights(&trainer.loaded.model))
