@@ -308,33 +308,40 @@ fn runs_with_f16_or_bf16_frozen_weights_follow_the_f32_loss_curve() {
     }
 }
 
-/// A bf16 run re-selecting every step, cancelled after step 2 and resumed, against the same run
-/// uninterrupted: the checkpoint holds the stored values (in f32, exactly), and resuming stores
-/// them again as the selection says, so the losses are bit-identical.
+/// A bf16 run on the tiny Llama and a source run on its Q8_0 GGUF, each re-selecting every step,
+/// cancelled after step 2 and resumed, against the same run uninterrupted: the checkpoint holds
+/// the stored values (in f32, exactly; a weight still in its blocks is left out and comes back
+/// from the file), and resuming stores them again as the selection says, so the losses are
+/// bit-identical.
 #[test]
 fn a_resumed_low_precision_run_equals_the_uninterrupted_one() {
-    let tiny = common::fixture("tiny-llama");
-    let config = |out: &Path| TrainConfig { max_steps: 4, reselect_every_steps: 1, ..short_config(&tiny, FrozenPrecision::Bf16, out) };
-    let run = |out: &Path, resume: bool, stop_after: Option<usize>| {
-        let mut trainer = Trainer::prepare(config(out), ComputeDevice::cpu()).unwrap();
-        let control = RunControl::default();
-        let sink = &mut |e: &Event| {
-            if let (Event::Step { step, .. }, Some(stop)) = (e, stop_after)
-                && *step == stop
-            {
-                control.request_cancel();
-            }
+    let files = tempfile::tempdir().unwrap();
+    for (model, precision) in [(common::fixture("tiny-llama"), FrozenPrecision::Bf16), (tiny_q8_0(files.path()), FrozenPrecision::Source)] {
+        let config = |out: &Path| TrainConfig { max_steps: 4, reselect_every_steps: 1, ..short_config(&model, precision, out) };
+        let run = |out: &Path, resume: bool, stop_after: Option<usize>| {
+            let mut trainer = Trainer::prepare(config(out), ComputeDevice::cpu()).unwrap();
+            let control = RunControl::default();
+            let sink = &mut |e: &Event| {
+                if let (Event::Step { step, .. }, Some(stop)) = (e, stop_after)
+                    && *step == stop
+                {
+                    control.request_cancel();
+                }
+            };
+            let losses = trainer.run(sink, &control, resume).unwrap().losses;
+            (losses, quantized_weights(&trainer.loaded.model).0.len())
         };
-        trainer.run(sink, &control, resume).unwrap().losses
-    };
-    let straight_dir = tempfile::tempdir().unwrap();
-    let straight = run(straight_dir.path(), false, None);
-    let dir = tempfile::tempdir().unwrap();
-    let first = run(dir.path(), false, Some(2));
-    assert_eq!(first.len(), 2);
-    let rest = run(dir.path(), true, None);
-    let resumed: Vec<f64> = first.into_iter().chain(rest).collect();
-    assert_eq!(resumed, straight, "losses after resume must equal the uninterrupted run");
+        let straight_dir = tempfile::tempdir().unwrap();
+        let (straight, quantized) = run(straight_dir.path(), false, None);
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = run(dir.path(), false, Some(2));
+        assert_eq!(first.len(), 2);
+        let (rest, quantized_after_resume) = run(dir.path(), true, None);
+        let resumed: Vec<f64> = first.into_iter().chain(rest).collect();
+        assert_eq!(resumed, straight, "{precision:?}: losses after resume must equal the uninterrupted run");
+        assert_eq!(quantized_after_resume, quantized, "{precision:?}: the same weights stay quantized after resume");
+        assert!(precision != FrozenPrecision::Source || quantized > 0);
+    }
 }
 
 /// Random blocks of `ty` for a `[rows, cols]` matrix: every byte random (so every code a block can

@@ -1,5 +1,6 @@
-//! Checkpoints: every parameter, the optimizer's moments and steps, the data position and the
-//! selection, written atomically so a crash mid-write keeps the previous checkpoint whole.
+//! Checkpoints: every parameter (but weights still in their file's quantization), the optimizer's
+//! moments and steps, the data position and the selection, written atomically so a crash
+//! mid-write keeps the previous checkpoint whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -14,7 +15,8 @@ use crate::io::{
     atomic,
     safetensors_file::{SafetensorsFiles, write_f32},
 };
-use crate::model::{Model, ParamMut, Parameters, Weight};
+use crate::model::{Model, ParamMut, ParamRef, Parameters, Weight};
+use crate::profile::blocks::rows_state_name;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -46,9 +48,15 @@ impl RunState {
     }
 }
 
+/// Writes a checkpoint of the run. A weight still in its file's quantization is left out: it never
+/// trained, and a resumed run holds the same blocks from the file (see [`load`]).
 pub fn save(dir: &Path, model: &Model, optimizer: &AdamW, state: &RunState) -> Result<()> {
     let mut params = Vec::new();
-    model.visit(&mut |name, p| params.push((name.to_string(), p.shape(), p.to_vec())));
+    model.visit(&mut |name, p| {
+        if !matches!(p, ParamRef::Weight(Weight::Quantized(_))) {
+            params.push((name.to_string(), p.shape(), p.to_vec()));
+        }
+    });
     let host = |t: &Tensor<1>| t.try_to_vec_as::<f32>().unwrap_or_default();
     let mut moments = Vec::new();
     for (name, m) in &optimizer.state {
@@ -71,14 +79,17 @@ pub fn read_state(dir: &Path) -> Result<RunState> {
     serde_json::from_str(&text).map_err(|e| Error::invalid(&state_path, e.to_string()))
 }
 
-/// Restores parameters and optimizer state in place; returns the run state.
+/// Restores parameters and optimizer state in place; returns the run state. A weight the model
+/// holds in its file's quantization stays so unless the checkpoint's run trained it (it has
+/// optimizer state): untrained, its values are the file's, so no f32 copy of it is made.
 pub fn load(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<RunState> {
     let state = read_state(dir)?;
     let params = SafetensorsFiles::open_files(&[dir.join("model.safetensors")])?;
     let device = model.device();
+    let trained = |name: &str| state.optimizer_steps.contains_key(name) || state.optimizer_steps.contains_key(&rows_state_name(name));
     let mut failure = None;
     model.visit_mut(&mut |name, p| {
-        if failure.is_some() {
+        if failure.is_some() || matches!(p, ParamMut::Weight(Weight::Quantized(_))) && !trained(name) {
             return;
         }
         match params.read_f32(name) {
