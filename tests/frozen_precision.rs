@@ -275,7 +275,7 @@ fn losses(model: &Path, precision: FrozenPrecision, out: &Path) -> Vec<f64> {
     let mut stored_low = 0;
     trainer.loaded.model.visit(&mut |name, p| {
         let selected = ever_selected.contains(name);
-        if let ParamRef::Weight(Weight::Quantized(_)) = p {
+        if p.is_quantized() {
             assert!(precision == FrozenPrecision::Source && !selected, "{precision:?}: {name} quantized");
             stored_low += 1;
         } else if p.is_matrix() {

@@ -509,8 +509,8 @@ impl Engine {
         });
         let mut changed = Vec::new();
         self.model()?.model.merged().visit(&mut |name, p| {
-            // Still in its file's blocks: never trained (`model::precision`).
-            if let crate::model::ParamRef::Weight(crate::model::Weight::Quantized(_)) = p {
+            // Still in its file's blocks: never trained.
+            if p.is_quantized() {
                 return;
             }
             let values = p.to_vec();

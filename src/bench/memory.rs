@@ -200,7 +200,7 @@ pub fn run_steps(
             _ => None,
         })
         .filter(|(_, ty)| QuantFormat::TYPES.contains(ty))
-        .map(|(name, ty)| (name, ty.type_size() as f64 / ty.block_size() as f64))
+        .map(|(name, ty)| (name, ty.bytes_per_value()))
         .collect();
     let mut rows = Vec::new();
     for m in &methods {

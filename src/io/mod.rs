@@ -164,7 +164,7 @@ pub fn source_bytes(path: &Path, ops: &[OpSpec]) -> BTreeMap<String, f64> {
     };
     ops.iter()
         .filter(|op| matches!(op.kind, OpKind::Linear { .. }))
-        .filter_map(|op| gguf.quantized_format(&op.name).map(|f| (op.name.clone(), f.bytes() as f64 / (f.rows * f.cols) as f64)))
+        .filter_map(|op| gguf.quantized_format(&op.name).map(|f| (op.name.clone(), f.ty.bytes_per_value())))
         .collect()
 }
 

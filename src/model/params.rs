@@ -70,6 +70,12 @@ impl ParamRef<'_> {
         }
     }
 
+    /// Whether it is a linear layer's weight still in its file's quantization (`model::precision`:
+    /// frozen, never trained).
+    pub fn is_quantized(&self) -> bool {
+        matches!(self, Self::Weight(Weight::Quantized(_)))
+    }
+
     /// Whether it is a weight matrix (a linear layer's, an adapter's or a table), not a vector.
     pub fn is_matrix(&self) -> bool {
         !matches!(self, Self::Vector(_))

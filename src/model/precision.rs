@@ -105,7 +105,8 @@ impl FrozenStore {
 /// (they are small, and norms are where low precision hurts).
 pub fn store_frozen<M: Parameters>(model: &mut M, store: &FrozenStore, trained: &dyn Fn(&str) -> bool) {
     model.visit_mut(&mut |name, p| {
-        let dtype = if trained(name) { DType::F32 } else { store.dtype };
+        let trained = trained(name);
+        let dtype = if trained { DType::F32 } else { store.dtype };
         match p {
             ParamMut::Vector(_) => {}
             ParamMut::Matrix(w) => {
@@ -114,7 +115,7 @@ pub fn store_frozen<M: Parameters>(model: &mut M, store: &FrozenStore, trained: 
                 }
             }
             ParamMut::Weight(w) => match (store.quantized.get(name), &*w) {
-                (Some(q), _) if !trained(name) => *w = Weight::Quantized(q.clone()),
+                (Some(q), _) if !trained => *w = Weight::Quantized(q.clone()),
                 (_, Weight::Float(t)) if t.dtype() == dtype => {}
                 _ => *w = Weight::Float(w.to_float().cast(dtype)),
             },

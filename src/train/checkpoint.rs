@@ -8,15 +8,14 @@ use std::path::Path;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::optim::{AdamW, Moments};
+use super::optim::{AdamW, Moments, has_state};
 use crate::data::DataPosition;
 use crate::error::{Error, Result};
 use crate::io::{
     atomic,
     safetensors_file::{SafetensorsFiles, write_f32},
 };
-use crate::model::{Model, ParamMut, ParamRef, Parameters, Weight};
-use crate::profile::blocks::rows_state_name;
+use crate::model::{Model, ParamMut, Parameters, Weight};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -53,7 +52,7 @@ impl RunState {
 pub fn save(dir: &Path, model: &Model, optimizer: &AdamW, state: &RunState) -> Result<()> {
     let mut params = Vec::new();
     model.visit(&mut |name, p| {
-        if !matches!(p, ParamRef::Weight(Weight::Quantized(_))) {
+        if !p.is_quantized() {
             params.push((name.to_string(), p.shape(), p.to_vec()));
         }
     });
@@ -86,10 +85,9 @@ pub fn load(dir: &Path, model: &mut Model, optimizer: &mut AdamW) -> Result<RunS
     let state = read_state(dir)?;
     let params = SafetensorsFiles::open_files(&[dir.join("model.safetensors")])?;
     let device = model.device();
-    let trained = |name: &str| state.optimizer_steps.contains_key(name) || state.optimizer_steps.contains_key(&rows_state_name(name));
     let mut failure = None;
     model.visit_mut(&mut |name, p| {
-        if failure.is_some() || matches!(p, ParamMut::Weight(Weight::Quantized(_))) && !trained(name) {
+        if failure.is_some() || p.as_ref().is_quantized() && !has_state(&state.optimizer_steps, name) {
             return;
         }
         match params.read_f32(name) {

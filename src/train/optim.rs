@@ -122,6 +122,12 @@ fn matrix_update(w: Tensor<2>, g: Tensor<1>, m: Tensor<1>, v: Tensor<1>, hp: Ada
     (new_w.reshape(dims), m, v)
 }
 
+/// Whether optimizer state keyed like [`AdamW::state`] (moments, or step counts in a checkpoint)
+/// holds the tensor `name`, whole or by rows ([`rows_state_name`]): whether it has trained.
+pub fn has_state<V>(state: &BTreeMap<String, V>, name: &str) -> bool {
+    state.contains_key(name) || state.contains_key(&rows_state_name(name))
+}
+
 /// The kernels' settings for a tensor's `step`-th update (bias correction counts its own updates).
 fn hyper(c: &AdamWConfig, lr: f64, step: u64, grad_scale: f64) -> AdamWHyper {
     AdamWHyper {
@@ -149,12 +155,7 @@ impl AdamW {
     ) {
         let c = self.config;
         model.visit_mut(&mut |name, p| {
-            let (Some(g), Some(r), ParamMut::Weight(weight)) = (grads.get(name), rows.get(name), p) else { return };
-            // `model::precision` promotes trained weights first; a quantized one would be here.
-            if let Weight::Quantized(q) = weight {
-                *weight = Weight::Float(q.dequantized());
-            }
-            let Weight::Float(w) = weight else { unreachable!("promoted above") };
+            let (Some(g), Some(r), ParamMut::Weight(w)) = (grads.get(name), rows.get(name), p) else { return };
             let [n_rows, d_in] = g.dims();
             let key = rows_state_name(name);
             let fresh = self.state.get(&key).is_none_or(|s| s.rows.as_ref() != Some(r));
@@ -166,13 +167,14 @@ impl AdamW {
             s.step += 1;
             let hp = hyper(&c, lr, s.step, grad_scale);
             let (m, v) = (s.m.extract().reshape([n_rows, d_in]), s.v.extract().reshape([n_rows, d_in]));
-            let w_f32 = w.extract().cast(F32);
-            let (new_w, new_m, new_v) = if runs_wgsl(&w.device()) {
+            // Promoted to f32 by its update, as in `update`.
+            let w_f32 = w.extract().into_float().cast(F32);
+            let (new_w, new_m, new_v) = if runs_wgsl(&g.device()) {
                 masked_adamw(w_f32, g.clone(), m, v, r, hp)
             } else {
                 adamw_rows_reference(w_f32, g.clone(), m, v, r, hp)
             };
-            *w = new_w;
+            *w = Weight::Float(new_w);
             s.m = new_m.reshape([n_rows * d_in]);
             s.v = new_v.reshape([n_rows * d_in]);
         });

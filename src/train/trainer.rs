@@ -11,7 +11,7 @@ use super::config::{Granularity, MethodKind, TrainConfig};
 use super::control::RunControl;
 use super::cost::{step_macs, step_time_share};
 use super::events::{Event, EventSink};
-use super::optim::{AdamW, AdamWConfig, LinearSchedule};
+use super::optim::{AdamW, AdamWConfig, LinearSchedule, has_state};
 use super::step::{forward_backward_rows, grad_norm};
 use crate::data::{Batch, BatchPlan, Batcher, DataPosition, Example, LoadOptions, LoadReport, load_dataset};
 use crate::device::ComputeDevice;
@@ -29,7 +29,7 @@ use crate::io::{
 use crate::model::lora::default_targets;
 use crate::model::precision::{FrozenStore, store_frozen};
 use crate::model::{Linears, Model, Parameters};
-use crate::profile::blocks::{parse_block, rows_state_name, split_rows};
+use crate::profile::blocks::{parse_block, split_rows};
 use crate::profile::reach::Reach;
 use crate::profile::{BatchShape, FLOPS_PER_MAC, OpKind, OpSpec, Profile, profile};
 use crate::select::SelectConfig;
@@ -703,10 +703,7 @@ fn snapshot(run: &mut Run) {
 fn first_non_finite(model: &Model) -> Option<String> {
     let mut found = None;
     model.visit(&mut |name, p| {
-        if let crate::model::ParamRef::Weight(crate::model::Weight::Quantized(_)) = p {
-            return;
-        }
-        if found.is_none() && !p.flat().mul_scalar(0.0).sum().into_scalar::<f32>().is_finite() {
+        if found.is_none() && !p.is_quantized() && !p.flat().mul_scalar(0.0).sum().into_scalar::<f32>().is_finite() {
             found = Some(name.to_string());
         }
     });
@@ -719,8 +716,7 @@ fn first_non_finite(model: &Model) -> Option<String> {
 /// leaving it keeps its trained f32 weights; one never trained is stored in `frozen`.
 pub fn store_for_selection(model: &mut Model, frozen: &FrozenStore, selection: &BTreeSet<String>, optimizer: &AdamW) {
     let (full, rows) = split_selection(selection);
-    let trained = |name: &str| optimizer.state.contains_key(name) || optimizer.state.contains_key(&rows_state_name(name));
-    store_frozen(model, frozen, &|name| full.contains(name) || rows.contains_key(name) || trained(name));
+    store_frozen(model, frozen, &|name| full.contains(name) || rows.contains_key(name) || has_state(&optimizer.state, name));
 }
 
 /// Whole tensors, and the trained rows of tensors selected by blocks.

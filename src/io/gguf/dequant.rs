@@ -98,6 +98,11 @@ impl GgmlType {
         }
     }
 
+    /// Bytes per value, as stored: [`GgmlType::type_size`] over [`GgmlType::block_size`].
+    pub fn bytes_per_value(self) -> f64 {
+        self.type_size() as f64 / self.block_size() as f64
+    }
+
     /// Bytes per block.
     pub fn type_size(self) -> usize {
         match self {
